@@ -1,0 +1,3 @@
+from decision_intel.cli import main
+
+raise SystemExit(main())

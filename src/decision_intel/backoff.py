@@ -1,0 +1,54 @@
+"""Redis reachability: capped exponential backoff with jitter, one log line per state change."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+
+REDIS_DOWN = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
+"""Errors that mean "Redis is not there right now": wait and retry, never exit."""
+
+BASE_S = 0.25
+CAP_S = 10.0
+
+
+def delay_s(attempt: int, rng: random.Random | None = None) -> float:
+    """Equal-jitter backoff: half the capped exponential, plus up to the other half at random."""
+    ceiling = min(CAP_S, BASE_S * 2 ** max(0, attempt - 1))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+class Connectivity:
+    """Shared by every task of the service, so an outage is logged once, not once per task."""
+
+    def __init__(self, log: Any):
+        self.log = log
+        self.down_since: float | None = None
+        self.attempt = 0
+        self.reconnects = 0
+
+    @property
+    def up(self) -> bool:
+        return self.down_since is None
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failure; return how long to wait before the next try."""
+        self.attempt += 1
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            self.log.warning("redis.unavailable", error=f"{type(exc).__name__}: {exc}")
+        return delay_s(self.attempt)
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            self.reconnects += 1
+            self.log.info(
+                "redis.available",
+                down_s=round(time.monotonic() - self.down_since, 1),
+                attempts=self.attempt,
+            )
+        self.down_since = None
+        self.attempt = 0

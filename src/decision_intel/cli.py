@@ -1,0 +1,100 @@
+"""`p35`: the command line. Thin: builds settings and logging, then hands over."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+
+from decision_intel import __version__, keys, logs
+from decision_intel.notify import Notifier
+from decision_intel.settings import EX_CONFIG, ConfigError, Settings, load, unknown_variables
+
+
+def _settings() -> Settings:
+    try:
+        return load()
+    except ConfigError as exc:
+        print(f"p35: {exc}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+
+
+def cmd_run(_args: argparse.Namespace) -> int:
+    from decision_intel.service import Service
+
+    settings = _settings()
+    logs.configure(settings.log_level, logs.detect_mode(os.environ, sys.stdout), settings.secrets)
+    log = logs.get()
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        log.warning("settings.unknown_variables", names=unknown, hint="typo? these are ignored")
+    service = Service(settings, log, Notifier(os.environ.get("NOTIFY_SOCKET")))
+    return asyncio.run(service.serve())
+
+
+async def _status(settings: Settings) -> dict[str, object]:
+    from decision_intel.store import connect
+
+    client = connect(settings)
+    try:
+        raw = await client.hgetall(keys.STATUS)
+        windows = {}
+        for window in keys.WINDOWS:
+            counts = await client.hgetall(keys.decision_counts(window))
+            top = await client.zrevrange(keys.reason_top(window), 0, 9, withscores=True)
+            windows[window] = {
+                "decisions": {k.decode(): int(v) for k, v in counts.items()},
+                "top_reasons": [[r.decode(), int(n)] for r, n in top],
+            }
+    finally:
+        await client.aclose()
+    status = {k.decode(): v.decode() for k, v in raw.items()}
+    return {"status": status, "windows": windows}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the status heartbeat and the window snapshots; exit 1 when there is no status."""
+    settings = _settings()
+    data = asyncio.run(_status(settings))
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0 if data["status"] else 1
+    status: dict[str, str] = data["status"]  # type: ignore[assignment]
+    if not status:
+        print("no status: the service has never run against this Redis")
+        return 1
+    age = time.time() - float(status.get("last_ts", 0))
+    print(f"status ({age:.0f} s old, written by {status.get('consumer_name', '?')}):")
+    for name in sorted(status):
+        print(f"  {name:18} {status[name]}")
+    for window, view in data["windows"].items():  # type: ignore[attr-defined]
+        decisions = view["decisions"]
+        total = sum(decisions.values())
+        if not total:
+            print(f"\n{window}: no decisions in this window")
+            continue
+        mix = ", ".join(f"{d} {n} ({100 * n / total:.0f}%)" for d, n in sorted(decisions.items()))
+        print(f"\n{window}: {total} decisions: {mix}")
+        for reason, n in view["top_reasons"][:5]:
+            print(f"  {n:8}  {reason}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="p35", description="P3.5 Decision Intelligence")
+    parser.add_argument("--version", action="version", version=f"p35 {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon (settings from P35_* environment variables)")
+    run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="show the status heartbeat and window snapshots")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

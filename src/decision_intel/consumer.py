@@ -1,0 +1,181 @@
+"""The consumer loop: read, classify, batch, and flush (counts + XACK together).
+
+Flushes happen when a read comes back short (caught up), when the batch reaches
+`flush_max_entries`, and at the latest every `ack_interval_sec`. Entries left
+pending by dead consumers (or by this name before a restart) are reclaimed and go
+through the same path. Nothing here retries on Redis errors: the service loop
+does, and every step here is safe to repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from decision_intel.batch import Batch
+from decision_intel.classify import UNKNOWN, Classification, classify
+from decision_intel.settings import Settings
+from decision_intel.store import Entry, Store
+
+
+class LeaseLost(Exception):
+    """Another live process holds this consumer name: this one must stop counting."""
+
+
+class Consumer:
+    def __init__(self, settings: Settings, store: Store, log: Any):
+        self.s = settings
+        self.store = store
+        self.log = log
+        self.batch = Batch(settings.symbol_breakdown)
+        self.counted = 0
+        self.excluded = 0
+        self.flushes = 0
+        self._last_flush = time.monotonic()
+        self._claim_due = 0.0
+        self._claim_every_s = min(max(settings.claim_min_idle_sec / 2, 0.5), 10.0)
+        self._caught_up = False
+
+    # -- ingest ---------------------------------------------------------------
+
+    def ingest(
+        self, entries: list[Entry], *, reclaimed: bool = False, deliveries: dict[bytes, int] | None = None
+    ) -> None:
+        for entry_id, fields in entries:
+            if not fields:
+                # History reads return deleted (trimmed) entries with no content.
+                self.batch.add_trimmed(entry_id)
+                continue
+            seen = deliveries.get(entry_id, 0) if deliveries else 0
+            if seen > self.s.max_deliveries:
+                result = Classification(
+                    UNKNOWN, "poison", None, f"delivered {seen} times without being counted"
+                )
+            else:
+                try:
+                    result = classify(fields)
+                except Exception as exc:  # never let one entry stop the loop
+                    result = Classification(UNKNOWN, "none", None, f"classifier error: {exc!r}")
+            self.batch.add(entry_id, fields, result, reclaimed=reclaimed)
+
+    # -- flush ----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        if not len(self.batch):
+            self._last_flush = time.monotonic()
+            return
+        result = await self.store.flush(self.batch, int(time.time() * 1000))
+        if result.lease_lost:
+            raise LeaseLost(self.store.consumer)
+        self.counted += result.counted
+        self.flushes += 1
+        if result.excluded:
+            self.excluded += result.excluded
+            self.log.info(
+                "flush.excluded",
+                entries=result.excluded,
+                why="claimed by another consumer or already acknowledged",
+            )
+        self._last_flush = time.monotonic()
+
+    def _flush_due(self, caught_up: bool) -> bool:
+        if not len(self.batch):
+            return False
+        return (
+            caught_up
+            or len(self.batch) >= self.s.flush_max_entries
+            or time.monotonic() - self._last_flush >= self.s.ack_interval_sec
+        )
+
+    # -- recovery ---------------------------------------------------------------
+
+    async def recover_own(self) -> int:
+        """Re-read what is still pending under this consumer name, count it, flush."""
+        after = b"0"
+        total = 0
+        while True:
+            entries = await self.store.read_own_pending(after, self.s.batch_size)
+            if not entries:
+                break
+            deliveries = await self._deliveries(entries)
+            self.ingest(entries, reclaimed=True, deliveries=deliveries)
+            total += len(entries)
+            after = entries[-1][0]
+            if len(self.batch) >= self.s.flush_max_entries:
+                await self.flush()
+        await self.flush()
+        return total
+
+    async def claim(self) -> int:
+        """XAUTOCLAIM entries idle past the claim time from any consumer (dead ones, mostly)."""
+        start = b"0-0"
+        claimed = 0
+        for _ in range(100):  # bounded work per call; the rest waits for the next call
+            start, entries, deleted = await self.store.autoclaim(start, self.s.batch_size)
+            if deleted:
+                await self.store.add_trimmed(len(deleted))
+                self.log.warning("claim.trimmed", entries=len(deleted))
+            if entries:
+                self.ingest(entries, reclaimed=True, deliveries=await self._deliveries(entries))
+                claimed += len(entries)
+                if len(self.batch) >= self.s.flush_max_entries:
+                    await self.flush()
+            if start in (b"0-0", "0-0"):
+                break
+        if claimed:
+            await self.flush()
+            self.log.info("claim.reclaimed", entries=claimed)
+        return claimed
+
+    async def _deliveries(self, entries: list[Entry]) -> dict[bytes, int]:
+        ids = [entry_id for entry_id, _ in entries]
+        return await self.store.delivery_counts(min(ids, key=_key), max(ids, key=_key), len(ids))
+
+    # -- loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set. Re-entrant: the service calls it again after an outage."""
+        await self.recover_own()
+        while not stop.is_set():
+            if time.monotonic() >= self._claim_due:
+                await self.claim()
+                self._claim_due = time.monotonic() + self._claim_every_s
+            entries = await self._read(stop)
+            if entries:
+                self.ingest(entries)
+            self._caught_up = len(entries) < self.s.batch_size
+            if self._flush_due(self._caught_up):
+                await self.flush()
+
+    async def _read(self, stop: asyncio.Event) -> list[Entry]:
+        if not self._caught_up:
+            return await self.store.read_new(self.s.batch_size, None)
+        # Idle: block, but give way at once to a stop request. A read cancelled after
+        # Redis delivered it leaves entries pending under this name; `finish` re-reads them.
+        read = asyncio.ensure_future(self.store.read_new(self.s.batch_size, self.s.block_ms))
+        stopped = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if read in done:
+            return read.result()
+        read.cancel()
+        try:
+            await read
+        except (asyncio.CancelledError, Exception):
+            pass
+        return []
+
+    async def finish(self) -> None:
+        """On shutdown: flush what was read, then anything delivered but not yet received."""
+        await self.flush()
+        await self.recover_own()
+
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up
+
+
+def _key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)

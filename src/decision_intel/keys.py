@@ -1,0 +1,62 @@
+"""Every Redis key name the service reads or writes (SPEC section 3), and nothing else.
+
+The public names are a fixed contract with existing runbooks; the private ones
+(`bucketmeta`, `lease`, `lock`) are this service's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import time
+
+PREFIX = "quantum:p35"
+
+STATUS = f"{PREFIX}:status"
+ALERTS = f"{PREFIX}:alerts"
+INVALID = f"{PREFIX}:invalid"
+
+WINDOWS: dict[str, int] = {"1m": 1, "5m": 5, "15m": 15, "1h": 60}
+"""Window name -> number of minute buckets it sums, the current minute included."""
+
+LONGEST_WINDOW_MIN = max(WINDOWS.values())
+
+SNAPSHOT_LOCK = f"{PREFIX}:lock:snapshot"
+
+
+def minute_of_id(entry_id: bytes | str) -> int:
+    """Minutes since the epoch of a stream entry ID (`<ms>-<seq>`)."""
+    if isinstance(entry_id, bytes):
+        entry_id = entry_id.decode()
+    ms, _, _ = entry_id.partition("-")
+    return int(ms) // 60_000
+
+
+def minute_label(minute: int) -> str:
+    """`YYYYMMDDHHMM` in UTC for a minute number."""
+    return time.strftime("%Y%m%d%H%M", time.gmtime(minute * 60))
+
+
+def bucket(minute: int) -> str:
+    return f"{PREFIX}:bucket:{minute_label(minute)}"
+
+
+def bucket_meta(minute: int) -> str:
+    """Private companion of a bucket: distinct-reason/symbol counts and a change counter."""
+    return f"{PREFIX}:bucketmeta:{minute_label(minute)}"
+
+
+def decision_counts(window: str) -> str:
+    return f"{PREFIX}:decision:counts:{window}"
+
+
+def reason_top(window: str) -> str:
+    return f"{PREFIX}:reason:top:{window}"
+
+
+def lease(consumer: str) -> str:
+    """Holds the token of the one live process allowed to use a consumer name."""
+    return f"{PREFIX}:lease:{consumer}"
+
+
+def consumer_status(consumer: str) -> str:
+    """Per-consumer heartbeat (expires when the consumer stops refreshing it)."""
+    return f"{PREFIX}:status:consumer:{consumer}"

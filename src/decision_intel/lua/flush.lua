@@ -1,0 +1,167 @@
+-- One flush: count a batch of entries and XACK them, atomically, or do nothing.
+--
+-- Applies only when (a) this process still holds the lease on its consumer name and
+-- (b) every counted ID is still pending *for this consumer*. An ID claimed away by
+-- another consumer, or already acknowledged (a retry after a lost reply), fails (b):
+-- the script then changes nothing and returns those IDs so the caller can drop
+-- them and flush the rest. That is what makes counting exactly-once.
+--
+-- KEYS[1] stream  KEYS[2] status hash  KEYS[3] lease  KEYS[4] invalid stream
+-- ARGV: group, consumer, token, lease_ms, max_reasons, max_symbols, invalid_maxlen,
+--       min_id, max_id, now_ms, reclaimed,
+--       n_ids, ids..., n_trimmed, trimmed_ids...,
+--       n_buckets, { bucket, meta, expire_at_s,
+--                    n_dec, {decision, n}..., n_rea, {reason, n}...,
+--                    n_sym, {symbol, n_sd, {decision, n}..., n_sr, {reason, n}...}... }...,
+--       n_invalid, {id, cause, raw}...
+-- Returns {0, counted} applied; {1, id...} IDs not ours, nothing applied; {2} lease lost.
+
+local stream, status, lease, invalid = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, consumer, token = ARGV[1], ARGV[2], ARGV[3]
+local lease_ms = tonumber(ARGV[4])
+local max_reasons, max_symbols = tonumber(ARGV[5]), tonumber(ARGV[6])
+local invalid_maxlen = ARGV[7]
+local min_id, max_id, now_ms = ARGV[8], ARGV[9], ARGV[10]
+local reclaimed = tonumber(ARGV[11])
+local pos = 12
+
+local function take()
+  local v = ARGV[pos]
+  pos = pos + 1
+  return v
+end
+
+-- (a) the lease: ours, or free (it expired while we were stopped) and so ours again.
+local holder = redis.call('GET', lease)
+if holder ~= token then
+  if holder then return {2} end
+  redis.call('SET', lease, token, 'PX', lease_ms)
+end
+
+local n_ids = tonumber(take())
+local ids_at = pos
+pos = pos + n_ids
+local n_trimmed = tonumber(take())
+local trimmed_at = pos
+pos = pos + n_trimmed
+
+-- (b) ownership: this consumer's pending IDs within [min_id, max_id], paged.
+local owned = {}
+local page_size = 1000
+local start = min_id
+while true do
+  local page = redis.call('XPENDING', stream, group, start, max_id, page_size, consumer)
+  for i = 1, #page do owned[page[i][1]] = true end
+  if #page < page_size then break end
+  start = '(' .. page[#page][1]
+end
+
+local missing = {}
+for i = ids_at, ids_at + n_ids - 1 do
+  if not owned[ARGV[i]] then missing[#missing + 1] = ARGV[i] end
+end
+if #missing > 0 then
+  table.insert(missing, 1, 1)
+  return missing
+end
+
+local function ack(list)
+  for i = 1, #list, 500 do
+    redis.call('XACK', stream, group, unpack(list, i, math.min(i + 499, #list)))
+  end
+end
+local counted = {}
+for i = ids_at, ids_at + n_ids - 1 do counted[#counted + 1] = ARGV[i] end
+ack(counted)
+
+local trimmed_owned = {}
+for i = trimmed_at, trimmed_at + n_trimmed - 1 do
+  if owned[ARGV[i]] then trimmed_owned[#trimmed_owned + 1] = ARGV[i] end
+end
+if #trimmed_owned > 0 then
+  ack(trimmed_owned)
+  redis.call('HINCRBY', status, 'trimmed_total', #trimmed_owned)
+end
+
+-- Buckets. Reasons beyond max_reasons distinct ones fold into `other`; symbols
+-- beyond max_symbols distinct ones get no symbol fields. The distinct counts live
+-- in the private meta hash, which also carries a change counter for snapshots.
+local n_buckets = tonumber(take())
+for _ = 1, n_buckets do
+  local bucket, meta, expire_at = take(), take(), take()
+  local m = redis.call('HMGET', meta, 'reasons', 'symbols')
+  local n_reasons, n_symbols = tonumber(m[1]) or 0, tonumber(m[2]) or 0
+
+  for _ = 1, tonumber(take()) do
+    local d, n = take(), take()
+    redis.call('HINCRBY', bucket, 'decision:' .. d, n)
+  end
+
+  local folded = {}
+  for _ = 1, tonumber(take()) do
+    local r, n = take(), take()
+    if r ~= 'other' and redis.call('HEXISTS', bucket, 'reason:' .. r) == 0 then
+      if n_reasons >= max_reasons - 1 then
+        folded[r] = true
+      else
+        n_reasons = n_reasons + 1
+      end
+    end
+    redis.call('HINCRBY', bucket, 'reason:' .. (folded[r] and 'other' or r), n)
+  end
+
+  local dropped = 0
+  for _ = 1, tonumber(take()) do
+    local sym = take()
+    local known = redis.call('HEXISTS', meta, 's:' .. sym) == 1
+    local keep = known or n_symbols < max_symbols
+    if keep and not known then
+      redis.call('HSET', meta, 's:' .. sym, 1)
+      n_symbols = n_symbols + 1
+    end
+    if not keep then dropped = dropped + 1 end
+    for _ = 1, tonumber(take()) do
+      local d, n = take(), take()
+      if keep then redis.call('HINCRBY', bucket, 'symbol_decision:' .. sym .. ':' .. d, n) end
+    end
+    for _ = 1, tonumber(take()) do
+      local r, n = take(), take()
+      if keep then
+        redis.call('HINCRBY', bucket, 'symbol_reason:' .. sym .. ':' .. (folded[r] and 'other' or r), n)
+      end
+    end
+  end
+
+  redis.call('HSET', meta, 'reasons', n_reasons, 'symbols', n_symbols)
+  redis.call('HINCRBY', meta, 'v', 1)
+  if dropped > 0 then redis.call('HINCRBY', meta, 'symbols_dropped', dropped) end
+  redis.call('EXPIREAT', bucket, expire_at)
+  redis.call('EXPIREAT', meta, expire_at)
+end
+
+local n_invalid = tonumber(take())
+for _ = 1, n_invalid do
+  local id, cause, raw = take(), take(), take()
+  redis.call('XADD', invalid, 'MAXLEN', '~', invalid_maxlen, '*',
+    'id', id, 'cause', cause, 'raw', raw, 'consumer', consumer, 'ts_ms', now_ms)
+end
+
+-- Group-wide totals, exact because they move with the XACK.
+redis.call('HINCRBY', status, 'processed_total', n_ids)
+if reclaimed > 0 then redis.call('HINCRBY', status, 'reclaimed_total', reclaimed) end
+if n_invalid > 0 then redis.call('HINCRBY', status, 'invalid_total', n_invalid) end
+
+local function newer(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not bm then return true end
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+if n_ids > 0 then
+  local last = redis.call('HGET', status, 'last_id')
+  if not last or newer(max_id, last) then
+    redis.call('HSET', status, 'last_id', max_id)
+  end
+end
+return {0, n_ids}

@@ -1,0 +1,278 @@
+"""The daemon's lifecycle: startup(), the main loop, shutdown().
+
+Three tasks share one event loop: the consumer (read, classify, flush), the
+ticker (heartbeat and lease, snapshots, progress, consumer clean-up) and the
+watchdog (proves the loop turns, whatever Redis does). Signal handlers only set
+flags; every wait at shutdown has a limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from typing import Any
+
+from decision_intel import __version__
+from decision_intel.backoff import REDIS_DOWN, Connectivity
+from decision_intel.consumer import Consumer, LeaseLost
+from decision_intel.notify import Notifier
+from decision_intel.settings import Settings
+from decision_intel.snapshots import Snapshotter
+from decision_intel.status import RateMeter, group_fields, write_heartbeat
+from decision_intel.store import LEASE_MS, Store, connect
+
+EX_TEMPFAIL = 75
+GRACE_S = 4.0
+"""Shutdown budget: flush, final status, release; well inside systemd's stop timeout."""
+PROGRESS_EVERY_S = 10.0
+FORGET_EVERY_S = 60.0
+WATCHDOG_EVERY_S = 2.0
+
+
+class NameInUse(Exception):
+    pass
+
+
+class Service:
+    def __init__(self, settings: Settings, log: Any, notifier: Notifier | None = None):
+        self.s = settings
+        self.log = log.bind(consumer=settings.consumer_name)
+        self.notifier = notifier or Notifier(None)
+        self.should_exit = False
+        self.force_exit = False
+        self.exit_code = 0
+        self.start_ts = time.time()
+        self.conn = Connectivity(self.log)
+        self.meter = RateMeter()
+        self.rate = 0.0
+        self.group: dict[str, Any] = {}
+        self._stop: asyncio.Event | None = None
+
+    # -- signals ----------------------------------------------------------------
+
+    def handle_exit(self, sig: int) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+        if self._stop is not None:
+            self._stop.set()
+
+    @property
+    def stop(self) -> asyncio.Event:
+        assert self._stop is not None
+        return self._stop
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once on a stop request."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def serve(self) -> int:
+        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.handle_exit, sig)
+        self.client = connect(self.s)
+        self.reader = connect(self.s, blocking=True)
+        self.store = Store(self.s, self.client, self.reader)
+        self.consumer = Consumer(self.s, self.store, self.log)
+        self.snapshotter = Snapshotter(self.s, self.client, self.s.consumer_name)
+        try:
+            if await self.startup():
+                await self.main_loop()
+        except NameInUse:
+            self.log.error(
+                "consumer.name_in_use",
+                detail="another live process holds this consumer name; refusing to start",
+            )
+            self.exit_code = EX_TEMPFAIL
+        finally:
+            await self.shutdown()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return self.exit_code
+
+    async def startup(self) -> bool:
+        self.log.info(
+            "service.starting",
+            version=__version__,
+            redis=self.s.redacted_url,
+            stream=self.s.stream,
+            group=self.s.group,
+        )
+        while not self.should_exit:
+            try:
+                created = await self.store.ensure_group()
+                await self._acquire_name()
+                if self.should_exit:
+                    return False
+                await self.heartbeat()
+                self.conn.ok()
+                break
+            except REDIS_DOWN as exc:
+                await self._pause(self.conn.failed(exc))
+        else:
+            return False
+        self.log.info("service.ready", group_created=created, lag=self.group.get("lag"))
+        self.notifier.send("READY=1", self._status_line())
+        return True
+
+    async def _acquire_name(self) -> None:
+        """Hold the lease on our consumer name; wait out a dead predecessor's lease, at most once."""
+        deadline = time.monotonic() + LEASE_MS / 1000 + 1
+        warned = False
+        while not await self.store.take_lease():
+            if time.monotonic() > deadline:
+                raise NameInUse(self.s.consumer_name)
+            if not warned:
+                self.log.warning("consumer.name_busy", waiting_up_to_s=LEASE_MS / 1000 + 1)
+                warned = True
+            await self._pause(1.0)
+            if self.should_exit:
+                return
+
+    async def main_loop(self) -> None:
+        tasks = [
+            asyncio.create_task(self._consume_loop(), name="consume"),
+            asyncio.create_task(self._tick_loop(), name="tick"),
+            asyncio.create_task(self._watchdog_loop(), name="watchdog"),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        self.notifier.send("STOPPING=1")
+        self.should_exit = True
+        self.stop.set()
+        unflushed = 0
+        if hasattr(self, "consumer") and not self.force_exit and self.exit_code != EX_TEMPFAIL:
+            try:
+                async with asyncio.timeout(GRACE_S):
+                    await self.consumer.finish()
+                    await self.heartbeat(state="stopped")
+                    await self.store.release_lease()
+            except TimeoutError:
+                self.log.warning("shutdown.timeout", grace_s=GRACE_S)
+            except REDIS_DOWN as exc:
+                self.log.warning("shutdown.redis_unavailable", error=type(exc).__name__)
+            unflushed = len(self.consumer.batch)
+        for client in (getattr(self, "client", None), getattr(self, "reader", None)):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+        self.log.info(
+            "service.stopped",
+            exit_code=self.exit_code,
+            counted=getattr(getattr(self, "consumer", None), "counted", 0),
+            unflushed_left_pending=unflushed,
+        )
+        self.notifier.close()
+
+    # -- the three loops -----------------------------------------------------------
+
+    async def _consume_loop(self) -> None:
+        while not self.should_exit:
+            try:
+                await self.consumer.run(self.stop)
+                self.conn.ok()
+            except REDIS_DOWN as exc:
+                await self._pause(self.conn.failed(exc))
+            except LeaseLost:
+                self._lease_lost()
+            except Exception:
+                self.log.exception("consumer.crashed")
+                self.exit_code = 1
+                self.handle_exit(signal.SIGTERM)
+
+    async def _tick_loop(self) -> None:
+        tick_s = min(1.0, self.s.snapshot_interval_sec / 2)
+        last_beat = last_progress = last_forget = time.monotonic()
+        while not self.should_exit:
+            await self._pause(tick_s)
+            if self.should_exit:
+                break
+            now = time.monotonic()
+            try:
+                if now - last_beat >= self.s.heartbeat_interval_sec:
+                    await self.heartbeat()
+                    last_beat = now
+                await self.snapshotter.maybe_run(await self.store.server_time_ms())
+                if now - last_progress >= PROGRESS_EVERY_S:
+                    self._progress()
+                    last_progress = now
+                if now - last_forget >= FORGET_EVERY_S:
+                    await self._forget_departed()
+                    last_forget = now
+            except REDIS_DOWN as exc:
+                self.conn.failed(exc)
+            except LeaseLost:
+                self._lease_lost()
+            except Exception:
+                self.log.exception("tick.failed")
+
+    async def _watchdog_loop(self) -> None:
+        if not self.notifier.enabled:
+            return
+        while not self.should_exit:
+            self.notifier.send("WATCHDOG=1")
+            await self._pause(WATCHDOG_EVERY_S)
+
+    # -- periodic work -------------------------------------------------------------
+
+    async def heartbeat(self, state: str = "running") -> None:
+        if not await self.store.take_lease():
+            raise LeaseLost(self.s.consumer_name)
+        self.group = group_fields(await self.store.group_info())
+        self.rate = self.meter.sample(time.monotonic(), self.consumer.counted)
+        await write_heartbeat(
+            self.client,
+            consumer=self.s.consumer_name,
+            start_ts=self.start_ts,
+            counted=self.consumer.counted,
+            rate=self.rate,
+            group=self.group,
+            state=state,
+        )
+        self.notifier.send(self._status_line())
+
+    def _status_line(self) -> str:
+        return (
+            f"STATUS=counted {self.consumer.counted}, lag {self.group.get('lag', '?')}, "
+            f"pending {self.group.get('pending_estimate', '?')}, {self.rate:.0f}/s"
+        )
+
+    def _progress(self) -> None:
+        lag = self.group.get("lag")
+        if not isinstance(lag, int) or (lag == 0 and self.consumer.caught_up):
+            return
+        eta = round(lag / self.rate) if self.rate > 0 else None
+        self.log.info(
+            "progress",
+            rate=round(self.rate, 1),
+            lag=lag,
+            pending=self.group.get("pending_estimate"),
+            eta_s=eta,
+            counted=self.consumer.counted,
+        )
+
+    async def _forget_departed(self) -> None:
+        min_idle_ms = int(max(self.s.claim_min_idle_sec * 1000, 2 * LEASE_MS))
+        for name in await self.store.departed_consumers(min_idle_ms):
+            if await self.store.forget_consumer(name):
+                self.log.info("consumer.removed", removed=name)
+
+    def _lease_lost(self) -> None:
+        self.log.error(
+            "consumer.lease_lost",
+            detail="another process took this consumer name; stopping without counting",
+        )
+        self.exit_code = EX_TEMPFAIL
+        self.handle_exit(signal.SIGTERM)

@@ -1,0 +1,153 @@
+"""Settings from the environment (prefix `P35_`), with the original deployment's variables as fallbacks.
+
+Built once by the CLI and passed down; no other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EX_CONFIG = 78
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="P35_", case_sensitive=False, extra="ignore", frozen=True
+    )
+
+    redis_url: SecretStr | None = None
+    redis_ca_file: str | None = None
+    stream: str = Field("quantum:stream:apply.result", min_length=1)
+    group: str = Field("p35_decision_intel", min_length=1)
+    consumer: str | None = Field(None, min_length=1, max_length=200)
+    batch_size: int = Field(1000, ge=1, le=100_000)
+    block_ms: int = Field(1000, ge=1, le=60_000)
+    ack_interval_sec: PositiveSeconds = 10
+    claim_min_idle_sec: PositiveSeconds = 60
+    snapshot_interval_sec: PositiveSeconds = 10
+    bucket_ttl_sec: int = Field(172_800, ge=60)
+    snapshot_ttl_sec: int = Field(86_400, ge=1)
+    top_reasons: int = Field(50, ge=1, le=10_000)
+    symbol_breakdown: bool = Field(
+        True, validation_alias=AliasChoices("P35_SYMBOL_BREAKDOWN", "ENABLE_SYMBOL_BREAKDOWN")
+    )
+    log_level: LogLevel = Field(
+        "INFO", validation_alias=AliasChoices("P35_LOG_LEVEL", "LOG_LEVEL")
+    )
+    flush_max_entries: int = Field(10_000, ge=1, le=1_000_000)
+    max_reasons_per_bucket: int = Field(200, ge=2, le=100_000)
+    max_symbols_per_bucket: int = Field(500, ge=1, le=100_000)
+    max_deliveries: int = Field(10, ge=2, le=1_000_000)
+    invalid_maxlen: int = Field(10_000, ge=1)
+    heartbeat_interval_sec: float = Field(2.0, gt=0, le=5)
+
+    # The original deployment's env file (used only when P35_REDIS_URL is unset).
+    legacy_redis_host: str | None = Field(None, validation_alias="REDIS_HOST")
+    legacy_redis_port: int | None = Field(None, ge=1, le=65_535, validation_alias="REDIS_PORT")
+    legacy_redis_db: int | None = Field(None, ge=0, validation_alias="REDIS_DB")
+    legacy_redis_password: SecretStr | None = Field(None, validation_alias="REDIS_PASSWORD")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("must start with redis://, rediss:// or unix://")
+            if parts.scheme != "unix" and not parts.hostname:
+                raise ValueError("has no host")
+        return value
+
+    @property
+    def url(self) -> str:
+        """The Redis URL to connect to (may hold a password: never log it, use `redacted_url`)."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        host = self.legacy_redis_host or "localhost"
+        port = self.legacy_redis_port or 6379
+        db = self.legacy_redis_db or 0
+        auth = ""
+        if self.legacy_redis_password is not None:
+            auth = f":{quote(self.legacy_redis_password.get_secret_value(), safe='')}@"
+        return f"redis://{auth}{host}:{port}/{db}"
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
+    @property
+    def consumer_name(self) -> str:
+        """Stable name when configured, else unique per process (host and PID)."""
+        return self.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret string the settings hold, for scrubbing output."""
+        found = []
+        password = urlsplit(self.url).password
+        if password:
+            found.append(password)
+        if self.legacy_redis_password is not None:
+            found.append(self.legacy_redis_password.get_secret_value())
+        return [s for s in found if s]
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _env_name(field_name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The variable behind a field: of several accepted names, the one that is set."""
+    alias = Settings.model_fields[field_name].validation_alias
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        names = [str(choice) for choice in alias.choices]
+        present = {k.upper() for k in environ or {}}
+        return next((n for n in names if n.upper() in present), names[0])
+    return f"P35_{field_name.upper()}"
+
+
+def load() -> Settings:
+    """Build the settings from the environment; raise ConfigError naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        loc = err["loc"][0] if err["loc"] else ""
+        name = _env_name(str(loc), os.environ) if loc in Settings.model_fields else str(loc)
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"invalid setting {name}: {err['msg']}{more}") from None
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """P35_* variables that match no setting: almost always a typo worth a warning."""
+    known = {_env_name(name).upper() for name in Settings.model_fields}
+    return sorted(k for k in environ if k.upper().startswith("P35_") and k.upper() not in known)

@@ -1,0 +1,88 @@
+"""The 1m/5m/15m/1h snapshot keys, rebuilt once per interval across the whole group.
+
+Every daemon asks for the snapshot lock about once a second; the lock lives one
+interval, so whichever daemon gets it first after it lapses does the work and the
+others skip. Buckets are cached by their change counter (kept by the flush script
+in the bucket's meta hash), so a rebuild re-reads only the buckets that changed.
+Each window's keys are replaced inside MULTI/EXEC: a reader sees the old snapshot
+or the new one, never a missing or half-written key.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from decision_intel import keys
+from decision_intel.settings import Settings
+from decision_intel.windows import Counts, parse_bucket, top, window_counts
+
+
+class Snapshotter:
+    def __init__(self, settings: Settings, client: aioredis.Redis, owner: str):
+        self.s = settings
+        self.client = client
+        self.owner = owner
+        self._cache: dict[int, tuple[bytes, Counts]] = {}
+
+    async def maybe_run(self, now_ms: int) -> bool:
+        """Rebuild the snapshots if no daemon in the group has done so this interval."""
+        got = await self.client.set(
+            keys.SNAPSHOT_LOCK,
+            self.owner,
+            nx=True,
+            px=max(1, int(self.s.snapshot_interval_sec * 1000)),
+        )
+        if not got:
+            return False
+        await self.run(now_ms)
+        return True
+
+    async def run(self, now_ms: int) -> dict[str, Counts]:
+        now_minute = now_ms // 60_000
+        buckets = await self._load(now_minute)
+        windows = window_counts(buckets, now_minute)
+        await self._write(windows, now_ms)
+        return windows
+
+    async def _load(self, now_minute: int) -> dict[int, Counts]:
+        minutes = range(now_minute - keys.LONGEST_WINDOW_MIN + 1, now_minute + 1)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for minute in minutes:
+                pipe.hget(keys.bucket_meta(minute), "v")
+            versions = await pipe.execute()
+        stale = [
+            (minute, version)
+            for minute, version in zip(minutes, versions, strict=True)
+            if version is not None and self._cache.get(minute, (None,))[0] != version
+        ]
+        if stale:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for minute, _ in stale:
+                    pipe.hgetall(keys.bucket(minute))
+                contents = await pipe.execute()
+            # The version was read before the content: at worst the cache holds newer
+            # content under an older version, and the next run reads it again.
+            for (minute, version), fields in zip(stale, contents, strict=True):
+                self._cache[minute] = (version, parse_bucket(fields))
+        live = {
+            minute: self._cache[minute][1]
+            for minute, version in zip(minutes, versions, strict=True)
+            if version is not None and minute in self._cache
+        }
+        self._cache = {m: self._cache[m] for m in live}
+        return live
+
+    async def _write(self, windows: dict[str, Counts], now_ms: int) -> None:
+        ttl = self.s.snapshot_ttl_sec
+        async with self.client.pipeline(transaction=True) as tx:
+            for window, counts in windows.items():
+                counts_key, top_key = keys.decision_counts(window), keys.reason_top(window)
+                tx.delete(counts_key, top_key)
+                if counts.total == 0:
+                    continue
+                tx.hset(counts_key, mapping=counts.decisions)
+                tx.expire(counts_key, ttl)
+                tx.zadd(top_key, dict(top(counts.reasons, self.s.top_reasons)))
+                tx.expire(top_key, ttl)
+            tx.hset(keys.STATUS, mapping={"snapshot_ts": f"{now_ms / 1000:.3f}"})
+            await tx.execute()

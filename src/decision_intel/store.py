@@ -1,0 +1,223 @@
+"""Redis I/O for the consumer: connection, group, lease, reads, and the atomic flush.
+
+The Lua scripts live next to this file in `lua/`; this module is their only caller.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
+
+from decision_intel import keys
+from decision_intel.batch import Batch
+from decision_intel.settings import Settings
+
+LEASE_MS = 15_000
+"""A consumer name is held this long without renewal; the heartbeat renews it."""
+
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+def _lua(name: str) -> str:
+    return resources.files("decision_intel").joinpath(f"lua/{name}.lua").read_text()
+
+
+def connect(settings: Settings, *, blocking: bool = False) -> aioredis.Redis:
+    """A client for the service. `blocking` clients carry the long XREADGROUP BLOCK calls.
+
+    redis-py's default 5 s socket timeout would cut a blocking read short, so that
+    client's timeout sits above the block time; both use TCP keepalive. Retries are
+    ours (service loop, with backoff and one log line per state change), not redis-py's.
+    """
+    timeout_s = settings.block_ms / 1000 + 10 if blocking else 10.0
+    kwargs: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": 5.0,
+        "retry": Retry(NoBackoff(), 0),
+        "client_name": f"p35:{settings.consumer_name}",
+    }
+    if not settings.url.startswith("unix://"):
+        kwargs["socket_keepalive"] = True
+    if settings.url.startswith("rediss://") and settings.redis_ca_file:
+        kwargs["ssl_ca_certs"] = settings.redis_ca_file
+    return aioredis.from_url(settings.url, **kwargs)
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    counted: int
+    excluded: int
+    lease_lost: bool = False
+
+
+class Store:
+    """The consumer's view of Redis: one consumer name in one group of one stream."""
+
+    def __init__(self, settings: Settings, client: aioredis.Redis, reader: aioredis.Redis):
+        self.s = settings
+        self.client = client
+        self.reader = reader
+        self.consumer = settings.consumer_name
+        self.token = secrets.token_hex(16)
+        self._flush = client.register_script(_lua("flush"))
+        self._lease = client.register_script(_lua("lease"))
+        self._release = client.register_script(_lua("release"))
+        self._forget = client.register_script(_lua("forget_consumer"))
+
+    async def ensure_group(self) -> bool:
+        """Create the group (and the stream) when missing, from the stream's beginning."""
+        try:
+            await self.client.xgroup_create(self.s.stream, self.s.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return False
+        return True
+
+    async def take_lease(self) -> bool:
+        ok = await self._lease(keys=[keys.lease(self.consumer)], args=[self.token, LEASE_MS])
+        return bool(ok)
+
+    async def release_lease(self) -> None:
+        await self._release(keys=[keys.lease(self.consumer)], args=[self.token])
+
+    async def read_new(self, count: int, block_ms: int | None) -> list[Entry]:
+        reply = await self.reader.xreadgroup(
+            self.s.group, self.consumer, {self.s.stream: ">"}, count=count, block=block_ms
+        )
+        return reply[0][1] if reply else []
+
+    async def read_own_pending(self, after: bytes, count: int) -> list[Entry]:
+        """Entries already delivered to this consumer name and not acknowledged (ID > after)."""
+        reply = await self.client.xreadgroup(
+            self.s.group, self.consumer, {self.s.stream: after}, count=count
+        )
+        return reply[0][1] if reply else []
+
+    async def autoclaim(self, start: bytes, count: int) -> tuple[bytes, list[Entry], list[bytes]]:
+        """Claim entries idle past the claim time from any consumer: (next, entries, deleted)."""
+        reply = await self.client.xautoclaim(
+            self.s.stream,
+            self.s.group,
+            self.consumer,
+            int(self.s.claim_min_idle_sec * 1000),
+            start_id=start,
+            count=count,
+        )
+        deleted = reply[2] if len(reply) > 2 else []
+        return reply[0], reply[1], deleted
+
+    async def delivery_counts(self, low: bytes, high: bytes, count: int) -> dict[bytes, int]:
+        rows = await self.client.xpending_range(
+            self.s.stream, self.s.group, low, high, count, consumername=self.consumer
+        )
+        return {row["message_id"]: row["times_delivered"] for row in rows}
+
+    async def add_trimmed(self, n: int) -> None:
+        """XAUTOCLAIM already dropped these deleted IDs from the PEL; report them."""
+        await self.client.hincrby(keys.STATUS, "trimmed_total", n)
+
+    async def flush(self, batch: Batch, now_ms: int) -> FlushResult:
+        """Count and acknowledge the batch atomically; drop IDs that are no longer ours.
+
+        Safe to repeat after a lost reply: a second run finds the IDs acknowledged,
+        drops them, and counts nothing twice.
+        """
+        excluded = 0
+        while len(batch):
+            reply = await self._flush(
+                keys=[self.s.stream, keys.STATUS, keys.lease(self.consumer), keys.INVALID],
+                args=self._flush_args(batch, now_ms),
+            )
+            code = int(reply[0])
+            if code == 0:
+                counted = len(batch.items)
+                batch.items.clear()
+                batch.trimmed.clear()
+                return FlushResult(counted, excluded)
+            if code == 2:
+                return FlushResult(0, excluded, lease_lost=True)
+            excluded += batch.discard(reply[1:])
+        return FlushResult(0, excluded)
+
+    def _flush_args(self, batch: Batch, now_ms: int) -> list[Any]:
+        low, high = batch.id_range()
+        ids = list(batch.items)
+        args: list[Any] = [
+            self.s.group,
+            self.consumer,
+            self.token,
+            LEASE_MS,
+            self.s.max_reasons_per_bucket,
+            self.s.max_symbols_per_bucket,
+            self.s.invalid_maxlen,
+            low,
+            high,
+            now_ms,
+            batch.reclaimed_count(),
+            len(ids),
+            *ids,
+            len(batch.trimmed),
+            *batch.trimmed,
+        ]
+        deltas = batch.deltas()
+        args.append(len(deltas))
+        for minute, d in deltas.items():
+            args += [keys.bucket(minute), keys.bucket_meta(minute)]
+            args.append(minute * 60 + self.s.bucket_ttl_sec)
+            args.append(len(d.decisions))
+            for name, n in d.decisions.items():
+                args += [name, n]
+            args.append(len(d.reasons))
+            for name, n in d.reasons.items():
+                args += [name, n]
+            args.append(len(d.symbol_decisions))
+            for symbol, by_decision in d.symbol_decisions.items():
+                args += [symbol, len(by_decision)]
+                for name, n in by_decision.items():
+                    args += [name, n]
+                by_reason = d.symbol_reasons[symbol]
+                args.append(len(by_reason))
+                for name, n in by_reason.items():
+                    args += [name, n]
+        records = batch.invalid_records()
+        args.append(len(records))
+        for entry_id, cause, raw in records:
+            args += [entry_id, cause, raw]
+        return args
+
+    async def departed_consumers(self, min_idle_ms: int) -> list[str]:
+        rows = await self.client.xinfo_consumers(self.s.stream, self.s.group)
+        return [
+            row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
+            for row in rows
+            if row["pending"] == 0 and row["idle"] >= min_idle_ms
+        ]
+
+    async def forget_consumer(self, name: str) -> bool:
+        if name == self.consumer:
+            return False
+        done = await self._forget(keys=[self.s.stream, keys.lease(name)], args=[self.s.group, name])
+        return bool(done)
+
+    async def group_info(self) -> dict[str, Any] | None:
+        try:
+            groups = await self.client.xinfo_groups(self.s.stream)
+        except ResponseError:
+            return None
+        name = self.s.group.encode()
+        for g in groups:
+            if g["name"] in (name, self.s.group):
+                return g
+        return None
+
+    async def server_time_ms(self) -> int:
+        sec, usec = await self.client.time()
+        return int(sec) * 1000 + int(usec) // 1000
