@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from decision_intel.batch import Batch
+from decision_intel.batch import Batch, parse_id
 from decision_intel.classify import UNKNOWN, Classification, classify
 from decision_intel.settings import Settings
 from decision_intel.store import Entry, Store
@@ -43,6 +43,8 @@ class Consumer:
         self, entries: list[Entry], *, reclaimed: bool = False, deliveries: dict[bytes, int] | None = None
     ) -> None:
         for entry_id, fields in entries:
+            if reclaimed and entry_id in self.batch.items:
+                continue  # re-read after a reconnect: already held, count it once
             if not fields:
                 # History reads return deleted (trimmed) entries with no content.
                 self.batch.add_trimmed(entry_id)
@@ -130,7 +132,9 @@ class Consumer:
 
     async def _deliveries(self, entries: list[Entry]) -> dict[bytes, int]:
         ids = [entry_id for entry_id, _ in entries]
-        return await self.store.delivery_counts(min(ids, key=_key), max(ids, key=_key), len(ids))
+        return await self.store.delivery_counts(
+            min(ids, key=parse_id), max(ids, key=parse_id), len(ids)
+        )
 
     # -- loop -----------------------------------------------------------------------
 
@@ -175,7 +179,3 @@ class Consumer:
     def caught_up(self) -> bool:
         return self._caught_up
 
-
-def _key(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)

@@ -21,13 +21,12 @@ from decision_intel.notify import Notifier
 from decision_intel.settings import Settings
 from decision_intel.snapshots import Snapshotter
 from decision_intel.status import RateMeter, group_fields, write_heartbeat
-from decision_intel.store import LEASE_MS, Store, connect
+from decision_intel.store import Store, connect
 
 EX_TEMPFAIL = 75
 GRACE_S = 4.0
 """Shutdown budget: flush, final status, release; well inside systemd's stop timeout."""
 PROGRESS_EVERY_S = 10.0
-FORGET_EVERY_S = 60.0
 WATCHDOG_EVERY_S = 2.0
 
 
@@ -123,13 +122,13 @@ class Service:
 
     async def _acquire_name(self) -> None:
         """Hold the lease on our consumer name; wait out a dead predecessor's lease, at most once."""
-        deadline = time.monotonic() + LEASE_MS / 1000 + 1
+        deadline = time.monotonic() + self.s.lease_sec + 1
         warned = False
         while not await self.store.take_lease():
             if time.monotonic() > deadline:
                 raise NameInUse(self.s.consumer_name)
             if not warned:
-                self.log.warning("consumer.name_busy", waiting_up_to_s=LEASE_MS / 1000 + 1)
+                self.log.warning("consumer.name_busy", waiting_up_to_s=self.s.lease_sec + 1)
                 warned = True
             await self._pause(1.0)
             if self.should_exit:
@@ -194,6 +193,7 @@ class Service:
 
     async def _tick_loop(self) -> None:
         tick_s = min(1.0, self.s.snapshot_interval_sec / 2)
+        forget_every_s = min(60.0, max(5.0, self.s.claim_min_idle_sec))
         last_beat = last_progress = last_forget = time.monotonic()
         while not self.should_exit:
             await self._pause(tick_s)
@@ -208,7 +208,7 @@ class Service:
                 if now - last_progress >= PROGRESS_EVERY_S:
                     self._progress()
                     last_progress = now
-                if now - last_forget >= FORGET_EVERY_S:
+                if now - last_forget >= forget_every_s:
                     await self._forget_departed()
                     last_forget = now
             except REDIS_DOWN as exc:
@@ -264,7 +264,7 @@ class Service:
         )
 
     async def _forget_departed(self) -> None:
-        min_idle_ms = int(max(self.s.claim_min_idle_sec * 1000, 2 * LEASE_MS))
+        min_idle_ms = int(max(self.s.claim_min_idle_sec, 2 * self.s.lease_sec) * 1000)
         for name in await self.store.departed_consumers(min_idle_ms):
             if await self.store.forget_consumer(name):
                 self.log.info("consumer.removed", removed=name)

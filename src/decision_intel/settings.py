@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EX_CONFIG = 78
@@ -54,6 +61,7 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(10, ge=2, le=1_000_000)
     invalid_maxlen: int = Field(10_000, ge=1)
     heartbeat_interval_sec: float = Field(2.0, gt=0, le=5)
+    lease_sec: float = Field(15.0, ge=1, le=3600)
 
     # The original deployment's env file (used only when P35_REDIS_URL is unset).
     legacy_redis_host: str | None = Field(None, validation_alias="REDIS_HOST")
@@ -76,6 +84,12 @@ class Settings(BaseSettings):
             if parts.scheme != "unix" and not parts.hostname:
                 raise ValueError("has no host")
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeat(self) -> Settings:
+        if self.lease_sec < 2 * self.heartbeat_interval_sec:
+            raise ValueError("P35_LEASE_SEC must be at least twice P35_HEARTBEAT_INTERVAL_SEC")
+        return self
 
     @property
     def url(self) -> str:

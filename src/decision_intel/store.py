@@ -19,9 +19,6 @@ from decision_intel import keys
 from decision_intel.batch import Batch
 from decision_intel.settings import Settings
 
-LEASE_MS = 15_000
-"""A consumer name is held this long without renewal; the heartbeat renews it."""
-
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
 
@@ -66,6 +63,7 @@ class Store:
         self.reader = reader
         self.consumer = settings.consumer_name
         self.token = secrets.token_hex(16)
+        self.lease_ms = int(settings.lease_sec * 1000)
         self._flush = client.register_script(_lua("flush"))
         self._lease = client.register_script(_lua("lease"))
         self._release = client.register_script(_lua("release"))
@@ -82,7 +80,7 @@ class Store:
         return True
 
     async def take_lease(self) -> bool:
-        ok = await self._lease(keys=[keys.lease(self.consumer)], args=[self.token, LEASE_MS])
+        ok = await self._lease(keys=[keys.lease(self.consumer)], args=[self.token, self.lease_ms])
         return bool(ok)
 
     async def release_lease(self) -> None:
@@ -154,7 +152,7 @@ class Store:
             self.s.group,
             self.consumer,
             self.token,
-            LEASE_MS,
+            self.lease_ms,
             self.s.max_reasons_per_bucket,
             self.s.max_symbols_per_bucket,
             self.s.invalid_maxlen,

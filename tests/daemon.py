@@ -1,0 +1,92 @@
+"""Run the real `p35 run` process from tests, and wait on conditions (never on luck)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+STREAM = "quantum:stream:apply.result"
+GROUP = "p35_decision_intel"
+
+
+class Daemon:
+    def __init__(self, env: dict[str, str], log_path: Path, *, name: str | None = None):
+        self.env = dict(env)
+        if name:
+            self.env["P35_CONSUMER"] = name
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        exe = str(Path(sys.executable).parent / "p35")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [exe, "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def terminate_and_wait(self, timeout: float = 10) -> tuple[int, float]:
+        """SIGTERM; return (exit status, seconds it took to exit)."""
+        t0 = time.monotonic()
+        self.signal(signal.SIGTERM)
+        rc = self.wait(timeout)
+        return rc, time.monotonic() - t0
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, every: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def group_info(r: redis.Redis) -> dict[str, object]:
+    try:
+        for g in r.xinfo_groups(STREAM):
+            if g["name"] in (GROUP, GROUP.encode()):
+                return g
+    except redis.ResponseError:
+        pass
+    return {}
+
+
+def drained(r: redis.Redis, total: int) -> bool:
+    """Every entry delivered, nothing pending, and every one counted."""
+    g = group_info(r)
+    if not g or g.get("lag") != 0 or g.get("pending") != 0:
+        return False
+    return int(r.hget("quantum:p35:status", "processed_total") or 0) >= total
+
+
+def ready_consumers(r: redis.Redis) -> int:
+    return len(list(r.scan_iter("quantum:p35:status:consumer:*")))

@@ -1,0 +1,281 @@
+"""The flush script against a real redis-server: ownership, idempotence, lease, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+import redis
+
+from decision_intel import keys
+from decision_intel.consumer import Consumer, LeaseLost
+from decision_intel.settings import Settings
+from decision_intel.store import Store, connect
+from tests.conftest import RedisServer
+from tests.traffic import STREAM
+
+GROUP = "p35_decision_intel"
+T = TypeVar("T")
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        return lambda event, **kw: self.events.append((event, kw))
+
+
+def run(fn: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(fn())  # type: ignore[arg-type]
+
+
+def make(server: RedisServer, name: str, **overrides: object) -> tuple[Store, Consumer]:
+    s = Settings(redis_url=server.url, consumer=name, **overrides)  # type: ignore[arg-type]
+    store = Store(s, connect(s), connect(s, blocking=True))
+    return store, Consumer(s, store, _Log())
+
+
+async def close(*stores: Store) -> None:
+    for st in stores:
+        await st.client.aclose()
+        await st.reader.aclose()
+
+
+def add(r: redis.Redis, n: int, **fields: str) -> list[bytes]:
+    body = fields or {"symbol": "BTCUSDT", "executed": "false", "error": "risk_paused:x"}
+    return [r.xadd(STREAM, body) for _ in range(n)]
+
+
+def bucket_total(r: redis.Redis, prefix: str = "decision:") -> int:
+    total = 0
+    for key in r.scan_iter("quantum:p35:bucket:*"):
+        total += sum(int(v) for f, v in r.hgetall(key).items() if f.decode().startswith(prefix))
+    return total
+
+
+def test_entries_claimed_away_are_counted_by_the_claimer_only(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """A reads 10; B claims 4 of them; A's flush counts 6, B's counts 4: 10 in all, once each."""
+    add(r, 10)
+
+    async def go() -> tuple[int, int, int]:
+        a_store, a = make(redis_server, "A")
+        b_store, b = make(redis_server, "B")
+        await a_store.ensure_group()
+        assert await a_store.take_lease() and await b_store.take_lease()
+        a.ingest(await a_store.read_new(100, None))
+        stolen = list(a.batch.items)[3:7]
+        claimed = await b_store.client.xclaim(STREAM, GROUP, "B", 0, stolen)
+        b.ingest(claimed, reclaimed=True)
+        await a.flush()
+        await b.flush()
+        await close(a_store, b_store)
+        return a.counted, b.counted, a.excluded
+
+    a_counted, b_counted, a_excluded = run(go)
+    assert (a_counted, b_counted, a_excluded) == (6, 4, 4)
+    assert bucket_total(r) == 10
+    assert bucket_total(r, "reason:") == 10
+    assert int(r.hget(keys.STATUS, "processed_total")) == 10
+    assert r.xpending(STREAM, GROUP)["pending"] == 0
+
+
+def test_a_flush_repeated_after_a_lost_reply_counts_nothing_twice(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """Re-running the same flush (as after a dropped connection) adds nothing."""
+    add(r, 25)
+
+    async def go() -> int:
+        store, c = make(redis_server, "A")
+        await store.ensure_group()
+        await store.take_lease()
+        c.ingest(await store.read_new(100, None))
+        again = dict(c.batch.items)
+        await c.flush()
+        c.batch.items.update(again)  # the reply was "lost": the caller still holds the batch
+        await c.flush()
+        await close(store)
+        return c.excluded
+
+    assert run(go) == 25
+    assert bucket_total(r) == 25
+    assert int(r.hget(keys.STATUS, "processed_total")) == 25
+
+
+def test_a_process_that_lost_its_name_lease_counts_and_acks_nothing(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    add(r, 5)
+
+    async def go() -> None:
+        store, c = make(redis_server, "A")
+        await store.ensure_group()
+        await store.take_lease()
+        c.ingest(await store.read_new(100, None))
+        await store.client.set(keys.lease("A"), "another-process")
+        with pytest.raises(LeaseLost):
+            await c.flush()
+        await close(store)
+
+    run(go)
+    assert bucket_total(r) == 0
+    assert r.xpending(STREAM, GROUP)["pending"] == 5
+
+
+def test_reasons_beyond_the_bucket_bound_fold_into_other(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """With a bound of 5, 12 distinct reasons leave 4 named + `other`; the sums still hold."""
+    ids = [r.xadd(STREAM, {"symbol": "BTCUSDT", "executed": "false", "error": f"gate_{i}"})
+           for i in range(12)]  # fmt: skip
+    assert len({i.split(b"-")[0][:-4] for i in ids}) >= 1
+
+    async def go() -> None:
+        store, c = make(redis_server, "A", max_reasons_per_bucket=5)
+        await store.ensure_group()
+        await store.take_lease()
+        # two flushes, so the bound also holds across flushes
+        c.ingest(await store.read_new(6, None))
+        await c.flush()
+        c.ingest(await store.read_new(100, None))
+        await c.flush()
+        await close(store)
+
+    run(go)
+    for key in r.scan_iter("quantum:p35:bucket:*"):
+        fields = {k.decode(): int(v) for k, v in r.hgetall(key).items()}
+        reasons = {f for f in fields if f.startswith("reason:")}
+        assert len(reasons) <= 5
+        if len(reasons) == 5:
+            assert "reason:other" in reasons
+        sym_reasons = {f.split(":")[-1] for f in fields if f.startswith("symbol_reason:")}
+        assert sym_reasons <= {f.split(":", 1)[1] for f in reasons}
+    assert bucket_total(r, "reason:") == 12
+    assert bucket_total(r, "symbol_reason:") == 12
+
+
+def test_symbols_beyond_the_bucket_bound_get_no_symbol_fields(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    for i in range(8):
+        r.xadd(STREAM, {"symbol": f"SYM{i}USDT", "executed": "true"})
+
+    async def go() -> None:
+        store, c = make(redis_server, "A", max_symbols_per_bucket=3)
+        await store.ensure_group()
+        await store.take_lease()
+        c.ingest(await store.read_new(100, None))
+        await c.flush()
+        await close(store)
+
+    run(go)
+    symbols = set()
+    for key in r.scan_iter("quantum:p35:bucket:*"):
+        for f in r.hgetall(key):
+            if f.startswith(b"symbol_decision:"):
+                symbols.add(f.split(b":")[1])
+    assert 0 < len(symbols) <= 3
+    assert bucket_total(r) == 8
+
+
+def test_entries_trimmed_while_pending_are_acked_and_reported(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """Read 10, stream trimmed to 3, restart re-reads own pending: 7 trimmed, 3 counted."""
+    add(r, 10)
+
+    async def go() -> int:
+        store, c = make(redis_server, "A")
+        await store.ensure_group()
+        await store.take_lease()
+        await store.read_new(100, None)  # delivered, never flushed: the process "died"
+        await store.client.xtrim(STREAM, maxlen=3, approximate=False)
+        fresh_store, fresh = make(redis_server, "A")
+        fresh_store.token = store.token
+        recovered = await fresh.recover_own()
+        await close(store, fresh_store)
+        return recovered
+
+    assert run(go) == 10
+    assert r.xpending(STREAM, GROUP)["pending"] == 0
+    assert int(r.hget(keys.STATUS, "trimmed_total")) == 7
+    assert int(r.hget(keys.STATUS, "processed_total")) == 3
+    assert bucket_total(r) == 3
+
+
+def test_unknown_entries_are_counted_and_copied_to_the_invalid_stream(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    big = "x" * 1_000_000
+    add(r, 1, plan_id="no-decision", blob=big)
+    add(r, 1, decision="PERHAPS", symbol="ETHUSDT")
+
+    async def go() -> None:
+        store, c = make(redis_server, "A")
+        await store.ensure_group()
+        await store.take_lease()
+        c.ingest(await store.read_new(100, None))
+        await c.flush()
+        await close(store)
+
+    run(go)
+    rows = r.xrange(keys.INVALID)
+    assert [row[1][b"cause"] for row in rows] == [
+        b"no decision and no executed field",
+        b"unrecognized decision 'PERHAPS'",
+    ]
+    assert len(rows[0][1][b"raw"]) < 2_000, "the invalid copy must be bounded"
+    assert int(r.hget(keys.STATUS, "invalid_total")) == 2
+    assert bucket_total(r) == 2
+
+
+def test_poison_entry_is_counted_once_as_unknown_with_its_delivery_count(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    [entry_id] = add(r, 1)
+
+    async def go() -> None:
+        store, c = make(redis_server, "A", max_deliveries=3)
+        await store.ensure_group()
+        await store.take_lease()
+        await store.read_new(10, None)
+        for _ in range(3):  # three more deliveries, never counted
+            await store.client.xclaim(STREAM, GROUP, "A", 0, [entry_id])
+        await c.recover_own()
+        await close(store)
+
+    run(go)
+    [(_, fields)] = r.xrange(keys.INVALID)
+    assert fields[b"cause"].startswith(b"delivered 5 times")
+    assert bucket_total(r) == 1
+    assert r.xpending(STREAM, GROUP)["pending"] == 0
+
+
+def test_departed_consumer_is_removed_only_when_it_owns_nothing(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    add(r, 3)
+
+    async def go() -> tuple[bool, bool, bool]:
+        store, _ = make(redis_server, "A")
+        await store.ensure_group()
+        await store.client.xreadgroup(GROUP, "dead-with-work", {STREAM: ">"}, count=1)
+        await store.client.xgroup_createconsumer(STREAM, GROUP, "dead-idle")
+        await store.client.xgroup_createconsumer(STREAM, GROUP, "alive-idle")
+        await store.client.set(keys.lease("alive-idle"), "token")
+        results = (
+            await store.forget_consumer("dead-with-work"),
+            await store.forget_consumer("dead-idle"),
+            await store.forget_consumer("alive-idle"),
+        )
+        await close(store)
+        return results
+
+    assert run(go) == (False, True, False)
+    names = {c["name"] for c in r.xinfo_consumers(STREAM, GROUP)}
+    assert names == {b"dead-with-work", b"alive-idle"}
