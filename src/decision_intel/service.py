@@ -26,7 +26,6 @@ from decision_intel.store import Store, connect
 EX_TEMPFAIL = 75
 GRACE_S = 4.0
 """Shutdown budget: flush, final status, release; well inside systemd's stop timeout."""
-PROGRESS_EVERY_S = 10.0
 WATCHDOG_EVERY_S = 2.0
 
 
@@ -205,8 +204,8 @@ class Service:
                     await self.heartbeat()
                     last_beat = now
                 await self.snapshotter.maybe_run(await self.store.server_time_ms())
-                if now - last_progress >= PROGRESS_EVERY_S:
-                    self._progress()
+                if now - last_progress >= self.s.progress_interval_sec:
+                    await self._progress()
                     last_progress = now
                 if now - last_forget >= forget_every_s:
                     await self._forget_departed()
@@ -249,17 +248,19 @@ class Service:
             f"pending {self.group.get('pending_estimate', '?')}, {self.rate:.0f}/s"
         )
 
-    def _progress(self) -> None:
+    async def _progress(self) -> None:
+        """While a backlog drains: one line with fresh rate, lag and ETA."""
+        self.group = group_fields(await self.store.group_info())
+        self.rate = self.meter.sample(time.monotonic(), self.consumer.counted)
         lag = self.group.get("lag")
         if not isinstance(lag, int) or (lag == 0 and self.consumer.caught_up):
             return
-        eta = round(lag / self.rate) if self.rate > 0 else None
         self.log.info(
             "progress",
             rate=round(self.rate, 1),
             lag=lag,
             pending=self.group.get("pending_estimate"),
-            eta_s=eta,
+            eta_s=round(lag / self.rate) if self.rate > 0 else None,
             counted=self.consumer.counted,
         )
 

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     invalid_maxlen: int = Field(10_000, ge=1)
     heartbeat_interval_sec: float = Field(2.0, gt=0, le=5)
     lease_sec: float = Field(15.0, ge=1, le=3600)
+    progress_interval_sec: float = Field(10.0, gt=0, le=3600)
 
     # The original deployment's env file (used only when P35_REDIS_URL is unset).
     legacy_redis_host: str | None = Field(None, validation_alias="REDIS_HOST")
@@ -149,14 +150,27 @@ def _env_name(field_name: str, environ: Mapping[str, str] | None = None) -> str:
     return f"P35_{field_name.upper()}"
 
 
+def _field_of(loc: str) -> str | None:
+    """The field an error location names: a field name, or one of a field's aliases."""
+    if loc in Settings.model_fields:
+        return loc
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        if any(str(choice).upper() == loc.upper() for choice in choices):
+            return name
+    return None
+
+
 def load() -> Settings:
     """Build the settings from the environment; raise ConfigError naming the bad variable."""
     try:
         return Settings()
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
-        loc = err["loc"][0] if err["loc"] else ""
-        name = _env_name(str(loc), os.environ) if loc in Settings.model_fields else str(loc)
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        field = _field_of(loc)
+        name = _env_name(field, os.environ) if field else loc
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"invalid setting {name}: {err['msg']}{more}") from None
 

@@ -1,0 +1,30 @@
+# One command per task; CI calls the same ones.
+PYTHON ?= python3
+VENV   ?= .venv
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast redis-server clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# redis-server from Debian when it is missing (needs root, or sudo).
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; }
+
+demo: $(STAMP) redis-server
+	VENV=$(VENV) scripts/demo.sh
+
+test: $(STAMP) redis-server
+	$(VENV)/bin/python -m pytest
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not e2e"
+
+clean:
+	rm -rf $(VENV) .pytest_cache build src/*.egg-info

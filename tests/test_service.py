@@ -1,0 +1,140 @@
+"""The daemon's lifecycle with the real process: waiting for Redis, heartbeat, names, logs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import RedisServer, free_port
+from tests.daemon import Daemon, drained, group_info, wait_for
+from tests.traffic import assert_exact, load
+
+pytestmark = pytest.mark.e2e
+
+
+def events(d: Daemon) -> list[dict[str, object]]:
+    out = []
+    for line in d.output().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def test_waits_for_redis_at_start_then_proceeds(
+    base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """No Redis yet: the daemon backs off (one warning), then joins once Redis appears."""
+    server = RedisServer(tmp_path / "late")
+    server.port = free_port()
+    env = {**base_env, "P35_REDIS_URL": server.url}
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: any(e["event"] == "redis.unavailable" for e in events(d)), 20, "warning")
+    time.sleep(2)  # let it retry several times while Redis is still absent
+    assert d.proc is not None and d.proc.poll() is None, "it exited instead of waiting"
+    server.start()
+    try:
+        r = redis.Redis(port=server.port)
+        wait_for(lambda: bool(r.exists("quantum:p35:status")), 30, "first status")
+        names = [e["event"] for e in events(d)]
+        assert names.count("redis.unavailable") == 1, names
+        assert "redis.available" in names and "service.ready" in names
+        assert d.terminate_and_wait()[0] == 0
+    finally:
+        server.stop()
+
+
+def test_idle_heartbeat_is_rewritten_within_5_seconds(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    env = {**base_env, "P35_HEARTBEAT_INTERVAL_SEC": "5", "P35_LEASE_SEC": "15"}
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: bool(r.hget("quantum:p35:status", "last_ts")), 30, "first status")
+    stamps = set()
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        stamps.add(float(r.hget("quantum:p35:status", "last_ts")))
+        age = time.time() - max(stamps)
+        assert age < 5.5, f"status is {age:.1f} s old while idle"
+        time.sleep(0.2)
+    assert len(stamps) >= 2
+    status = {k.decode(): v.decode() for k, v in r.hgetall("quantum:p35:status").items()}
+    for field in ("processed_total", "pending_estimate", "last_ts", "consumer_name",
+                  "service_start_ts", "lag", "rate", "version"):  # fmt: skip
+        assert field in status or field == "processed_total", field
+    assert d.terminate_and_wait()[0] == 0
+
+
+def test_drain_logs_progress_and_no_line_per_message(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    n = 20_000
+    expected = load(r, n)
+    env = {
+        **base_env,
+        "P35_BATCH_SIZE": "5",
+        "P35_PROGRESS_INTERVAL_SEC": "0.1",
+        "P35_SNAPSHOT_INTERVAL_SEC": "0.2",
+    }
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: drained(r, n), 120, "drain")
+    assert d.terminate_and_wait()[0] == 0
+    assert_exact(r, expected)
+    evs = events(d)
+    progress = [e for e in evs if e["event"] == "progress"]
+    assert progress, "no progress line while draining"
+    assert {"rate", "lag", "eta_s"} <= set(progress[0])
+    moving = [e for e in progress if e["rate"] > 0 and e["eta_s"] is not None]
+    assert moving, f"no progress line with a rate and an ETA: {progress[:3]}"
+    info_lines = [e for e in evs if e["level"] == "info"]
+    assert len(info_lines) < 100, f"{len(info_lines)} INFO lines for {n} entries"
+
+
+def test_a_second_process_with_a_name_in_use_is_refused(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    first = Daemon(base_env, tmp_path / "a.log", name="shared").start()
+    daemons.append(first)
+    wait_for(lambda: bool(r.exists("quantum:p35:status:consumer:shared")), 30, "first ready")
+    second = Daemon(base_env, tmp_path / "b.log", name="shared").start()
+    daemons.append(second)
+    assert second.wait(30) == 75
+    assert any(e["event"] == "consumer.name_in_use" for e in events(second))
+    assert first.proc is not None and first.proc.poll() is None
+    assert first.terminate_and_wait()[0] == 0
+
+
+def test_stable_name_restart_rereads_its_own_pending_first(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Killed with entries pending; restarted under the same name it recovers them itself
+    (the claim time is far away, so only its own re-read can)."""
+    n = 20_000
+    expected = load(r, n)
+    env = {
+        **base_env,
+        "P35_CLAIM_MIN_IDLE_SEC": "600",
+        "P35_BATCH_SIZE": "100",
+        "P35_FLUSH_MAX_ENTRIES": "3000",
+        "P35_ACK_INTERVAL_SEC": "30",
+    }
+    d = Daemon(env, tmp_path / "a.log", name="stable").start()
+    daemons.append(d)
+    wait_for(lambda: int(group_info(r).get("entries-read") or 0) >= n // 3, 60, "a third read")
+    d.signal(signal.SIGKILL)
+    d.wait(10)
+    assert group_info(r)["pending"] > 0
+    again = Daemon(env, tmp_path / "b.log", name="stable").start()
+    daemons.append(again)
+    wait_for(lambda: drained(r, n), 60, "drain")
+    assert again.terminate_and_wait()[0] == 0
+    assert_exact(r, expected)

@@ -1,0 +1,113 @@
+"""Settings: defaults, legacy variables, and one clear line + exit 78 on a bad value."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from decision_intel.settings import ConfigError, load, redact_url, unknown_variables
+from tests.conftest import p35_executable
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("P35_", "REDIS_")) or name in ("LOG_LEVEL", "ENABLE_SYMBOL_BREAKDOWN"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_match_the_spec() -> None:
+    s = load()
+    assert s.url == "redis://localhost:6379/0"
+    assert (s.stream, s.group) == ("quantum:stream:apply.result", "p35_decision_intel")
+    assert (s.ack_interval_sec, s.claim_min_idle_sec) == (10, 60)
+    assert (s.bucket_ttl_sec, s.snapshot_ttl_sec, s.top_reasons) == (172_800, 86_400, 50)
+    assert s.symbol_breakdown is True
+    assert s.log_level == "INFO"
+
+
+def test_legacy_variables_build_the_url_when_p35_redis_url_is_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_HOST", "redis.internal")
+    monkeypatch.setenv("REDIS_PORT", "6380")
+    monkeypatch.setenv("REDIS_DB", "3")
+    monkeypatch.setenv("REDIS_PASSWORD", "p@ss/word")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    monkeypatch.setenv("ENABLE_SYMBOL_BREAKDOWN", "false")
+    s = load()
+    assert s.url == "redis://:p%40ss%2Fword@redis.internal:6380/3"
+    assert s.redacted_url == "redis://:***@redis.internal:6380/3"
+    assert (s.log_level, s.symbol_breakdown) == ("DEBUG", False)
+    assert "p@ss/word" in s.secrets
+
+
+def test_p35_variables_win_over_legacy_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_HOST", "old-host")
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("P35_REDIS_URL", "unix:///run/redis/redis.sock?db=2")
+    monkeypatch.setenv("P35_LOG_LEVEL", "warning")
+    s = load()
+    assert s.url == "unix:///run/redis/redis.sock?db=2"
+    assert s.log_level == "WARNING"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("P35_BATCH_SIZE", "abc"),
+        ("P35_BATCH_SIZE", "0"),
+        ("P35_BLOCK_MS", "-5"),
+        ("P35_ACK_INTERVAL_SEC", "0"),
+        ("P35_REDIS_URL", "http://localhost"),
+        ("P35_LOG_LEVEL", "LOUD"),
+        ("P35_SYMBOL_BREAKDOWN", "maybe"),
+        ("ENABLE_SYMBOL_BREAKDOWN", "maybe"),
+        ("REDIS_PORT", "70000"),
+        ("P35_TOP_REASONS", "1e9"),
+    ],
+)
+def test_a_bad_value_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as err:
+        load()
+    message = str(err.value)
+    assert message.startswith(f"invalid setting {name}:")
+    assert "\n" not in message
+
+
+def test_a_bad_url_never_echoes_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("P35_REDIS_URL", "http://user:hunter2secret@host:6379")
+    with pytest.raises(ConfigError) as err:
+        load()
+    assert "hunter2secret" not in str(err.value)
+
+
+def test_redact_url() -> None:
+    assert redact_url("rediss://app:s3cr3t@h:6380/1") == "rediss://app:***@h:6380/1"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_unknown_p35_variables_are_reported() -> None:
+    env = {"P35_BATCH_SIZ": "5", "P35_BATCH_SIZE": "5", "PATH": "/bin"}
+    assert unknown_variables(env) == ["P35_BATCH_SIZ"]
+
+
+def test_p35_run_with_a_bad_setting_exits_78_with_one_line() -> None:
+    """The real process: exit status 78 (EX_CONFIG) and one line naming the variable."""
+    proc = subprocess.run(
+        [p35_executable(), "run"],
+        env={"PATH": "/usr/bin:/bin", "P35_BATCH_SIZE": "lots", "P35_REDIS_URL": "redis://x:1/0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 78
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "P35_BATCH_SIZE" in lines[0]

@@ -1,0 +1,184 @@
+"""Window snapshots: right sums, atomic replacement, no key for an empty window, once per group."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+
+from decision_intel import keys
+from decision_intel.settings import Settings
+from decision_intel.snapshots import Snapshotter
+from decision_intel.store import connect
+from tests.conftest import RedisServer
+from tests.daemon import Daemon, drained, wait_for
+from tests.traffic import load
+
+
+def expected_windows(
+    expected: dict[str, Counter[str]], now_minute: int
+) -> dict[str, tuple[Counter[str], Counter[str]]]:
+    out = {}
+    for window, length in keys.WINDOWS.items():
+        decisions: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        for minute in range(now_minute - length + 1, now_minute + 1):
+            for field, n in expected.get(keys.bucket(minute), Counter()).items():
+                kind, _, name = field.partition(":")
+                if kind == "decision":
+                    decisions[name] += n
+                elif kind == "reason":
+                    reasons[name] += n
+        out[window] = (decisions, reasons)
+    return out
+
+
+def snapshot(server: RedisServer, now_ms: int, **overrides: object) -> None:
+    async def go() -> None:
+        s = Settings(redis_url=server.url, **overrides)  # type: ignore[arg-type]
+        client = connect(s)
+        await Snapshotter(s, client, "test").run(now_ms)
+        await client.aclose()
+
+    asyncio.run(go())
+
+
+def drain_with_daemon(r: redis.Redis, env: dict[str, str], log: Path, n: int) -> None:
+    d = Daemon(env, log).start()
+    try:
+        wait_for(lambda: drained(r, n), 60, "drain")
+    finally:
+        assert d.terminate_and_wait()[0] == 0
+
+
+@pytest.mark.e2e
+def test_snapshot_values_are_the_sums_of_the_right_buckets(
+    r: redis.Redis, redis_server: RedisServer, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    sec, _ = r.time()
+    now_ms = sec * 1000
+    expected = load(r, 6_000, span_minutes=90, end_ms=now_ms - 1)
+    drain_with_daemon(r, base_env, tmp_path / "d.log", 6_000)
+    snapshot(redis_server, now_ms, top_reasons=3)
+    want = expected_windows(expected, now_ms // 60_000)
+    for window, (decisions, reasons) in want.items():
+        got = {k.decode(): int(v) for k, v in r.hgetall(keys.decision_counts(window)).items()}
+        assert got == dict(decisions), window
+        top = r.zrevrange(keys.reason_top(window), 0, -1, withscores=True)
+        assert len(top) == min(3, len(reasons))
+        for reason, score in top:
+            assert reasons[reason.decode()] == score
+        assert min(s for _, s in top) >= sorted(reasons.values())[-len(top)]
+        assert 0 < r.ttl(keys.decision_counts(window)) <= 86_400
+    assert sum(want["1h"][0].values()) > sum(want["15m"][0].values()) > 0
+
+
+def test_an_empty_window_has_no_keys_and_stale_copies_go(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """Traffic only 20-50 minutes ago: 1m/5m/15m have no keys (old copies removed); 1h has."""
+    sec, _ = r.time()
+    now_ms = sec * 1000
+    for window in ("1m", "5m", "15m"):
+        r.hset(keys.decision_counts(window), "SKIP", 99)
+        r.zadd(keys.reason_top(window), {"stale": 99})
+    r.hset(keys.bucket(now_ms // 60_000 - 30), mapping={"decision:SKIP": 4, "reason:no_position": 4})
+    r.hset(keys.bucket_meta(now_ms // 60_000 - 30), "v", 1)
+    snapshot(redis_server, now_ms)
+    for window in ("1m", "5m", "15m"):
+        assert not r.exists(keys.decision_counts(window), keys.reason_top(window)), window
+    assert r.hgetall(keys.decision_counts("1h")) == {b"SKIP": b"4"}
+    assert r.zrange(keys.reason_top("1h"), 0, -1, withscores=True) == [(b"no_position", 4.0)]
+
+
+def test_a_reader_never_sees_a_snapshot_missing_or_half_built(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """A reader polls while the snapshot is rebuilt 150 times: always whole, never absent."""
+    sec, _ = r.time()
+    now_ms = sec * 1000
+    minute = now_ms // 60_000
+    total = 0
+    for m in range(minute - 59, minute + 1):
+        fields = {f"decision:{d}": 3 for d in ("SKIP", "BLOCKED", "EXECUTE")}
+        fields.update({f"reason:gate_{i}": 1 for i in range(9)})
+        r.hset(keys.bucket(m), mapping=fields)
+        r.hset(keys.bucket_meta(m), "v", 1)
+        total += 9
+    stop = threading.Event()
+    seen: list[tuple[int, int]] = []
+    bad: list[str] = []
+
+    def reader() -> None:
+        client = redis.Redis(port=redis_server.port)
+        while not stop.is_set():
+            pipe = client.pipeline(transaction=False)
+            pipe.hgetall(keys.decision_counts("1h"))
+            pipe.zcard(keys.reason_top("1h"))
+            counts, zcard = pipe.execute()
+            got = sum(int(v) for v in counts.values())
+            seen.append((got, zcard))
+            if got != total or zcard != 9:
+                bad.append(f"sum {got} zcard {zcard}")
+        client.close()
+
+    snapshot(redis_server, now_ms)
+    thread = threading.Thread(target=reader)
+    thread.start()
+
+    async def rebuild() -> None:
+        s = Settings(redis_url=redis_server.url)
+        client = connect(s)
+        for _ in range(150):
+            await Snapshotter(s, client, "test").run(now_ms)  # fresh cache: full rewrite
+        await client.aclose()
+
+    asyncio.run(rebuild())
+    stop.set()
+    thread.join()
+    assert len(seen) > 100, "the reader did not overlap the rebuilds"
+    assert not bad, bad[:5]
+
+
+def test_only_one_daemon_per_interval_rebuilds() -> None:
+    """Across the group, the lock lets exactly one of several daemons rebuild per interval."""
+    server = fakeredis.FakeServer()
+
+    async def go() -> list[bool]:
+        s = Settings(snapshot_interval_sec=30)
+        results = []
+        for name in ("a", "b", "c", "a"):
+            client = fakeredis.aioredis.FakeRedis(server=server)
+            results.append(await Snapshotter(s, client, name).maybe_run(1_795_000_000_000))
+            await client.aclose()
+        return results
+
+    assert asyncio.run(go()) == [True, False, False, False]
+
+
+def test_rebuild_rereads_only_buckets_that_changed() -> None:
+    """The change counter lets a rebuild skip unchanged buckets, yet pick up a changed one."""
+    server = fakeredis.FakeServer()
+    now_ms = 1_795_000_000_000
+    minute = now_ms // 60_000
+
+    async def go() -> tuple[int, int, int]:
+        client = fakeredis.aioredis.FakeRedis(server=server)
+        for m in (minute, minute - 3):
+            await client.hset(keys.bucket(m), mapping={"decision:SKIP": 1, "reason:a": 1})
+            await client.hset(keys.bucket_meta(m), "v", 1)
+        snap = Snapshotter(Settings(), client, "x")
+        first = (await snap.run(now_ms))["5m"].total
+        await client.hset(keys.bucket(minute - 3), mapping={"decision:SKIP": 5, "reason:a": 5})
+        unchanged = (await snap.run(now_ms))["5m"].total  # same version: cache used
+        await client.hincrby(keys.bucket_meta(minute - 3), "v", 1)
+        changed = (await snap.run(now_ms))["5m"].total
+        await client.aclose()
+        return first, unchanged, changed
+
+    assert asyncio.run(go()) == (2, 2, 6)
