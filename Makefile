@@ -21,6 +21,7 @@ demo: $(STAMP) redis-server
 	VENV=$(VENV) scripts/demo.sh
 
 test: $(STAMP) redis-server
+	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/python -m pytest
 
 test-fast: $(STAMP)

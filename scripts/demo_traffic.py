@@ -28,38 +28,90 @@ def entry(rng: random.Random, symbol: str | None = None) -> dict[str, str]:
     plan = f"{rng.getrandbits(48):012x}"
     roll = rng.random()
     if roll < 0.30:
-        return {"plan_id": plan, "symbol": sym, "decision": "BLOCKED", "executed": "False",
-                "error": f"risk_paused:drawdown {rng.uniform(5, 9):.1f}%", "timestamp": ts}
+        return {
+            "plan_id": plan,
+            "symbol": sym,
+            "decision": "BLOCKED",
+            "executed": "False",
+            "error": f"risk_paused:drawdown {rng.uniform(5, 9):.1f}%",
+            "timestamp": ts,
+        }
     if roll < 0.45:
-        return {"plan_id": plan, "symbol": sym, "decision": "SKIP", "executed": "False",
-                "would_execute": "False", "steps_results": "[]", "error": "no_position",
-                "timestamp": ts}
+        return {
+            "plan_id": plan,
+            "symbol": sym,
+            "decision": "SKIP",
+            "executed": "False",
+            "would_execute": "False",
+            "steps_results": "[]",
+            "error": "no_position",
+            "timestamp": ts,
+        }
     if roll < 0.55:
-        return {"plan_id": plan, "symbol": sym, "action": "PARTIAL_75", "executed": "False",
-                "error": "duplicate_plan", "timestamp": ts}
+        return {
+            "plan_id": plan,
+            "symbol": sym,
+            "action": "PARTIAL_75",
+            "executed": "False",
+            "error": "duplicate_plan",
+            "timestamp": ts,
+        }
     if roll < 0.65:
         detail = {"error": f"p33_permit_denied:leverage {rng.randint(3, 20)}x", "decision": None}
-        return {"event_type": "apply.result", "plan_id": plan, "symbol": sym, "executed": "false",
-                "source": "intent_executor", "details": json.dumps(detail), "timestamp": ts}
+        return {
+            "event_type": "apply.result",
+            "plan_id": plan,
+            "symbol": sym,
+            "executed": "false",
+            "source": "intent_executor",
+            "details": json.dumps(detail),
+            "timestamp": ts,
+        }
     if roll < 0.72:
         detail = {"decision": "DENIED", "error": "NOT_EXIT_OWNER:source=manual"}
-        return {"event_type": "apply.result", "plan_id": plan, "symbol": sym, "executed": "false",
-                "source": "intent_executor", "details": json.dumps(detail), "timestamp": ts}
+        return {
+            "event_type": "apply.result",
+            "plan_id": plan,
+            "symbol": sym,
+            "executed": "false",
+            "source": "intent_executor",
+            "details": json.dumps(detail),
+            "timestamp": ts,
+        }
     if roll < 0.80:
-        return {"plan_id": plan, "symbol": sym, "executed": "false",
-                "error": f"position_too_large:${rng.randint(600, 9000)}>$500_cap", "timestamp": ts}
+        return {
+            "plan_id": plan,
+            "symbol": sym,
+            "executed": "false",
+            "error": f"position_too_large:${rng.randint(600, 9000)}>$500_cap",
+            "timestamp": ts,
+        }
     if roll < 0.84:
-        return {"plan_id": plan, "symbol": sym, "executed": "False",
-                "error": f"RETRYABLE_RATE_LIMIT: APIError(code=-{rng.randint(1000, 1100)})",
-                "timestamp": ts}
+        return {
+            "plan_id": plan,
+            "symbol": sym,
+            "executed": "False",
+            "error": f"RETRYABLE_RATE_LIMIT: APIError(code=-{rng.randint(1000, 1100)})",
+            "timestamp": ts,
+        }
     if roll < 0.99:
-        return {"plan_id": plan, "symbol": sym, "action": "FULL_CLOSE_PROPOSED", "executed": "True",
-                "reduceOnly": "True", "close_qty": f"{rng.uniform(0.1, 3):.3f}",
-                "order_id": str(rng.randint(1, 10**9)), "order_status": "FILLED", "timestamp": ts}
+        return {
+            "plan_id": plan,
+            "symbol": sym,
+            "action": "FULL_CLOSE_PROPOSED",
+            "executed": "True",
+            "reduceOnly": "True",
+            "close_qty": f"{rng.uniform(0.1, 3):.3f}",
+            "order_id": str(rng.randint(1, 10**9)),
+            "order_status": "FILLED",
+            "timestamp": ts,
+        }
     return {"plan_id": plan, "note": "a producer bug: no decision, no executed flag"}
 
 
-def backlog(rng: random.Random, n: int, end_ms: int, minutes: int) -> Iterator[tuple[str, dict[str, str]]]:
+def backlog(
+    rng: random.Random, n: int, end_ms: int, minutes: int
+) -> Iterator[tuple[str, dict[str, str]]]:
     """n entries with explicit IDs spread over the `minutes` before end_ms."""
     stamps = sorted(rng.randint(end_ms - minutes * 60_000, end_ms) for _ in range(n))
     last, seq = -1, 0

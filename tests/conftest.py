@@ -123,5 +123,7 @@ def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
 def p35_executable() -> str:
     exe = Path(sys.executable).parent / "p35"
     if not exe.exists():
-        pytest.fail("the p35 console script is not installed in this environment (pip install -e .)")
+        pytest.fail(
+            "the p35 console script is not installed in this environment (pip install -e .)"
+        )
     return str(exe)

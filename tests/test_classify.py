@@ -172,5 +172,7 @@ def test_unknown_carries_a_readable_cause(fields: dict[bytes, bytes], cause: str
 def test_caches_do_not_change_answers() -> None:
     """The same inputs classify the same way after the caches fill and reset."""
     first = [classify(entry(decision="BLOCKED", error=f"gate_{i}:x")).reason for i in range(10_000)]
-    second = [classify(entry(decision="BLOCKED", error=f"gate_{i}:y")).reason for i in range(10_000)]
+    second = [
+        classify(entry(decision="BLOCKED", error=f"gate_{i}:y")).reason for i in range(10_000)
+    ]
     assert first == second == [f"gate_{i}" for i in range(10_000)]

@@ -84,7 +84,7 @@ def test_three_daemons_on_one_group_count_exactly(
 def test_sigterm_mid_drain_exits_zero_fast_and_leaves_nothing_pending(
     r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    """SIGTERM while draining: exit 0 within 5 s, all it read counted; a successor finishes exact."""
+    """SIGTERM mid-drain: exit 0 within 5 s, all it read counted; a successor ends exact."""
     expected = load(r, N, span_minutes=90)
     env = {**base_env, "P35_BATCH_SIZE": "100", "P35_FLUSH_MAX_ENTRIES": "3000"}
     d = Daemon(env, tmp_path / "term.log").start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -20,10 +21,8 @@ pytestmark = pytest.mark.e2e
 def events(d: Daemon) -> list[dict[str, object]]:
     out = []
     for line in d.output().splitlines():
-        try:
+        with contextlib.suppress(ValueError):
             out.append(json.loads(line))
-        except ValueError:
-            pass
     return out
 
 

@@ -87,7 +87,9 @@ def test_an_empty_window_has_no_keys_and_stale_copies_go(
     for window in ("1m", "5m", "15m"):
         r.hset(keys.decision_counts(window), "SKIP", 99)
         r.zadd(keys.reason_top(window), {"stale": 99})
-    r.hset(keys.bucket(now_ms // 60_000 - 30), mapping={"decision:SKIP": 4, "reason:no_position": 4})
+    r.hset(
+        keys.bucket(now_ms // 60_000 - 30), mapping={"decision:SKIP": 4, "reason:no_position": 4}
+    )
     r.hset(keys.bucket_meta(now_ms // 60_000 - 30), "v", 1)
     snapshot(redis_server, now_ms)
     for window in ("1m", "5m", "15m"):

@@ -38,6 +38,14 @@ def make(server: RedisServer, name: str, **overrides: object) -> tuple[Store, Co
     return store, Consumer(s, store, _Log())
 
 
+async def ready(server: RedisServer, name: str, **overrides: object) -> tuple[Store, Consumer]:
+    """A consumer that has joined the group and holds the lease on its name."""
+    store, consumer = make(server, name, **overrides)
+    await store.ensure_group()
+    assert await store.take_lease()
+    return store, consumer
+
+
 async def close(*stores: Store) -> None:
     for st in stores:
         await st.client.aclose()
@@ -91,9 +99,7 @@ def test_a_flush_repeated_after_a_lost_reply_counts_nothing_twice(
     add(r, 25)
 
     async def go() -> int:
-        store, c = make(redis_server, "A")
-        await store.ensure_group()
-        await store.take_lease()
+        store, c = await ready(redis_server, "A")
         c.ingest(await store.read_new(100, None))
         again = dict(c.batch.items)
         await c.flush()
@@ -113,9 +119,7 @@ def test_a_process_that_lost_its_name_lease_counts_and_acks_nothing(
     add(r, 5)
 
     async def go() -> None:
-        store, c = make(redis_server, "A")
-        await store.ensure_group()
-        await store.take_lease()
+        store, c = await ready(redis_server, "A")
         c.ingest(await store.read_new(100, None))
         await store.client.set(keys.lease("A"), "another-process")
         with pytest.raises(LeaseLost):
@@ -136,9 +140,7 @@ def test_reasons_beyond_the_bucket_bound_fold_into_other(
     assert len({i.split(b"-")[0][:-4] for i in ids}) >= 1
 
     async def go() -> None:
-        store, c = make(redis_server, "A", max_reasons_per_bucket=5)
-        await store.ensure_group()
-        await store.take_lease()
+        store, c = await ready(redis_server, "A", max_reasons_per_bucket=5)
         # two flushes, so the bound also holds across flushes
         c.ingest(await store.read_new(6, None))
         await c.flush()
@@ -166,9 +168,7 @@ def test_symbols_beyond_the_bucket_bound_get_no_symbol_fields(
         r.xadd(STREAM, {"symbol": f"SYM{i}USDT", "executed": "true"})
 
     async def go() -> None:
-        store, c = make(redis_server, "A", max_symbols_per_bucket=3)
-        await store.ensure_group()
-        await store.take_lease()
+        store, c = await ready(redis_server, "A", max_symbols_per_bucket=3)
         c.ingest(await store.read_new(100, None))
         await c.flush()
         await close(store)
@@ -190,9 +190,7 @@ def test_entries_trimmed_while_pending_are_acked_and_reported(
     add(r, 10)
 
     async def go() -> int:
-        store, c = make(redis_server, "A")
-        await store.ensure_group()
-        await store.take_lease()
+        store, _ = await ready(redis_server, "A")
         await store.read_new(100, None)  # delivered, never flushed: the process "died"
         await store.client.xtrim(STREAM, maxlen=3, approximate=False)
         fresh_store, fresh = make(redis_server, "A")
@@ -216,9 +214,7 @@ def test_unknown_entries_are_counted_and_copied_to_the_invalid_stream(
     add(r, 1, decision="PERHAPS", symbol="ETHUSDT")
 
     async def go() -> None:
-        store, c = make(redis_server, "A")
-        await store.ensure_group()
-        await store.take_lease()
+        store, c = await ready(redis_server, "A")
         c.ingest(await store.read_new(100, None))
         await c.flush()
         await close(store)
@@ -240,9 +236,7 @@ def test_poison_entry_is_counted_once_as_unknown_with_its_delivery_count(
     [entry_id] = add(r, 1)
 
     async def go() -> None:
-        store, c = make(redis_server, "A", max_deliveries=3)
-        await store.ensure_group()
-        await store.take_lease()
+        store, c = await ready(redis_server, "A", max_deliveries=3)
         await store.read_new(10, None)
         for _ in range(3):  # three more deliveries, never counted
             await store.client.xclaim(STREAM, GROUP, "A", 0, [entry_id])

@@ -98,7 +98,7 @@ def load(
 
 
 def assert_exact(r: redis.Redis, expected: dict[str, Counter[str]]) -> None:
-    """Every bucket equals its expected content; nothing pending; Σ decision = Σ reason = entries."""
+    """Each bucket equals its expected content; nothing pending; Σ decision = Σ reason = entries."""
     actual_keys = {k.decode() for k in r.scan_iter("quantum:p35:bucket:*")}
     assert actual_keys == set(expected), "bucket keys differ from the minutes that had entries"
     for key, want in expected.items():
@@ -109,7 +109,9 @@ def assert_exact(r: redis.Redis, expected: dict[str, Counter[str]]) -> None:
         assert sum(v for f, v in got.items() if f.startswith("reason:")) == entries
     summary = r.xpending(STREAM, "p35_decision_intel")
     assert summary["pending"] == 0, f"{summary['pending']} entries still pending"
-    total = sum(sum(v for f, v in c.items() if f.startswith("decision:")) for c in expected.values())
+    total = sum(
+        sum(v for f, v in c.items() if f.startswith("decision:")) for c in expected.values()
+    )
     assert int(r.hget("quantum:p35:status", "processed_total") or 0) == total
 
 

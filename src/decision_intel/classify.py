@@ -98,8 +98,8 @@ class _Fields:
 
     def __init__(self, top: Mapping[bytes, bytes]) -> None:
         self._top = top
-        self._payload: dict[str, object] | None | bool = False
-        self._details: dict[str, object] | None | bool = False
+        self._payload: dict[str, object] | bool | None = False
+        self._details: dict[str, object] | bool | None = False
 
     def _layers(self) -> tuple[dict[str, object] | None, dict[str, object] | None]:
         if self._payload is False:
@@ -144,9 +144,7 @@ def decision_word(value: str) -> str:
     """Map a `decision` value to one of DECISIONS (UNKNOWN for words we do not know)."""
     hit = _decision_cache.get(value)
     if hit is None:
-        hit = _remember(
-            _decision_cache, value, _DECISION_WORDS.get(value.strip().upper(), UNKNOWN)
-        )
+        hit = _remember(_decision_cache, value, _DECISION_WORDS.get(value.strip().upper(), UNKNOWN))
     return hit
 
 

@@ -10,6 +10,7 @@ does, and every step here is safe to repeat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -40,7 +41,11 @@ class Consumer:
     # -- ingest ---------------------------------------------------------------
 
     def ingest(
-        self, entries: list[Entry], *, reclaimed: bool = False, deliveries: dict[bytes, int] | None = None
+        self,
+        entries: list[Entry],
+        *,
+        reclaimed: bool = False,
+        deliveries: dict[bytes, int] | None = None,
     ) -> None:
         for entry_id, fields in entries:
             if reclaimed and entry_id in self.batch.items:
@@ -164,10 +169,8 @@ class Consumer:
         if read in done:
             return read.result()
         read.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await read
-        except (asyncio.CancelledError, Exception):
-            pass
         return []
 
     async def finish(self) -> None:
@@ -178,4 +181,3 @@ class Consumer:
     @property
     def caught_up(self) -> bool:
         return self._caught_up
-

@@ -1,7 +1,8 @@
-"""sd_notify(3): READY/STATUS/WATCHDOG/STOPPING datagrams to systemd. No-op without NOTIFY_SOCKET."""
+"""sd_notify(3): READY, STATUS, WATCHDOG and STOPPING datagrams; a no-op without NOTIFY_SOCKET."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 
@@ -21,10 +22,9 @@ class Notifier:
     def send(self, *lines: str) -> None:
         if self._sock is None or self._address is None:
             return
-        try:
+        # systemd gone or its socket full: never let a notification stop the service
+        with contextlib.suppress(OSError):
             self._sock.sendto("\n".join(lines).encode(), self._address)
-        except OSError:
-            pass  # systemd gone or socket full: never let notification stop the service
 
     def close(self) -> None:
         if self._sock is not None:

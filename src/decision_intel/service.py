@@ -120,7 +120,7 @@ class Service:
         return True
 
     async def _acquire_name(self) -> None:
-        """Hold the lease on our consumer name; wait out a dead predecessor's lease, at most once."""
+        """Hold the lease on our consumer name, waiting out (once) a dead predecessor's lease."""
         deadline = time.monotonic() + self.s.lease_sec + 1
         warned = False
         while not await self.store.take_lease():

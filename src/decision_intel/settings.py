@@ -1,4 +1,4 @@
-"""Settings from the environment (prefix `P35_`), with the original deployment's variables as fallbacks.
+"""Settings from the environment (prefix `P35_`); the original deployment's variables as fallbacks.
 
 Built once by the CLI and passed down; no other module reads the environment.
 """
@@ -52,9 +52,7 @@ class Settings(BaseSettings):
     symbol_breakdown: bool = Field(
         True, validation_alias=AliasChoices("P35_SYMBOL_BREAKDOWN", "ENABLE_SYMBOL_BREAKDOWN")
     )
-    log_level: LogLevel = Field(
-        "INFO", validation_alias=AliasChoices("P35_LOG_LEVEL", "LOG_LEVEL")
-    )
+    log_level: LogLevel = Field("INFO", validation_alias=AliasChoices("P35_LOG_LEVEL", "LOG_LEVEL"))
     flush_max_entries: int = Field(10_000, ge=1, le=1_000_000)
     max_reasons_per_bucket: int = Field(200, ge=2, le=100_000)
     max_symbols_per_bucket: int = Field(500, ge=1, le=100_000)
