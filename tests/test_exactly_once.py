@@ -11,11 +11,12 @@ import pytest
 import redis
 
 from tests.daemon import Daemon, drained, group_info, ready_consumers, wait_for
-from tests.traffic import assert_exact, load
+from tests.traffic import STREAM, assert_exact, load
 
 pytestmark = pytest.mark.e2e
 
 N = 20_000
+GROUP = "p35_decision_intel"
 
 
 def _entries_read(r: redis.Redis) -> int:
@@ -51,6 +52,8 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     final = Daemon(env, tmp_path / "final.log").start()
     daemons.append(final)
     wait_for(lambda: drained(r, N), 90, "the stream to drain")
+    # The five dead consumers, owning nothing once reclaimed, leave the group.
+    wait_for(lambda: len(r.xinfo_consumers(STREAM, GROUP)) == 1, 30, "dead consumers removed")
     rc, _ = final.terminate_and_wait()
     assert rc == 0, final.output()
     assert_exact(r, expected)

@@ -273,3 +273,45 @@ def test_departed_consumer_is_removed_only_when_it_owns_nothing(
     assert run(go) == (False, True, False)
     names = {c["name"] for c in r.xinfo_consumers(STREAM, GROUP)}
     assert names == {b"dead-with-work", b"alive-idle"}
+
+
+def test_claiming_entries_trimmed_while_pending_reports_them(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """A dead consumer's entries, partly trimmed: the claimer counts the rest, reports the gone."""
+    add(r, 10)
+
+    async def go() -> int:
+        store, _ = await ready(redis_server, "claimer", claim_min_idle_sec=0.001)
+        await store.client.xreadgroup(GROUP, "dead", {STREAM: ">"}, count=10)
+        await store.client.xtrim(STREAM, maxlen=4, approximate=False)
+        _, claimer = make(redis_server, "claimer", claim_min_idle_sec=0.001)
+        claimer.store = store
+        await asyncio.sleep(0.01)
+        claimed = await claimer.claim()
+        await close(store)
+        return claimed
+
+    assert run(go) == 4
+    assert int(r.hget(keys.STATUS, "trimmed_total")) == 6
+    assert int(r.hget(keys.STATUS, "processed_total")) == 4
+    assert int(r.hget(keys.STATUS, "reclaimed_total")) == 4
+    assert r.xpending(STREAM, GROUP)["pending"] == 0
+
+
+def test_buckets_expire_at_their_minute_start_plus_the_ttl(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    [entry_id] = add(r, 1)
+
+    async def go() -> None:
+        store, c = await ready(redis_server, "A", bucket_ttl_sec=3600)
+        c.ingest(await store.read_new(10, None))
+        await c.flush()
+        await close(store)
+
+    run(go)
+    minute = keys.minute_of_id(entry_id)
+    bucket = keys.bucket(minute)
+    assert r.execute_command("EXPIRETIME", bucket) == minute * 60 + 3600
+    assert r.execute_command("EXPIRETIME", keys.bucket_meta(minute)) == minute * 60 + 3600
