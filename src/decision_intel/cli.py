@@ -14,18 +14,18 @@ from decision_intel.notify import Notifier
 from decision_intel.settings import EX_CONFIG, ConfigError, Settings, load, unknown_variables
 
 
-def _settings() -> Settings:
+def _settings(**overrides: object) -> Settings:
     try:
-        return load()
+        return load(**{k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
         print(f"p35: {exc}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None
 
 
-def cmd_run(_args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from decision_intel.service import Service
 
-    settings = _settings()
+    settings = _settings(consumer=args.consumer)
     logs.configure(settings.log_level, logs.detect_mode(os.environ, sys.stdout), settings.secrets)
     log = logs.get()
     unknown = unknown_variables(os.environ)
@@ -83,15 +83,52 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _check(settings: Settings, max_age_s: float, max_pending: int) -> list[object]:
+    from decision_intel.check import run_checks
+    from decision_intel.store import connect
+
+    client = connect(settings)
+    try:
+        return list(
+            await run_checks(settings, client, max_age_s=max_age_s, max_pending=max_pending)
+        )
+    finally:
+        await client.aclose()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Health as seen from Redis; exit 1 listing each failed check, 2 when Redis is unreachable."""
+    from redis.exceptions import RedisError
+
+    settings = _settings()
+    try:
+        checks = asyncio.run(_check(settings, args.max_age, args.max_pending))
+    except (RedisError, OSError) as exc:
+        print(f"FAIL redis: cannot reach {settings.redacted_url}: {type(exc).__name__}")
+        return 2
+    failed = 0
+    for c in checks:
+        print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")  # type: ignore[attr-defined]
+        failed += not c.ok  # type: ignore[attr-defined]
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p35", description="P3.5 Decision Intelligence")
     parser.add_argument("--version", action="version", version=f"p35 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon (settings from P35_* environment variables)")
+    run.add_argument(
+        "--consumer", help="consumer name (overrides P35_CONSUMER; systemd templates pass %%i)"
+    )
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="show the status heartbeat and window snapshots")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+    check = sub.add_parser("check", help="health checks from Redis; exit 1 when any fails")
+    check.add_argument("--max-age", type=float, default=15.0, help="heartbeat age limit, s")
+    check.add_argument("--max-pending", type=int, default=10_000, help="pending entries limit")
+    check.set_defaults(func=cmd_check)
     return parser
 
 

@@ -46,6 +46,7 @@ class Service:
         self.meter = RateMeter()
         self.rate = 0.0
         self.group: dict[str, Any] = {}
+        self.ready = False
         self._stop: asyncio.Event | None = None
 
     # -- signals ----------------------------------------------------------------
@@ -116,6 +117,7 @@ class Service:
         else:
             return False
         self.log.info("service.ready", group_created=created, lag=self.group.get("lag"))
+        self.ready = True
         self.notifier.send("READY=1", self._status_line())
         return True
 
@@ -240,7 +242,8 @@ class Service:
             group=self.group,
             state=state,
         )
-        self.notifier.send(self._status_line())
+        if self.ready:  # systemd hears READY=1 first
+            self.notifier.send(self._status_line())
 
     def _status_line(self) -> str:
         return (

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Install or upgrade quantum-p35-decision-intelligence. Idempotent: a second run with
+# nothing changed changes no file and restarts nothing.
+#
+#   scripts/deploy_p35.sh [--dry-run] [--skip-proof] [--rollback]
+#
+#   DESTDIR    install under another root (tests; packaging)
+#   SYSTEMCTL  command used instead of systemctl
+#   PYTHON     interpreter for the virtualenv (default python3; 3.11 or newer)
+#
+# Code goes to /opt/quantum/p35-decision-intelligence/releases/<source hash>/venv, and
+# .../venv points at the current release (the three newest are kept for --rollback).
+# The env file is installed only when absent; an operator's edits are never
+# overwritten (the differences from the shipped template are shown instead).
+set -euo pipefail
+
+DRY=0 SKIP_PROOF=0 ROLLBACK=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY=1 ;;
+    --skip-proof) SKIP_PROOF=1 ;;
+    --rollback) ROLLBACK=1 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "deploy_p35: unknown option $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+DESTDIR=${DESTDIR:-}
+SYSTEMCTL=${SYSTEMCTL:-systemctl}
+PYTHON=${PYTHON:-python3}
+UNIT=quantum-p35-decision-intelligence
+APP=$DESTDIR/opt/quantum/p35-decision-intelligence
+UNITDIR=$DESTDIR/etc/systemd/system
+ENVFILE=$DESTDIR/etc/quantum/p35-decision-intelligence.env
+KEEP_RELEASES=3
+
+say() { echo "deploy_p35: $*"; }
+die() { echo "deploy_p35: error: $*" >&2; exit 1; }
+run() {
+  if [ "$DRY" = 1 ]; then echo "deploy_p35: would run: $*"; else "$@"; fi
+}
+
+[ -n "$DESTDIR" ] || [ "$(id -u)" = 0 ] ||
+  die "must run as root (or set DESTDIR to install under another root)"
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON to a Python 3.11+ interpreter)"
+"$PYTHON" -c 'import sys; raise SystemExit(sys.version_info < (3, 11))' ||
+  die "Python 3.11 or newer is required; $PYTHON is $("$PYTHON" -V 2>&1)"
+
+code_changed=0 units_changed=0
+
+point_venv_at() {  # atomically repoint venv -> releases/$1/venv
+  run ln -sfn "releases/$1/venv" "$APP/venv.new"
+  run mv -T "$APP/venv.new" "$APP/venv"
+}
+
+if [ "$ROLLBACK" = 1 ]; then
+  current=$(readlink "$APP/venv" 2>/dev/null | cut -d/ -f2)
+  previous=$({ ls -1t "$APP/releases" 2>/dev/null | grep -vx "${current:-}" || true; } | head -1)
+  [ -n "$previous" ] || die "no earlier release to roll back to"
+  say "rolling back: $current -> $previous"
+  point_venv_at "$previous"
+  run "$SYSTEMCTL" restart "$UNIT"
+  exit 0
+fi
+
+# 1. Code: one virtualenv per source hash.
+release=$(cd "$SRC" && find pyproject.toml src -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
+  -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
+if [ "$(readlink "$APP/venv" 2>/dev/null)" = "releases/$release/venv" ] &&
+   [ -x "$APP/releases/$release/venv/bin/p35" ]; then
+  say "code: release $release is installed and current"
+else
+  say "code: installing release $release"
+  run rm -rf "$APP/releases/$release"
+  run mkdir -p "$APP/releases"
+  run "$PYTHON" -m venv "$APP/releases/$release/venv"
+  run "$APP/releases/$release/venv/bin/pip" install --quiet --disable-pip-version-check "$SRC"
+  point_venv_at "$release"
+  code_changed=1
+  if [ "$DRY" = 0 ]; then
+    { ls -1t "$APP/releases" | grep -vx "$release" || true; } | tail -n +"$KEEP_RELEASES" |
+      while read -r old; do say "code: removing old release $old"; rm -rf "${APP:?}/releases/$old"; done
+  fi
+fi
+
+# 2. Files: copied only when their content differs.
+install_file() {  # src dst mode -> returns 0 when it installed something
+  if [ -f "$2" ] && cmp -s "$1" "$2"; then return 1; fi
+  say "file: $2"
+  run install -D -m "$3" "$1" "$2"
+}
+install_file "$SRC/README.md" "$APP/README.md" 0644 && code_changed=1 || true
+install_file "$SRC/scripts/proof_p35_decision_intelligence.sh" \
+  "$APP/bin/proof_p35_decision_intelligence.sh" 0755 && code_changed=1 || true
+for unit in "$UNIT.service" "$UNIT@.service"; do
+  install_file "$SRC/deploy/systemd/$unit" "$UNITDIR/$unit" 0644 && units_changed=1 || true
+done
+
+# 3. Settings: the operator's file is theirs.
+if [ ! -e "$ENVFILE" ]; then
+  say "env: installing $ENVFILE (edit it: P35_REDIS_URL at least)"
+  run install -D -m 0600 "$SRC/deploy/env/p35-decision-intelligence.env" "$ENVFILE"
+elif ! cmp -s "$SRC/deploy/env/p35-decision-intelligence.env" "$ENVFILE"; then
+  say "env: keeping $ENVFILE; how it differs from the shipped template:"
+  diff -u "$SRC/deploy/env/p35-decision-intelligence.env" "$ENVFILE" | sed 's/^/    /' || true
+fi
+
+# 4. systemd.
+[ "$units_changed" = 0 ] || run "$SYSTEMCTL" daemon-reload
+if "$SYSTEMCTL" is-active --quiet "$UNIT" 2>/dev/null; then
+  if [ "$code_changed" = 1 ] || [ "$units_changed" = 1 ]; then
+    say "service: restarting $UNIT"
+    run "$SYSTEMCTL" restart "$UNIT"
+  else
+    say "service: $UNIT is running and nothing changed"
+  fi
+else
+  say "service: enabling and starting $UNIT"
+  run "$SYSTEMCTL" enable --now "$UNIT"
+fi
+
+# 5. Proof: give the service a few heartbeats to come up.
+if [ "$SKIP_PROOF" = 1 ] || [ "$DRY" = 1 ]; then
+  say "proof: skipped"
+  exit 0
+fi
+proof() {
+  SYSTEMCTL="$SYSTEMCTL" P35_BIN="$APP/venv/bin/p35" P35_ENV_FILE="$ENVFILE" \
+    "$APP/bin/proof_p35_decision_intelligence.sh"
+}
+for _ in $(seq 15); do
+  proof >/dev/null 2>&1 && break
+  sleep 2
+done
+proof || die "the service is installed but the proof failed (see above; journalctl -u $UNIT)"

@@ -1,0 +1,357 @@
+"""Deployment: the idempotent deploy script, the unit files, sd_notify and the proof."""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.daemon import Daemon, drained, wait_for
+from tests.traffic import load
+
+ROOT = Path(__file__).resolve().parent.parent
+UNITS = ROOT / "deploy" / "systemd"
+UNIT = "quantum-p35-decision-intelligence"
+ENV_REL = "etc/quantum/p35-decision-intelligence.env"
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+# Records every call; remembers enable --now, so is-active answers like systemd would.
+echo "$*" >> "$FAKE_STATE/calls"
+case "$1" in
+  is-active) [ -f "$FAKE_STATE/active" ] && { [ "$2" = --quiet ] || echo active; exit 0; }
+             [ "$2" = --quiet ] || echo inactive; exit 3 ;;
+  enable) touch "$FAKE_STATE/active" ;;
+esac
+exit 0
+"""
+
+
+def tree_state(root: Path) -> dict[str, str]:
+    """Every file and link under root, with its content hash, mode and mtime."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = f"link:{os.readlink(path)}"
+        elif path.is_file():
+            st = path.stat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            out[rel] = f"{digest}:{oct(st.st_mode)}:{st.st_mtime_ns}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Deploy twice into a temporary root, with an operator edit in between."""
+    base = tmp_path_factory.mktemp("deploy")
+    dest, state = base / "root", base / "state"
+    state.mkdir()
+    fake = base / "systemctl"
+    fake.write_text(FAKE_SYSTEMCTL)
+    fake.chmod(0o755)
+    env = {
+        **os.environ,
+        "DESTDIR": str(dest),
+        "SYSTEMCTL": str(fake),
+        "FAKE_STATE": str(state),
+        "PYTHON": sys.executable,
+    }
+
+    def deploy(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ROOT / "scripts" / "deploy_p35.sh"), "--skip-proof", *args],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    first = deploy()
+    calls_first = (state / "calls").read_text().splitlines()
+    env_file = dest / ENV_REL
+    env_file.write_text(env_file.read_text() + "P35_REDIS_URL=redis://ops-edited:6379/0\n")
+    before = tree_state(dest)
+    second = deploy()
+    after = tree_state(dest)
+    calls_second = (state / "calls").read_text().splitlines()[len(calls_first) :]
+    dry = deploy("--dry-run")
+    return {
+        "dest": dest, "first": first, "second": second, "dry": dry, "before": before,
+        "after": after, "calls_first": calls_first, "calls_second": calls_second,
+        "env": env,
+    }  # fmt: skip
+
+
+def test_first_deploy_installs_code_units_and_env(deployed: dict[str, object]) -> None:
+    first = deployed["first"]
+    assert first.returncode == 0, first.stderr  # type: ignore[attr-defined]
+    dest: Path = deployed["dest"]  # type: ignore[assignment]
+    app = dest / "opt/quantum/p35-decision-intelligence"
+    assert (app / "venv").is_symlink()
+    version = subprocess.run(
+        [str(app / "venv/bin/p35"), "--version"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.startswith("p35 ")
+    for unit in (f"{UNIT}.service", f"{UNIT}@.service"):
+        assert (dest / "etc/systemd/system" / unit).read_bytes() == (UNITS / unit).read_bytes()
+    assert oct((dest / ENV_REL).stat().st_mode & 0o777) == "0o600"
+    assert (app / "bin/proof_p35_decision_intelligence.sh").exists()
+    assert deployed["calls_first"] == [
+        "daemon-reload",
+        f"is-active --quiet {UNIT}",
+        f"enable --now {UNIT}",
+    ]
+
+
+def test_second_deploy_changes_nothing_and_keeps_operator_edits(
+    deployed: dict[str, object],
+) -> None:
+    second = deployed["second"]
+    assert second.returncode == 0, second.stderr  # type: ignore[attr-defined]
+    assert deployed["after"] == deployed["before"], "the second run changed files"
+    assert deployed["calls_second"] == [f"is-active --quiet {UNIT}"], "it restarted needlessly"
+    dest: Path = deployed["dest"]  # type: ignore[assignment]
+    assert "redis://ops-edited:6379/0" in (dest / ENV_REL).read_text()
+    out = second.stdout  # type: ignore[attr-defined]
+    assert "keeping" in out and "+P35_REDIS_URL=redis://ops-edited:6379/0" in out
+
+
+def test_dry_run_prints_and_changes_nothing(deployed: dict[str, object]) -> None:
+    dry = deployed["dry"]
+    assert dry.returncode == 0, dry.stderr  # type: ignore[attr-defined]
+    assert tree_state(deployed["dest"]) == deployed["after"]  # type: ignore[arg-type]
+
+
+def test_dry_run_of_a_first_install_says_what_it_would_do(tmp_path: Path) -> None:
+    env = {**os.environ, "DESTDIR": str(tmp_path / "r"), "SYSTEMCTL": "/bin/false"}
+    out = subprocess.run(
+        [str(ROOT / "scripts/deploy_p35.sh"), "--dry-run"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "would run: " in out.stdout and "venv" in out.stdout
+    assert "would run: /bin/false enable --now" in out.stdout
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_refuses_without_root_or_destdir() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DESTDIR"}
+    with tempfile.TemporaryDirectory() as public:  # pytest's tmp_path is closed to others
+        os.chmod(public, 0o755)
+        script = Path(public) / "deploy_p35.sh"
+        shutil.copy(ROOT / "scripts/deploy_p35.sh", script)
+        script.chmod(0o755)
+        out = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(script)],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert out.returncode != 0
+    assert "must run as root" in out.stderr
+
+
+def test_refuses_a_python_that_is_too_old(tmp_path: Path) -> None:
+    old = tmp_path / "python3"
+    old.write_text("#!/bin/sh\n[ \"$1\" = -V ] && echo 'Python 3.9.2' && exit 0\nexit 1\n")
+    old.chmod(0o755)
+    env = {**os.environ, "DESTDIR": str(tmp_path / "r"), "PYTHON": str(old)}
+    out = subprocess.run(
+        [str(ROOT / "scripts/deploy_p35.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode != 0
+    assert "Python 3.11 or newer is required; " in out.stderr and "3.9.2" in out.stderr
+
+
+# -- unit files -----------------------------------------------------------------------
+
+
+def unit_directives(path: Path) -> dict[str, list[str]]:
+    parser = configparser.RawConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    out: dict[str, list[str]] = {}
+    section = ""
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault(f"{section}.{key}", []).append(value)
+    return out
+
+
+@pytest.mark.parametrize("unit", [f"{UNIT}.service", f"{UNIT}@.service"])
+def test_unit_directives(unit: str) -> None:
+    d = unit_directives(UNITS / unit)
+    want = {
+        "Service.Type": ["notify"],
+        "Service.Restart": ["on-failure"],
+        "Service.RestartSec": ["10"],
+        "Service.RestartPreventExitStatus": ["78"],
+        "Service.MemoryMax": ["256M"],
+        "Service.CPUQuota": ["20%"],
+        "Service.EnvironmentFile": ["-/etc/quantum/p35-decision-intelligence.env"],
+        "Service.SyslogIdentifier": ["p35-decision-intel"],
+        "Service.DynamicUser": ["yes"],
+        "Service.ProtectHome": ["yes"],
+        "Service.WorkingDirectory": ["/"],
+        "Unit.StartLimitBurst": ["5"],
+    }
+    for key, value in want.items():
+        assert d.get(key) == value, key
+    assert d["Service.ExecStart"][0].startswith("/opt/quantum/p35-decision-intelligence/venv/")
+    assert int(d["Service.WatchdogSec"][0]) >= 10
+    assert int(d["Service.TimeoutStopSec"][0]) > 5, "must outlast the 5 s graceful shutdown"
+    assert not any(k.endswith(".PermissionsStartOnly") for k in d), "deprecated directive"
+    if "@" in unit:
+        assert d["Service.ExecStart"][0].endswith("run --consumer %i")
+
+
+def test_template_has_the_same_hardening_as_the_unit() -> None:
+    a = unit_directives(UNITS / f"{UNIT}.service")
+    b = unit_directives(UNITS / f"{UNIT}@.service")
+    differing = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    assert differing == {"Unit.Description", "Service.ExecStart"}
+
+
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(
+    ANALYZE is None, reason="systemd-analyze not installed (apt-get install systemd)"
+)
+
+
+@needs_analyze
+@pytest.mark.parametrize("unit", [f"{UNIT}.service", f"{UNIT}@.service"])
+def test_systemd_analyze_security_exposure_at_most_2(unit: str, tmp_path: Path) -> None:
+    path = UNITS / unit
+    if "@" in unit:  # the offline analysis needs an instance name
+        path = tmp_path / unit.replace("@", "@main")
+        shutil.copy(UNITS / unit, path)
+    out = subprocess.run(
+        [ANALYZE, "security", "--offline=true", "--no-pager", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout + out.stderr)
+    assert match, out.stdout + out.stderr
+    assert float(match.group(1)) <= 2.0, out.stdout
+
+
+@needs_analyze
+@pytest.mark.parametrize("unit", [f"{UNIT}.service", f"{UNIT}@.service"])
+def test_systemd_analyze_verify_finds_no_problem(unit: str, tmp_path: Path) -> None:
+    # verify checks that ExecStart exists: point a copy at this checkout's p35.
+    text = (
+        (UNITS / unit)
+        .read_text()
+        .replace(
+            "/opt/quantum/p35-decision-intelligence/venv/bin/p35",
+            str(Path(sys.executable).parent / "p35"),
+        )
+    )
+    name = unit.replace("@", "@main")
+    (tmp_path / name).write_text(text)
+    out = subprocess.run(
+        [ANALYZE, "verify", "--man=no", str(tmp_path / name)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    problems = [
+        line for line in (out.stdout + out.stderr).splitlines()
+        if name.split("@")[0] in line or "Unknown" in line or "deprecated" in line.lower()
+    ]  # fmt: skip
+    assert out.returncode == 0 and not problems, out.stdout + out.stderr
+
+
+# -- sd_notify and the proof, with the real daemon ------------------------------------
+
+
+@pytest.mark.e2e
+def test_notify_ready_status_watchdog_stopping_in_order(
+    base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(20)
+    d = Daemon({**base_env, "NOTIFY_SOCKET": str(sock_path)}, tmp_path / "d.log").start()
+    daemons.append(d)
+    got: list[str] = []
+    while not (any(m.startswith("WATCHDOG=1") for m in got) and any("STATUS=" in m for m in got)):
+        got.append(sock.recv(4096).decode())
+    d.signal(15)
+    while "STOPPING=1" not in got[-1]:
+        got.append(sock.recv(4096).decode())
+    assert d.wait(10) == 0
+    sock.close()
+    firsts = [next(i for i, m in enumerate(got) if key in m) for key in
+              ("READY=1", "STATUS=", "WATCHDOG=1", "STOPPING=1")]  # fmt: skip
+    assert firsts == sorted(firsts), got
+    assert "READY=1" in got[0], "READY must come first"
+    assert re.search(r"STATUS=counted \d+, lag \d+", "\n".join(got))
+
+
+@pytest.mark.e2e
+def test_proof_passes_with_the_daemon_running_and_fails_without(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    load(r, 2_000, span_minutes=30)
+    d = Daemon(base_env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: drained(r, 2_000), 60, "drain")
+    wait_for(lambda: bool(r.exists("quantum:p35:decision:counts:15m")), 30, "snapshot")
+    env = {
+        **base_env,
+        "P35_BIN": str(Path(sys.executable).parent / "p35"),
+        "P35_ENV_FILE": "/nonexistent",
+    }
+    proof = [str(ROOT / "scripts/proof_p35_decision_intelligence.sh")]
+    ok = subprocess.run(proof, env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "proof passed" in ok.stdout
+    assert d.terminate_and_wait()[0] == 0
+    r.hset("quantum:p35:status", "last_ts", "1")  # a heartbeat from long ago
+    r.delete("quantum:p35:decision:counts:15m")
+    bad = subprocess.run(
+        [*proof, "--max-pending", "0"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 1
+    assert "FAIL heartbeat" in bad.stdout and "FAIL windows" in bad.stdout
+    assert "proof FAILED: heartbeat windows" in bad.stdout
+
+
+def test_env_template_lists_every_setting_with_its_default() -> None:
+    from decision_intel.settings import Settings, _env_name
+
+    text = (ROOT / "deploy/env/p35-decision-intelligence.env").read_text()
+    for name, info in Settings.model_fields.items():
+        if name.startswith("legacy_"):
+            continue
+        var = _env_name(name)
+        default = "redis://localhost:6379/0" if name == "redis_url" else info.default
+        shown = (
+            "" if default is None else str(default).lower() if isinstance(default, bool) else None
+        )
+        line = next((x for x in text.splitlines() if x.startswith(f"#{var}=")), None)
+        assert line is not None, f"{var} missing from the env template"
+        value = line.split("=", 1)[1]
+        if shown is not None:
+            assert value == shown, line
+        else:
+            assert float(value) == float(default), line
+
+
+def test_rollback_without_an_earlier_release_fails_clearly(deployed: dict[str, object]) -> None:
+    out = subprocess.run(
+        [str(ROOT / "scripts/deploy_p35.sh"), "--rollback"],
+        env=deployed["env"], capture_output=True, text=True, timeout=60,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "no earlier release to roll back to" in out.stderr
