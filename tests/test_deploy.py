@@ -336,16 +336,17 @@ def test_env_template_lists_every_setting_with_its_default() -> None:
             continue
         var = _env_name(name)
         default = "redis://localhost:6379/0" if name == "redis_url" else info.default
-        shown = (
-            "" if default is None else str(default).lower() if isinstance(default, bool) else None
-        )
         line = next((x for x in text.splitlines() if x.startswith(f"#{var}=")), None)
         assert line is not None, f"{var} missing from the env template"
         value = line.split("=", 1)[1]
-        if shown is not None:
-            assert value == shown, line
-        else:
+        if default is None:
+            assert value == "", line
+        elif isinstance(default, bool):
+            assert value == str(default).lower(), line
+        elif isinstance(default, (int, float)):
             assert float(value) == float(default), line
+        else:
+            assert value == default, line
 
 
 def test_rollback_without_an_earlier_release_fails_clearly(deployed: dict[str, object]) -> None:
