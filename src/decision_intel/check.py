@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from decision_intel import keys
 from decision_intel.settings import Settings
+from decision_intel.store import find_group
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,7 @@ async def run_checks(
     now_s = int(sec) + int(usec) / 1e6
     out: list[Check] = []
 
-    group = None
-    try:
-        for g in await client.xinfo_groups(settings.stream):
-            if g["name"] in (settings.group, settings.group.encode()):
-                group = g
-    except ResponseError:
-        pass
+    group = await find_group(client, settings.stream, settings.group)
     out.append(
         Check("group", group is not None, f"{settings.group} on {settings.stream}")
         if group is not None

@@ -47,6 +47,15 @@ def connect(settings: Settings, *, blocking: bool = False) -> aioredis.Redis:
     return aioredis.from_url(settings.url, **kwargs)
 
 
+async def find_group(client: aioredis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+    """The group's XINFO GROUPS row, or None when the stream or the group is missing."""
+    try:
+        groups = await client.xinfo_groups(stream)
+    except ResponseError:
+        return None
+    return next((g for g in groups if g["name"] in (group, group.encode())), None)
+
+
 @dataclass(frozen=True)
 class FlushResult:
     counted: int
@@ -206,15 +215,7 @@ class Store:
         return bool(done)
 
     async def group_info(self) -> dict[str, Any] | None:
-        try:
-            groups = await self.client.xinfo_groups(self.s.stream)
-        except ResponseError:
-            return None
-        name = self.s.group.encode()
-        for g in groups:
-            if g["name"] in (name, self.s.group):
-                return g
-        return None
+        return await find_group(self.client, self.s.stream, self.s.group)
 
     async def server_time_ms(self) -> int:
         sec, usec = await self.client.time()
