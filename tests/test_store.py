@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -101,9 +102,9 @@ def test_a_flush_repeated_after_a_lost_reply_counts_nothing_twice(
     async def go() -> int:
         store, c = await ready(redis_server, "A")
         c.ingest(await store.read_new(100, None))
-        again = dict(c.batch.items)
+        held = copy.deepcopy(c.batch)
         await c.flush()
-        c.batch.items.update(again)  # the reply was "lost": the caller still holds the batch
+        c.batch = held  # the reply was "lost": the caller still holds the batch
         await c.flush()
         await close(store)
         return c.excluded

@@ -2,9 +2,7 @@
 
 A flush must count exactly the entries this consumer still owns. When Redis says
 some are no longer ours (claimed by another consumer, or already acknowledged by a
-flush whose reply was lost), they are dropped and the increments recomputed, so
-the increments are derived from the entries at flush time rather than kept
-running.
+flush whose reply was lost), they are dropped, and their increments with them.
 """
 
 from __future__ import annotations
@@ -12,22 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from decision_intel.classify import Classification
 
 RAW_VALUE_MAX = 1024
 RAW_FIELDS_MAX = 64
 
-
-class Item(NamedTuple):
-    minute: int
-    decision: str
-    reason: str
-    symbol: str | None
-    invalid: tuple[str, str] | None
-    """(cause, raw JSON copy) for entries that go to quantum:p35:invalid."""
-    reclaimed: bool
+AggKey = tuple[int, str, str, str | None]
+"""(minute, decision, reason, symbol): what one entry adds 1 to."""
 
 
 @dataclass
@@ -61,13 +51,27 @@ def parse_id(entry_id: bytes) -> tuple[int, int]:
 
 
 class Batch:
-    """Entries read (or reclaimed) and not yet flushed, keyed by stream ID."""
+    """Entries read (or reclaimed) and not yet flushed, keyed by stream ID.
+
+    Each entry is held as its aggregation key (minute, decision, reason, symbol), and
+    the count per key is kept as entries come and go, so `deltas` costs the number of
+    distinct keys, not the number of entries.
+    """
 
     def __init__(self, symbol_breakdown: bool = True) -> None:
         self.symbol_breakdown = symbol_breakdown
-        self.items: dict[bytes, Item] = {}
+        self.items: dict[bytes, AggKey] = {}
+        self.counts: dict[AggKey, int] = {}
+        self.invalid: dict[bytes, tuple[str, str]] = {}
+        """(cause, raw JSON copy) of entries that go to quantum:p35:invalid."""
+        self.reclaimed: set[bytes] = set()
         self.trimmed: list[bytes] = []
         """IDs delivered to us whose content is gone from the stream (trimmed while pending)."""
+        self.newest: bytes | None = None
+        """The last new (not reclaimed) entry added: reads of new entries come in ID order."""
+        self._oldest_new: bytes | None = None
+        self._other_range: tuple[bytes, bytes] | None = None
+        """Lowest and highest reclaimed or trimmed ID (those arrive out of order)."""
 
     def __len__(self) -> int:
         return len(self.items) + len(self.trimmed)
@@ -80,41 +84,77 @@ class Batch:
         *,
         reclaimed: bool = False,
     ) -> None:
-        invalid = (result.cause, raw_copy(entry)) if result.cause is not None else None
-        symbol = result.symbol if self.symbol_breakdown else None
-        self.items[entry_id] = Item(
+        if entry_id in self.items:
+            self._forget(entry_id)
+        key = (
             int(entry_id.partition(b"-")[0]) // 60_000,
             result.decision,
             result.reason,
-            symbol,
-            invalid,
-            reclaimed,
+            result.symbol if self.symbol_breakdown else None,
         )
+        self.items[entry_id] = key
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if result.cause is not None:
+            self.invalid[entry_id] = (result.cause, raw_copy(entry))
+        if reclaimed:
+            self.reclaimed.add(entry_id)
+            self._widen(entry_id)
+        else:
+            self.newest = entry_id
+            if self._oldest_new is None:
+                self._oldest_new = entry_id
+
+    def _widen(self, entry_id: bytes) -> None:
+        if self._other_range is None:
+            self._other_range = (entry_id, entry_id)
+            return
+        low, high = self._other_range
+        if parse_id(entry_id) < parse_id(low):
+            low = entry_id
+        elif parse_id(entry_id) > parse_id(high):
+            high = entry_id
+        self._other_range = (low, high)
+
+    def id_range(self) -> tuple[bytes, bytes]:
+        """IDs bounding every entry held (a superset after discards); the batch is not empty."""
+        ends = [e for e in (self._oldest_new, self.newest) if e is not None]
+        if self._other_range is not None:
+            ends += self._other_range
+        return min(ends, key=parse_id), max(ends, key=parse_id)
 
     def add_trimmed(self, entry_id: bytes) -> None:
         self.trimmed.append(entry_id)
+        self._widen(entry_id)
+
+    def _forget(self, entry_id: bytes) -> bool:
+        key = self.items.pop(entry_id, None)
+        if key is None:
+            return False
+        left = self.counts[key] - 1
+        if left:
+            self.counts[key] = left
+        else:
+            del self.counts[key]
+        self.invalid.pop(entry_id, None)
+        self.reclaimed.discard(entry_id)
+        return True
 
     def discard(self, entry_ids: Iterable[bytes]) -> int:
-        gone = 0
-        for entry_id in entry_ids:
-            if self.items.pop(entry_id, None) is not None:
-                gone += 1
-        return gone
+        """Drop entries that are no longer ours; returns how many were held."""
+        return sum(self._forget(entry_id) for entry_id in entry_ids)
 
-    def id_range(self) -> tuple[bytes, bytes]:
-        """Smallest and largest ID among the counted entries and trimmed IDs."""
-        ids = [*self.items, *self.trimmed]
-        parsed = sorted(ids, key=parse_id)
-        return parsed[0], parsed[-1]
+    def clear(self) -> None:
+        self.items.clear()
+        self.counts.clear()
+        self.invalid.clear()
+        self.reclaimed.clear()
+        self.trimmed.clear()
+        self.newest = self._oldest_new = self._other_range = None
 
     def deltas(self) -> dict[int, BucketDelta]:
         """Increments per minute, from the entries currently held."""
-        grouped: dict[tuple[int, str, str, str | None], int] = {}
-        for item in self.items.values():
-            key = (item.minute, item.decision, item.reason, item.symbol)
-            grouped[key] = grouped.get(key, 0) + 1
         out: dict[int, BucketDelta] = {}
-        for (minute, decision, reason, symbol), n in grouped.items():
+        for (minute, decision, reason, symbol), n in self.counts.items():
             delta = out.get(minute)
             if delta is None:
                 delta = out[minute] = BucketDelta()
@@ -128,11 +168,7 @@ class Batch:
         return out
 
     def reclaimed_count(self) -> int:
-        return sum(1 for item in self.items.values() if item.reclaimed)
+        return len(self.reclaimed)
 
     def invalid_records(self) -> list[tuple[bytes, str, str]]:
-        return [
-            (entry_id, item.invalid[0], item.invalid[1])
-            for entry_id, item in self.items.items()
-            if item.invalid is not None
-        ]
+        return [(entry_id, cause, raw) for entry_id, (cause, raw) in self.invalid.items()]

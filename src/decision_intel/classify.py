@@ -175,8 +175,58 @@ def _preview(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+_result_cache: dict[tuple[object, ...], Classification] = {}
+_KEY_PART_MAX = 256
+
+
+def _reason_part(value: object) -> object:
+    """What of an `error`/`reason` value the result depends on: all of it up to the first ':'.
+
+    A value with a ':' is never empty after stripping, so it always gives the
+    normalized text before the colon; the colon stays in the key to tell it apart
+    from a whole value (which may be empty or `none`).
+    """
+    if type(value) is bytes:
+        cut = value.find(b":")
+        return value if cut < 0 else value[: cut + 1]
+    return value
+
+
+def _small_bytes(part: object) -> bool:
+    return part is None or (type(part) is bytes and len(part) <= _KEY_PART_MAX)
+
+
 def classify(entry: Mapping[bytes, bytes]) -> Classification:
-    """Classify one stream entry given as its field map (bytes keys, as redis-py returns them)."""
+    """Classify one stream entry given as its field map (bytes keys, as redis-py returns them).
+
+    Producers repeat themselves, so results are remembered by every field value the
+    rules read (`error`/`reason` only up to the first ':', where parameters start):
+    a repeat costs a few dict lookups. Large values are never remembered.
+    """
+    get = entry.get
+    key = (
+        get(b"decision"),
+        get(b"executed"),
+        _reason_part(get(b"error")),
+        _reason_part(get(b"reason")),
+        get(b"symbol"),
+        get(b"payload"),
+        get(b"details"),
+    )
+    try:
+        hit = _result_cache.get(key)
+    except TypeError:  # an unhashable value (only from callers other than redis-py)
+        return _classify(entry)
+    if hit is None:
+        hit = _classify(entry)
+        if all(_small_bytes(part) for part in key):
+            if len(_result_cache) >= _CACHE_MAX:
+                _result_cache.clear()
+            _result_cache[key] = hit
+    return hit
+
+
+def _classify(entry: Mapping[bytes, bytes]) -> Classification:
     fields = _Fields(entry)
     reason = normalize_reason(
         fields.get(b"error", _EMPTY_REASONS) or fields.get(b"reason", _EMPTY_REASONS)

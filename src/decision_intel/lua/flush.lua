@@ -8,7 +8,8 @@
 --
 -- KEYS[1] stream  KEYS[2] status hash  KEYS[3] lease  KEYS[4] invalid stream
 -- ARGV: group, consumer, token, lease_ms, max_reasons, max_symbols, invalid_maxlen,
---       min_id, max_id, now_ms, reclaimed,
+--       min_id, max_id (bounding every ID in the batch),
+--       newest_id ('' when the batch holds only reclaimed entries), now_ms, reclaimed,
 --       n_ids, ids..., n_trimmed, trimmed_ids...,
 --       n_buckets, { bucket, meta, expire_at_s,
 --                    n_dec, {decision, n}..., n_rea, {reason, n}...,
@@ -21,9 +22,10 @@ local group, consumer, token = ARGV[1], ARGV[2], ARGV[3]
 local lease_ms = tonumber(ARGV[4])
 local max_reasons, max_symbols = tonumber(ARGV[5]), tonumber(ARGV[6])
 local invalid_maxlen = ARGV[7]
-local min_id, max_id, now_ms = ARGV[8], ARGV[9], ARGV[10]
-local reclaimed = tonumber(ARGV[11])
-local pos = 12
+local min_id, max_id = ARGV[8], ARGV[9]
+local newest_id, now_ms = ARGV[10], ARGV[11]
+local reclaimed = tonumber(ARGV[12])
+local pos = 13
 
 local function take()
   local v = ARGV[pos]
@@ -158,10 +160,10 @@ local function newer(a, b)
   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
   return am > bm or (am == bm and as > bs)
 end
-if n_ids > 0 then
+if newest_id ~= '' then
   local last = redis.call('HGET', status, 'last_id')
-  if not last or newer(max_id, last) then
-    redis.call('HSET', status, 'last_id', max_id)
+  if not last or newer(newest_id, last) then
+    redis.call('HSET', status, 'last_id', newest_id)
   end
 end
 return {0, n_ids}

@@ -1,0 +1,438 @@
+#!/usr/bin/env python3
+"""make bench: p35 against the raw read speed and the naive design, on one stream.
+
+Starts its own throwaway redis-server, loads N realistic entries (both producers'
+shapes, parametric errors), and gives each contender its own consumer group on
+that same stream:
+
+  ceiling  XREADGROUP COUNT 1000 + one XACK per batch, no processing
+  naive    per entry: HINCRBY decision, reason, symbol_reason, EXPIRE, XACK
+  p35      the real `p35 run` process, from its first read until the group has
+           no lag and nothing pending
+
+Then: end-to-end latency at a steady rate, peak RSS on a large backlog, and the
+time to rebuild every snapshot over an hour of wide buckets. Medians over runs.
+
+  scripts/bench.py                       # the full set (about 3 minutes)
+  scripts/bench.py --entries 50000 --runs 1 --latency-sec 10 --backlog 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+import redis.asyncio as aioredis
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from demo_traffic import STREAM, backlog, entry  # noqa: E402
+
+from decision_intel import keys  # noqa: E402
+from decision_intel.classify import classify  # noqa: E402
+from decision_intel.settings import load as load_settings  # noqa: E402
+from decision_intel.snapshots import Snapshotter  # noqa: E402
+
+P35 = str(Path(sys.executable).parent / "p35")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- a throwaway redis-server ---------------------------------------------------------
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    workdir = tempfile.mkdtemp(prefix="p35-bench-")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port),
+         "--bind", "127.0.0.1", "--dir", workdir, "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def load(url: str, n: int, seed: int, stream: str = STREAM) -> None:
+    r = redis.Redis.from_url(url)
+    sec, usec = r.time()
+    end_ms = sec * 1000 + usec // 1000 - 1
+    pipe = r.pipeline(transaction=False)
+    for entry_id, fields in backlog(random.Random(seed), n, end_ms, 60):
+        pipe.xadd(stream, fields, id=entry_id)
+        if len(pipe) >= 5000:
+            pipe.execute()
+    pipe.execute()
+    r.close()
+
+
+def group_state(r: redis.Redis, group: str, stream: str = STREAM) -> dict[str, int]:
+    for g in r.xinfo_groups(stream):
+        if g["name"].decode() == group:
+            return {"read": g["entries-read"] or 0, "lag": g["lag"], "pending": g["pending"]}
+    return {"read": 0, "lag": -1, "pending": -1}
+
+
+# -- ceiling and naive: run in a child process, so each has a clean interpreter --------
+
+
+async def _ceiling(url: str, group: str, _cap_s: float) -> int:
+    r = aioredis.from_url(url)
+    done = 0
+    while True:
+        reply = await r.xreadgroup(group, "ceiling", {STREAM: ">"}, count=1000)
+        if not reply or not reply[0][1]:
+            break
+        ids = [entry_id for entry_id, _ in reply[0][1]]
+        await r.xack(STREAM, group, *ids)
+        done += len(ids)
+    await r.aclose()
+    return done
+
+
+async def _naive(url: str, group: str, cap_s: float) -> int:
+    """The original design's shape: one round trip per command, five per entry."""
+    r = aioredis.from_url(url)
+    done = 0
+    deadline = time.monotonic() + cap_s
+    while time.monotonic() < deadline:
+        reply = await r.xreadgroup(group, "naive", {STREAM: ">"}, count=100)
+        if not reply or not reply[0][1]:
+            break
+        for entry_id, fields in reply[0][1]:
+            c = classify(fields)
+            key = keys.bucket(keys.minute_of_id(entry_id))
+            await r.hincrby(key, f"decision:{c.decision}", 1)
+            await r.hincrby(key, f"reason:{c.reason}", 1)
+            await r.hincrby(key, f"symbol_reason:{c.symbol}:{c.reason}", 1)
+            await r.expire(key, 172_800)
+            await r.xack(STREAM, group, entry_id)
+            done += 1
+    await r.aclose()
+    return done
+
+
+def reader_child(kind: str, url: str, group: str, cap_s: float) -> None:
+    fn = {"ceiling": _ceiling, "naive": _naive}[kind]
+    t0, c0 = time.perf_counter(), time.process_time()
+    done = asyncio.run(fn(url, group, cap_s))
+    print(json.dumps({"entries": done, "seconds": time.perf_counter() - t0,
+                      "cpu_s": time.process_time() - c0}))  # fmt: skip
+
+
+def run_reader(kind: str, url: str, group: str, cap_s: float) -> dict[str, float]:
+    redis.Redis.from_url(url).xgroup_create(STREAM, group, id="0")
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, url, group, str(cap_s)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    res = json.loads(out.stdout)
+    res["rate"] = res["entries"] / res["seconds"]
+    return res
+
+
+# -- p35 --------------------------------------------------------------------------------
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def p35_env(url: str, group: str, stream: str = STREAM) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("P35_", "REDIS_"))}
+    env.update(P35_REDIS_URL=url, P35_GROUP=group, P35_STREAM=stream, P35_CONSUMER="bench",
+               P35_LOG_LEVEL="WARNING")  # fmt: skip
+    return env
+
+
+def run_p35(url: str, group: str, total: int) -> dict[str, float]:
+    """Drain `total` entries with a real `p35 run`; time from first read to fully drained."""
+    r = redis.Redis.from_url(url)
+    r.xgroup_create(STREAM, group, id="0")
+    proc = subprocess.Popen([P35, "run"], env=p35_env(url, group), stdout=subprocess.DEVNULL)
+    try:
+        t0 = c0 = None
+        while True:
+            st = group_state(r, group)
+            now = time.perf_counter()
+            if t0 is None and st["read"] > 0:
+                t0, c0 = now, proc_cpu_s(proc.pid)
+            if st["lag"] == 0 and st["pending"] == 0 and st["read"] >= total:
+                seconds, cpu = now - t0, proc_cpu_s(proc.pid) - c0
+                hwm = proc_hwm_mb(proc.pid)
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"p35 run exited with {proc.returncode}")
+            time.sleep(0.005)
+        # Every entry counted, in the status total and in the buckets.
+        counted = int(r.hget("quantum:p35:status", "processed_total") or 0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        r.close()
+    return {"entries": total, "seconds": seconds, "cpu_s": cpu, "rate": total / seconds,
+            "hwm_mb": hwm, "counted": counted}  # fmt: skip
+
+
+def drain_round(entries: int, seed: int, naive_cap_s: float) -> dict[str, dict[str, float]]:
+    with redis_server() as url:
+        load(url, entries, seed)
+        out = {
+            "ceiling": run_reader("ceiling", url, "bench_ceiling", 0),
+            "naive": run_reader("naive", url, "bench_naive", naive_cap_s),
+            "p35": run_p35(url, "bench_p35", entries),
+        }
+        if out["p35"]["counted"] != entries:
+            raise RuntimeError(f"p35 counted {out['p35']['counted']} of {entries}")
+        return out
+
+
+# -- end-to-end latency ------------------------------------------------------------------
+
+
+async def _latency(url: str, rate: int, seconds: float) -> dict[str, float]:
+    """Entries at a steady rate; an entry's latency runs from its XADD (the ID's time) to
+    the first poll that sees it counted. The status total moves in the same script as the
+    bucket increments, and one consumer counts in stream order, so entry k is counted
+    when processed_total > k."""
+    r = aioredis.from_url(url)
+    rng = random.Random(7)
+    added: list[int] = []  # ID milliseconds, in stream order
+    seen: list[tuple[int, int]] = []  # (server ms, processed_total)
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        t0 = time.monotonic()
+        sent = 0
+        while (elapsed := time.monotonic() - t0) < seconds:
+            due = int(elapsed * rate) - sent
+            if due > 0:
+                async with r.pipeline(transaction=False) as pipe:
+                    for _ in range(due):
+                        pipe.xadd(STREAM, entry(rng))
+                    ids = await pipe.execute()
+                added.extend(int(i.split(b"-")[0]) for i in ids)
+                sent += due
+            await asyncio.sleep(0.002)
+
+    async def watch() -> None:
+        while not stop.is_set():
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.time().hget("quantum:p35:status", "processed_total")
+                (sec, usec), total = await pipe.execute()
+            seen.append((sec * 1000 + usec // 1000, int(total or 0)))
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    await produce()
+    deadline = time.monotonic() + 10
+    while (not seen or seen[-1][1] < len(added)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await watcher
+    await r.aclose()
+
+    latencies = []
+    i = 0
+    for k, added_ms in enumerate(added):
+        while i < len(seen) and seen[i][1] <= k:
+            i += 1
+        if i == len(seen):
+            raise RuntimeError(f"entry {k} of {len(added)} was never counted")
+        latencies.append(max(0, seen[i][0] - added_ms))
+    latencies.sort()
+    return {"entries": len(added), "p50_ms": latencies[len(latencies) // 2],
+            "p99_ms": latencies[int(len(latencies) * 0.99)], "max_ms": latencies[-1]}  # fmt: skip
+
+
+def latency_round(rate: int, seconds: float) -> dict[str, float]:
+    with redis_server() as url:
+        r = redis.Redis.from_url(url)
+        r.xgroup_create(STREAM, "bench_p35", id="$", mkstream=True)
+        proc = subprocess.Popen([P35, "run"], env=p35_env(url, "bench_p35"))
+        while not r.exists("quantum:p35:status:consumer:bench"):
+            time.sleep(0.02)
+        try:
+            out = asyncio.run(_latency(url, rate, seconds))
+            out["hwm_mb"] = proc_hwm_mb(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        return out
+
+
+# -- large backlog: peak RSS -----------------------------------------------------------------
+
+
+def backlog_round(entries: int) -> dict[str, float]:
+    with redis_server() as url:
+        load(url, entries, 1)
+        return run_p35(url, "bench_p35", entries)
+
+
+# -- snapshots over wide buckets ---------------------------------------------------------------
+
+
+def plant_wide_buckets(url: str, symbols: int, reasons: int, now_minute: int) -> None:
+    r = redis.Redis.from_url(url)
+    rng = random.Random(3)
+    names = [f"gate_{i:03d}" for i in range(reasons)]
+    syms = [f"SYM{i:03d}USDT" for i in range(symbols)]
+    decisions = ["EXECUTE", "SKIP", "BLOCKED", "ERROR"]
+    pipe = r.pipeline(transaction=False)
+    for minute in range(now_minute - 59, now_minute + 1):
+        fields: dict[str, int] = {f"reason:{n}": rng.randint(1, 50) for n in names}
+        fields["decision:BLOCKED"] = sum(fields.values())
+        for s in syms:
+            for d in decisions:
+                fields[f"symbol_decision:{s}:{d}"] = rng.randint(1, 9)
+            for n in rng.sample(names, 5):
+                fields[f"symbol_reason:{s}:{n}"] = rng.randint(1, 9)
+        pipe.hset(keys.bucket(minute), mapping=fields)
+        pipe.hset(keys.bucket_meta(minute), mapping={"v": 1, "reasons": reasons,
+                                                      "symbols": symbols})  # fmt: skip
+    pipe.execute()
+    r.close()
+
+
+async def _snapshot_times(url: str, repeats: int) -> dict[str, float]:
+    settings = load_settings(redis_url=url)
+    client = aioredis.from_url(url)
+    now_ms = int(time.time() * 1000)
+    cold, warm = [], []
+    for _ in range(repeats):
+        snap = Snapshotter(settings, client, "bench")
+        t0 = time.perf_counter()
+        await snap.run(now_ms)
+        cold.append((time.perf_counter() - t0) * 1000)
+        # The steady state: only the current minute changed since the last run.
+        await client.hincrby(keys.bucket_meta(now_ms // 60_000), "v", 1)
+        t0 = time.perf_counter()
+        await snap.run(now_ms)
+        warm.append((time.perf_counter() - t0) * 1000)
+    await client.aclose()
+    return {"cold_ms": statistics.median(cold), "warm_ms": statistics.median(warm)}
+
+
+def snapshot_round(symbols: int, reasons: int, repeats: int) -> dict[str, float]:
+    with redis_server() as url:
+        plant_wide_buckets(url, symbols, reasons, int(time.time()) // 60)
+        fields = redis.Redis.from_url(url).hlen(keys.bucket(int(time.time()) // 60))
+        out = asyncio.run(_snapshot_times(url, repeats))
+        out["fields_per_bucket"] = fields
+        return out
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def median_of(rounds: list[dict[str, dict[str, float]]], who: str, what: str) -> float:
+    return statistics.median(r[who][what] for r in rounds)
+
+
+def report(args: argparse.Namespace, results: dict) -> str:
+    lines = [f"entries per drain run: {args.entries:,}; runs: {args.runs}; medians", ""]
+    rounds = results["drain"]
+    if rounds:
+        lines += ["| contender | entries/s | CPU s per 100k | peak RSS MB |",
+                  "|---|---:|---:|---:|"]
+        for who in ("ceiling", "naive", "p35"):
+            rate = median_of(rounds, who, "rate")
+            cpu = statistics.median(r[who]["cpu_s"] / r[who]["entries"] * 1e5 for r in rounds)
+            hwm = f"{median_of(rounds, who, 'hwm_mb'):.1f}" if who == "p35" else "-"
+            lines.append(f"| {who} | {rate:,.0f} | {cpu:.2f} | {hwm} |")
+        ratios_c = [r["p35"]["rate"] / r["ceiling"]["rate"] for r in rounds]
+        ratios_n = [r["p35"]["rate"] / r["naive"]["rate"] for r in rounds]
+        lines += ["", f"p35 / ceiling: {statistics.median(ratios_c):.2f} "
+                  f"(runs: {', '.join(f'{x:.2f}' for x in ratios_c)})",
+                  f"p35 / naive:   {statistics.median(ratios_n):.1f} "
+                  f"(runs: {', '.join(f'{x:.1f}' for x in ratios_n)})"]  # fmt: skip
+    if lat := results.get("latency"):
+        lines += ["", f"latency at {args.rate}/s for {args.latency_sec:.0f} s "
+                  f"({lat['entries']:,} entries): p50 {lat['p50_ms']} ms, "
+                  f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; "
+                  f"p35 peak RSS {lat['hwm_mb']:.1f} MB"]  # fmt: skip
+    if big := results.get("backlog"):
+        lines += ["", f"backlog of {args.backlog:,}: drained at {big['rate']:,.0f}/s, "
+                  f"peak RSS (VmHWM) {big['hwm_mb']:.1f} MB"]  # fmt: skip
+    if snap := results.get("snapshot"):
+        lines += ["", f"snapshots, 60 buckets x {snap['fields_per_bucket']:,} fields "
+                  f"({args.symbols} symbols, {args.reasons} reasons): all windows rebuilt "
+                  f"cold {snap['cold_ms']:.0f} ms, warm (one bucket changed) "
+                  f"{snap['warm_ms']:.0f} ms"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        reader_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--entries", type=int, default=200_000, help="entries per drain run")
+    p.add_argument("--runs", type=int, default=3, help="drain runs (medians reported)")
+    p.add_argument("--naive-sec", type=float, default=10.0,
+                   help="the naive reader stops after this long; its rate is entries/time")
+    p.add_argument("--rate", type=int, default=1000, help="entries/s for the latency run")
+    p.add_argument("--latency-sec", type=float, default=60.0, help="0 skips the latency run")
+    p.add_argument("--backlog", type=int, default=1_000_000, help="0 skips the RSS run")
+    p.add_argument("--symbols", type=int, default=500)
+    p.add_argument("--reasons", type=int, default=100)
+    p.add_argument("--json", type=Path, help="also write the raw results here")
+    args = p.parse_args()
+
+    results: dict = {"drain": []}
+    for i in range(args.runs):
+        print(f"drain run {i + 1}/{args.runs} ...", file=sys.stderr, flush=True)
+        results["drain"].append(drain_round(args.entries, 35 + i, args.naive_sec))
+    if args.latency_sec > 0:
+        print(f"latency at {args.rate}/s for {args.latency_sec:.0f} s ...", file=sys.stderr)
+        results["latency"] = latency_round(args.rate, args.latency_sec)
+    if args.backlog > 0:
+        print(f"backlog of {args.backlog:,} ...", file=sys.stderr, flush=True)
+        results["backlog"] = backlog_round(args.backlog)
+    if args.symbols > 0:
+        print("snapshots ...", file=sys.stderr, flush=True)
+        results["snapshot"] = snapshot_round(args.symbols, args.reasons, 5)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    print(report(args, results))
+
+
+if __name__ == "__main__":
+    main()
