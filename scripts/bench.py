@@ -174,10 +174,15 @@ def proc_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
+EXTRA_ENV: dict[str, str] = {}
+"""Settings for every p35 run of the benchmark (--set NAME=VALUE), to compare tunings."""
+
+
 def p35_env(url: str, group: str, stream: str = STREAM) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("P35_", "REDIS_"))}
     env.update(P35_REDIS_URL=url, P35_GROUP=group, P35_STREAM=stream, P35_CONSUMER="bench",
                P35_LOG_LEVEL="WARNING")  # fmt: skip
+    env.update(EXTRA_ENV)
     return env
 
 
@@ -413,8 +418,11 @@ def main() -> None:
     p.add_argument("--backlog", type=int, default=1_000_000, help="0 skips the RSS run")
     p.add_argument("--symbols", type=int, default=500)
     p.add_argument("--reasons", type=int, default=100)
+    p.add_argument("--set", action="append", default=[], metavar="P35_NAME=VALUE",
+                   help="a setting for the p35 runs (repeatable)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     args = p.parse_args()
+    EXTRA_ENV.update(item.split("=", 1) for item in args.set)
 
     results: dict = {"drain": []}
     for i in range(args.runs):

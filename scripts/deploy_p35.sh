@@ -65,7 +65,7 @@ if [ "$ROLLBACK" = 1 ]; then
 fi
 
 # 1. Code: one virtualenv per source hash.
-release=$(cd "$SRC" && find pyproject.toml src -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
+release=$(cd "$SRC" && find pyproject.toml src -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' ! -name '*.pyc' \
   -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
 if [ "$(readlink "$APP/venv" 2>/dev/null)" = "releases/$release/venv" ] &&
    [ -x "$APP/releases/$release/venv/bin/p35" ]; then

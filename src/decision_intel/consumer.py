@@ -1,7 +1,9 @@
 """The consumer loop: read, classify, batch, and flush (counts + XACK together).
 
 Flushes happen when a read comes back short (caught up), when the batch reaches
-`flush_max_entries`, and at the latest every `ack_interval_sec`. Entries left
+`flush_max_entries`, and at the latest every `ack_interval_sec`. While draining,
+a flush runs in the background: the next batch is read and classified while
+Redis applies the previous one (one flush in flight at a time). Entries left
 pending by dead consumers (or by this name before a restart) are reclaimed and go
 through the same path. Nothing here retries on Redis errors: the service loop
 does, and every step here is safe to repeat.
@@ -17,7 +19,7 @@ from typing import Any
 from decision_intel.batch import Batch, parse_id
 from decision_intel.classify import UNKNOWN, Classification, classify
 from decision_intel.settings import Settings
-from decision_intel.store import Entry, Store
+from decision_intel.store import Entry, FlushResult, Store
 
 
 class LeaseLost(Exception):
@@ -34,6 +36,7 @@ class Consumer:
         self.excluded = 0
         self.flushes = 0
         self._last_flush = time.monotonic()
+        self._inflight: asyncio.Future[FlushResult] | None = None
         self._claim_due = 0.0
         self._claim_every_s = min(max(settings.claim_min_idle_sec / 2, 0.5), 10.0)
         self._caught_up = False
@@ -68,11 +71,28 @@ class Consumer:
 
     # -- flush ----------------------------------------------------------------
 
-    async def flush(self) -> None:
+    async def flush(self, *, wait: bool = True) -> None:
+        """Count and acknowledge what the batch holds; `wait=False` returns once it is sent.
+
+        A background flush whose connection fails drops its batch from memory: its
+        entries stay pending under this name (or were acknowledged, if only the reply
+        was lost) and `recover_own` re-reads whatever is still pending.
+        """
+        await self.settle()
+        self._last_flush = time.monotonic()
         if not len(self.batch):
-            self._last_flush = time.monotonic()
             return
-        result = await self.store.flush(self.batch, int(time.time() * 1000))
+        batch, self.batch = self.batch, Batch(self.s.symbol_breakdown)
+        self._inflight = asyncio.ensure_future(self.store.flush(batch, int(time.time() * 1000)))
+        if wait:
+            await self.settle()
+
+    async def settle(self) -> None:
+        """Wait for the flush in flight, if any, and take its result."""
+        if self._inflight is None:
+            return
+        task, self._inflight = self._inflight, None
+        result = await task
         if result.lease_lost:
             raise LeaseLost(self.store.consumer)
         self.counted += result.counted
@@ -84,7 +104,17 @@ class Consumer:
                 entries=result.excluded,
                 why="claimed by another consumer or already acknowledged",
             )
-        self._last_flush = time.monotonic()
+
+    async def _settle_after_outage(self) -> None:
+        """Take the result of a flush left in flight by a failure; drop it if it failed too."""
+        task = self._inflight
+        if task is None:
+            return
+        await asyncio.wait([task])
+        if task.cancelled() or task.exception() is not None:
+            self._inflight = None  # its entries are still pending here: recover_own re-reads them
+            return
+        await self.settle()
 
     def _flush_due(self, caught_up: bool) -> bool:
         if not len(self.batch):
@@ -145,17 +175,34 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set. Re-entrant: the service calls it again after an outage."""
+        await self._settle_after_outage()
         await self.recover_own()
-        while not stop.is_set():
-            if time.monotonic() >= self._claim_due:
-                await self.claim()
-                self._claim_due = time.monotonic() + self._claim_every_s
-            entries = await self._read(stop)
-            if entries:
-                self.ingest(entries)
-            self._caught_up = len(entries) < self.s.batch_size
-            if self._flush_due(self._caught_up):
-                await self.flush()
+        ahead: asyncio.Future[list[Entry]] | None = None
+        try:
+            while not stop.is_set():
+                if time.monotonic() >= self._claim_due:
+                    await self.claim()
+                    self._claim_due = time.monotonic() + self._claim_every_s
+                if ahead is not None:
+                    entries, ahead = await ahead, None
+                else:
+                    entries = await self._read(stop)
+                self._caught_up = len(entries) < self.s.batch_size
+                if not self._caught_up and not stop.is_set():
+                    # Behind: Redis serves the next read while this batch is classified.
+                    ahead = asyncio.ensure_future(self.store.read_new(self.s.batch_size, None))
+                if entries:
+                    self.ingest(entries)
+                if self._flush_due(self._caught_up):
+                    await self.flush(wait=False)
+        finally:
+            # Entries a read-ahead received stay pending under this name: the next
+            # run() (after an outage) or finish() (on stop) re-reads them.
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.wait([ahead])
+                if not ahead.cancelled():
+                    ahead.exception()  # retrieved, so asyncio does not report it
 
     async def _read(self, stop: asyncio.Event) -> list[Entry]:
         if not self._caught_up:
@@ -175,6 +222,7 @@ class Consumer:
 
     async def finish(self) -> None:
         """On shutdown: flush what was read, then anything delivered but not yet received."""
+        await self._settle_after_outage()
         await self.flush()
         await self.recover_own()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from typing import Any
@@ -117,6 +118,9 @@ class Service:
         else:
             return False
         self.log.info("service.ready", group_created=created, lag=self.group.get("lag"))
+        # What startup built (modules, settings, clients) lives as long as the process:
+        # keep it out of the collector's full passes, which the hot loop triggers.
+        gc.freeze()
         self.ready = True
         self.notifier.send("READY=1", self._status_line())
         return True
