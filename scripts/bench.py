@@ -330,8 +330,12 @@ def plant_wide_buckets(url: str, symbols: int, reasons: int, now_minute: int) ->
             for n in rng.sample(names, 5):
                 fields[f"symbol_reason:{s}:{n}"] = rng.randint(1, 9)
         pipe.hset(keys.bucket(minute), mapping=fields)
-        pipe.hset(keys.bucket_meta(minute), mapping={"v": 1, "reasons": reasons,
-                                                      "symbols": symbols})  # fmt: skip
+        # The meta hash as the flush script keeps it: counters, symbols seen, and
+        # the copy of the decision and reason fields.
+        meta: dict[str, int] = {"v": 1, "reasons": reasons, "symbols": symbols}
+        meta.update((f"s:{s}", 1) for s in syms)
+        meta.update((k, v) for k, v in fields.items() if k.startswith(("decision:", "reason:")))
+        pipe.hset(keys.bucket_meta(minute), mapping=meta)
     pipe.execute()
     r.close()
 

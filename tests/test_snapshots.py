@@ -38,6 +38,12 @@ def expected_windows(
     return out
 
 
+def plant(r: redis.Redis, minute: int, fields: dict[str, int]) -> None:
+    """A bucket as the flush script leaves it: the fields, and their copy in its meta hash."""
+    r.hset(keys.bucket(minute), mapping=fields)
+    r.hset(keys.bucket_meta(minute), mapping={**fields, "v": 1})
+
+
 def snapshot(server: RedisServer, now_ms: int, **overrides: object) -> None:
     async def go() -> None:
         s = Settings(redis_url=server.url, **overrides)  # type: ignore[arg-type]
@@ -87,10 +93,7 @@ def test_an_empty_window_has_no_keys_and_stale_copies_go(
     for window in ("1m", "5m", "15m"):
         r.hset(keys.decision_counts(window), "SKIP", 99)
         r.zadd(keys.reason_top(window), {"stale": 99})
-    r.hset(
-        keys.bucket(now_ms // 60_000 - 30), mapping={"decision:SKIP": 4, "reason:no_position": 4}
-    )
-    r.hset(keys.bucket_meta(now_ms // 60_000 - 30), "v", 1)
+    plant(r, now_ms // 60_000 - 30, {"decision:SKIP": 4, "reason:no_position": 4})
     snapshot(redis_server, now_ms)
     for window in ("1m", "5m", "15m"):
         assert not r.exists(keys.decision_counts(window), keys.reason_top(window)), window
@@ -109,8 +112,7 @@ def test_a_reader_never_sees_a_snapshot_missing_or_half_built(
     for m in range(minute - 59, minute + 1):
         fields = {f"decision:{d}": 3 for d in ("SKIP", "BLOCKED", "EXECUTE")}
         fields.update({f"reason:gate_{i}": 1 for i in range(9)})
-        r.hset(keys.bucket(m), mapping=fields)
-        r.hset(keys.bucket_meta(m), "v", 1)
+        plant(r, m, fields)
         total += 9
     stop = threading.Event()
     seen: list[tuple[int, int]] = []
@@ -172,11 +174,11 @@ def test_rebuild_rereads_only_buckets_that_changed() -> None:
     async def go() -> tuple[int, int, int]:
         client = fakeredis.aioredis.FakeRedis(server=server)
         for m in (minute, minute - 3):
-            await client.hset(keys.bucket(m), mapping={"decision:SKIP": 1, "reason:a": 1})
+            await client.hset(keys.bucket_meta(m), mapping={"decision:SKIP": 1, "reason:a": 1})
             await client.hset(keys.bucket_meta(m), "v", 1)
         snap = Snapshotter(Settings(), client, "x")
         first = (await snap.run(now_ms))["5m"].total
-        await client.hset(keys.bucket(minute - 3), mapping={"decision:SKIP": 5, "reason:a": 5})
+        await client.hset(keys.bucket_meta(minute - 3), mapping={"decision:SKIP": 5, "reason:a": 5})
         unchanged = (await snap.run(now_ms))["5m"].total  # same version: cache used
         await client.hincrby(keys.bucket_meta(minute - 3), "v", 1)
         changed = (await snap.run(now_ms))["5m"].total

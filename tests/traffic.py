@@ -107,6 +107,11 @@ def assert_exact(r: redis.Redis, expected: dict[str, Counter[str]]) -> None:
         entries = sum(v for f, v in want.items() if f.startswith("decision:"))
         assert sum(v for f, v in got.items() if f.startswith("decision:")) == entries
         assert sum(v for f, v in got.items() if f.startswith("reason:")) == entries
+        # The meta hash's copy, which snapshots read, matches the bucket.
+        meta_key = key.replace(":bucket:", ":bucketmeta:")
+        meta = {k.decode(): int(v) for k, v in r.hgetall(meta_key).items()
+                if k.startswith((b"decision:", b"reason:"))}  # fmt: skip
+        assert meta == {f: v for f, v in want.items() if f.startswith(("decision:", "reason:"))}
     summary = r.xpending(STREAM, "p35_decision_intel")
     assert summary["pending"] == 0, f"{summary['pending']} entries still pending"
     total = sum(

@@ -2,8 +2,10 @@
 
 Every daemon asks for the snapshot lock about once a second; the lock lives one
 interval, so whichever daemon gets it first after it lapses does the work and the
-others skip. Buckets are cached by their change counter (kept by the flush script
-in the bucket's meta hash), so a rebuild re-reads only the buckets that changed.
+others skip. Window sums come from each bucket's meta hash, where the flush script
+keeps a copy of the bucket's decision and reason fields (without the symbol fields
+that can make a bucket thousands of fields long) and a change counter; minutes are
+cached by that counter, so a rebuild re-reads only the minutes that changed.
 Each window's keys are replaced inside MULTI/EXEC: a reader sees the old snapshot
 or the new one, never a missing or half-written key.
 """
@@ -58,7 +60,7 @@ class Snapshotter:
         if stale:
             async with self.client.pipeline(transaction=False) as pipe:
                 for minute, _ in stale:
-                    pipe.hgetall(keys.bucket(minute))
+                    pipe.hgetall(keys.bucket_meta(minute))  # its decision/reason copy
                 contents = await pipe.execute()
             # The version was read before the content: at worst the cache holds newer
             # content under an older version, and the next run reads it again.

@@ -86,8 +86,10 @@ if #trimmed_owned > 0 then
 end
 
 -- Buckets. Reasons beyond max_reasons distinct ones fold into `other`; symbols
--- beyond max_symbols distinct ones get no symbol fields. The distinct counts live
--- in the private meta hash, which also carries a change counter for snapshots.
+-- beyond max_symbols distinct ones get no symbol fields. The private meta hash
+-- holds the distinct counts, the symbols seen, a change counter, and a copy of the
+-- bucket's decision and reason fields: snapshots read that small copy instead of a
+-- bucket that may hold thousands of symbol fields.
 local n_buckets = tonumber(take())
 for _ = 1, n_buckets do
   local bucket, meta, expire_at = take(), take(), take()
@@ -97,6 +99,7 @@ for _ = 1, n_buckets do
   for _ = 1, tonumber(take()) do
     local d, n = take(), take()
     redis.call('HINCRBY', bucket, 'decision:' .. d, n)
+    redis.call('HINCRBY', meta, 'decision:' .. d, n)
   end
 
   local folded = {}
@@ -109,7 +112,9 @@ for _ = 1, n_buckets do
         n_reasons = n_reasons + 1
       end
     end
-    redis.call('HINCRBY', bucket, 'reason:' .. (folded[r] and 'other' or r), n)
+    local field = 'reason:' .. (folded[r] and 'other' or r)
+    redis.call('HINCRBY', bucket, field, n)
+    redis.call('HINCRBY', meta, field, n)
   end
 
   local dropped = 0
