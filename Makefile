@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast redis-server clean
+.PHONY: demo test test-fast bench redis-server clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP) redis-server
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not e2e"
+
+# Throughput against the raw read speed and the naive design, latency, RSS, snapshots
+# (about 4 minutes; docs/performance.md). BENCH_ARGS="--runs 1 --backlog 0" for a quick look.
+bench: $(STAMP) redis-server
+	$(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info

@@ -82,7 +82,9 @@ def _json_object(raw: object) -> dict[str, object] | None:
     if raw is None:
         return None
     try:
-        parsed = json.loads(raw if isinstance(raw, (bytes, str)) else str(raw))
+        # Decoded first, as every value is: json.loads(bytes) would guess UTF-16/32 and
+        # reject invalid UTF-8 that SPEC says to replace.
+        parsed = json.loads(_text(raw))
     except (ValueError, RecursionError):
         return None
     return parsed if isinstance(parsed, dict) else None
@@ -263,7 +265,10 @@ def decision_for_reason(reason: str) -> str:
 
 
 def _symbol(value: str | None) -> str | None:
-    if value is None or len(value) > 256:
+    if value is None:
         return None
-    text = value.strip().upper()
+    text = value.strip()
+    if len(text) > 30:  # never a symbol; spares upper() and the regex on huge values
+        return None
+    text = text.upper()
     return text if _SYMBOL.fullmatch(text) else None

@@ -1,0 +1,34 @@
+"""`make bench` keeps working: a small run of scripts/bench.py end to end (timings not judged)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.e2e
+def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench.py"), "--entries", "3000", "--runs", "1",
+         "--naive-sec", "1", "--latency-sec", "2", "--rate", "200", "--backlog", "4000",
+         "--symbols", "20", "--reasons", "10", "--json", str(out)],
+        capture_output=True, text=True, timeout=150,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    results = json.loads(out.read_text())
+    [drain] = results["drain"]
+    assert drain["p35"]["counted"] == 3000  # the daemon counted every entry it drained
+    assert drain["ceiling"]["entries"] == 3000
+    assert 0 < drain["naive"]["entries"] <= 3000
+    assert results["backlog"]["counted"] == 4000
+    assert results["latency"]["entries"] >= 350
+    assert results["snapshot"]["fields_per_bucket"] == 1 + 10 + 20 * (4 + 5)
+    for line in ("| p35 |", "p35 / ceiling:", "latency at 200/s", "backlog of 4,000", "snapshots"):
+        assert line in run.stdout
