@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -60,41 +62,58 @@ def entries(n: int, seed: int = 7) -> Iterator[tuple[dict[str, str], str, str, s
 
 
 def minute_label(minute: int) -> str:
-    import time
-
     return time.strftime("%Y%m%d%H%M", time.gmtime(minute * 60))
 
 
-def load(
-    r: redis.Redis, n: int, *, span_minutes: int = 90, end_ms: int | None = None, seed: int = 7
-) -> dict[str, Counter[str]]:
-    """XADD n entries with explicit IDs spread over the `span_minutes` before `end_ms`.
+Truth = dict[str, tuple[str, str, str]]
+"""Entry ID -> the (decision, reason, symbol) it must be counted under."""
 
-    Returns the expected content of every bucket hash, keyed by bucket key.
-    """
+
+def load_truth(
+    r: redis.Redis, n: int, *, span_minutes: float = 90, end_ms: int | None = None, seed: int = 7
+) -> Truth:
+    """XADD n entries with explicit IDs spread over the `span_minutes` before `end_ms`."""
     rng = random.Random(seed)
     if end_ms is None:
         sec, usec = r.time()
         end_ms = sec * 1000 + usec // 1000 - 1000
-    start_ms = end_ms - span_minutes * 60_000
+    start_ms = end_ms - int(span_minutes * 60_000)
     stamps = sorted(rng.randint(start_ms, end_ms) for _ in range(n))
-    expected: dict[str, Counter[str]] = {}
+    truth: Truth = {}
     pipe = r.pipeline(transaction=False)
     last_ms, seq = -1, 0
     for (fields, decision, reason, symbol), ms in zip(entries(n, seed), stamps, strict=True):
         seq = seq + 1 if ms == last_ms else 0
         last_ms = ms
-        pipe.xadd(STREAM, fields, id=f"{ms}-{seq}")
-        bucket = f"quantum:p35:bucket:{minute_label(ms // 60_000)}"
-        c = expected.setdefault(bucket, Counter())
+        entry_id = f"{ms}-{seq}"
+        pipe.xadd(STREAM, fields, id=entry_id)
+        truth[entry_id] = (decision, reason, symbol)
+        if len(pipe) >= 2000:
+            pipe.execute()
+    pipe.execute()
+    return truth
+
+
+def expected_buckets(truth: Truth) -> dict[str, Counter[str]]:
+    """The content every bucket hash must have once exactly these entries are counted."""
+    expected: dict[str, Counter[str]] = {}
+    for entry_id, (decision, reason, symbol) in truth.items():
+        minute = int(entry_id.partition("-")[0]) // 60_000
+        c = expected.setdefault(f"quantum:p35:bucket:{minute_label(minute)}", Counter())
         c[f"decision:{decision}"] += 1
         c[f"reason:{reason}"] += 1
         c[f"symbol_decision:{symbol}:{decision}"] += 1
         c[f"symbol_reason:{symbol}:{reason}"] += 1
-        if len(pipe) >= 2000:
-            pipe.execute()
-    pipe.execute()
     return expected
+
+
+def load(
+    r: redis.Redis, n: int, *, span_minutes: int = 90, end_ms: int | None = None, seed: int = 7
+) -> dict[str, Counter[str]]:
+    """XADD n entries (see load_truth); returns the expected content of every bucket hash."""
+    return expected_buckets(
+        load_truth(r, n, span_minutes=span_minutes, end_ms=end_ms, seed=seed)
+    )
 
 
 def assert_exact(r: redis.Redis, expected: dict[str, Counter[str]]) -> None:
@@ -124,3 +143,49 @@ def diff(got: dict[str, int], want: Counter[str]) -> str:
     keys = sorted(set(got) | set(want))
     rows = [f"{k}: got {got.get(k)} want {want.get(k)}" for k in keys if got.get(k) != want.get(k)]
     return "; ".join(rows[:10]) + (f" (+{len(rows) - 10} more)" if len(rows) > 10 else "")
+
+
+class Producer(threading.Thread):
+    """Live traffic with explicit IDs at a steady rate, riding out Redis restarts.
+
+    After `stop()`, `truth()` reads back which entries actually made it into the
+    stream (an XADD whose reply was lost may or may not have), with their labels.
+    """
+
+    def __init__(self, port: int, rate: int, seed: int = 11):
+        super().__init__(daemon=True)
+        self.port, self.rate = port, rate
+        self.labels: dict[str, tuple[str, str, str]] = {}
+        self.errors = 0
+        self._halt = threading.Event()
+        self._source = entries(10**9, seed)
+
+    def run(self) -> None:
+        r = redis.Redis(port=self.port, socket_timeout=2)
+        last_ms, seq = 0, 0
+        while not self._halt.is_set():
+            chunk = max(1, self.rate // 50)
+            pipe = r.pipeline(transaction=False)
+            for _ in range(chunk):
+                ms = max(int(time.time() * 1000), last_ms)
+                seq = seq + 1 if ms == last_ms else 0
+                last_ms = ms
+                fields, decision, reason, symbol = next(self._source)
+                entry_id = f"{ms}-{seq}"
+                self.labels[entry_id] = (decision, reason, symbol)
+                pipe.xadd(STREAM, fields, id=entry_id)
+            try:
+                pipe.execute()
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                self.errors += 1
+                time.sleep(0.05)
+            time.sleep(0.02)
+        r.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+    def truth(self, r: redis.Redis) -> Truth:
+        present = [entry_id.decode() for entry_id, _ in r.xrange(STREAM)]
+        return {entry_id: self.labels[entry_id] for entry_id in present}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from typing import Any
@@ -29,6 +30,8 @@ class Connectivity:
         self.down_since: float | None = None
         self.attempt = 0
         self.reconnects = 0
+        self.back = asyncio.Event()
+        """Set when Redis answers again, so a task in backoff need not sleep out its delay."""
 
     @property
     def up(self) -> bool:
@@ -39,6 +42,7 @@ class Connectivity:
         self.attempt += 1
         if self.down_since is None:
             self.down_since = time.monotonic()
+            self.back.clear()
             self.log.warning("redis.unavailable", error=f"{type(exc).__name__}: {exc}")
         return delay_s(self.attempt)
 
@@ -50,5 +54,6 @@ class Connectivity:
                 down_s=round(time.monotonic() - self.down_since, 1),
                 attempts=self.attempt,
             )
+            self.back.set()
         self.down_since = None
         self.attempt = 0

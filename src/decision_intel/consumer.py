@@ -195,6 +195,8 @@ class Consumer:
                     self.ingest(entries)
                 if self._flush_due(self._caught_up):
                     await self.flush(wait=False)
+                if self._caught_up:
+                    await self.settle()  # take its result before a read that may block
         finally:
             # Entries a read-ahead received stay pending under this name: the next
             # run() (after an outage) or finish() (on stop) re-reads them.

@@ -64,6 +64,15 @@ class Service:
         assert self._stop is not None
         return self._stop
 
+    @staticmethod
+    async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once on a stop request."""
         with contextlib.suppress(TimeoutError):
@@ -188,7 +197,10 @@ class Service:
                 await self.consumer.run(self.stop)
                 self.conn.ok()
             except REDIS_DOWN as exc:
-                await self._pause(self.conn.failed(exc))
+                delay = self.conn.failed(exc)
+                # Woken early when the tick loop sees Redis answer again.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._either(self.stop, self.conn.back), delay)
             except LeaseLost:
                 self._lease_lost()
             except Exception:
@@ -222,6 +234,8 @@ class Service:
                 self._lease_lost()
             except Exception:
                 self.log.exception("tick.failed")
+            else:
+                self.conn.ok()
 
     async def _watchdog_loop(self) -> None:
         if not self.notifier.enabled:
