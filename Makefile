@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench redis-server clean
+.PHONY: demo test test-fast chaos bench redis-server clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(STAMP) redis-server
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not e2e"
+
+# The fault tests with more cycles, Redis down 30 s, the 10-minute memory run, 40,000
+# fuzzed entries (about 15 minutes; docs/reliability.md).
+chaos: $(STAMP) redis-server
+	CHAOS=1 $(VENV)/bin/python -m pytest -p no:cacheprovider --timeout 900 \
+	  tests/test_faults.py tests/test_fuzz_daemon.py tests/test_exactly_once.py
 
 # Throughput against the raw read speed and the naive design, latency, RSS, snapshots
 # (about 4 minutes; docs/performance.md). BENCH_ARGS="--runs 1 --backlog 0" for a quick look.

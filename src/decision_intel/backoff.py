@@ -7,10 +7,20 @@ import random
 import time
 from typing import Any
 
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ConnectionError,
+    NoPermissionError,
+    TimeoutError,
+)
 
 REDIS_DOWN = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
 """Errors that mean "Redis is not there right now": wait and retry, never exit."""
+
+ACCESS_DENIED = (AuthenticationError, NoPermissionError)
+"""Errors that waiting will not fix (wrong password, missing ACL permission): a config error.
+AuthenticationError is a ConnectionError: catch these before REDIS_DOWN."""
 
 BASE_S = 0.25
 CAP_S = 10.0

@@ -16,10 +16,10 @@ import time
 from typing import Any
 
 from decision_intel import __version__
-from decision_intel.backoff import REDIS_DOWN, Connectivity
+from decision_intel.backoff import ACCESS_DENIED, REDIS_DOWN, Connectivity
 from decision_intel.consumer import Consumer, LeaseLost
 from decision_intel.notify import Notifier
-from decision_intel.settings import Settings
+from decision_intel.settings import EX_CONFIG, Settings
 from decision_intel.snapshots import Snapshotter
 from decision_intel.status import RateMeter, group_fields, write_heartbeat
 from decision_intel.store import Store, connect
@@ -32,6 +32,10 @@ WATCHDOG_EVERY_S = 2.0
 
 class NameInUse(Exception):
     pass
+
+
+class AccessDenied(Exception):
+    """The Redis user may not do what the daemon needs; the message says what."""
 
 
 class Service:
@@ -99,6 +103,8 @@ class Service:
                 detail="another live process holds this consumer name; refusing to start",
             )
             self.exit_code = EX_TEMPFAIL
+        except (AccessDenied, *ACCESS_DENIED) as exc:
+            self._access_denied(exc)
         finally:
             await self.shutdown()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,6 +121,7 @@ class Service:
         )
         while not self.should_exit:
             try:
+                await self._check_permissions()
                 created = await self.store.ensure_group()
                 await self._acquire_name()
                 if self.should_exit:
@@ -122,6 +129,8 @@ class Service:
                 await self.heartbeat()
                 self.conn.ok()
                 break
+            except ACCESS_DENIED:
+                raise
             except REDIS_DOWN as exc:
                 await self._pause(self.conn.failed(exc))
         else:
@@ -133,6 +142,22 @@ class Service:
         self.ready = True
         self.notifier.send("READY=1", self._status_line())
         return True
+
+    async def _check_permissions(self) -> None:
+        denied = await self.store.denied_permissions()
+        if denied is None:
+            self.log.debug("permissions.unchecked", why="ACL WHOAMI/DRYRUN not allowed")
+        elif denied:
+            raise AccessDenied("; ".join(dict.fromkeys(denied)))
+
+    def _access_denied(self, exc: BaseException) -> None:
+        self.log.error(
+            "redis.access_denied",
+            detail=str(exc),
+            hint="see docs/security.md for the ACL the daemon needs",
+        )
+        self.exit_code = EX_CONFIG
+        self.handle_exit(signal.SIGTERM)
 
     async def _acquire_name(self) -> None:
         """Hold the lease on our consumer name, waiting out (once) a dead predecessor's lease."""
@@ -166,7 +191,8 @@ class Service:
         self.should_exit = True
         self.stop.set()
         unflushed = 0
-        if hasattr(self, "consumer") and not self.force_exit and self.exit_code != EX_TEMPFAIL:
+        gave_up = self.exit_code in (EX_TEMPFAIL, EX_CONFIG)  # not ours to flush, or not allowed
+        if hasattr(self, "consumer") and not self.force_exit and not gave_up:
             try:
                 async with asyncio.timeout(GRACE_S):
                     await self.consumer.finish()
@@ -174,7 +200,7 @@ class Service:
                     await self.store.release_lease()
             except TimeoutError:
                 self.log.warning("shutdown.timeout", grace_s=GRACE_S)
-            except REDIS_DOWN as exc:
+            except (*REDIS_DOWN, *ACCESS_DENIED) as exc:
                 self.log.warning("shutdown.redis_unavailable", error=type(exc).__name__)
             unflushed = len(self.consumer.batch)
         for client in (getattr(self, "client", None), getattr(self, "reader", None)):
@@ -196,6 +222,8 @@ class Service:
             try:
                 await self.consumer.run(self.stop)
                 self.conn.ok()
+            except ACCESS_DENIED as exc:
+                self._access_denied(exc)
             except REDIS_DOWN as exc:
                 delay = self.conn.failed(exc)
                 # Woken early when the tick loop sees Redis answer again.
@@ -228,6 +256,8 @@ class Service:
                 if now - last_forget >= forget_every_s:
                     await self._forget_departed()
                     last_forget = now
+            except ACCESS_DENIED as exc:
+                self._access_denied(exc)
             except REDIS_DOWN as exc:
                 self.conn.failed(exc)
             except LeaseLost:

@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from decision_intel import keys
 from decision_intel.batch import Batch
@@ -72,6 +72,56 @@ def _entries(reply: Any, **_options: Any) -> list[Entry]:
     ]
 
 
+def permission_probes(s: Settings, consumer: str) -> list[tuple[str, ...]]:
+    """Every command the daemon sends (directly or from its scripts), on the keys it uses.
+
+    Checked with ACL DRYRUN at start, so a missing permission is named before it
+    bites mid-run. docs/security.md gives the matching ACL line.
+    """
+    st, g, c, p = s.stream, s.group, consumer, keys.PREFIX
+    bucket, meta, lease = f"{p}:bucket:x", f"{p}:bucketmeta:x", keys.lease(c)
+    return [
+        ("XGROUP", "CREATE", st, g, "0", "MKSTREAM"),
+        ("XREADGROUP", "GROUP", g, c, "COUNT", "1", "STREAMS", st, ">"),
+        ("XAUTOCLAIM", st, g, c, "1000", "0-0", "COUNT", "1"),
+        ("XPENDING", st, g, "-", "+", "1", c),
+        ("XACK", st, g, "0-1"),
+        ("XINFO", "GROUPS", st),
+        ("XINFO", "CONSUMERS", st, g),
+        ("XGROUP", "DELCONSUMER", st, g, c),
+        ("XADD", keys.INVALID, "MAXLEN", "~", "1", "*", "f", "v"),
+        ("EVALSHA", "0" * 40, "0"),
+        ("EVAL", "return 1", "0"),
+        ("SCRIPT", "LOAD", "return 1"),
+        ("HINCRBY", bucket, "f", "1"),
+        ("HINCRBY", meta, "f", "1"),
+        ("HEXISTS", meta, "f"),
+        ("HMGET", meta, "f"),
+        ("HSET", meta, "f", "1"),
+        ("HGET", meta, "f"),
+        ("HGETALL", meta),
+        ("EXPIREAT", bucket, "1"),
+        ("HSET", keys.STATUS, "f", "1"),
+        ("HINCRBY", keys.STATUS, "f", "1"),
+        ("HSET", keys.consumer_status(c), "f", "1"),
+        ("EXPIRE", keys.consumer_status(c), "1"),
+        ("GET", lease),
+        ("SET", lease, "v", "NX", "PX", "1"),
+        ("EXISTS", lease),
+        ("DEL", lease),
+        ("SET", keys.SNAPSHOT_LOCK, "v", "NX", "PX", "1"),
+        ("DEL", keys.decision_counts("1m"), keys.reason_top("1m")),
+        ("HSET", keys.decision_counts("1m"), "f", "1"),
+        ("ZADD", keys.reason_top("1m"), "1", "m"),
+        ("EXPIRE", keys.reason_top("1m"), "1"),
+        ("MULTI",),
+        ("EXEC",),
+        ("TIME",),
+        ("PING",),
+        ("CLIENT", "SETNAME", "x"),
+    ]
+
+
 @dataclass(frozen=True)
 class FlushResult:
     counted: int
@@ -95,6 +145,27 @@ class Store:
         self._lease = client.register_script(_lua("lease"))
         self._release = client.register_script(_lua("release"))
         self._forget = client.register_script(_lua("forget_consumer"))
+
+    async def denied_permissions(self) -> list[str] | None:
+        """Redis's reason for every needed command this user may not run ([] when none),
+        or None when the check itself is not allowed (no +acl|whoami / +acl|dryrun)."""
+        try:
+            user = await self.client.execute_command("ACL", "WHOAMI")
+            user = user.decode() if isinstance(user, bytes) else user
+            async with self.client.pipeline(transaction=False) as pipe:
+                for probe in permission_probes(self.s, self.consumer):
+                    pipe.execute_command("ACL", "DRYRUN", user, *probe)
+                replies = await pipe.execute(raise_on_error=False)
+        except (NoPermissionError, ResponseError):
+            return None
+        denied = []
+        for reply in replies:
+            if isinstance(reply, NoPermissionError):
+                return None  # DRYRUN itself is not allowed
+            text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            if text != "OK":
+                denied.append(text)
+        return denied
 
     async def ensure_group(self) -> bool:
         """Create the group (and the stream) when missing, from the stream's beginning."""
