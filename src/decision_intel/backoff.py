@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import (
@@ -35,8 +36,9 @@ def delay_s(attempt: int, rng: random.Random | None = None) -> float:
 class Connectivity:
     """Shared by every task of the service, so an outage is logged once, not once per task."""
 
-    def __init__(self, log: Any):
+    def __init__(self, log: Any, on_reconnect: Callable[[], None] | None = None):
         self.log = log
+        self.on_reconnect = on_reconnect
         self.down_since: float | None = None
         self.attempt = 0
         self.reconnects = 0
@@ -65,5 +67,7 @@ class Connectivity:
                 attempts=self.attempt,
             )
             self.back.set()
+            if self.on_reconnect is not None:
+                self.on_reconnect()
         self.down_since = None
         self.attempt = 0

@@ -18,6 +18,7 @@ from typing import Any
 
 from decision_intel.batch import Batch, parse_id
 from decision_intel.classify import UNKNOWN, Classification, classify
+from decision_intel.metrics import Metrics
 from decision_intel.settings import Settings
 from decision_intel.store import Entry, FlushResult, Store
 
@@ -27,10 +28,11 @@ class LeaseLost(Exception):
 
 
 class Consumer:
-    def __init__(self, settings: Settings, store: Store, log: Any):
+    def __init__(self, settings: Settings, store: Store, log: Any, metrics: Metrics | None = None):
         self.s = settings
         self.store = store
         self.log = log
+        self.metrics = metrics or Metrics()
         self.batch = Batch(settings.symbol_breakdown)
         self.counted = 0
         self.excluded = 0
@@ -83,9 +85,20 @@ class Consumer:
         if not len(self.batch):
             return
         batch, self.batch = self.batch, Batch(self.s.symbol_breakdown)
-        self._inflight = asyncio.ensure_future(self.store.flush(batch, int(time.time() * 1000)))
+        self._inflight = asyncio.ensure_future(self._timed_flush(batch))
         if wait:
             await self.settle()
+
+    async def _timed_flush(self, batch: Batch) -> FlushResult:
+        size, t0 = len(batch), time.perf_counter()
+        result = await self.store.flush(batch, int(time.time() * 1000))
+        if not result.lease_lost:
+            self.metrics.flushed(
+                decisions=result.decisions, invalid=result.invalid, reclaimed=result.reclaimed,
+                trimmed=result.trimmed, excluded=result.excluded, size=size,
+                seconds=time.perf_counter() - t0,
+            )  # fmt: skip
+        return result
 
     async def settle(self) -> None:
         """Wait for the flush in flight, if any, and take its result."""
@@ -152,6 +165,7 @@ class Consumer:
             start, entries, deleted = await self.store.autoclaim(start, self.s.batch_size)
             if deleted:
                 await self.store.add_trimmed(len(deleted))
+                self.metrics.trimmed(len(deleted))
                 self.log.warning("claim.trimmed", entries=len(deleted))
             if entries:
                 self.ingest(entries, reclaimed=True, deliveries=await self._deliveries(entries))

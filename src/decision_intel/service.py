@@ -18,6 +18,8 @@ from typing import Any
 from decision_intel import __version__
 from decision_intel.backoff import ACCESS_DENIED, REDIS_DOWN, Connectivity
 from decision_intel.consumer import Consumer, LeaseLost
+from decision_intel.metrics import Metrics, MetricsPortError
+from decision_intel.metrics import start as metrics_start
 from decision_intel.notify import Notifier
 from decision_intel.settings import EX_CONFIG, Settings
 from decision_intel.snapshots import Snapshotter
@@ -47,7 +49,9 @@ class Service:
         self.force_exit = False
         self.exit_code = 0
         self.start_ts = time.time()
-        self.conn = Connectivity(self.log)
+        self.metrics: Metrics = Metrics()
+        self._metrics_server: Any = None
+        self.conn = Connectivity(self.log, on_reconnect=lambda: self.metrics.reconnected())
         self.meter = RateMeter()
         self.rate = 0.0
         self.group: dict[str, Any] = {}
@@ -85,6 +89,11 @@ class Service:
     # -- lifecycle ----------------------------------------------------------------
 
     async def serve(self) -> int:
+        try:
+            self.metrics, self._metrics_server = metrics_start(self.s)
+        except MetricsPortError as exc:
+            self.log.error("metrics.unavailable", detail=str(exc))
+            return EX_CONFIG
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -92,8 +101,8 @@ class Service:
         self.client = connect(self.s)
         self.reader = connect(self.s, blocking=True)
         self.store = Store(self.s, self.client, self.reader)
-        self.consumer = Consumer(self.s, self.store, self.log)
         self.snapshotter = Snapshotter(self.s, self.client, self.s.consumer_name)
+        self.consumer = Consumer(self.s, self.store, self.log, self.metrics)
         try:
             if await self.startup():
                 await self.main_loop()
@@ -213,6 +222,8 @@ class Service:
             counted=getattr(getattr(self, "consumer", None), "counted", 0),
             unflushed_left_pending=unflushed,
         )
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         self.notifier.close()
 
     # -- the three loops -----------------------------------------------------------
@@ -249,7 +260,9 @@ class Service:
                 if now - last_beat >= self.s.heartbeat_interval_sec:
                     await self.heartbeat()
                     last_beat = now
-                await self.snapshotter.maybe_run(await self.store.server_time_ms())
+                t0 = time.perf_counter()
+                if await self.snapshotter.maybe_run(await self.store.server_time_ms()):
+                    self.metrics.snapshot(time.perf_counter() - t0)
                 if now - last_progress >= self.s.progress_interval_sec:
                     await self._progress()
                     last_progress = now
@@ -280,7 +293,18 @@ class Service:
         if not await self.store.take_lease():
             raise LeaseLost(self.s.consumer_name)
         self.group = group_fields(await self.store.group_info())
+        oldest_ms = await self.store.oldest_pending_ms()
+        now = time.time()
+        self.group["oldest_pending_age_s"] = (
+            0 if oldest_ms is None else round(max(0.0, now - oldest_ms / 1000), 1)
+        )
         self.rate = self.meter.sample(time.monotonic(), self.consumer.counted)
+        self.metrics.group(
+            lag=self.group["lag"] if isinstance(self.group["lag"], int) else None,
+            pending=int(self.group["pending_estimate"]),
+            oldest_pending_age_s=self.group["oldest_pending_age_s"],
+        )
+        self.metrics.heartbeat(now)
         await write_heartbeat(
             self.client,
             consumer=self.s.consumer_name,

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     heartbeat_interval_sec: float = Field(2.0, gt=0, le=5)
     lease_sec: float = Field(15.0, ge=1, le=3600)
     progress_interval_sec: float = Field(10.0, gt=0, le=3600)
+    metrics_port: int | None = Field(None, ge=1, le=65_535)
+    metrics_addr: str = Field("127.0.0.1", min_length=1)
 
     # The original deployment's env file (used only when P35_REDIS_URL is unset).
     legacy_redis_host: str | None = Field(None, validation_alias="REDIS_HOST")

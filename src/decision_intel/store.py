@@ -6,7 +6,7 @@ The Lua scripts live next to this file in `lua/`; this module is their only call
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -127,6 +127,10 @@ class FlushResult:
     counted: int
     excluded: int
     lease_lost: bool = False
+    decisions: dict[str, int] = field(default_factory=dict)
+    invalid: int = 0
+    reclaimed: int = 0
+    trimmed: int = 0
 
 
 class Store:
@@ -232,9 +236,15 @@ class Store:
             )
             code = int(reply[0])
             if code == 0:
-                counted = len(batch.items)
+                decisions: dict[str, int] = {}
+                for (_minute, decision, _reason, _symbol), n in batch.counts.items():
+                    decisions[decision] = decisions.get(decision, 0) + n
+                result = FlushResult(
+                    len(batch.items), excluded, decisions=decisions, invalid=len(batch.invalid),
+                    reclaimed=len(batch.reclaimed), trimmed=int(reply[2]),
+                )  # fmt: skip
                 batch.clear()
-                return FlushResult(counted, excluded)
+                return result
             if code == 2:
                 return FlushResult(0, excluded, lease_lost=True)
             excluded += batch.discard(reply[1:])
@@ -300,6 +310,15 @@ class Store:
             return False
         done = await self._forget(keys=[self.s.stream, keys.lease(name)], args=[self.s.group, name])
         return bool(done)
+
+    async def oldest_pending_ms(self) -> int | None:
+        """The millisecond time of the group's oldest pending entry (None: nothing pending)."""
+        summary = await self.client.xpending(self.s.stream, self.s.group)
+        low = summary.get("min") if summary else None
+        if not low:
+            return None
+        text = low.decode() if isinstance(low, bytes) else str(low)
+        return int(text.partition("-")[0])
 
     async def group_info(self) -> dict[str, Any] | None:
         return await find_group(self.client, self.s.stream, self.s.group)

@@ -15,7 +15,7 @@
 --                    n_dec, {decision, n}..., n_rea, {reason, n}...,
 --                    n_sym, {symbol, n_sd, {decision, n}..., n_sr, {reason, n}...}... }...,
 --       n_invalid, {id, cause, raw}...
--- Returns {0, counted} applied; {1, id...} IDs not ours, nothing applied; {2} lease lost.
+-- Returns {0, counted, trimmed} applied; {1, id...} IDs not ours, nothing applied; {2} lease lost.
 
 local stream, status, lease, invalid = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, token = ARGV[1], ARGV[2], ARGV[3]
@@ -171,4 +171,4 @@ if newest_id ~= '' then
     redis.call('HSET', status, 'last_id', newest_id)
   end
 end
-return {0, n_ids}
+return {0, n_ids, #trimmed_owned}
