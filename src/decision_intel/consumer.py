@@ -93,11 +93,7 @@ class Consumer:
         size, t0 = len(batch), time.perf_counter()
         result = await self.store.flush(batch, int(time.time() * 1000))
         if not result.lease_lost:
-            self.metrics.flushed(
-                decisions=result.decisions, invalid=result.invalid, reclaimed=result.reclaimed,
-                trimmed=result.trimmed, excluded=result.excluded, size=size,
-                seconds=time.perf_counter() - t0,
-            )  # fmt: skip
+            self.metrics.flushed(result, size=size, seconds=time.perf_counter() - t0)
         return result
 
     async def settle(self) -> None:

@@ -9,11 +9,11 @@ decision, alert type and severity; never a reason or a symbol.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from decision_intel import __version__
 from decision_intel.settings import Settings
+from decision_intel.store import FlushResult
 
 FLUSH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -27,17 +27,7 @@ class MetricsPortError(Exception):
 class Metrics:
     """No metrics: the service calls these unconditionally."""
 
-    def flushed(
-        self,
-        *,
-        decisions: Mapping[str, int],
-        invalid: int,
-        reclaimed: int,
-        trimmed: int,
-        excluded: int,
-        size: int,
-        seconds: float,
-    ) -> None:
+    def flushed(self, result: FlushResult, *, size: int, seconds: float) -> None:
         pass
 
     def trimmed(self, n: int) -> None:
@@ -119,23 +109,13 @@ class PrometheusMetrics(Metrics):
         for decision in ("EXECUTE", "SKIP", "BLOCKED", "ERROR", "UNKNOWN"):
             self.entries.labels(decision)  # every decision shows, 0 until seen
 
-    def flushed(
-        self,
-        *,
-        decisions: Mapping[str, int],
-        invalid: int,
-        reclaimed: int,
-        trimmed: int,
-        excluded: int,
-        size: int,
-        seconds: float,
-    ) -> None:
-        for decision, n in decisions.items():
+    def flushed(self, result: FlushResult, *, size: int, seconds: float) -> None:
+        for decision, n in result.decisions.items():
             self.entries.labels(decision).inc(n)
-        self.invalid.inc(invalid)
-        self.reclaimed.inc(reclaimed)
-        self.trimmed_entries.inc(trimmed)
-        self.excluded.inc(excluded)
+        self.invalid.inc(result.invalid)
+        self.reclaimed.inc(result.reclaimed)
+        self.trimmed_entries.inc(result.trimmed)
+        self.excluded.inc(result.excluded)
         self.batch_size.observe(size)
         self.flush_seconds.observe(seconds)
 
