@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 # The fault tests with more cycles, Redis down 30 s, the 10-minute memory run, 40,000
 # fuzzed entries (about 15 minutes; docs/reliability.md).
 chaos: $(STAMP) redis-server
-	CHAOS=1 $(VENV)/bin/python -m pytest -p no:cacheprovider --timeout 900 \
+	CHAOS=1 $(VENV)/bin/python -m pytest -p no:cacheprovider --timeout 900 -rP \
 	  tests/test_faults.py tests/test_fuzz_daemon.py tests/test_exactly_once.py
 
 # Throughput against the raw read speed and the naive design, latency, RSS, snapshots

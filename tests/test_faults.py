@@ -107,6 +107,7 @@ def test_redis_restarted_under_traffic_loses_and_doubles_nothing(
     assert d.terminate_and_wait()[0] == 0
     assert len(truth) > 2_000 * restarts
     assert_exact(r, expected_buckets(truth))
+    print(f"FIGURES restarts={restarts} entries={len(truth)} producer_errors={producer.errors}")
 
 
 def test_connections_killed_repeatedly_under_traffic(
@@ -133,6 +134,7 @@ def test_connections_killed_repeatedly_under_traffic(
     assert d.alive, d.output()
     assert d.terminate_and_wait()[0] == 0
     assert_exact(r, expected_buckets(truth))
+    print(f"FIGURES connections_killed={killed} entries={len(truth)}")
 
 
 def test_claim_race_with_a_stopped_daemon_counts_each_entry_once(
@@ -160,6 +162,8 @@ def test_claim_race_with_a_stopped_daemon_counts_each_entry_once(
         assert d.terminate_and_wait()[0] == 0, d.output()
     assert int(r.hget("quantum:p35:status", "reclaimed_total") or 0) >= held
     assert_exact(r, expected)
+    excluded = sum(int(e["entries"]) for e in a.events() if e["event"] == "flush.excluded")
+    print(f"FIGURES held_by_stopped_A={held} excluded_from_A={excluded}")
 
 
 def test_one_of_three_daemons_killed_for_good(
@@ -186,8 +190,10 @@ def test_one_of_three_daemons_killed_for_good(
     )  # fmt: skip
     for d in daemons[1:]:
         assert d.terminate_and_wait()[0] == 0, d.output()
-    assert "d0" in names or int(r.hget("quantum:p35:status", "reclaimed_total") or 0) > 0
+    reclaimed = int(r.hget("quantum:p35:status", "reclaimed_total") or 0)
+    assert "d0" in names or reclaimed > 0
     assert_exact(r, expected)
+    print(f"FIGURES entries={n} reclaimed={reclaimed}")
 
 
 def test_entries_trimmed_while_pending_are_acked_reported_and_the_rest_exact(
@@ -215,6 +221,7 @@ def test_entries_trimmed_while_pending_are_acked_reported_and_the_rest_exact(
     assert b.terminate_and_wait()[0] == 0, b.output()
     assert int(r.hget("quantum:p35:status", "trimmed_total") or 0) == len(lost) > 0
     assert_exact(r, expected_buckets(counted))
+    print(f"FIGURES pending_on_dead={len(pel)} trimmed={len(lost)} counted={len(counted)}")
 
 
 def test_poison_entry_is_set_aside_by_the_running_daemon(
@@ -261,6 +268,7 @@ def test_redis_down_mid_run_the_daemon_waits_and_resumes_exact(
     assert names.count("redis.available") == 1, names
     assert d.terminate_and_wait()[0] == 0
     assert_exact(r, expected_buckets({**first, **second}))
+    print(f"FIGURES down_s={30 if CHAOS else 6} entries=10000")
 
 
 def test_rss_stays_flat_at_a_steady_rate(
@@ -290,3 +298,5 @@ def test_rss_stays_flat_at_a_steady_rate(
         f"RSS grew: first half max {max(samples[:half])} kB, second {max(samples[half:])} kB"
     )
     assert d.terminate_and_wait()[0] == 0
+    print(f"FIGURES seconds={seconds} samples={len(samples)} rss_first_half_max_kb="
+          f"{max(samples[:half])} rss_second_half_max_kb={max(samples[half:])}")  # fmt: skip

@@ -94,3 +94,4 @@ def test_ten_thousand_hostile_entries_are_all_acked_and_counted(
     assert int(status[b"invalid_total"]) == unknown > 0
     assert r.xlen("quantum:p35:invalid") <= 200 + 100  # MAXLEN ~ trims whole nodes of 100
     assert not any(e.get("level") in ("error", "critical") for e in d.events())
+    print(f"FIGURES entries={N} unknown={unknown} invalid_len={r.xlen('quantum:p35:invalid')}")

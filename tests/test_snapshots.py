@@ -7,7 +7,6 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import fakeredis
 import pytest
 import redis
 
@@ -35,6 +34,24 @@ def expected_windows(
                 elif kind == "reason":
                     reasons[name] += n
         out[window] = (decisions, reasons)
+    return out
+
+
+def expected_symbol_windows(
+    expected: dict[str, Counter[str]], now_minute: int
+) -> dict[str, dict[str, tuple[Counter[str], Counter[str]]]]:
+    """Per window, per symbol seen in it: (decision counts, reason counts)."""
+    out: dict[str, dict[str, tuple[Counter[str], Counter[str]]]] = {}
+    for window, length in keys.WINDOWS.items():
+        per: dict[str, tuple[Counter[str], Counter[str]]] = {}
+        for minute in range(now_minute - length + 1, now_minute + 1):
+            for field, n in expected.get(keys.bucket(minute), Counter()).items():
+                kind, _, rest = field.partition(":")
+                if kind in ("symbol_decision", "symbol_reason"):
+                    symbol, _, name = rest.partition(":")
+                    pair = per.setdefault(symbol, (Counter(), Counter()))
+                    pair[0 if kind == "symbol_decision" else 1][name] += n
+        out[window] = per
     return out
 
 
@@ -72,6 +89,7 @@ def test_snapshot_values_are_the_sums_of_the_right_buckets(
     drain_with_daemon(r, base_env, tmp_path / "d.log", 6_000)
     snapshot(redis_server, now_ms, top_reasons=3)
     want = expected_windows(expected, now_ms // 60_000)
+    want_symbols = expected_symbol_windows(expected, now_ms // 60_000)
     for window, (decisions, reasons) in want.items():
         got = {k.decode(): int(v) for k, v in r.hgetall(keys.decision_counts(window)).items()}
         assert got == dict(decisions), window
@@ -81,6 +99,16 @@ def test_snapshot_values_are_the_sums_of_the_right_buckets(
             assert reasons[reason.decode()] == score
         assert min(s for _, s in top) >= sorted(reasons.values())[-len(top)]
         assert 0 < r.ttl(keys.decision_counts(window)) <= 86_400
+        for symbol, (sym_decisions, sym_reasons) in want_symbols[window].items():
+            got = {k.decode(): int(v)
+                   for k, v in r.hgetall(keys.symbol_decision_counts(symbol, window)).items()}
+            assert got == dict(sym_decisions), (window, symbol)
+            ranked = r.zrevrange(keys.symbol_reason_top(symbol, window), 0, -1, withscores=True)
+            assert {k.decode(): v for k, v in ranked} == {
+                k: v for k, v in sym_reasons.items() if k in {x.decode() for x, _ in ranked}
+            }
+        registry = {s.decode() for s in r.smembers(keys.symbols_in(window))}
+        assert registry == set(want_symbols[window]), window
     assert sum(want["1h"][0].values()) > sum(want["15m"][0].values()) > 0
 
 
@@ -99,6 +127,42 @@ def test_an_empty_window_has_no_keys_and_stale_copies_go(
         assert not r.exists(keys.decision_counts(window), keys.reason_top(window)), window
     assert r.hgetall(keys.decision_counts("1h")) == {b"SKIP": b"4"}
     assert r.zrange(keys.reason_top("1h"), 0, -1, withscores=True) == [(b"no_position", 4.0)]
+
+
+def test_per_symbol_keys_follow_their_symbol_in_and_out_of_each_window(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """BTC now and 10 min ago, ETH 30 min ago: keys where they have data, none elsewhere;
+    45 minutes later ETH has left every window and BTC all but 1h, and their keys go."""
+    now_minute = r.time()[0] // 60
+    btc = {"decision:EXECUTE": 1, "reason:none": 1,
+           "symbol_decision:BTCUSDT:EXECUTE": 1, "symbol_reason:BTCUSDT:none": 1}
+    eth = {"decision:BLOCKED": 3, "reason:risk_paused": 3,
+           "symbol_decision:ETHUSDT:BLOCKED": 3, "symbol_reason:ETHUSDT:risk_paused": 3}
+    plant(r, now_minute, btc)
+    plant(r, now_minute - 10, btc)
+    plant(r, now_minute - 30, eth)  # fmt: skip
+
+    def holders(window: str) -> set[str]:
+        return {k.decode().split(":")[3] for k in r.scan_iter(f"quantum:p35:symbol:*:{window}")}
+
+    snapshot(redis_server, now_minute * 60_000 + 1)
+    assert {w: holders(w) for w in keys.WINDOWS} == {
+        "1m": {"BTCUSDT"}, "5m": {"BTCUSDT"}, "15m": {"BTCUSDT"}, "1h": {"BTCUSDT", "ETHUSDT"}
+    }
+    assert r.hgetall(keys.symbol_decision_counts("BTCUSDT", "15m")) == {b"EXECUTE": b"2"}
+    assert r.hgetall(keys.symbol_decision_counts("BTCUSDT", "5m")) == {b"EXECUTE": b"1"}
+    assert r.zrange(keys.symbol_reason_top("ETHUSDT", "1h"), 0, -1, withscores=True) == [
+        (b"risk_paused", 3.0)
+    ]
+    assert 0 < r.ttl(keys.symbol_reason_top("ETHUSDT", "1h")) <= 86_400
+
+    snapshot(redis_server, (now_minute + 45) * 60_000 + 1)
+    assert {w: holders(w) for w in keys.WINDOWS} == {
+        "1m": set(), "5m": set(), "15m": set(), "1h": {"BTCUSDT"}
+    }
+    assert r.smembers(keys.symbols_in("15m")) == set()
+    assert r.hgetall(keys.symbol_decision_counts("BTCUSDT", "1h")) == {b"EXECUTE": b"2"}
 
 
 def test_a_reader_never_sees_a_snapshot_missing_or_half_built(
@@ -149,15 +213,14 @@ def test_a_reader_never_sees_a_snapshot_missing_or_half_built(
     assert not bad, bad[:5]
 
 
-def test_only_one_daemon_per_interval_rebuilds() -> None:
+def test_only_one_daemon_per_interval_rebuilds(r: redis.Redis, redis_server: RedisServer) -> None:
     """Across the group, the lock lets exactly one of several daemons rebuild per interval."""
-    server = fakeredis.FakeServer()
 
     async def go() -> list[bool]:
-        s = Settings(snapshot_interval_sec=30)
+        s = Settings(redis_url=redis_server.url, snapshot_interval_sec=30)  # type: ignore[arg-type]
         results = []
         for name in ("a", "b", "c", "a"):
-            client = fakeredis.aioredis.FakeRedis(server=server)
+            client = connect(s)
             results.append(await Snapshotter(s, client, name).maybe_run(1_795_000_000_000))
             await client.aclose()
         return results
@@ -165,20 +228,24 @@ def test_only_one_daemon_per_interval_rebuilds() -> None:
     assert asyncio.run(go()) == [True, False, False, False]
 
 
-def test_rebuild_rereads_only_buckets_that_changed() -> None:
+def test_rebuild_rereads_only_buckets_that_changed(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
     """The change counter lets a rebuild skip unchanged buckets, yet pick up a changed one."""
-    server = fakeredis.FakeServer()
     now_ms = 1_795_000_000_000
     minute = now_ms // 60_000
 
     async def go() -> tuple[int, int, int]:
-        client = fakeredis.aioredis.FakeRedis(server=server)
+        s = Settings(redis_url=redis_server.url)  # type: ignore[arg-type]
+        client = connect(s)
         for m in (minute, minute - 3):
-            await client.hset(keys.bucket_meta(m), mapping={"decision:SKIP": 1, "reason:a": 1})
+            for key in (keys.bucket(m), keys.bucket_meta(m)):
+                await client.hset(key, mapping={"decision:SKIP": 1, "reason:a": 1})
             await client.hset(keys.bucket_meta(m), "v", 1)
-        snap = Snapshotter(Settings(), client, "x")
+        snap = Snapshotter(s, client, "x")
         first = (await snap.run(now_ms))["5m"].total
-        await client.hset(keys.bucket_meta(minute - 3), mapping={"decision:SKIP": 5, "reason:a": 5})
+        for key in (keys.bucket(minute - 3), keys.bucket_meta(minute - 3)):
+            await client.hset(key, mapping={"decision:SKIP": 5, "reason:a": 5})
         unchanged = (await snap.run(now_ms))["5m"].total  # same version: cache used
         await client.hincrby(keys.bucket_meta(minute - 3), "v", 1)
         changed = (await snap.run(now_ms))["5m"].total

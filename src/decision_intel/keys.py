@@ -1,7 +1,7 @@
 """Every Redis key name the service reads or writes (SPEC section 3), and nothing else.
 
 The public names are a fixed contract with existing runbooks; the private ones
-(`bucketmeta`, `lease`, `lock`) are this service's bookkeeping.
+(`bucketmeta`, `symbols`, `lease`, `lock`) are this service's bookkeeping.
 """
 
 from __future__ import annotations
@@ -50,6 +50,19 @@ def decision_counts(window: str) -> str:
 
 def reason_top(window: str) -> str:
     return f"{PREFIX}:reason:top:{window}"
+
+
+def symbol_decision_counts(symbol: str, window: str) -> str:
+    return f"{PREFIX}:symbol:{symbol}:decision:counts:{window}"
+
+
+def symbol_reason_top(symbol: str, window: str) -> str:
+    return f"{PREFIX}:symbol:{symbol}:reason:top:{window}"
+
+
+def symbols_in(window: str) -> str:
+    """SET of the symbols that have per-symbol snapshot keys for a window (so they can go)."""
+    return f"{PREFIX}:symbols:{window}"
 
 
 def lease(consumer: str) -> str:

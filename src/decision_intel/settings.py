@@ -33,7 +33,7 @@ class ConfigError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="P35_", case_sensitive=False, extra="ignore", frozen=True
+        env_prefix="P35_", case_sensitive=False, extra="ignore", frozen=True, populate_by_name=True
     )
 
     redis_url: SecretStr | None = None
@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     bucket_ttl_sec: int = Field(172_800, ge=60)
     snapshot_ttl_sec: int = Field(86_400, ge=1)
     top_reasons: int = Field(50, ge=1, le=10_000)
+    symbol_top_reasons: int = Field(10, ge=1, le=10_000)
     symbol_breakdown: bool = Field(
         True, validation_alias=AliasChoices("P35_SYMBOL_BREAKDOWN", "ENABLE_SYMBOL_BREAKDOWN")
     )

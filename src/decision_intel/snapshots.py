@@ -6,16 +6,22 @@ others skip. Window sums come from each bucket's meta hash, where the flush scri
 keeps a copy of the bucket's decision and reason fields (without the symbol fields
 that can make a bucket thousands of fields long) and a change counter; minutes are
 cached by that counter, so a rebuild re-reads only the minutes that changed.
-Each window's keys are replaced inside MULTI/EXEC: a reader sees the old snapshot
-or the new one, never a missing or half-written key.
+Each window's keys, and the per-symbol keys of every symbol seen in the window,
+are replaced by one script (`lua/snapshot.lua`), atomically: a reader sees the old
+snapshot or the new one, never a missing or half-written key.
+`quantum:p35:symbols:<w>` remembers which symbols have keys, so a symbol that
+leaves a window loses them in the same step.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from decision_intel import keys
 from decision_intel.settings import Settings
+from decision_intel.store import lua_source
 from decision_intel.windows import Counts, parse_bucket, top, window_counts
 
 
@@ -25,6 +31,7 @@ class Snapshotter:
         self.client = client
         self.owner = owner
         self._cache: dict[int, tuple[bytes, Counts]] = {}
+        self._script = client.register_script(lua_source("snapshot"))
 
     async def maybe_run(self, now_ms: int) -> bool:
         """Rebuild the snapshots if no daemon in the group has done so this interval."""
@@ -58,9 +65,12 @@ class Snapshotter:
             if version is not None and self._cache.get(minute, (None,))[0] != version
         ]
         if stale:
+            # With the symbol breakdown, the bucket itself (it has every field); without
+            # it, the meta hash's decision/reason copy is all there is to read.
+            source = keys.bucket if self.s.symbol_breakdown else keys.bucket_meta
             async with self.client.pipeline(transaction=False) as pipe:
                 for minute, _ in stale:
-                    pipe.hgetall(keys.bucket_meta(minute))  # its decision/reason copy
+                    pipe.hgetall(source(minute))
                 contents = await pipe.execute()
             # The version was read before the content: at worst the cache holds newer
             # content under an older version, and the next run reads it again.
@@ -75,16 +85,27 @@ class Snapshotter:
         return live
 
     async def _write(self, windows: dict[str, Counts], now_ms: int) -> None:
-        ttl = self.s.snapshot_ttl_sec
-        async with self.client.pipeline(transaction=True) as tx:
-            for window, counts in windows.items():
-                counts_key, top_key = keys.decision_counts(window), keys.reason_top(window)
-                tx.delete(counts_key, top_key)
-                if counts.total == 0:
-                    continue
-                tx.hset(counts_key, mapping=counts.decisions)
-                tx.expire(counts_key, ttl)
-                tx.zadd(top_key, dict(top(counts.reasons, self.s.top_reasons)))
-                tx.expire(top_key, ttl)
-            tx.hset(keys.STATUS, mapping={"snapshot_ts": f"{now_ms / 1000:.3f}"})
-            await tx.execute()
+        args: list[Any] = [self.s.snapshot_ttl_sec, f"{now_ms / 1000:.3f}", len(windows)]
+        for window, counts in windows.items():
+            args += [keys.decision_counts(window), keys.reason_top(window), keys.symbols_in(window)]
+            args += keys.symbol_decision_counts("\0", window).split("\0")
+            args += keys.symbol_reason_top("\0", window).split("\0")
+            self._counts_args(args, counts, self.s.top_reasons)
+            args.append(len(counts.symbols))
+            for symbol, per_symbol in counts.symbols.items():
+                args.append(symbol)
+                self._counts_args(args, per_symbol, self.s.symbol_top_reasons)
+        await self._script(keys=[keys.STATUS], args=args)
+
+    @staticmethod
+    def _counts_args(args: list[Any], counts: Counts, top_n: int) -> None:
+        if counts.total == 0:  # an empty window has no keys
+            args += [0, 0]
+            return
+        args.append(len(counts.decisions))
+        for name, n in counts.decisions.items():
+            args += [name, n]
+        ranked = top(counts.reasons, top_n)
+        args.append(len(ranked))
+        for name, n in ranked:
+            args += [name, n]

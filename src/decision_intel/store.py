@@ -22,7 +22,8 @@ from decision_intel.settings import Settings
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
 
-def _lua(name: str) -> str:
+def lua_source(name: str) -> str:
+    """A script from `lua/`, next to this file."""
     return resources.files("decision_intel").joinpath(f"lua/{name}.lua").read_text()
 
 
@@ -113,6 +114,9 @@ def permission_probes(s: Settings, consumer: str) -> list[tuple[str, ...]]:
         ("DEL", keys.decision_counts("1m"), keys.reason_top("1m")),
         ("HSET", keys.decision_counts("1m"), "f", "1"),
         ("ZADD", keys.reason_top("1m"), "1", "m"),
+        ("SMEMBERS", keys.symbols_in("1m")),
+        ("SADD", keys.symbols_in("1m"), "m"),
+        ("HSET", keys.symbol_decision_counts("X", "1m"), "f", "1"),
         ("EXPIRE", keys.reason_top("1m"), "1"),
         ("MULTI",),
         ("EXEC",),
@@ -145,10 +149,10 @@ class Store:
         self.consumer = settings.consumer_name
         self.token = secrets.token_hex(16)
         self.lease_ms = int(settings.lease_sec * 1000)
-        self._flush = client.register_script(_lua("flush"))
-        self._lease = client.register_script(_lua("lease"))
-        self._release = client.register_script(_lua("release"))
-        self._forget = client.register_script(_lua("forget_consumer"))
+        self._flush = client.register_script(lua_source("flush"))
+        self._lease = client.register_script(lua_source("lease"))
+        self._release = client.register_script(lua_source("release"))
+        self._forget = client.register_script(lua_source("forget_consumer"))
 
     async def denied_permissions(self) -> list[str] | None:
         """Redis's reason for every needed command this user may not run ([] when none),

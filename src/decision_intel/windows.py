@@ -16,28 +16,55 @@ from decision_intel.keys import WINDOWS
 class Counts:
     decisions: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
+    symbols: dict[str, Counts] = field(default_factory=dict)
+    """Per-symbol decision and reason counts (their own `symbols` stay empty)."""
 
     @property
     def total(self) -> int:
         return sum(self.decisions.values())
 
     def add(self, other: Counts) -> None:
-        for name, n in other.decisions.items():
-            self.decisions[name] = self.decisions.get(name, 0) + n
-        for name, n in other.reasons.items():
-            self.reasons[name] = self.reasons.get(name, 0) + n
+        _merge(self.decisions, other.decisions)
+        _merge(self.reasons, other.reasons)
+        for symbol, theirs in other.symbols.items():
+            mine = self.symbols.get(symbol)
+            if mine is None:
+                mine = self.symbols[symbol] = Counts()
+            _merge(mine.decisions, theirs.decisions)
+            _merge(mine.reasons, theirs.reasons)
+
+    def copy(self) -> Counts:
+        return Counts(
+            dict(self.decisions),
+            dict(self.reasons),
+            {s: Counts(dict(c.decisions), dict(c.reasons)) for s, c in self.symbols.items()},
+        )
+
+
+def _merge(into: dict[str, int], other: Mapping[str, int]) -> None:
+    for name, n in other.items():
+        into[name] = into.get(name, 0) + n
 
 
 def parse_bucket(fields: Mapping[bytes, bytes]) -> Counts:
-    """The decision and reason fields of a bucket hash (symbol fields are skipped)."""
+    """The decision, reason and symbol fields of a bucket hash (or of its meta copy).
+
+    Symbols and reasons never contain ':', so `symbol_reason:<SYM>:<r>` splits cleanly.
+    """
     out = Counts()
     for raw_name, raw_value in fields.items():
-        name = raw_name.decode("utf-8", "replace")
-        kind, _, key = name.partition(":")
+        kind, _, key = raw_name.decode("utf-8", "replace").partition(":")
         if kind == "decision":
             out.decisions[key] = int(raw_value)
         elif kind == "reason":
             out.reasons[key] = int(raw_value)
+        elif kind in ("symbol_decision", "symbol_reason"):
+            symbol, _, name = key.partition(":")
+            counts = out.symbols.get(symbol)
+            if counts is None:
+                counts = out.symbols[symbol] = Counts()
+            target = counts.decisions if kind == "symbol_decision" else counts.reasons
+            target[name] = int(raw_value)
     return out
 
 
@@ -53,7 +80,7 @@ def window_counts(buckets: Mapping[int, Counts], now_minute: int) -> dict[str, C
             if bucket is not None:
                 running.add(bucket)
         covered = length
-        out[name] = Counts(dict(running.decisions), dict(running.reasons))
+        out[name] = running.copy()
     return out
 
 
