@@ -290,7 +290,9 @@ def latency_round(rate: int, seconds: float) -> dict[str, float]:
     with redis_server() as url:
         r = redis.Redis.from_url(url)
         r.xgroup_create(STREAM, "bench_p35", id="$", mkstream=True)
-        proc = subprocess.Popen([P35, "run"], env=p35_env(url, "bench_p35"))
+        proc = subprocess.Popen(
+            [P35, "run"], env=p35_env(url, "bench_p35"), stdout=subprocess.DEVNULL
+        )
         while not r.exists("quantum:p35:status:consumer:bench"):
             time.sleep(0.02)
         try:

@@ -113,6 +113,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+async def _alerts(settings: Settings, count: int) -> list[dict[str, str]]:
+    from decision_intel.alert_store import recent
+    from decision_intel.store import connect
+
+    client = connect(settings)
+    try:
+        return await recent(client, count)
+    finally:
+        await client.aclose()
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """List recent alert events, newest first."""
+    events = asyncio.run(_alerts(_settings(), args.count))
+    if args.json:
+        print(json.dumps(events, indent=2, sort_keys=True))
+        return 0
+    if not events:
+        print("no alerts in quantum:p35:alerts")
+        return 0
+    for e in events:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(e.get("timestamp", 0))))
+        share = f"{100 * float(e['share']):.0f}% of {e['total']}" if "share" in e else ""
+        print(f"{when}Z  {e.get('state', ''):8} {e.get('severity', ''):8} "
+              f"{e.get('type', ''):14} {e.get('window', ''):3}  {e.get('subject', '')}  {share}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p35", description="P3.5 Decision Intelligence")
     parser.add_argument("--version", action="version", version=f"p35 {__version__}")
@@ -129,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--max-age", type=float, default=15.0, help="heartbeat age limit, s")
     check.add_argument("--max-pending", type=int, default=10_000, help="pending entries limit")
     check.set_defaults(func=cmd_check)
+    alerts = sub.add_parser("alerts", help="list recent alerts (quantum:p35:alerts), newest first")
+    alerts.add_argument("-n", "--count", type=int, default=20, help="how many events")
+    alerts.add_argument("--json", action="store_true", help="machine-readable output")
+    alerts.set_defaults(func=cmd_alerts)
     return parser
 
 

@@ -12,6 +12,8 @@ PREFIX = "quantum:p35"
 
 STATUS = f"{PREFIX}:status"
 ALERTS = f"{PREFIX}:alerts"
+ALERT_STATE = f"{PREFIX}:alertstate"
+"""Open alerts: `type|window|subject` -> JSON (severity, last event time, alert id)."""
 INVALID = f"{PREFIX}:invalid"
 
 WINDOWS: dict[str, int] = {"1m": 1, "5m": 5, "15m": 15, "1h": 60}

@@ -16,6 +16,8 @@ import time
 from typing import Any
 
 from decision_intel import __version__
+from decision_intel.alert_store import AlertStore
+from decision_intel.alerts import evaluate
 from decision_intel.backoff import ACCESS_DENIED, REDIS_DOWN, Connectivity
 from decision_intel.consumer import Consumer, LeaseLost
 from decision_intel.metrics import Metrics, MetricsPortError
@@ -25,6 +27,7 @@ from decision_intel.settings import EX_CONFIG, Settings
 from decision_intel.snapshots import Snapshotter
 from decision_intel.status import RateMeter, group_fields, write_heartbeat
 from decision_intel.store import Store, connect
+from decision_intel.windows import Counts
 
 EX_TEMPFAIL = 75
 GRACE_S = 4.0
@@ -102,6 +105,7 @@ class Service:
         self.reader = connect(self.s, blocking=True)
         self.store = Store(self.s, self.client, self.reader)
         self.snapshotter = Snapshotter(self.s, self.client, self.s.consumer_name)
+        self.alert_store = AlertStore(self.s, self.client)
         self.consumer = Consumer(self.s, self.store, self.log, self.metrics)
         try:
             if await self.startup():
@@ -261,8 +265,11 @@ class Service:
                     await self.heartbeat()
                     last_beat = now
                 t0 = time.perf_counter()
-                if await self.snapshotter.maybe_run(await self.store.server_time_ms()):
+                now_ms = await self.store.server_time_ms()
+                windows = await self.snapshotter.maybe_run(now_ms)
+                if windows is not None:
                     self.metrics.snapshot(time.perf_counter() - t0)
+                    await self._alerts(windows, now_ms)
                 if now - last_progress >= self.s.progress_interval_sec:
                     await self._progress()
                     last_progress = now
@@ -338,6 +345,26 @@ class Service:
             eta_s=round(lag / self.rate) if self.rate > 0 else None,
             counted=self.consumer.counted,
         )
+
+    async def _alerts(self, windows: dict[str, Counts], now_ms: int) -> None:
+        """Evaluate the alert rules on the windows just built (once per interval per group)."""
+        evaluation = evaluate(
+            windows,
+            await self.alert_store.open_keys(),
+            gate_windows=self.s.gate_windows,
+            mix_window=self.s.mix_window,
+            min_decisions=self.s.alert_min_decisions,
+            stuck_min_decisions=self.s.stuck_min_decisions,
+        )
+        by_key = {f.key: f for f in evaluation.firing}
+        for key, severity, state in await self.alert_store.apply(evaluation, now_ms):
+            kind, window, subject = key.split("|", 2)
+            if state == "firing":
+                self.metrics.alert(kind, severity)
+                self.log.warning("alert", type=kind, window=window, subject=subject,
+                                 severity=severity, **by_key[key].fields)  # fmt: skip
+            else:
+                self.log.info("alert.resolved", type=kind, window=window, subject=subject)
 
     async def _forget_departed(self) -> None:
         min_idle_ms = int(max(self.s.claim_min_idle_sec, 2 * self.s.lease_sec) * 1000)

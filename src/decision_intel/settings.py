@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     stream: str = Field("quantum:stream:apply.result", min_length=1)
     group: str = Field("p35_decision_intel", min_length=1)
     consumer: str | None = Field(None, min_length=1, max_length=200)
-    batch_size: int = Field(1000, ge=1, le=100_000)
+    batch_size: int = Field(500, ge=1, le=100_000)
     block_ms: int = Field(1000, ge=1, le=60_000)
     ack_interval_sec: PositiveSeconds = 10
     claim_min_idle_sec: PositiveSeconds = 60
@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         True, validation_alias=AliasChoices("P35_SYMBOL_BREAKDOWN", "ENABLE_SYMBOL_BREAKDOWN")
     )
     log_level: LogLevel = Field("INFO", validation_alias=AliasChoices("P35_LOG_LEVEL", "LOG_LEVEL"))
-    flush_max_entries: int = Field(1_000, ge=1, le=1_000_000)
+    flush_max_entries: int = Field(500, ge=1, le=1_000_000)
     max_reasons_per_bucket: int = Field(200, ge=2, le=100_000)
     max_symbols_per_bucket: int = Field(500, ge=1, le=100_000)
     max_deliveries: int = Field(10, ge=2, le=1_000_000)
@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     heartbeat_interval_sec: float = Field(2.0, gt=0, le=5)
     lease_sec: float = Field(15.0, ge=1, le=3600)
     progress_interval_sec: float = Field(10.0, gt=0, le=3600)
+    alert_windows: str = Field("5m", min_length=2)
+    alert_min_decisions: int = Field(100, ge=1)
+    alert_dedup_sec: float = Field(300, ge=0, le=86_400)
+    stuck_min_decisions: int = Field(10, ge=1)
+    mix_window: Literal["1m", "5m", "15m", "1h"] = "15m"
+    alerts_maxlen: int = Field(1000, ge=10)
     metrics_port: int | None = Field(None, ge=1, le=65_535)
     metrics_addr: str = Field("127.0.0.1", min_length=1)
 
@@ -86,6 +92,19 @@ class Settings(BaseSettings):
             if parts.scheme != "unix" and not parts.hostname:
                 raise ValueError("has no host")
         return value
+
+    @field_validator("alert_windows")
+    @classmethod
+    def _known_windows(cls, value: str) -> str:
+        names = [w.strip() for w in value.split(",") if w.strip()]
+        unknown = [w for w in names if w not in ("1m", "5m", "15m", "1h")]
+        if unknown or not names:
+            raise ValueError(f"must be a comma-separated list of 1m, 5m, 15m, 1h (got {value!r})")
+        return ",".join(names)
+
+    @property
+    def gate_windows(self) -> list[str]:
+        return self.alert_windows.split(",")
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeat(self) -> Settings:

@@ -33,8 +33,9 @@ class Snapshotter:
         self._cache: dict[int, tuple[bytes, Counts]] = {}
         self._script = client.register_script(lua_source("snapshot"))
 
-    async def maybe_run(self, now_ms: int) -> bool:
-        """Rebuild the snapshots if no daemon in the group has done so this interval."""
+    async def maybe_run(self, now_ms: int) -> dict[str, Counts] | None:
+        """Rebuild the snapshots if no daemon in the group has done so this interval;
+        the windows when it did, None when another daemon had the lock."""
         got = await self.client.set(
             keys.SNAPSHOT_LOCK,
             self.owner,
@@ -42,9 +43,8 @@ class Snapshotter:
             px=max(1, int(self.s.snapshot_interval_sec * 1000)),
         )
         if not got:
-            return False
-        await self.run(now_ms)
-        return True
+            return None
+        return await self.run(now_ms)
 
     async def run(self, now_ms: int) -> dict[str, Counts]:
         now_minute = now_ms // 60_000

@@ -1,0 +1,56 @@
+"""Alerts in Redis: open-alert state, the capped `quantum:p35:alerts` stream, recent events.
+
+The rules are in `alerts.py` (pure); the decision to emit is made by
+`lua/alert.lua` in one atomic step against the state hash, so de-duplication
+holds across restarts and across several daemons.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from decision_intel import keys
+from decision_intel.alerts import SEVERITY_RANK, Evaluation
+from decision_intel.settings import Settings
+from decision_intel.store import lua_source
+
+Emitted = tuple[str, str, str]
+"""(alert key `type|window|subject`, severity, `firing` or `resolved`)."""
+
+
+class AlertStore:
+    def __init__(self, settings: Settings, client: aioredis.Redis):
+        self.s = settings
+        self.client = client
+        self._script = client.register_script(lua_source("alert"))
+
+    async def open_keys(self) -> list[str]:
+        return [k.decode() for k in await self.client.hkeys(keys.ALERT_STATE)]
+
+    async def apply(self, evaluation: Evaluation, now_ms: int) -> list[Emitted]:
+        args: list[Any] = [
+            now_ms,
+            int(self.s.alert_dedup_sec * 1000),
+            self.s.alerts_maxlen,
+            len(evaluation.firing),
+        ]
+        for f in evaluation.firing:
+            extra = {"subject": f.subject, **f.fields}
+            args += [f.key, f.kind, f.window, f.severity, SEVERITY_RANK[f.severity], len(extra)]
+            for name, value in extra.items():
+                args += [name, value]
+        args.append(len(evaluation.resolved))
+        args += evaluation.resolved
+        reply = await self._script(keys=[keys.ALERT_STATE, keys.ALERTS], args=args)
+        return [tuple(part.decode() for part in row) for row in reply]  # type: ignore[misc]
+
+
+async def recent(client: aioredis.Redis, count: int) -> list[dict[str, str]]:
+    """The newest alert events first, as text fields plus their stream `id`."""
+    rows = await client.xrevrange(keys.ALERTS, count=count)
+    return [
+        {"id": entry_id.decode(), **{k.decode(): v.decode() for k, v in fields.items()}}
+        for entry_id, fields in rows
+    ]

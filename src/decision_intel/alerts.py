@@ -1,0 +1,179 @@
+"""Alert rules over the window counts. Pure: no I/O, no clock.
+
+After each snapshot the service evaluates these rules on the windows it just
+built and hands the result to the store, whose script (`lua/alert.lua`) decides
+atomically, from state kept in Redis, whether to emit: once per (type, subject,
+window) per de-duplication interval, at once when the severity rises, and a
+`resolved` event when the condition is gone. Thresholds are fixed here; which
+windows and how many decisions are enough are settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from decision_intel.classify import BLOCKED, ERROR, EXECUTE, NO_REASON, SKIP
+from decision_intel.windows import Counts
+
+GATE_EXPLOSION, STUCK, DECISION_MIX = "gate_explosion", "stuck", "decision_mix"
+MEDIUM, HIGH, CRITICAL = "MEDIUM", "HIGH", "CRITICAL"
+SEVERITY_RANK = {MEDIUM: 1, HIGH: 2, CRITICAL: 3}
+
+GATE_SHARES = ((0.80, CRITICAL), (0.60, HIGH), (0.40, MEDIUM))
+"""A gate's share of all decisions in the window, highest first."""
+
+STUCK_WINDOW = "15m"
+
+MIX_RULES: tuple[tuple[str, str, str, float, str], ...] = (
+    # (subject, decision, "below"/"above", threshold, severity)
+    ("execute_low", EXECUTE, "below", 0.20, HIGH),
+    ("skip_high", SKIP, "above", 0.70, MEDIUM),
+    ("blocked_high", BLOCKED, "above", 0.40, HIGH),
+    ("error_high", ERROR, "above", 0.05, HIGH),
+)
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A rule that holds now. `subject` tells episodes of one type and window apart."""
+
+    kind: str
+    subject: str
+    window: str
+    severity: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}|{self.window}|{self.subject}"
+
+
+def _share(part: int, total: int) -> str:
+    return f"{part / total:.4f}"
+
+
+def top_gate(reasons: Mapping[str, int]) -> tuple[str, int] | None:
+    """The reason with the most decisions, `none` excluded (ties: by name)."""
+    gates = [(n, name) for name, n in reasons.items() if name != NO_REASON and n > 0]
+    if not gates:
+        return None
+    n, name = min(gates, key=lambda g: (-g[0], g[1]))
+    return name, n
+
+
+def gate_explosion(window: str, counts: Counts, min_decisions: int) -> Firing | None:
+    """The top gate other than `none`, when it holds at least 40 % of the window's decisions."""
+    total = counts.total
+    gate = top_gate(counts.reasons)
+    if total < min_decisions or gate is None:
+        return None
+    reason, n = gate
+    severity = next((sev for share, sev in GATE_SHARES if n >= share * total), None)
+    if severity is None:
+        return None
+    return Firing(GATE_EXPLOSION, reason, window, severity,
+                  {"reason": reason, "score": str(n), "total": str(total),
+                   "share": _share(n, total)})  # fmt: skip
+
+
+def gate_resolved(counts: Counts, reason: str, min_decisions: int) -> bool:
+    """An exploded gate is over when, with enough decisions, its share is under 40 %."""
+    total = counts.total
+    return total >= min_decisions and counts.reasons.get(reason, 0) < GATE_SHARES[-1][0] * total
+
+
+def stuck_symbols(counts: Counts, min_decisions: int) -> list[Firing]:
+    """Symbols with at least `min_decisions` in the window and not one EXECUTE."""
+    out = []
+    for symbol, per in sorted(counts.symbols.items()):
+        total = per.total
+        if total >= min_decisions and per.decisions.get(EXECUTE, 0) == 0:
+            gate = top_gate(per.reasons)
+            reason, n = gate if gate else (NO_REASON, per.reasons.get(NO_REASON, 0))
+            out.append(Firing(STUCK, symbol, STUCK_WINDOW, HIGH,
+                              {"symbol": symbol, "reason": reason, "score": str(n),
+                               "total": str(total), "share": _share(n, total)}))  # fmt: skip
+    return out
+
+
+def stuck_resolved(counts: Counts, symbol: str) -> bool:
+    """A stuck symbol is over once it executes again."""
+    per = counts.symbols.get(symbol)
+    return per is not None and per.decisions.get(EXECUTE, 0) > 0
+
+
+def _mix_holds(counts: Counts, decision: str, side: str, threshold: float) -> bool:
+    share = counts.decisions.get(decision, 0) / counts.total
+    return share < threshold if side == "below" else share > threshold
+
+
+def decision_mix(window: str, counts: Counts, min_decisions: int) -> list[Firing]:
+    total = counts.total
+    if total < min_decisions:
+        return []
+    out = []
+    for subject, decision, side, threshold, severity in MIX_RULES:
+        if _mix_holds(counts, decision, side, threshold):
+            n = counts.decisions.get(decision, 0)
+            out.append(Firing(DECISION_MIX, subject, window, severity,
+                              {"decision": decision, "score": str(n), "total": str(total),
+                               "share": _share(n, total),
+                               "threshold": f"{side} {threshold:.2f}"}))  # fmt: skip
+    return out
+
+
+def mix_resolved(counts: Counts, subject: str, min_decisions: int) -> bool:
+    if counts.total < min_decisions:
+        return False
+    rule = next((r for r in MIX_RULES if r[0] == subject), None)
+    return rule is None or not _mix_holds(counts, rule[1], rule[2], rule[3])
+
+
+@dataclass
+class Evaluation:
+    firing: list[Firing]
+    resolved: list[str]
+    """Keys of open alerts whose condition is gone."""
+
+
+def evaluate(
+    windows: Mapping[str, Counts],
+    open_keys: Iterable[str],
+    *,
+    gate_windows: Iterable[str],
+    mix_window: str,
+    min_decisions: int,
+    stuck_min_decisions: int,
+) -> Evaluation:
+    """Every rule that holds now, and which open alerts (by key) are resolved."""
+    firing: list[Firing] = []
+    for window in gate_windows:
+        hit = gate_explosion(window, windows[window], min_decisions)
+        if hit is not None:
+            firing.append(hit)
+    firing += stuck_symbols(windows[STUCK_WINDOW], stuck_min_decisions)
+    firing += decision_mix(mix_window, windows[mix_window], min_decisions)
+    now = {f.key for f in firing}
+    resolved = []
+    for key in open_keys:
+        if key in now:
+            continue
+        if _over(key, windows, min_decisions):
+            resolved.append(key)
+    return Evaluation(firing, resolved)
+
+
+def _over(key: str, windows: Mapping[str, Counts], min_decisions: int) -> bool:
+    """Whether the open alert `key` (type|window|subject) no longer holds."""
+    kind, window, subject = key.split("|", 2)
+    counts = windows.get(window)
+    if counts is None:
+        return True  # a window that no longer exists
+    if kind == GATE_EXPLOSION:
+        return gate_resolved(counts, subject, min_decisions)
+    if kind == STUCK:
+        return stuck_resolved(counts, subject)
+    if kind == DECISION_MIX:
+        return mix_resolved(counts, subject, min_decisions)
+    return True  # a type this version no longer raises

@@ -1,0 +1,230 @@
+"""Alert rules (pure) at and just under every threshold; de-duplication against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from decision_intel import keys
+from decision_intel.alert_store import AlertStore, recent
+from decision_intel.alerts import (
+    CRITICAL,
+    HIGH,
+    MEDIUM,
+    decision_mix,
+    evaluate,
+    gate_explosion,
+    stuck_symbols,
+)
+from decision_intel.settings import Settings
+from decision_intel.store import connect
+from decision_intel.windows import Counts
+from tests.conftest import RedisServer
+from tests.daemon import Daemon, wait_for
+from tests.traffic import STREAM
+
+
+def window(total: int, reasons: dict[str, int], decisions: dict[str, int] | None = None) -> Counts:
+    """A window of `total` decisions with the given reason counts (the rest `none`)."""
+    reasons = {**reasons, "none": total - sum(reasons.values())}
+    return Counts(decisions or {"BLOCKED": total}, {k: v for k, v in reasons.items() if v})
+
+
+@pytest.mark.parametrize(
+    ("gate", "severity"),
+    [(40, MEDIUM), (39, None), (60, HIGH), (59, MEDIUM), (80, CRITICAL), (79, HIGH),
+     (100, CRITICAL)],
+)
+def test_gate_explosion_thresholds(gate: int, severity: str | None) -> None:
+    hit = gate_explosion("5m", window(100, {"risk_paused": gate}), min_decisions=100)
+    assert (hit.severity if hit else None) == severity
+    if hit:
+        assert hit.fields == {"reason": "risk_paused", "score": str(gate), "total": "100",
+                              "share": f"{gate / 100:.4f}"}  # fmt: skip
+
+
+def test_gate_explosion_needs_enough_decisions() -> None:
+    assert gate_explosion("5m", window(99, {"risk_paused": 99}), min_decisions=100) is None
+    assert gate_explosion("5m", window(100, {"risk_paused": 99}), min_decisions=100) is not None
+
+
+def test_none_never_alerts_even_at_every_decision() -> None:
+    only_none = Counts({"EXECUTE": 500}, {"none": 500})
+    assert gate_explosion("5m", only_none, min_decisions=100) is None
+    # With `none` on top, the top *gate* is judged: 30 % is under every threshold.
+    assert gate_explosion("5m", window(100, {"kill_switch_active": 30}), min_decisions=1) is None
+
+
+def test_stuck_symbol_at_and_under_the_minimum_and_with_one_execute() -> None:
+    def sym(decisions: dict[str, int], reasons: dict[str, int]) -> Counts:
+        return Counts(decisions, reasons)
+
+    w = Counts(symbols={
+        "BTCUSDT": sym({"BLOCKED": 7, "SKIP": 3}, {"p33_permit_denied": 7, "no_position": 3}),
+        "ETHUSDT": sym({"BLOCKED": 9}, {"risk_paused": 9}),  # 9 < 10
+        "SOLUSDT": sym({"BLOCKED": 20, "EXECUTE": 1}, {"risk_paused": 20, "none": 1}),
+        "XRPUSDT": sym({"SKIP": 12}, {"none": 12}),  # stuck, no gate at all
+    })  # fmt: skip
+    hits = {f.subject: f for f in stuck_symbols(w, min_decisions=10)}
+    assert set(hits) == {"BTCUSDT", "XRPUSDT"}
+    assert hits["BTCUSDT"].fields["reason"] == "p33_permit_denied"
+    assert hits["BTCUSDT"].fields["share"] == "0.7000"
+    assert hits["XRPUSDT"].fields["reason"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("decisions", "subjects"),
+    [
+        ({"EXECUTE": 20, "BLOCKED": 40, "SKIP": 40}, set()),  # every share on its threshold
+        ({"EXECUTE": 19, "BLOCKED": 40, "SKIP": 41}, {"execute_low"}),
+        ({"EXECUTE": 25, "SKIP": 71, "ERROR": 4}, {"skip_high"}),
+        ({"EXECUTE": 25, "BLOCKED": 41, "SKIP": 34}, {"blocked_high"}),
+        ({"EXECUTE": 90, "ERROR": 5, "SKIP": 5}, set()),
+        ({"EXECUTE": 89, "ERROR": 6, "SKIP": 5}, {"error_high"}),
+    ],
+)
+def test_decision_mix_rules_at_and_past_each_threshold(
+    decisions: dict[str, int], subjects: set[str]
+) -> None:
+    counts = Counts(decisions, {"none": 100})
+    assert {f.subject for f in decision_mix("15m", counts, min_decisions=100)} == subjects
+    assert decision_mix("15m", Counts(decisions, {}), min_decisions=101) == []
+
+
+def test_evaluate_resolves_only_what_fell_under_the_lowest_threshold() -> None:
+    windows = {w: Counts() for w in keys.WINDOWS}
+    windows["5m"] = window(200, {"risk_paused": 70, "kill_switch_active": 90})  # 45 %, 35 %
+    windows["15m"] = Counts({"EXECUTE": 50}, {"none": 50},
+                            {"BTCUSDT": Counts({"EXECUTE": 1}, {"none": 1})})  # fmt: skip
+    open_keys = ["gate_explosion|5m|risk_paused", "gate_explosion|5m|other_gate",
+                 "stuck|15m|BTCUSDT", "stuck|15m|ETHUSDT",
+                 "decision_mix|15m|skip_high"]  # fmt: skip
+    ev = evaluate(windows, open_keys, gate_windows=["5m"], mix_window="15m", min_decisions=50,
+                  stuck_min_decisions=10)  # fmt: skip
+    assert [f.key for f in ev.firing] == ["gate_explosion|5m|kill_switch_active"]
+    # risk_paused fell to 35 %: resolved. ETHUSDT has no data (no proof it executes
+    # again): stays open. BTCUSDT executed: resolved. SKIP is at 0 %: resolved.
+    assert sorted(ev.resolved) == sorted(["gate_explosion|5m|risk_paused",
+                                          "gate_explosion|5m|other_gate", "stuck|15m|BTCUSDT",
+                                          "decision_mix|15m|skip_high"])  # fmt: skip
+
+
+# -- de-duplication, escalation and resolution in Redis --------------------------------
+
+
+def run_apply(server: RedisServer, steps: list[tuple[Counts, int]], **overrides: object) -> list:
+    """Apply evaluations of a 5m window at the given times, each with a fresh AlertStore
+    (as after a restart, or from another daemon); returns every emitted batch."""
+
+    async def go() -> list:
+        s = Settings(redis_url=server.url, alert_min_decisions=100, **overrides)  # type: ignore[arg-type]
+        out = []
+        for counts, now_ms in steps:
+            client = connect(s)
+            store = AlertStore(s, client)
+            windows = {w: Counts() for w in keys.WINDOWS}
+            windows["5m"] = counts
+            ev = evaluate(windows, await store.open_keys(), gate_windows=["5m"],
+                          mix_window="15m", min_decisions=100, stuck_min_decisions=10)  # fmt: skip
+            out.append(await store.apply(ev, now_ms))
+            await client.aclose()
+        return out
+
+    return asyncio.run(go())
+
+
+T0 = 1_795_000_000_000
+
+
+def p35_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).parent / "p35")
+    return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_dedup_escalation_repeat_and_resolution(r: redis.Redis, redis_server: RedisServer) -> None:
+    key = "gate_explosion|5m|risk_paused"
+    steps = [
+        (window(100, {"risk_paused": 45}), T0),  # MEDIUM: sent
+        (window(100, {"risk_paused": 50}), T0 + 60_000),  # MEDIUM again: held back
+        (window(100, {"risk_paused": 65}), T0 + 120_000),  # HIGH: a rise, sent at once
+        (window(100, {"risk_paused": 66}), T0 + 299_999 + 120_000),  # HIGH, < 5 min: held
+        (window(100, {"risk_paused": 66}), T0 + 300_000 + 120_000),  # 5 min: sent again
+        (window(100, {"risk_paused": 39}), T0 + 500_000),  # under 40 %: resolved
+        (window(100, {"risk_paused": 39}), T0 + 510_000),  # nothing open: nothing
+    ]
+    emitted = run_apply(redis_server, steps)
+    assert emitted == [[(key, MEDIUM, "firing")], [], [(key, HIGH, "firing")], [],
+                       [(key, HIGH, "firing")], [(key, HIGH, "resolved")], []]  # fmt: skip
+    events = list(reversed(asyncio.run(_recent(redis_server))))
+    assert [e["state"] for e in events] == ["firing", "firing", "firing", "resolved"]
+    assert len({e["alert_id"] for e in events}) == 1  # one episode, one id
+    first = events[0]
+    assert {k: first[k] for k in ("type", "window", "reason", "score", "total", "share",
+                                  "severity")} == {
+        "type": "gate_explosion", "window": "5m", "reason": "risk_paused", "score": "45",
+        "total": "100", "share": "0.4500", "severity": MEDIUM}  # fmt: skip
+    assert float(first["timestamp"]) == T0 / 1000
+    assert r.hlen(keys.ALERT_STATE) == 0
+
+
+async def _recent(server: RedisServer) -> list[dict[str, str]]:
+    client = connect(Settings(redis_url=server.url))  # type: ignore[arg-type]
+    try:
+        return await recent(client, 100)
+    finally:
+        await client.aclose()
+
+
+def test_the_alert_stream_is_capped(r: redis.Redis, redis_server: RedisServer) -> None:
+    steps = [(window(100, {f"gate_{i}": 90}), T0 + i) for i in range(400)]
+    run_apply(redis_server, steps, alert_dedup_sec=0, alerts_maxlen=100)
+    assert 100 <= r.xlen(keys.ALERTS) <= 200  # MAXLEN ~ trims whole nodes
+
+
+# -- with the real daemons -------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_alerts_are_sent_once_across_a_restart_and_two_daemons(
+    r: redis.Redis, base_env: dict[str, str], daemons: list, tmp_path: Path
+) -> None:
+    """300 blocked decisions now: gate explosion (CRITICAL), stuck BTCUSDT, and two
+    decision-mix alerts, each sent once; a restart and a second daemon send nothing more."""
+    pipe = r.pipeline(transaction=False)
+    for _ in range(300):
+        pipe.xadd(STREAM, {"symbol": "BTCUSDT", "decision": "BLOCKED", "error": "risk_paused:dd"})
+    pipe.execute()
+    first = Daemon(base_env, tmp_path / "a.log").start()
+    daemons.append(first)
+    wait_for(lambda: r.xlen(keys.ALERTS) >= 4, 30, "four alerts")
+    want = {("gate_explosion", "risk_paused", "CRITICAL"), ("stuck", "BTCUSDT", "HIGH"),
+            ("decision_mix", "execute_low", "HIGH"), ("decision_mix", "blocked_high", "HIGH")}
+    events = [{k.decode(): v.decode() for k, v in f.items()} for _, f in r.xrange(keys.ALERTS)]
+    assert {(e["type"], e["subject"], e["severity"]) for e in events} == want
+    warnings = [e for e in first.events() if e["event"] == "alert"]
+    assert len(warnings) == 4 and all(e["level"] == "warning" for e in warnings)
+    assert first.terminate_and_wait()[0] == 0
+    listed = p35_cli(base_env, "alerts", "--json")
+    assert [(e["type"], e["subject"]) for e in json.loads(listed.stdout)] == [
+        (e["type"], e["subject"]) for e in reversed(events)]  # newest first
+    text = p35_cli(base_env, "alerts").stdout
+    assert "CRITICAL" in text and "risk_paused" in text and "100% of 300" in text
+
+    def snapshot_ts() -> float:
+        return float(r.hget(keys.STATUS, "snapshot_ts") or 0)
+
+    restarted = Daemon(base_env, tmp_path / "b.log").start()
+    second = Daemon(base_env, tmp_path / "c.log").start()
+    daemons += [restarted, second]
+    since = snapshot_ts()
+    wait_for(lambda: snapshot_ts() >= since + 4, 30, "four more snapshot rounds")
+    assert r.xlen(keys.ALERTS) == 4, "a restart or a second daemon sent an alert again"
+    assert not [e for d in (restarted, second) for e in d.events() if e["event"] == "alert"]
+    for d in (restarted, second):
+        assert d.terminate_and_wait()[0] == 0
