@@ -93,6 +93,8 @@ install_file() {  # src dst mode -> returns 0 when it installed something
 install_file "$SRC/README.md" "$APP/README.md" 0644 && code_changed=1 || true
 install_file "$SRC/scripts/proof_p35_decision_intelligence.sh" \
   "$APP/bin/proof_p35_decision_intelligence.sh" 0755 && code_changed=1 || true
+install_file "$SRC/scripts/p35_dashboard_queries.sh" \
+  "$APP/bin/p35_dashboard_queries.sh" 0755 && code_changed=1 || true
 for unit in "$UNIT.service" "$UNIT@.service"; do
   install_file "$SRC/deploy/systemd/$unit" "$UNITDIR/$unit" 0644 && units_changed=1 || true
 done

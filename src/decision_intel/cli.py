@@ -141,6 +141,50 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _dash_data(settings: Settings, window: str, symbols: list[str]) -> dict[str, object]:
+    from decision_intel import dashboard
+    from decision_intel.store import connect
+
+    client = connect(settings)
+    try:
+        return await dashboard.collect(client, settings, window, symbols, dashboard.now())
+    finally:
+        await client.aclose()
+
+
+def cmd_dash(args: argparse.Namespace) -> int:
+    """Dashboard modes a-e; `d` exits 2 when a gate is over the threshold."""
+    from redis.exceptions import RedisError
+
+    from decision_intel import dashboard
+
+    settings = _settings()
+    modes = list(dashboard.MODES) if args.mode == "all" else [args.mode]
+    symbols = [s.upper() for s in args.args] if args.mode == "b" else []
+    if args.mode == "all" or (args.mode == "b" and not symbols):
+        symbols = list(dashboard.DEFAULT_SYMBOLS)
+    threshold = 0.40
+    if args.mode == "d" and args.args:
+        try:
+            threshold = float(args.args[0])
+        except ValueError:
+            print(f"p35 dash d: threshold must be a number, got {args.args[0]!r}", file=sys.stderr)
+            return 64
+        threshold = threshold / 100 if threshold > 1 else threshold
+    try:
+        data = asyncio.run(_dash_data(settings, args.window, symbols))
+    except (RedisError, OSError) as exc:
+        print(f"p35 dash: cannot reach {settings.redacted_url}: {type(exc).__name__}",
+              file=sys.stderr)  # fmt: skip
+        return 69
+    views = dashboard.views(data, modes, threshold)
+    if args.json:
+        print(json.dumps(views, indent=2, sort_keys=True))
+    else:
+        print(dashboard.render(views, dashboard.Style(sys.stdout.isatty() and not args.no_color)))
+    return 2 if dashboard.drift_found(views) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p35", description="P3.5 Decision Intelligence")
     parser.add_argument("--version", action="version", version=f"p35 {__version__}")
@@ -157,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--max-age", type=float, default=15.0, help="heartbeat age limit, s")
     check.add_argument("--max-pending", type=int, default=10_000, help="pending entries limit")
     check.set_defaults(func=cmd_check)
+    dash = sub.add_parser(
+        "dash", help="dashboard: a why-not-trading, b per symbol, c gate share, d drift, e health",
+    )
+    dash.add_argument("mode", choices=["a", "b", "c", "d", "e", "all"])
+    dash.add_argument("args", nargs="*", help="b: symbols (BTCUSDT ETHUSDT); d: threshold (40)")
+    dash.add_argument("--window", choices=list(keys.WINDOWS), default="5m")
+    dash.add_argument("--json", action="store_true", help="machine output (docs/dashboard.md)")
+    dash.add_argument("--no-color", action="store_true", help="no color even on a terminal")
+    dash.set_defaults(func=cmd_dash)
     alerts = sub.add_parser("alerts", help="list recent alerts (quantum:p35:alerts), newest first")
     alerts.add_argument("-n", "--count", type=int, default=20, help="how many events")
     alerts.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,0 +1,276 @@
+"""`p35 dash`: why are we not trading, answered from the snapshot keys in five seconds.
+
+`collect()` is the only function here that talks to Redis: it reads the snapshot,
+per-symbol and status keys (never a SCAN over buckets) into plain data. The
+`view_*` functions turn that data into the stable JSON documented in
+docs/dashboard.md, and `render()` turns the views into text. Both are pure.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from decision_intel import keys
+from decision_intel.classify import NO_REASON, SKIP
+from decision_intel.settings import Settings
+from decision_intel.store import find_group
+
+MODES = ("a", "b", "c", "d", "e")
+UNIT = "quantum-p35-decision-intelligence"
+DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+WINDOW_WORDS = {"1m": "minute", "5m": "5 minutes", "15m": "15 minutes", "1h": "hour"}
+
+
+# -- Redis -> data --------------------------------------------------------------------------
+
+
+async def _window(client: aioredis.Redis, counts_key: str, top_key: str, n: int) -> dict[str, Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(counts_key)
+        pipe.zrevrange(top_key, 0, n - 1, withscores=True)
+        counts, ranked = await pipe.execute()
+    return {
+        "decisions": {k.decode(): int(v) for k, v in counts.items()},
+        "reasons": [[r.decode(), int(s)] for r, s in ranked],
+    }
+
+
+async def collect(
+    client: aioredis.Redis, settings: Settings, window: str, symbols: list[str], now: float
+) -> dict[str, Any]:
+    """Everything any mode shows, read in a few round trips."""
+    data: dict[str, Any] = {"window": window, "now": now}
+    data["all"] = await _window(client, keys.decision_counts(window), keys.reason_top(window), 50)
+    data["symbols"] = {
+        s: await _window(
+            client, keys.symbol_decision_counts(s, window), keys.symbol_reason_top(s, window), 10
+        )
+        for s in symbols
+    }
+    status = await client.hgetall(keys.STATUS)
+    data["status"] = {k.decode(): v.decode() for k, v in status.items()}
+    group = await find_group(client, settings.stream, settings.group)
+    consumers = []
+    if group is not None:
+        for row in await client.xinfo_consumers(settings.stream, settings.group):
+            name = row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
+            consumers.append({"name": name, "pending": row["pending"], "idle_ms": row["idle"]})
+    data["group"] = None if group is None else {
+        "lag": group.get("lag"), "pending": group.get("pending"), "consumers": consumers
+    }  # fmt: skip
+    data["systemd"] = _systemd_state()
+    return data
+
+
+def _systemd_state() -> str | None:
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return None
+    try:
+        out = subprocess.run([systemctl, "is-active", UNIT], capture_output=True, text=True,
+                             timeout=5)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+# -- data -> views (the JSON) ---------------------------------------------------------------
+
+
+def _share(n: int, total: int) -> float:
+    return round(n / total, 4) if total else 0.0
+
+
+def view_a(data: dict[str, Any]) -> dict[str, Any]:
+    counts = data["all"]["decisions"]
+    total = sum(counts.values())
+    return {
+        "window": data["window"],
+        "total": total,
+        "decisions": {
+            d: {"count": n, "share": _share(n, total)} for d, n in sorted(counts.items())
+        },
+        "top_reasons": [{"reason": r, "count": n} for r, n in data["all"]["reasons"][:15]],
+        "skip_rate": _share(counts.get(SKIP, 0), total),
+    }
+
+
+def view_b(data: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for symbol, view in data["symbols"].items():
+        counts = view["decisions"]
+        total = sum(counts.values())
+        out[symbol] = {
+            "total": total,
+            "decisions": dict(sorted(counts.items())),
+            "skip_rate": _share(counts.get(SKIP, 0), total),
+            "top_gates": [
+                {"reason": r, "count": n, "share": _share(n, total)}
+                for r, n in view["reasons"][:10]
+            ],
+        }
+    return {"window": data["window"], "symbols": out}
+
+
+def view_c(data: dict[str, Any], threshold: float = 0.40) -> dict[str, Any]:
+    total = sum(data["all"]["decisions"].values())
+    rows = [
+        {"reason": r, "count": n, "share": _share(n, total),
+         "dominant": r != NO_REASON and total > 0 and n / total > threshold}
+        for r, n in data["all"]["reasons"][:10]
+    ]  # fmt: skip
+    return {"window": data["window"], "total": total, "threshold": threshold, "gates": rows}
+
+
+def view_d(data: dict[str, Any], threshold: float) -> dict[str, Any]:
+    total = sum(data["all"]["decisions"].values())
+    over = [
+        {"reason": r, "count": n, "share": _share(n, total)}
+        for r, n in data["all"]["reasons"]
+        if r != NO_REASON and total > 0 and n / total > threshold
+    ]
+    return {"window": data["window"], "total": total, "threshold": threshold, "drift": over}
+
+
+def view_e(data: dict[str, Any]) -> dict[str, Any]:
+    status, now = data["status"], data["now"]
+    last_ts = float(status["last_ts"]) if status.get("last_ts") else None
+    snap_ts = float(status["snapshot_ts"]) if status.get("snapshot_ts") else None
+    group = data["group"]
+    return {
+        "status_age_s": None if last_ts is None else round(now - last_ts, 1),
+        "snapshot_age_s": None if snap_ts is None else round(now - snap_ts, 1),
+        "state": status.get("state"),
+        "processed_total": int(status.get("processed_total", 0) or 0),
+        "lag": None if group is None else group["lag"],
+        "pending": None if group is None else group["pending"],
+        "consumers": [
+            {"name": c["name"], "pending": c["pending"], "idle_s": round(c["idle_ms"] / 1000, 1)}
+            for c in (group["consumers"] if group else [])
+        ],
+        "systemd": data["systemd"],
+    }
+
+
+def views(data: dict[str, Any], modes: list[str], threshold: float) -> dict[str, Any]:
+    builders = {"a": view_a, "b": view_b, "c": view_c, "e": view_e}
+    out: dict[str, Any] = {}
+    for mode in modes:
+        out[mode] = view_d(data, threshold) if mode == "d" else builders[mode](data)
+    return out
+
+
+def drift_found(views_: dict[str, Any]) -> bool:
+    return bool(views_.get("d", {}).get("drift"))
+
+
+# -- views -> text ----------------------------------------------------------------------------
+
+
+class Style:
+    def __init__(self, color: bool):
+        self.color = color
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def warn(self, text: str) -> str:
+        return self._wrap("33;1", text)
+
+    def bad(self, text: str) -> str:
+        return self._wrap("31;1", text)
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:5.1f}%"
+
+
+def _empty(window: str) -> str:
+    return f"no decisions in the last {WINDOW_WORDS.get(window, window)}"
+
+
+def render(v: dict[str, Any], st: Style) -> str:
+    renderers = {"a": _render_a, "b": _render_b, "c": _render_c, "d": _render_d, "e": _render_e}
+    return "\n\n".join(renderers[mode](view, st) for mode, view in v.items())
+
+
+def _render_a(a: dict[str, Any], st: Style) -> str:
+    lines = [st.bold(f"(a) why are we not trading: last {WINDOW_WORDS[a['window']]}")]
+    if not a["total"]:
+        return "\n".join([*lines, f"  {_empty(a['window'])}"])
+    for d, row in a["decisions"].items():
+        lines.append(f"  {d:8} {row['count']:8}  {_pct(row['share'])}")
+    lines.append(f"  skip rate {_pct(a['skip_rate'])} of {a['total']} decisions")
+    lines.append("  top reasons:")
+    lines += [f"  {r['count']:8}  {r['reason']}" for r in a["top_reasons"]]
+    return "\n".join(lines)
+
+
+def _render_b(b: dict[str, Any], st: Style) -> str:
+    lines = [st.bold(f"(b) top gates per symbol: last {WINDOW_WORDS[b['window']]}")]
+    for symbol, s in b["symbols"].items():
+        if not s["total"]:
+            lines.append(f"  {symbol}: {_empty(b['window'])}")
+            continue
+        lines.append(f"  {symbol}: {s['total']} decisions, skip rate {_pct(s['skip_rate'])}")
+        for g in s["top_gates"]:
+            lines.append(f"    {g['count']:8} {_pct(g['share'])}  {g['reason']}")
+    return "\n".join(lines)
+
+
+def _render_c(c: dict[str, Any], st: Style) -> str:
+    lines = [st.bold(f"(c) gate share: last {WINDOW_WORDS[c['window']]}")]
+    if not c["total"]:
+        lines.append(f"  {_empty(c['window'])}")
+    for g in c["gates"]:
+        row = f"  {g['count']:8} {_pct(g['share'])}  {g['reason']}"
+        lines.append(st.warn(row + "  <- dominant") if g["dominant"] else row)
+    return "\n".join(lines)
+
+
+def _render_d(d: dict[str, Any], st: Style) -> str:
+    head = f"(d) drift over {_pct(d['threshold']).strip()}: last {WINDOW_WORDS[d['window']]}"
+    lines = [st.bold(head)]
+    if not d["total"]:
+        lines.append(f"  {_empty(d['window'])}")
+    elif not d["drift"]:
+        lines.append("  no gate over the threshold")
+    for g in d["drift"]:
+        share = _pct(g["share"]).strip()
+        lines.append(st.bad(f"  DRIFT {g['reason']}: {g['count']} of {d['total']} ({share})"))
+    return "\n".join(lines)
+
+
+def _age(seconds: float | None, what: str, st: Style, stale_after: float) -> str:
+    if seconds is None:
+        return st.bad(f"no {what}: the service has never run against this Redis")
+    text = f"{what} is {seconds:.0f} s old"
+    return st.bad(text + " (stale)") if seconds > stale_after else text
+
+
+def _render_e(e: dict[str, Any], st: Style) -> str:
+    lines = [st.bold("(e) service health")]
+    lines.append("  " + _age(e["status_age_s"], "service status", st, 15))
+    lines.append("  " + _age(e["snapshot_age_s"], "last snapshot", st, 60))
+    lines.append(f"  state {e['state'] or '-'}, counted {e['processed_total']}, "
+                 f"lag {e['lag'] if e['lag'] is not None else '-'}, "
+                 f"pending {e['pending'] if e['pending'] is not None else '-'}")  # fmt: skip
+    if not e["consumers"]:
+        lines.append("  no consumers in the group")
+    for c in e["consumers"]:
+        lines.append(f"  consumer {c['name']}: pending {c['pending']}, idle {c['idle_s']:.0f} s")
+    if e["systemd"] is not None:
+        lines.append(f"  systemd: {UNIT} is {e['systemd']}")
+    return "\n".join(lines)
+
+
+def now() -> float:
+    return time.time()

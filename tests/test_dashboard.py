@@ -1,0 +1,143 @@
+"""`p35 dash` and its wrapper script on known data, empty data and a stale status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from decision_intel import keys
+from decision_intel.settings import Settings
+from decision_intel.snapshots import Snapshotter
+from decision_intel.store import connect
+from tests.conftest import RedisServer, free_port
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dash(env: dict[str, str], *args: str, script: bool = False) -> subprocess.CompletedProcess[str]:
+    if script:
+        cmd = [str(ROOT / "scripts/p35_dashboard_queries.sh"), *args]
+        env = {**env, "P35": str(Path(sys.executable).parent / "p35"), "P35_ENV_FILE": "/none"}
+    else:
+        cmd = [str(Path(sys.executable).parent / "p35"), "dash", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def plant_minute(r: redis.Redis, minute: int) -> None:
+    """100 decisions: BLOCKED 60 (risk_paused 50, p33_permit_denied 10), SKIP 30
+    (no_position), EXECUTE 10; BTCUSDT has 70 of them and ETHUSDT 30."""
+    fields = {
+        "decision:BLOCKED": 60, "decision:SKIP": 30, "decision:EXECUTE": 10,
+        "reason:risk_paused": 50, "reason:p33_permit_denied": 10, "reason:no_position": 30,
+        "reason:none": 10,
+        "symbol_decision:BTCUSDT:BLOCKED": 50, "symbol_decision:BTCUSDT:SKIP": 20,
+        "symbol_reason:BTCUSDT:risk_paused": 50, "symbol_reason:BTCUSDT:no_position": 20,
+        "symbol_decision:ETHUSDT:BLOCKED": 10, "symbol_decision:ETHUSDT:SKIP": 10,
+        "symbol_decision:ETHUSDT:EXECUTE": 10, "symbol_reason:ETHUSDT:p33_permit_denied": 10,
+        "symbol_reason:ETHUSDT:no_position": 10, "symbol_reason:ETHUSDT:none": 10,
+    }  # fmt: skip
+    r.hset(keys.bucket(minute), mapping=fields)
+    r.hset(keys.bucket_meta(minute), mapping={**fields, "v": 1})
+
+
+def snapshot(server: RedisServer, now_ms: int) -> None:
+    async def go() -> None:
+        s = Settings(redis_url=server.url)  # type: ignore[arg-type]
+        client = connect(s)
+        await Snapshotter(s, client, "test").run(now_ms)
+        await client.aclose()
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def known(r: redis.Redis, redis_server: RedisServer, base_env: dict[str, str]) -> dict[str, str]:
+    sec = int(r.time()[0])
+    plant_minute(r, sec // 60)
+    snapshot(redis_server, sec * 1000)
+    r.hset(keys.STATUS, mapping={"last_ts": f"{time.time() - 40:.3f}", "state": "running",
+                                 "processed_total": 100})  # fmt: skip
+    r.xgroup_create("quantum:stream:apply.result", "p35_decision_intel", id="0", mkstream=True)
+    r.xgroup_createconsumer("quantum:stream:apply.result", "p35_decision_intel", "host-1")
+    return base_env
+
+
+def test_mode_a_text_and_json(known: dict[str, str]) -> None:
+    out = dash(known, "a", "--json")
+    assert out.returncode == 0, out.stderr
+    a = json.loads(out.stdout)["a"]
+    assert a["total"] == 100 and a["skip_rate"] == 0.3
+    assert a["decisions"]["BLOCKED"] == {"count": 60, "share": 0.6}
+    assert [r["reason"] for r in a["top_reasons"]] == [  # ties as ZREVRANGE gives them
+        "risk_paused", "no_position", "p33_permit_denied", "none"]  # fmt: skip
+    text = dash(known, "a").stdout
+    assert "skip rate  30.0% of 100 decisions" in text
+    assert "\033[" not in text  # no color when not on a terminal
+
+
+def test_mode_b_reads_per_symbol_keys_and_says_when_a_symbol_is_quiet(
+    known: dict[str, str],
+) -> None:
+    b = json.loads(dash(known, "b", "btcusdt", "SOLUSDT", "--json").stdout)["b"]["symbols"]
+    assert b["BTCUSDT"]["total"] == 70
+    assert b["BTCUSDT"]["top_gates"][0] == {"reason": "risk_paused", "count": 50,
+                                            "share": round(50 / 70, 4)}  # fmt: skip
+    assert b["SOLUSDT"]["total"] == 0
+    text = dash(known, "b", "BTCUSDT", "SOLUSDT").stdout
+    assert "SOLUSDT: no decisions in the last 5 minutes" in text
+    default = json.loads(dash(known, "b", "--json").stdout)["b"]["symbols"]
+    assert set(default) == {"BTCUSDT", "ETHUSDT"}
+    assert default["ETHUSDT"]["skip_rate"] == round(10 / 30, 4)
+
+
+def test_modes_c_and_d_flag_the_dominant_gate(known: dict[str, str]) -> None:
+    c = json.loads(dash(known, "c", "--json").stdout)["c"]
+    flagged = [g["reason"] for g in c["gates"] if g["dominant"]]
+    assert flagged == ["risk_paused"]  # 50 %; no_position is 30 %
+    assert "<- dominant" in dash(known, "c").stdout
+    drift = dash(known, "d")
+    assert drift.returncode == 2 and "DRIFT risk_paused: 50 of 100 (50.0%)" in drift.stdout
+    calm = dash(known, "d", "60")
+    assert calm.returncode == 0 and "no gate over the threshold" in calm.stdout
+    assert dash(known, "d", "0.25").returncode == 2  # a fraction works too: 50 % > 25 %
+
+
+def test_mode_e_shows_a_stale_status_honestly(known: dict[str, str]) -> None:
+    e = json.loads(dash(known, "e", "--json").stdout)["e"]
+    assert 39 <= e["status_age_s"] <= 60
+    assert e["consumers"][0]["name"] == "host-1"
+    text = dash(known, "e").stdout
+    assert "service status is 4" in text and "(stale)" in text
+
+
+def test_all_modes_and_the_wrapper_script(known: dict[str, str]) -> None:
+    both = json.loads(dash(known, "all", "--json").stdout)
+    assert set(both) == {"a", "b", "c", "d", "e"}
+    wrapped = dash(known, "a", script=True)
+    assert wrapped.returncode == 0, wrapped.stderr
+    assert wrapped.stdout == dash(known, "a").stdout
+
+
+def test_empty_redis_gives_honest_empty_states(r: redis.Redis, base_env: dict[str, str]) -> None:
+    text = dash(base_env, "all", "--window", "15m").stdout
+    assert "no decisions in the last 15 minutes" in text
+    assert "no service status: the service has never run against this Redis" in text
+    assert dash(base_env, "d").returncode == 0
+
+
+def test_no_password_in_output_when_redis_is_unreachable(base_env: dict[str, str]) -> None:
+    secret = "dash-s3cret-9f2"
+    env = {**base_env, "P35_REDIS_URL": f"redis://p35:{secret}@127.0.0.1:{free_port()}/0"}
+    out = dash(env, "a")
+    assert out.returncode == 69
+    assert secret not in out.stdout + out.stderr
+    assert "p35:***@" in out.stderr
