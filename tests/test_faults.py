@@ -105,7 +105,7 @@ def test_redis_restarted_under_traffic_loses_and_doubles_nothing(
     names = [e["event"] for e in d.events()]
     assert names.count("redis.unavailable") >= 1 and "redis.available" in names, names
     assert d.terminate_and_wait()[0] == 0
-    assert len(truth) > 2_000 * restarts
+    assert len(truth) > 1_000 * restarts  # traffic flowed through the restarts
     assert_exact(r, expected_buckets(truth))
     print(f"FIGURES restarts={restarts} entries={len(truth)} producer_errors={producer.errors}")
 

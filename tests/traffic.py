@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Iterator
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 STREAM = "quantum:stream:apply.result"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT"]
@@ -161,7 +163,9 @@ class Producer(threading.Thread):
         self._source = entries(10**9, seed)
 
     def run(self) -> None:
-        r = redis.Redis(port=self.port, socket_timeout=2)
+        # No automatic retry: a re-sent pipeline that was half applied would collide
+        # with its own IDs. A failed chunk is simply given up; truth() reads back.
+        r = redis.Redis(port=self.port, socket_timeout=2, retry=Retry(NoBackoff(), 0))
         last_ms, seq = 0, 0
         while not self._halt.is_set():
             chunk = max(1, self.rate // 50)
@@ -175,8 +179,8 @@ class Producer(threading.Thread):
                 self.labels[entry_id] = (decision, reason, symbol)
                 pipe.xadd(STREAM, fields, id=entry_id)
             try:
-                pipe.execute()
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                pipe.execute(raise_on_error=False)
+            except redis.RedisError:
                 self.errors += 1
                 time.sleep(0.05)
             time.sleep(0.02)
