@@ -106,3 +106,31 @@ def test_sigterm_mid_drain_exits_zero_fast_and_leaves_nothing_pending(
     wait_for(lambda: drained(r, N), 90, "the stream to drain")
     assert successor.terminate_and_wait()[0] == 0
     assert_exact(r, expected)
+
+
+def test_daily_rollups_across_midnight_stay_exact_through_a_kill_and_two_daemons(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Entries from 23:50 to 00:10 (UTC, yesterday's midnight): one daemon SIGKILLed mid-drain,
+    then two daemons finish. Both days' rollups are exact (assert_exact checks them)."""
+    sec, _ = r.time()
+    midnight_ms = (sec // 86_400 - 1) * 86_400_000  # the start of yesterday, UTC
+    expected = load(r, N, span_minutes=20, end_ms=midnight_ms + 10 * 60_000)
+    assert len({k[:-4] for k in expected}) == 2  # two days' worth of minute buckets
+    env = {**base_env, "P35_BATCH_SIZE": "100", "P35_FLUSH_MAX_ENTRIES": "3000",
+           "P35_ACK_INTERVAL_SEC": "30"}  # fmt: skip
+    first = Daemon(env, tmp_path / "first.log").start()
+    daemons.append(first)
+    wait_for(lambda: _entries_read(r) >= N // 3, 60, "a third of the stream read")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    for i in range(2):
+        daemons.append(Daemon(base_env, tmp_path / f"d{i}.log").start())
+    wait_for(lambda: drained(r, N), 90, "the stream to drain")
+    for d in daemons[1:]:
+        assert d.terminate_and_wait()[0] == 0
+    assert_exact(r, expected)
+    day = midnight_ms // 86_400_000
+    for d in (day - 1, day):
+        key = f"quantum:p35:daily:{time.strftime('%Y%m%d', time.gmtime(d * 86_400))}"
+        assert r.execute_command("EXPIRETIME", key) == (d + 1 + 90) * 86_400

@@ -133,6 +133,17 @@ def assert_exact(r: redis.Redis, expected: dict[str, Counter[str]]) -> None:
         meta = {k.decode(): int(v) for k, v in r.hgetall(meta_key).items()
                 if k.startswith((b"decision:", b"reason:"))}  # fmt: skip
         assert meta == {f: v for f, v in want.items() if f.startswith(("decision:", "reason:"))}
+    # Daily rollups: the day's decision, reason and per-symbol decision totals.
+    days: dict[str, Counter[str]] = {}
+    for key, want in expected.items():
+        day = days.setdefault(f"quantum:p35:daily:{key.rsplit(':', 1)[1][:8]}", Counter())
+        for f, v in want.items():
+            if f.startswith(("decision:", "reason:", "symbol_decision:")):
+                day[f] += v
+    assert {k.decode() for k in r.scan_iter("quantum:p35:daily:*")} == set(days)
+    for key, want in days.items():
+        got = {k.decode(): int(v) for k, v in r.hgetall(key).items()}
+        assert got == dict(want), f"{key} differs: {diff(got, want)}"
     summary = r.xpending(STREAM, "p35_decision_intel")
     assert summary["pending"] == 0, f"{summary['pending']} entries still pending"
     total = sum(

@@ -151,13 +151,14 @@ class Batch:
         self.trimmed.clear()
         self.newest = self._oldest_new = self._other_range = None
 
-    def deltas(self) -> dict[int, BucketDelta]:
-        """Increments per minute, from the entries currently held."""
+    def deltas(self, minutes_per_key: int = 1) -> dict[int, BucketDelta]:
+        """Increments per minute (or per day, with minutes_per_key=1440) from the entries held."""
         out: dict[int, BucketDelta] = {}
         for (minute, decision, reason, symbol), n in self.counts.items():
-            delta = out.get(minute)
+            key = minute // minutes_per_key
+            delta = out.get(key)
             if delta is None:
-                delta = out[minute] = BucketDelta()
+                delta = out[key] = BucketDelta()
             delta.decisions[decision] = delta.decisions.get(decision, 0) + n
             delta.reasons[reason] = delta.reasons.get(reason, 0) + n
             if symbol is not None:

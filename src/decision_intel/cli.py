@@ -185,6 +185,41 @@ def cmd_dash(args: argparse.Namespace) -> int:
     return 2 if dashboard.drift_found(views) else 0
 
 
+def _day_number(text: str) -> int:
+    """Days since the epoch of a UTC `YYYYMMDD`."""
+    from datetime import UTC, datetime
+
+    return int(datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC).timestamp()) // 86_400
+
+
+async def _daily(settings: Settings, day: int) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+    from decision_intel.store import connect
+
+    client = connect(settings)
+    try:
+        return (await client.hgetall(keys.daily(day)), await client.hgetall(keys.daily(day - 7)))
+    finally:
+        await client.aclose()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """One UTC day's totals against the same weekday a week before."""
+    from decision_intel import report
+
+    settings = _settings()
+    try:
+        day = _day_number(args.day) if args.day else int(time.time()) // 86_400
+    except ValueError:
+        print(f"p35 report: --day must be YYYYMMDD, got {args.day!r}", file=sys.stderr)
+        return 64
+    now_fields, before_fields = asyncio.run(_daily(settings, day))
+    before = report.parse_daily(before_fields) if before_fields else None
+    rep = report.compare(keys.day_label(day), keys.day_label(day - 7),
+                         report.parse_daily(now_fields), before)  # fmt: skip
+    print(json.dumps(rep, indent=2, sort_keys=True) if args.json else report.render(rep))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p35", description="P3.5 Decision Intelligence")
     parser.add_argument("--version", action="version", version=f"p35 {__version__}")
@@ -210,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--json", action="store_true", help="machine output (docs/dashboard.md)")
     dash.add_argument("--no-color", action="store_true", help="no color even on a terminal")
     dash.set_defaults(func=cmd_dash)
+    rep = sub.add_parser("report", help="a UTC day's rollup against the same weekday before")
+    rep.add_argument("--day", help="YYYYMMDD (default: today, UTC)")
+    rep.add_argument("--json", action="store_true", help="machine-readable output")
+    rep.set_defaults(func=cmd_report)
     alerts = sub.add_parser("alerts", help="list recent alerts (quantum:p35:alerts), newest first")
     alerts.add_argument("-n", "--count", type=int, default=20, help="how many events")
     alerts.add_argument("--json", action="store_true", help="machine-readable output")

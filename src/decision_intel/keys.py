@@ -46,6 +46,21 @@ def bucket_meta(minute: int) -> str:
     return f"{PREFIX}:bucketmeta:{minute_label(minute)}"
 
 
+def day_label(day: int) -> str:
+    """`YYYYMMDD` in UTC for a day number (days since the epoch)."""
+    return time.strftime("%Y%m%d", time.gmtime(day * 86_400))
+
+
+def daily(day: int) -> str:
+    """Decision/reason totals and per-symbol decision totals of one UTC day."""
+    return f"{PREFIX}:daily:{day_label(day)}"
+
+
+def daily_meta(day: int) -> str:
+    """Private companion of a daily rollup: its distinct reason/symbol counts."""
+    return f"{PREFIX}:dailymeta:{day_label(day)}"
+
+
 def decision_counts(window: str) -> str:
     return f"{PREFIX}:decision:counts:{window}"
 

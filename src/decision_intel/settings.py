@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     claim_min_idle_sec: PositiveSeconds = 60
     snapshot_interval_sec: PositiveSeconds = 10
     bucket_ttl_sec: int = Field(172_800, ge=60)
+    daily_ttl_days: int = Field(90, ge=1, le=3660)
     snapshot_ttl_sec: int = Field(86_400, ge=1)
     top_reasons: int = Field(50, ge=1, le=10_000)
     symbol_top_reasons: int = Field(10, ge=1, le=10_000)

@@ -16,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, ResponseError
 
 from decision_intel import keys
-from decision_intel.batch import Batch
+from decision_intel.batch import Batch, BucketDelta
 from decision_intel.settings import Settings
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
@@ -71,6 +71,24 @@ def _entries(reply: Any, **_options: Any) -> list[Entry]:
         for entries in streams
         for entry_id, flat in entries
     ]
+
+
+def _pairs(args: list[Any], counts: dict[str, int]) -> None:
+    args.append(len(counts))
+    for name, n in counts.items():
+        args += [name, n]
+
+
+def _delta_args(args: list[Any], d: BucketDelta, *, symbol_reasons: bool) -> None:
+    """One bucket's (or day's) increments in the flush script's layout."""
+    _pairs(args, d.decisions)
+    _pairs(args, d.reasons)
+    args.append(len(d.symbol_decisions))
+    for symbol, by_decision in d.symbol_decisions.items():
+        args.append(symbol)
+        _pairs(args, by_decision)
+        if symbol_reasons:
+            _pairs(args, d.symbol_reasons[symbol])
 
 
 def permission_probes(s: Settings, consumer: str) -> list[tuple[str, ...]]:
@@ -284,21 +302,13 @@ class Store:
         for minute, d in deltas.items():
             args += [keys.bucket(minute), keys.bucket_meta(minute)]
             args.append(minute * 60 + self.s.bucket_ttl_sec)
-            args.append(len(d.decisions))
-            for name, n in d.decisions.items():
-                args += [name, n]
-            args.append(len(d.reasons))
-            for name, n in d.reasons.items():
-                args += [name, n]
-            args.append(len(d.symbol_decisions))
-            for symbol, by_decision in d.symbol_decisions.items():
-                args += [symbol, len(by_decision)]
-                for name, n in by_decision.items():
-                    args += [name, n]
-                by_reason = d.symbol_reasons[symbol]
-                args.append(len(by_reason))
-                for name, n in by_reason.items():
-                    args += [name, n]
+            _delta_args(args, d, symbol_reasons=True)
+        days = batch.deltas(minutes_per_key=1440)
+        args.append(len(days))
+        for day, d in days.items():
+            args += [keys.daily(day), keys.daily_meta(day)]
+            args.append((day + 1 + self.s.daily_ttl_days) * 86_400)
+            _delta_args(args, d, symbol_reasons=False)
         records = batch.invalid_records()
         args.append(len(records))
         for entry_id, cause, raw in records:

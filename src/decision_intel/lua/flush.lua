@@ -14,6 +14,9 @@
 --       n_buckets, { bucket, meta, expire_at_s,
 --                    n_dec, {decision, n}..., n_rea, {reason, n}...,
 --                    n_sym, {symbol, n_sd, {decision, n}..., n_sr, {reason, n}...}... }...,
+--       n_days, { daily, daily_meta, expire_at_s,
+--                 n_dec, {decision, n}..., n_rea, {reason, n}...,
+--                 n_sym, {symbol, n_sd, {decision, n}...}... }...,
 --       n_invalid, {id, cause, raw}...
 -- Returns {0, counted, trimmed} applied; {1, id...} IDs not ours, nothing applied; {2} lease lost.
 
@@ -90,42 +93,65 @@ end
 -- holds the distinct counts, the symbols seen, a change counter, and a copy of the
 -- bucket's decision and reason fields: snapshots read that small copy instead of a
 -- bucket that may hold thousands of symbol fields.
+-- A reason new to `hash` is admitted while fewer than max_reasons distinct ones are
+-- there (`other` included); past that it is counted as `other`. `seen` carries the
+-- distinct count (`n`) and this flush's verdicts (`map`), so each is judged once.
+local function reason_name(hash, r, seen)
+  local name = seen.map[r]
+  if name == nil then
+    if r == 'other' or redis.call('HEXISTS', hash, 'reason:' .. r) == 1 then
+      name = r
+    elseif seen.n >= max_reasons - 1 then
+      name = 'other'
+    else
+      seen.n = seen.n + 1
+      name = r
+    end
+    seen.map[r] = name
+  end
+  return name
+end
+
+-- A symbol new to `meta`'s registry is admitted while fewer than max_symbols are known.
+local function symbol_kept(meta, sym, seen)
+  local keep = seen.map[sym]
+  if keep == nil then
+    local known = redis.call('HEXISTS', meta, 's:' .. sym) == 1
+    keep = known or seen.n < max_symbols
+    if keep and not known then
+      redis.call('HSET', meta, 's:' .. sym, 1)
+      seen.n = seen.n + 1
+    end
+    seen.map[sym] = keep
+  end
+  return keep
+end
+
+local function counters(meta)
+  local m = redis.call('HMGET', meta, 'reasons', 'symbols')
+  return {n = tonumber(m[1]) or 0, map = {}}, {n = tonumber(m[2]) or 0, map = {}}
+end
+
 local n_buckets = tonumber(take())
 for _ = 1, n_buckets do
   local bucket, meta, expire_at = take(), take(), take()
-  local m = redis.call('HMGET', meta, 'reasons', 'symbols')
-  local n_reasons, n_symbols = tonumber(m[1]) or 0, tonumber(m[2]) or 0
+  local reasons, symbols = counters(meta)
 
   for _ = 1, tonumber(take()) do
     local d, n = take(), take()
     redis.call('HINCRBY', bucket, 'decision:' .. d, n)
     redis.call('HINCRBY', meta, 'decision:' .. d, n)
   end
-
-  local folded = {}
   for _ = 1, tonumber(take()) do
     local r, n = take(), take()
-    if r ~= 'other' and redis.call('HEXISTS', bucket, 'reason:' .. r) == 0 then
-      if n_reasons >= max_reasons - 1 then
-        folded[r] = true
-      else
-        n_reasons = n_reasons + 1
-      end
-    end
-    local field = 'reason:' .. (folded[r] and 'other' or r)
+    local field = 'reason:' .. reason_name(bucket, r, reasons)
     redis.call('HINCRBY', bucket, field, n)
     redis.call('HINCRBY', meta, field, n)
   end
-
   local dropped = 0
   for _ = 1, tonumber(take()) do
     local sym = take()
-    local known = redis.call('HEXISTS', meta, 's:' .. sym) == 1
-    local keep = known or n_symbols < max_symbols
-    if keep and not known then
-      redis.call('HSET', meta, 's:' .. sym, 1)
-      n_symbols = n_symbols + 1
-    end
+    local keep = symbol_kept(meta, sym, symbols)
     if not keep then dropped = dropped + 1 end
     for _ = 1, tonumber(take()) do
       local d, n = take(), take()
@@ -134,15 +160,44 @@ for _ = 1, n_buckets do
     for _ = 1, tonumber(take()) do
       local r, n = take(), take()
       if keep then
-        redis.call('HINCRBY', bucket, 'symbol_reason:' .. sym .. ':' .. (folded[r] and 'other' or r), n)
+        local field = 'symbol_reason:' .. sym .. ':' .. reason_name(bucket, r, reasons)
+        redis.call('HINCRBY', bucket, field, n)
       end
     end
   end
 
-  redis.call('HSET', meta, 'reasons', n_reasons, 'symbols', n_symbols)
+  redis.call('HSET', meta, 'reasons', reasons.n, 'symbols', symbols.n)
   redis.call('HINCRBY', meta, 'v', 1)
   if dropped > 0 then redis.call('HINCRBY', meta, 'symbols_dropped', dropped) end
   redis.call('EXPIREAT', bucket, expire_at)
+  redis.call('EXPIREAT', meta, expire_at)
+end
+
+-- Daily rollups: decision and reason totals and per-symbol decision totals per UTC
+-- day, bounded like buckets (their own distinct counts in the day's meta hash).
+-- Counted here, with the XACK, so they are exact like the buckets.
+local n_days = tonumber(take())
+for _ = 1, n_days do
+  local daily, meta, expire_at = take(), take(), take()
+  local reasons, symbols = counters(meta)
+  for _ = 1, tonumber(take()) do
+    local d, n = take(), take()
+    redis.call('HINCRBY', daily, 'decision:' .. d, n)
+  end
+  for _ = 1, tonumber(take()) do
+    local r, n = take(), take()
+    redis.call('HINCRBY', daily, 'reason:' .. reason_name(daily, r, reasons), n)
+  end
+  for _ = 1, tonumber(take()) do
+    local sym = take()
+    local keep = symbol_kept(meta, sym, symbols)
+    for _ = 1, tonumber(take()) do
+      local d, n = take(), take()
+      if keep then redis.call('HINCRBY', daily, 'symbol_decision:' .. sym .. ':' .. d, n) end
+    end
+  end
+  redis.call('HSET', meta, 'reasons', reasons.n, 'symbols', symbols.n)
+  redis.call('EXPIREAT', daily, expire_at)
   redis.call('EXPIREAT', meta, expire_at)
 end
 

@@ -1,0 +1,92 @@
+"""`p35 report`: one UTC day's rollup against the same weekday a week before. Pure.
+
+The CLI reads the two `quantum:p35:daily:YYYYMMDD` hashes; `compare()` builds the
+stable JSON (docs/dashboard.md) and `render()` the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from decision_intel.classify import NO_REASON
+
+
+def parse_daily(fields: Mapping[bytes, bytes]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {"decisions": {}, "reasons": {}, "symbols": {}}
+    for raw_name, raw_value in fields.items():
+        kind, _, rest = raw_name.decode("utf-8", "replace").partition(":")
+        if kind == "decision":
+            out["decisions"][rest] = int(raw_value)
+        elif kind == "reason":
+            out["reasons"][rest] = int(raw_value)
+        elif kind == "symbol_decision":
+            symbol = rest.partition(":")[0]
+            out["symbols"][symbol] = out["symbols"].get(symbol, 0) + int(raw_value)
+    return out
+
+
+def _ranked(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda x: (-x[1], x[0]))
+
+
+def _shares(counts: Mapping[str, int], total: int) -> dict[str, float]:
+    return {k: round(v / total, 4) for k, v in counts.items()} if total else {}
+
+
+def compare(day: str, week_ago: str, now: dict[str, Any], before: dict[str, Any] | None,
+            movers: int = 5) -> dict[str, Any]:  # fmt: skip
+    total = sum(now["decisions"].values())
+    prev_total = sum(before["decisions"].values()) if before else 0
+    shares = _shares(now["decisions"], total)
+    prev_shares = _shares(before["decisions"], prev_total) if before else {}
+    decisions = {
+        d: {"count": now["decisions"].get(d, 0), "share": shares.get(d, 0.0),
+            "previous_share": prev_shares.get(d) if before else None,
+            "change_pp": round(100 * (shares.get(d, 0.0) - prev_shares.get(d, 0.0)), 2)
+            if before else None}
+        for d in sorted(set(now["decisions"]) | set(prev_shares))
+    }  # fmt: skip
+    gates = {r: n for r, n in now["reasons"].items() if r != NO_REASON}
+    gate_shares = _shares(gates, total)
+    out: dict[str, Any] = {
+        "day": day, "compared_with": week_ago if before else None, "total": total,
+        "previous_total": prev_total if before else None, "decisions": decisions,
+        "top_gates": [{"reason": r, "count": n, "share": gate_shares[r]}
+                      for r, n in _ranked(gates)[:10]],
+        "top_symbols": [{"symbol": s, "count": n} for s, n in _ranked(now["symbols"])[:10]],
+        "rose": [], "fell": [],
+    }  # fmt: skip
+    if before:
+        prev_gates = _shares({r: n for r, n in before["reasons"].items() if r != NO_REASON},
+                             prev_total)  # fmt: skip
+        change = {
+            r: round(100 * (gate_shares.get(r, 0.0) - prev_gates.get(r, 0.0)), 2)
+            for r in set(gate_shares) | set(prev_gates)
+        }
+        ranked = sorted(change.items(), key=lambda x: (-x[1], x[0]))
+        out["rose"] = [{"reason": r, "change_pp": c} for r, c in ranked if c > 0][:movers]
+        out["fell"] = [{"reason": r, "change_pp": c} for r, c in reversed(ranked) if c < 0][:movers]
+    return out
+
+
+def render(rep: dict[str, Any]) -> str:
+    day = rep["day"]
+    if not rep["total"]:
+        return f"no decisions recorded for {day} (quantum:p35:daily:{day})"
+    lines = [f"{day}: {rep['total']} decisions"]
+    if rep["compared_with"] is None:
+        lines[0] += " (no rollup for the same weekday a week before: no comparison)"
+    else:
+        lines[0] += f", against {rep['compared_with']} ({rep['previous_total']} decisions)"
+    for d, row in rep["decisions"].items():
+        change = "" if row["change_pp"] is None else f"  {row['change_pp']:+6.2f} pp"
+        lines.append(f"  {d:8} {row['count']:9}  {100 * row['share']:5.1f}%{change}")
+    lines.append("top gates:")
+    for g in rep["top_gates"]:
+        lines.append(f"  {g['count']:9}  {100 * g['share']:5.1f}%  {g['reason']}")
+    for label in ("rose", "fell"):
+        if rep[label]:
+            lines.append(f"gates that {label}:")
+            lines += [f"  {m['change_pp']:+6.2f} pp  {m['reason']}" for m in rep[label]]
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""`p35 report`: a planted day against the same weekday a week before, text and JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+pytestmark = pytest.mark.e2e
+
+DAY, WEEK_AGO = "20261119", "20261112"
+
+
+def report(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).parent / "p35")
+    return subprocess.run([exe, "report", *args], env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+def plant(r: redis.Redis, day: str, fields: dict[str, int]) -> None:
+    r.hset(f"quantum:p35:daily:{day}", mapping=fields)
+
+
+def test_week_over_week_shares_and_movers(r: redis.Redis, base_env: dict[str, str]) -> None:
+    plant(r, DAY, {"decision:EXECUTE": 100, "decision:BLOCKED": 300, "decision:SKIP": 100,
+                   "reason:none": 150, "reason:risk_paused": 250, "reason:no_position": 50,
+                   "reason:p33_permit_denied": 50,
+                   "symbol_decision:BTCUSDT:BLOCKED": 200, "symbol_decision:ETHUSDT:SKIP": 100})
+    plant(r, WEEK_AGO, {"decision:EXECUTE": 200, "decision:BLOCKED": 100, "decision:SKIP": 100,
+                        "reason:none": 250, "reason:risk_paused": 20, "reason:no_position": 50,
+                        "reason:p33_permit_denied": 80})  # fmt: skip
+    out = report(base_env, "--day", DAY, "--json")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    assert (rep["total"], rep["previous_total"], rep["compared_with"]) == (500, 400, WEEK_AGO)
+    assert rep["decisions"]["BLOCKED"] == {"count": 300, "share": 0.6, "previous_share": 0.25,
+                                           "change_pp": 35.0}  # fmt: skip
+    assert rep["decisions"]["EXECUTE"]["change_pp"] == -30.0
+    assert rep["top_gates"][0] == {"reason": "risk_paused", "count": 250, "share": 0.5}
+    assert rep["rose"] == [{"reason": "risk_paused", "change_pp": 45.0}]  # 5 % -> 50 %
+    assert rep["fell"] == [{"reason": "p33_permit_denied", "change_pp": -10.0},
+                           {"reason": "no_position", "change_pp": -2.5}]  # fmt: skip
+    assert all(g["reason"] != "none" for g in rep["top_gates"] + rep["rose"] + rep["fell"])
+    assert rep["top_symbols"][0] == {"symbol": "BTCUSDT", "count": 200}
+    text = report(base_env, "--day", DAY).stdout
+    assert f"{DAY}: 500 decisions, against {WEEK_AGO} (400 decisions)" in text
+    assert "+45.00 pp  risk_paused" in text and "BLOCKED        300   60.0%  +35.00 pp" in text
+
+
+def test_no_comparison_and_no_data_are_said_plainly(
+    r: redis.Redis, base_env: dict[str, str]
+) -> None:
+    plant(r, DAY, {"decision:EXECUTE": 3, "reason:none": 3})
+    rep = json.loads(report(base_env, "--day", DAY, "--json").stdout)
+    assert rep["compared_with"] is None and rep["rose"] == [] and rep["fell"] == []
+    assert "no comparison" in report(base_env, "--day", DAY).stdout
+    assert "no decisions recorded for 20261118" in report(base_env, "--day", "20261118").stdout
+    bad = report(base_env, "--day", "2026-11-18")
+    assert bad.returncode == 64 and "YYYYMMDD" in bad.stderr
