@@ -39,6 +39,15 @@ echo
 echo "== p35 status"
 P35_REDIS_URL="$url" "$P35" status
 echo
+echo "== p35 dash a   (why are we not trading, last 5 minutes)"
+P35_REDIS_URL="$url" "$P35" dash a
+echo
+echo "== p35 dash b BTCUSDT ETHUSDT --window 1h"
+P35_REDIS_URL="$url" "$P35" dash b BTCUSDT ETHUSDT --window 1h
+echo
+echo "== p35 alerts -n 5"
+P35_REDIS_URL="$url" "$P35" alerts -n 5
+echo
 echo "== redis-cli -p $port HGETALL quantum:p35:decision:counts:5m"
 redis-cli -p "$port" HGETALL quantum:p35:decision:counts:5m | paste - -
 echo "== redis-cli -p $port ZREVRANGE quantum:p35:reason:top:1h 0 4 WITHSCORES"
