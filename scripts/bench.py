@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from demo_traffic import STREAM, backlog, entry  # noqa: E402
+from demo_traffic import STREAM, entry, write_backlog  # noqa: E402
 
 from decision_intel import keys  # noqa: E402
 from decision_intel.classify import classify  # noqa: E402
@@ -83,14 +83,7 @@ def redis_server() -> Iterator[str]:
 
 def load(url: str, n: int, seed: int, stream: str = STREAM) -> None:
     r = redis.Redis.from_url(url)
-    sec, usec = r.time()
-    end_ms = sec * 1000 + usec // 1000 - 1
-    pipe = r.pipeline(transaction=False)
-    for entry_id, fields in backlog(random.Random(seed), n, end_ms, 60):
-        pipe.xadd(stream, fields, id=entry_id)
-        if len(pipe) >= 5000:
-            pipe.execute()
-    pipe.execute()
+    write_backlog(r, random.Random(seed), n, 60, stream)
     r.close()
 
 

@@ -121,6 +121,18 @@ def backlog(
         yield f"{ms}-{seq}", entry(rng)
 
 
+def write_backlog(r: redis.Redis, rng: random.Random, n: int, minutes: int, stream: str) -> None:
+    """XADD n backlog entries ending now (server time), in pipelines of 5000."""
+    sec, usec = r.time()
+    end_ms = sec * 1000 + usec // 1000 - 1
+    pipe = r.pipeline(transaction=False)
+    for entry_id, fields in backlog(rng, n, end_ms, minutes):
+        pipe.xadd(stream, fields, id=entry_id)
+        if len(pipe) >= 5000:
+            pipe.execute()
+    pipe.execute()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--url", default="redis://127.0.0.1:6379/0")
@@ -134,14 +146,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     r = redis.Redis.from_url(args.url)
     if args.backlog:
-        sec, usec = r.time()
-        end_ms = sec * 1000 + usec // 1000 - 1
-        pipe = r.pipeline(transaction=False)
-        for entry_id, fields in backlog(rng, args.backlog, end_ms, args.minutes):
-            pipe.xadd(args.stream, fields, id=entry_id)
-            if len(pipe) >= 5000:
-                pipe.execute()
-        pipe.execute()
+        write_backlog(r, rng, args.backlog, args.minutes, args.stream)
     if args.rate and args.seconds:
         t0 = time.monotonic()
         sent = 0

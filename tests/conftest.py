@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,12 +117,3 @@ def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
     yield started
     for d in started:
         d.kill()
-
-
-def p35_executable() -> str:
-    exe = Path(sys.executable).parent / "p35"
-    if not exe.exists():
-        pytest.fail(
-            "the p35 console script is not installed in this environment (pip install -e .)"
-        )
-    return str(exe)

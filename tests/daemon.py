@@ -12,10 +12,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 STREAM = "quantum:stream:apply.result"
 GROUP = "p35_decision_intel"
+
+
+def p35_executable() -> str:
+    exe = Path(sys.executable).parent / "p35"
+    if not exe.exists():
+        pytest.fail(
+            "the p35 console script is not installed in this environment (pip install -e .)"
+        )
+    return str(exe)
+
+
+def run_p35(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """One `p35 ...` CLI command (not the daemon), its output captured as text."""
+    return subprocess.run(
+        [p35_executable(), *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 class Daemon:
@@ -27,10 +44,9 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
-        exe = str(Path(sys.executable).parent / "p35")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [exe, "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [p35_executable(), "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
         return self

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from decision_intel.settings import Settings
 from decision_intel.store import connect
 from decision_intel.windows import Counts
 from tests.conftest import RedisServer
-from tests.daemon import Daemon, wait_for
+from tests.daemon import Daemon, run_p35, wait_for
 from tests.traffic import STREAM
 
 
@@ -142,11 +140,6 @@ def run_apply(server: RedisServer, steps: list[tuple[Counts, int]], **overrides:
 T0 = 1_795_000_000_000
 
 
-def p35_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    exe = str(Path(sys.executable).parent / "p35")
-    return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=60)
-
-
 def test_dedup_escalation_repeat_and_resolution(r: redis.Redis, redis_server: RedisServer) -> None:
     key = "gate_explosion|5m|risk_paused"
     steps = [
@@ -210,10 +203,10 @@ def test_alerts_are_sent_once_across_a_restart_and_two_daemons(
     warnings = [e for e in first.events() if e["event"] == "alert"]
     assert len(warnings) == 4 and all(e["level"] == "warning" for e in warnings)
     assert first.terminate_and_wait()[0] == 0
-    listed = p35_cli(base_env, "alerts", "--json")
+    listed = run_p35(base_env, "alerts", "--json")
     assert [(e["type"], e["subject"]) for e in json.loads(listed.stdout)] == [
         (e["type"], e["subject"]) for e in reversed(events)]  # newest first
-    text = p35_cli(base_env, "alerts").stdout
+    text = run_p35(base_env, "alerts").stdout
     assert "CRITICAL" in text and "risk_paused" in text and "100% of 300" in text
 
     def snapshot_ts() -> float:

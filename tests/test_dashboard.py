@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from decision_intel.settings import Settings
 from decision_intel.snapshots import Snapshotter
 from decision_intel.store import connect
 from tests.conftest import RedisServer, free_port
+from tests.daemon import p35_executable, run_p35
 
 pytestmark = pytest.mark.e2e
 
@@ -24,12 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def dash(env: dict[str, str], *args: str, script: bool = False) -> subprocess.CompletedProcess[str]:
-    if script:
-        cmd = [str(ROOT / "scripts/p35_dashboard_queries.sh"), *args]
-        env = {**env, "P35": str(Path(sys.executable).parent / "p35"), "P35_ENV_FILE": "/none"}
-    else:
-        cmd = [str(Path(sys.executable).parent / "p35"), "dash", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    if not script:
+        return run_p35(env, "dash", *args)
+    env = {**env, "P35": p35_executable(), "P35_ENV_FILE": "/none"}
+    return subprocess.run([str(ROOT / "scripts/p35_dashboard_queries.sh"), *args], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
 def plant_minute(r: redis.Redis, minute: int) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import redis
+
+from tests.daemon import run_p35
 
 pytestmark = pytest.mark.e2e
 
@@ -16,9 +16,7 @@ DAY, WEEK_AGO = "20261119", "20261112"
 
 
 def report(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    exe = str(Path(sys.executable).parent / "p35")
-    return subprocess.run([exe, "report", *args], env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    return run_p35(env, "report", *args)
 
 
 def plant(r: redis.Redis, day: str, fields: dict[str, int]) -> None:

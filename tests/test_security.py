@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 import redis
 
 from tests.conftest import RedisServer, free_port
-from tests.daemon import Daemon, drained, wait_for
+from tests.daemon import Daemon, drained, run_p35, wait_for
 from tests.traffic import STREAM, assert_exact, load
 
 pytestmark = pytest.mark.e2e
@@ -39,11 +38,6 @@ def secure_server(tmp: Path, rules: str) -> RedisServer:
     server = RedisServer(tmp, "--user", "p35", *rules.split(), "--appendonly", "yes")
     server.start()
     return server
-
-
-def p35_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    exe = str(Path(sys.executable).parent / "p35")
-    return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -92,8 +86,8 @@ def test_the_documented_acl_runs_the_whole_daemon_and_cli_and_no_secret_leaks(
         30, "the departed consumer removed",
     )  # fmt: skip
     wait_for(lambda: bool(admin.exists("quantum:p35:decision:counts:1h")), 30, "a snapshot")
-    status = p35_cli(env, "status")
-    check = p35_cli(env, "check", "--max-age", "30")
+    status = run_p35(env, "status")
+    check = run_p35(env, "check", "--max-age", "30")
     assert status.returncode == 0, status.stderr
     assert check.returncode == 0, check.stdout + check.stderr
     acl_server.restart()  # an outage; the user lives on the command line, data in the AOF

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import signal
 import time
 from pathlib import Path
@@ -18,14 +16,6 @@ from tests.traffic import assert_exact, load
 pytestmark = pytest.mark.e2e
 
 
-def events(d: Daemon) -> list[dict[str, object]]:
-    out = []
-    for line in d.output().splitlines():
-        with contextlib.suppress(ValueError):
-            out.append(json.loads(line))
-    return out
-
-
 def test_waits_for_redis_at_start_then_proceeds(
     base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
@@ -35,14 +25,14 @@ def test_waits_for_redis_at_start_then_proceeds(
     env = {**base_env, "P35_REDIS_URL": server.url}
     d = Daemon(env, tmp_path / "d.log").start()
     daemons.append(d)
-    wait_for(lambda: any(e["event"] == "redis.unavailable" for e in events(d)), 20, "warning")
+    wait_for(lambda: any(e["event"] == "redis.unavailable" for e in d.events()), 20, "warning")
     time.sleep(2)  # let it retry several times while Redis is still absent
     assert d.proc is not None and d.proc.poll() is None, "it exited instead of waiting"
     server.start()
     try:
         r = redis.Redis(port=server.port)
         wait_for(lambda: bool(r.exists("quantum:p35:status")), 30, "first status")
-        names = [e["event"] for e in events(d)]
+        names = [e["event"] for e in d.events()]
         assert names.count("redis.unavailable") == 1, names
         assert "redis.available" in names and "service.ready" in names
         assert d.terminate_and_wait()[0] == 0
@@ -88,7 +78,7 @@ def test_drain_logs_progress_and_no_line_per_message(
     wait_for(lambda: drained(r, n), 120, "drain")
     assert d.terminate_and_wait()[0] == 0
     assert_exact(r, expected)
-    evs = events(d)
+    evs = d.events()
     progress = [e for e in evs if e["event"] == "progress"]
     assert progress, "no progress line while draining"
     assert {"rate", "lag", "eta_s"} <= set(progress[0])
@@ -107,7 +97,7 @@ def test_a_second_process_with_a_name_in_use_is_refused(
     second = Daemon(base_env, tmp_path / "b.log", name="shared").start()
     daemons.append(second)
     assert second.wait(30) == 75
-    assert any(e["event"] == "consumer.name_in_use" for e in events(second))
+    assert any(e["event"] == "consumer.name_in_use" for e in second.events())
     assert first.proc is not None and first.proc.poll() is None
     assert first.terminate_and_wait()[0] == 0
 

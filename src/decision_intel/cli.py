@@ -8,10 +8,14 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from decision_intel import __version__, keys, logs
 from decision_intel.notify import Notifier
 from decision_intel.settings import EX_CONFIG, ConfigError, Settings, load, unknown_variables
+
+T = TypeVar("T")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -35,22 +39,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(service.serve())
 
 
-async def _status(settings: Settings) -> dict[str, object]:
+def _query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
+    """Run one read against Redis with a client of its own, closed afterwards."""
     from decision_intel.store import connect
 
-    client = connect(settings)
-    try:
-        raw = await client.hgetall(keys.STATUS)
-        windows = {}
-        for window in keys.WINDOWS:
-            counts = await client.hgetall(keys.decision_counts(window))
-            top = await client.zrevrange(keys.reason_top(window), 0, 9, withscores=True)
-            windows[window] = {
-                "decisions": {k.decode(): int(v) for k, v in counts.items()},
-                "top_reasons": [[r.decode(), int(n)] for r, n in top],
-            }
-    finally:
-        await client.aclose()
+    async def go() -> T:
+        client = connect(settings)
+        try:
+            return await read(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+async def _status(client: Any) -> dict[str, object]:
+    raw = await client.hgetall(keys.STATUS)
+    windows = {}
+    for window in keys.WINDOWS:
+        counts = await client.hgetall(keys.decision_counts(window))
+        top = await client.zrevrange(keys.reason_top(window), 0, 9, withscores=True)
+        windows[window] = {
+            "decisions": {k.decode(): int(v) for k, v in counts.items()},
+            "top_reasons": [[r.decode(), int(n)] for r, n in top],
+        }
     status = {k.decode(): v.decode() for k, v in raw.items()}
     return {"status": status, "windows": windows}
 
@@ -58,7 +70,7 @@ async def _status(settings: Settings) -> dict[str, object]:
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the status heartbeat and the window snapshots; exit 1 when there is no status."""
     settings = _settings()
-    data = asyncio.run(_status(settings))
+    data = _query(settings, _status)
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0 if data["status"] else 1
@@ -83,26 +95,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _check(settings: Settings, max_age_s: float, max_pending: int) -> list[object]:
-    from decision_intel.check import run_checks
-    from decision_intel.store import connect
-
-    client = connect(settings)
-    try:
-        return list(
-            await run_checks(settings, client, max_age_s=max_age_s, max_pending=max_pending)
-        )
-    finally:
-        await client.aclose()
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     """Health as seen from Redis; exit 1 listing each failed check, 2 when Redis is unreachable."""
     from redis.exceptions import RedisError
 
+    from decision_intel.check import run_checks
+
     settings = _settings()
+
+    async def read(client: Any) -> list[Any]:
+        return list(await run_checks(
+            settings, client, max_age_s=args.max_age, max_pending=args.max_pending
+        ))  # fmt: skip
+
     try:
-        checks = asyncio.run(_check(settings, args.max_age, args.max_pending))
+        checks = _query(settings, read)
     except (RedisError, OSError) as exc:
         print(f"FAIL redis: cannot reach {settings.redacted_url}: {type(exc).__name__}")
         return 2
@@ -113,20 +120,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-async def _alerts(settings: Settings, count: int) -> list[dict[str, str]]:
-    from decision_intel.alert_store import recent
-    from decision_intel.store import connect
-
-    client = connect(settings)
-    try:
-        return await recent(client, count)
-    finally:
-        await client.aclose()
-
-
 def cmd_alerts(args: argparse.Namespace) -> int:
     """List recent alert events, newest first."""
-    events = asyncio.run(_alerts(_settings(), args.count))
+    from decision_intel.alert_store import recent
+
+    events = _query(_settings(), lambda client: recent(client, args.count))
     if args.json:
         print(json.dumps(events, indent=2, sort_keys=True))
         return 0
@@ -139,17 +137,6 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         print(f"{when}Z  {e.get('state', ''):8} {e.get('severity', ''):8} "
               f"{e.get('type', ''):14} {e.get('window', ''):3}  {e.get('subject', '')}  {share}")
     return 0
-
-
-async def _dash_data(settings: Settings, window: str, symbols: list[str]) -> dict[str, object]:
-    from decision_intel import dashboard
-    from decision_intel.store import connect
-
-    client = connect(settings)
-    try:
-        return await dashboard.collect(client, settings, window, symbols, dashboard.now())
-    finally:
-        await client.aclose()
 
 
 def cmd_dash(args: argparse.Namespace) -> int:
@@ -172,7 +159,10 @@ def cmd_dash(args: argparse.Namespace) -> int:
             return 64
         threshold = threshold / 100 if threshold > 1 else threshold
     try:
-        data = asyncio.run(_dash_data(settings, args.window, symbols))
+        data = _query(
+            settings,
+            lambda client: dashboard.collect(client, settings, args.window, symbols, time.time()),
+        )
     except (RedisError, OSError) as exc:
         print(f"p35 dash: cannot reach {settings.redacted_url}: {type(exc).__name__}",
               file=sys.stderr)  # fmt: skip
@@ -192,16 +182,6 @@ def _day_number(text: str) -> int:
     return int(datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC).timestamp()) // 86_400
 
 
-async def _daily(settings: Settings, day: int) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
-    from decision_intel.store import connect
-
-    client = connect(settings)
-    try:
-        return (await client.hgetall(keys.daily(day)), await client.hgetall(keys.daily(day - 7)))
-    finally:
-        await client.aclose()
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     """One UTC day's totals against the same weekday a week before."""
     from decision_intel import report
@@ -212,7 +192,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"p35 report: --day must be YYYYMMDD, got {args.day!r}", file=sys.stderr)
         return 64
-    now_fields, before_fields = asyncio.run(_daily(settings, day))
+    async def read(client: Any) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+        return await client.hgetall(keys.daily(day)), await client.hgetall(keys.daily(day - 7))
+
+    now_fields, before_fields = _query(settings, read)
     before = report.parse_daily(before_fields) if before_fields else None
     rep = report.compare(keys.day_label(day), keys.day_label(day - 7),
                          report.parse_daily(now_fields), before)  # fmt: skip

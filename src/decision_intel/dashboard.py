@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -270,7 +269,3 @@ def _render_e(e: dict[str, Any], st: Style) -> str:
     if e["systemd"] is not None:
         lines.append(f"  systemd: {UNIT} is {e['systemd']}")
     return "\n".join(lines)
-
-
-def now() -> float:
-    return time.time()

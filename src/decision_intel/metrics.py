@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from decision_intel import __version__
+from decision_intel.classify import DECISIONS
 from decision_intel.settings import Settings
 from decision_intel.store import FlushResult
 
@@ -106,7 +107,7 @@ class PrometheusMetrics(Metrics):
             registry=r,
         )  # fmt: skip
         Info("p35_build", "Version of the daemon.", registry=r).info({"version": __version__})
-        for decision in ("EXECUTE", "SKIP", "BLOCKED", "ERROR", "UNKNOWN"):
+        for decision in DECISIONS:
             self.entries.labels(decision)  # every decision shows, 0 until seen
 
     def flushed(self, result: FlushResult, *, size: int, seconds: float) -> None:

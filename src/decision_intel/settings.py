@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from decision_intel.keys import WINDOWS
+
 EX_CONFIG = 78
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -98,7 +100,7 @@ class Settings(BaseSettings):
     @classmethod
     def _known_windows(cls, value: str) -> str:
         names = [w.strip() for w in value.split(",") if w.strip()]
-        unknown = [w for w in names if w not in ("1m", "5m", "15m", "1h")]
+        unknown = [w for w in names if w not in WINDOWS]
         if unknown or not names:
             raise ValueError(f"must be a comma-separated list of 1m, 5m, 15m, 1h (got {value!r})")
         return ",".join(names)

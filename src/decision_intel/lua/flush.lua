@@ -91,8 +91,8 @@ end
 -- Buckets. Reasons beyond max_reasons distinct ones fold into `other`; symbols
 -- beyond max_symbols distinct ones get no symbol fields. The private meta hash
 -- holds the distinct counts, the symbols seen, a change counter, and a copy of the
--- bucket's decision and reason fields: snapshots read that small copy instead of a
--- bucket that may hold thousands of symbol fields.
+-- bucket's decision and reason fields (what snapshots read with the symbol
+-- breakdown off).
 -- A reason new to `hash` is admitted while fewer than max_reasons distinct ones are
 -- there (`other` included); past that it is counted as `other`. `seen` carries the
 -- distinct count (`n`) and this flush's verdicts (`map`), so each is judged once.
@@ -132,21 +132,22 @@ local function counters(meta)
   return {n = tonumber(m[1]) or 0, map = {}}, {n = tonumber(m[2]) or 0, map = {}}
 end
 
-local n_buckets = tonumber(take())
-for _ = 1, n_buckets do
-  local bucket, meta, expire_at = take(), take(), take()
+-- Adds the next group of increments (decisions, reasons, symbols; see ARGV) to
+-- `hash`, bounded by the distinct counts kept in `meta`. `copy`, when given, also
+-- gets the decision and reason fields. Returns how many symbols the bound left out.
+local function add_counts(hash, meta, copy, with_symbol_reasons)
   local reasons, symbols = counters(meta)
-
+  local function incr(field, n)
+    redis.call('HINCRBY', hash, field, n)
+    if copy then redis.call('HINCRBY', copy, field, n) end
+  end
   for _ = 1, tonumber(take()) do
     local d, n = take(), take()
-    redis.call('HINCRBY', bucket, 'decision:' .. d, n)
-    redis.call('HINCRBY', meta, 'decision:' .. d, n)
+    incr('decision:' .. d, n)
   end
   for _ = 1, tonumber(take()) do
     local r, n = take(), take()
-    local field = 'reason:' .. reason_name(bucket, r, reasons)
-    redis.call('HINCRBY', bucket, field, n)
-    redis.call('HINCRBY', meta, field, n)
+    incr('reason:' .. reason_name(hash, r, reasons), n)
   end
   local dropped = 0
   for _ = 1, tonumber(take()) do
@@ -155,18 +156,26 @@ for _ = 1, n_buckets do
     if not keep then dropped = dropped + 1 end
     for _ = 1, tonumber(take()) do
       local d, n = take(), take()
-      if keep then redis.call('HINCRBY', bucket, 'symbol_decision:' .. sym .. ':' .. d, n) end
+      if keep then redis.call('HINCRBY', hash, 'symbol_decision:' .. sym .. ':' .. d, n) end
     end
-    for _ = 1, tonumber(take()) do
-      local r, n = take(), take()
-      if keep then
-        local field = 'symbol_reason:' .. sym .. ':' .. reason_name(bucket, r, reasons)
-        redis.call('HINCRBY', bucket, field, n)
+    if with_symbol_reasons then
+      for _ = 1, tonumber(take()) do
+        local r, n = take(), take()
+        if keep then
+          local field = 'symbol_reason:' .. sym .. ':' .. reason_name(hash, r, reasons)
+          redis.call('HINCRBY', hash, field, n)
+        end
       end
     end
   end
-
   redis.call('HSET', meta, 'reasons', reasons.n, 'symbols', symbols.n)
+  return dropped
+end
+
+-- Minute buckets; the meta hash also keeps the decision/reason copy and a change counter.
+for _ = 1, tonumber(take()) do
+  local bucket, meta, expire_at = take(), take(), take()
+  local dropped = add_counts(bucket, meta, meta, true)
   redis.call('HINCRBY', meta, 'v', 1)
   if dropped > 0 then redis.call('HINCRBY', meta, 'symbols_dropped', dropped) end
   redis.call('EXPIREAT', bucket, expire_at)
@@ -176,27 +185,9 @@ end
 -- Daily rollups: decision and reason totals and per-symbol decision totals per UTC
 -- day, bounded like buckets (their own distinct counts in the day's meta hash).
 -- Counted here, with the XACK, so they are exact like the buckets.
-local n_days = tonumber(take())
-for _ = 1, n_days do
+for _ = 1, tonumber(take()) do
   local daily, meta, expire_at = take(), take(), take()
-  local reasons, symbols = counters(meta)
-  for _ = 1, tonumber(take()) do
-    local d, n = take(), take()
-    redis.call('HINCRBY', daily, 'decision:' .. d, n)
-  end
-  for _ = 1, tonumber(take()) do
-    local r, n = take(), take()
-    redis.call('HINCRBY', daily, 'reason:' .. reason_name(daily, r, reasons), n)
-  end
-  for _ = 1, tonumber(take()) do
-    local sym = take()
-    local keep = symbol_kept(meta, sym, symbols)
-    for _ = 1, tonumber(take()) do
-      local d, n = take(), take()
-      if keep then redis.call('HINCRBY', daily, 'symbol_decision:' .. sym .. ':' .. d, n) end
-    end
-  end
-  redis.call('HSET', meta, 'reasons', reasons.n, 'symbols', symbols.n)
+  add_counts(daily, meta, nil, false)
   redis.call('EXPIREAT', daily, expire_at)
   redis.call('EXPIREAT', meta, expire_at)
 end
