@@ -15,9 +15,9 @@ SYSTEMCTL=${SYSTEMCTL:-systemctl}
 P35_UNIT=${P35_UNIT:-quantum-p35-decision-intelligence}
 failed=()
 
-if [ -r "$P35_ENV_FILE" ]; then
-  set -a; . "$P35_ENV_FILE"; set +a
-fi
+# The env file is read by p35 itself, as systemd reads it (a shell would expand `$`).
+env_args=()
+[ -r "$P35_ENV_FILE" ] && env_args=(--env-file "$P35_ENV_FILE")
 
 if command -v "${SYSTEMCTL%% *}" >/dev/null 2>&1 && [ -d /run/systemd/system -o "$SYSTEMCTL" != systemctl ]; then
   if state=$($SYSTEMCTL is-active "$P35_UNIT" 2>/dev/null) && [ "$state" = active ]; then
@@ -34,7 +34,7 @@ if [ -z "$P35_BIN" ]; then
   echo "FAIL p35: no p35 executable (set P35_BIN)"
   failed+=(p35)
 else
-  out=$("$P35_BIN" check "$@")
+  out=$("$P35_BIN" "${env_args[@]}" check "$@")
   rc=$?
   printf '%s\n' "$out"
   [ $rc -eq 0 ] || failed+=($(printf '%s\n' "$out" | awk '$1=="FAIL"{sub(":","",$2); print $2}'))

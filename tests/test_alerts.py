@@ -20,8 +20,8 @@ from decision_intel.alerts import (
     gate_explosion,
     stuck_symbols,
 )
+from decision_intel.client import connect
 from decision_intel.settings import Settings
-from decision_intel.store import connect
 from decision_intel.windows import Counts
 from tests.conftest import RedisServer
 from tests.daemon import Daemon, run_p35, wait_for

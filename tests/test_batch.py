@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from decision_intel.batch import Batch, raw_copy
 from decision_intel.classify import Classification
 
@@ -58,9 +60,23 @@ def test_invalid_records_are_bounded_copies() -> None:
     b.add(eid(MIN, 1), fields, cls("UNKNOWN", "none"))
     [(entry_id, cause, raw)] = b.invalid_records()
     assert (entry_id, cause) == (eid(MIN, 1), "why")
-    assert len(raw) < 80_000
-    assert '"...": "36 more fields"' in raw
+    assert len(raw) <= 2048
+    copy = json.loads(raw)
+    assert copy["f0"].endswith("...[5000 chars]")
+    assert copy["..."] == f"{100 - (len(copy) - 1)} more fields"
 
 
 def test_raw_copy_survives_non_utf8() -> None:
-    assert raw_copy({b"\xff": b"\xfe"}) == '{"\ufffd": "\ufffd"}'
+    assert json.loads(raw_copy({b"\xff": b"\xfe"})) == {"\ufffd": "\ufffd"}
+
+
+def test_raw_copy_is_ascii_within_2_kib_whatever_the_entry_holds() -> None:
+    """Control, C1 and bidi characters are escaped, so no terminal ever sees them raw, and
+    escaping (up to 6 bytes a character) never takes a copy past 2 KiB."""
+    hostile = {b"k": ("\x1b]52;c;AAAA\x07\x9b2J\u202e" * 5000).encode()}
+    for entry in (hostile, {f"\x1b{i}".encode(): b"\x01" * 300 for i in range(500)}):
+        raw = raw_copy(entry)
+        assert raw.isascii() and len(raw) <= 2048
+        assert all(c >= " " for c in raw)
+        json.loads(raw)
+    assert "\\u202e" in raw_copy(hostile)

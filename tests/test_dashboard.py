@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from decision_intel import keys
+from decision_intel.client import connect
 from decision_intel.settings import Settings
 from decision_intel.snapshots import Snapshotter
-from decision_intel.store import connect
 from tests.conftest import RedisServer, free_port
 from tests.daemon import p35_executable, run_p35
 

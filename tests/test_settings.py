@@ -91,6 +91,38 @@ def test_a_bad_url_never_echoes_its_password(monkeypatch: pytest.MonkeyPatch) ->
 def test_redact_url() -> None:
     assert redact_url("rediss://app:s3cr3t@h:6380/1") == "rediss://app:***@h:6380/1"
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+    assert redact_url("redis://h:6379/0?password=s3cr3t&db=1") == (
+        "redis://h:6379/0?password=***&db=1"
+    )
+    assert redact_url("unix://:s3cr3t@/run/redis.sock?db=0") == "unix://:***@/run/redis.sock?db=0"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:Zq9$secret#x@h:6379/0",  # '#' starts a fragment: host and port lost
+        "redis://:pa?ss-secret@h:6379/0",  # '?' starts the query
+        "redis://u:p@ss-secret@h:6379/0",  # a second '@'
+        "redis://:secret-only@h:notaport/0",
+    ],
+)
+def test_a_url_that_would_be_misread_stops_the_start_naming_the_fix(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unencoded '#', '?' or '@' in the password: a ConfigError (exit 78) that says to
+    percent-encode, and neither the error nor the redacted form shows any of the secret."""
+    monkeypatch.setenv("P35_REDIS_URL", url)
+    with pytest.raises(ConfigError) as err:
+        load()
+    message = str(err.value)
+    assert message.startswith("invalid setting P35_REDIS_URL:")
+    assert "percent-encode" in message and "%23" in message
+    assert "secret" not in message and "secret" not in redact_url(url)
+
+
+def test_every_password_form_is_a_secret_to_scrub() -> None:
+    s = load(redis_url="redis://u:p%40ss-word@h:6379/0?password=q-word")
+    assert {"p%40ss-word", "p@ss-word", "q-word"} <= set(s.secrets)
 
 
 def test_unknown_p35_variables_are_reported() -> None:
@@ -111,3 +143,42 @@ def test_p35_run_with_a_bad_setting_exits_78_with_one_line() -> None:
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1, lines
     assert "P35_BATCH_SIZE" in lines[0]
+
+
+def test_env_file_is_read_as_systemd_reads_it_without_shell_expansion() -> None:
+    """The proof and the CLI read the service's env file as systemd does: `$`, `#` and
+    quotes in a password are kept as written (a shell would expand or cut them)."""
+    from decision_intel.settings import read_env_file
+
+    text = (
+        "# comment\n"
+        "; also a comment\n"
+        "\n"
+        "P35_REDIS_URL=redis://:Zq9$secret%23x@h:6379/0\n"
+        "A = 'single $HOME \\n kept'  \n"
+        'B="double \\" \\\\ \\$HOME"\n'
+        "C=un\\quoted  with  spaces   \n"
+        "D=cont\\\ninued\n"
+        "no equals sign here\n"
+        "E=\n"
+    )
+    assert read_env_file(text) == {
+        "P35_REDIS_URL": "redis://:Zq9$secret%23x@h:6379/0",
+        "A": "single $HOME \\n kept",
+        "B": 'double " \\ $HOME',
+        "C": "unquoted  with  spaces",
+        "D": "continued",
+        "E": "",
+    }
+
+
+def test_p35_run_with_an_unencoded_hash_in_the_password_exits_78_not_1() -> None:
+    """It used to die in redis-py with a traceback (exit 1), printing part of the secret."""
+    proc = subprocess.run(
+        [p35_executable(), "run"],
+        env={"PATH": "/usr/bin:/bin", "P35_REDIS_URL": "redis://:Zq9$secret#x@127.0.0.1:1/0"},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 78, proc.stderr
+    [line] = (proc.stdout + proc.stderr).strip().splitlines()
+    assert "P35_REDIS_URL" in line and "percent-encode" in line and "secret" not in line

@@ -11,9 +11,9 @@ import pytest
 import redis
 
 from decision_intel import keys
+from decision_intel.client import connect
 from decision_intel.settings import Settings
 from decision_intel.snapshots import Snapshotter
-from decision_intel.store import connect
 from tests.conftest import RedisServer
 from tests.daemon import Daemon, drained, wait_for
 from tests.traffic import load

@@ -11,9 +11,10 @@ import pytest
 import redis
 
 from decision_intel import keys
+from decision_intel.client import connect
 from decision_intel.consumer import Consumer, LeaseLost
 from decision_intel.settings import Settings
-from decision_intel.store import Store, connect
+from decision_intel.store import Store
 from tests.conftest import RedisServer
 from tests.traffic import STREAM
 
@@ -210,7 +211,7 @@ def test_entries_trimmed_while_pending_are_acked_and_reported(
 def test_unknown_entries_are_counted_and_copied_to_the_invalid_stream(
     r: redis.Redis, redis_server: RedisServer
 ) -> None:
-    big = "x" * 1_000_000
+    big = "x" * 50_000  # large, but under P35_MAX_ENTRY_BYTES
     add(r, 1, plan_id="no-decision", blob=big)
     add(r, 1, decision="PERHAPS", symbol="ETHUSDT")
 

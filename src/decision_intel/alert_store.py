@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 
 from decision_intel import keys
 from decision_intel.alerts import SEVERITY_RANK, Evaluation
+from decision_intel.client import lua_source
 from decision_intel.settings import Settings
-from decision_intel.store import lua_source
 
 Emitted = tuple[str, str, str]
 """(alert key `type|window|subject`, severity, `firing` or `resolved`)."""

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from decision_intel.classify import Classification
 
-RAW_VALUE_MAX = 1024
-RAW_FIELDS_MAX = 64
+RAW_MAX = 2048
+"""Bytes of one raw copy in quantum:p35:invalid (ASCII JSON, truncation marked)."""
+RAW_VALUE_MAX = 256
 
 AggKey = tuple[int, str, str, str | None]
 """(minute, decision, reason, symbol): what one entry adds 1 to."""
@@ -31,18 +32,25 @@ class BucketDelta:
 
 
 def raw_copy(entry: Mapping[bytes, bytes]) -> str:
-    """A bounded JSON copy of an entry for the invalid stream (values and field count capped)."""
-    out: dict[str, str] = {}
+    """A bounded copy of an entry for the invalid stream: a JSON object in ASCII (control,
+    non-ASCII and bidi characters escaped), at most RAW_MAX bytes; what is left out is
+    counted under the key "...". Values are cut to RAW_VALUE_MAX characters first."""
+    parts: list[str] = []
+    size = 2
     for i, (k, v) in enumerate(entry.items()):
-        if i >= RAW_FIELDS_MAX:
-            out["..."] = f"{len(entry) - RAW_FIELDS_MAX} more fields"
-            break
-        key = k.decode("utf-8", "replace")[:RAW_VALUE_MAX]
+        key = _cut(k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k))
         text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-        if len(text) > RAW_VALUE_MAX:
-            text = f"{text[:RAW_VALUE_MAX]}...[{len(text)} chars]"
-        out[key] = text
-    return json.dumps(out, ensure_ascii=False)
+        part = f"{json.dumps(key)}: {json.dumps(_cut(text))}"
+        if size + len(part) + 2 > RAW_MAX - 48:
+            parts.append(f'"...": "{len(entry) - i} more fields"')
+            break
+        parts.append(part)
+        size += len(part) + 2
+    return "{" + ", ".join(parts) + "}"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= RAW_VALUE_MAX else f"{text[:RAW_VALUE_MAX]}...[{len(text)} chars]"
 
 
 def parse_id(entry_id: bytes) -> tuple[int, int]:
@@ -67,6 +75,11 @@ class Batch:
         self.reclaimed: set[bytes] = set()
         self.trimmed: list[bytes] = []
         """IDs delivered to us whose content is gone from the stream (trimmed while pending)."""
+        self.future: set[bytes] = set()
+        """Entries whose ID lay more than the skew ahead of Redis's clock (bucketed at the
+        minute they were read)."""
+        self.latest_ms: int | None = None
+        self.read_ms = 0
         self.newest: bytes | None = None
         """The last new (not reclaimed) entry added: reads of new entries come in ID order."""
         self._oldest_new: bytes | None = None
@@ -75,6 +88,13 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.items) + len(self.trimmed)
+
+    def clock(self, now_ms: int, skew_ms: int) -> None:
+        """Redis's time of the read the next entries come from, and how far ahead of it an
+        entry ID may lie. Past that, an ID's time is not believed: every later `*` ID
+        inherits it, so those entries are counted at the minute they were read."""
+        self.read_ms = now_ms
+        self.latest_ms = now_ms + skew_ms
 
     def add(
         self,
@@ -86,8 +106,12 @@ class Batch:
     ) -> None:
         if entry_id in self.items:
             self._forget(entry_id)
+        ms = int(entry_id.partition(b"-")[0])
+        if self.latest_ms is not None and ms > self.latest_ms:
+            ms = self.read_ms
+            self.future.add(entry_id)
         key = (
-            int(entry_id.partition(b"-")[0]) // 60_000,
+            ms // 60_000,
             result.decision,
             result.reason,
             result.symbol if self.symbol_breakdown else None,
@@ -95,7 +119,8 @@ class Batch:
         self.items[entry_id] = key
         self.counts[key] = self.counts.get(key, 0) + 1
         if result.cause is not None:
-            self.invalid[entry_id] = (result.cause, raw_copy(entry))
+            cause = result.cause[:RAW_VALUE_MAX].encode("ascii", "backslashreplace").decode()
+            self.invalid[entry_id] = (cause, raw_copy(entry))
         if reclaimed:
             self.reclaimed.add(entry_id)
             self._widen(entry_id)
@@ -137,6 +162,7 @@ class Batch:
             del self.counts[key]
         self.invalid.pop(entry_id, None)
         self.reclaimed.discard(entry_id)
+        self.future.discard(entry_id)
         return True
 
     def discard(self, entry_ids: Iterable[bytes]) -> int:
@@ -148,6 +174,7 @@ class Batch:
         self.counts.clear()
         self.invalid.clear()
         self.reclaimed.clear()
+        self.future.clear()
         self.trimmed.clear()
         self.newest = self._oldest_new = self._other_range = None
 

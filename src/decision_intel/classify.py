@@ -59,6 +59,9 @@ _REASON_BAD_CHARS = re.compile(r"[^a-z0-9_.-]+")
 _SYMBOL = re.compile(r"[A-Z0-9]{2,30}")
 _REASON_MAX = 64
 _CACHE_MAX = 4096
+"""Entries per memo. With the length limits below, the memos hold at most about
+4096 x (64 + 256 + 7 x 256) bytes of keys: a few MB, whatever producers write."""
+_WORD_MAX = 64
 
 
 class Classification(NamedTuple):
@@ -146,7 +149,9 @@ def decision_word(value: str) -> str:
     """Map a `decision` value to one of DECISIONS (UNKNOWN for words we do not know)."""
     hit = _decision_cache.get(value)
     if hit is None:
-        hit = _remember(_decision_cache, value, _DECISION_WORDS.get(value.strip().upper(), UNKNOWN))
+        hit = _DECISION_WORDS.get(value.strip().upper(), UNKNOWN)
+        if len(value) <= _WORD_MAX:  # remember words, not arbitrary producer data
+            _remember(_decision_cache, value, hit)
     return hit
 
 

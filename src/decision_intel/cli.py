@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from decision_intel import __version__, keys, logs
 from decision_intel.notify import Notifier
@@ -18,12 +18,19 @@ from decision_intel.settings import EX_CONFIG, ConfigError, Settings, load, unkn
 T = TypeVar("T")
 
 
+def _config_error(message: str) -> NoReturn:
+    """One line naming the problem, then exit 78. Under systemd (stderr is the journal)
+    the line carries the error priority, so `journalctl -p err` shows it."""
+    prefix = "<3>" if logs.detect_mode(os.environ, sys.stderr) == "journal" else ""
+    print(f"{prefix}p35: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EX_CONFIG)
+
+
 def _settings(**overrides: object) -> Settings:
     try:
         return load(**{k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
-        print(f"p35: {exc}", file=sys.stderr)
-        raise SystemExit(EX_CONFIG) from None
+        _config_error(str(exc))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -41,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
     """Run one read against Redis with a client of its own, closed afterwards."""
-    from decision_intel.store import connect
+    from decision_intel.client import connect
 
     async def go() -> T:
         client = connect(settings)
@@ -206,6 +213,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p35", description="P3.5 Decision Intelligence")
     parser.add_argument("--version", action="version", version=f"p35 {__version__}")
+    parser.add_argument(
+        "--env-file", metavar="PATH",
+        help="read settings from this systemd env file first (as the service does)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon (settings from P35_* environment variables)")
     run.add_argument(
@@ -239,6 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_env_file(path: str) -> None:
+    """Settings from a systemd EnvironmentFile, read as systemd reads it (no shell
+    expansion), so the CLI sees what the service sees and no secret is put on a command
+    line. Its values win over the environment's, as they do for the service."""
+    from decision_intel.settings import read_env_file
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = read_env_file(f.read())
+    except (OSError, UnicodeDecodeError) as exc:
+        _config_error(f"cannot read --env-file {path}: {getattr(exc, 'strerror', None) or exc}")
+    os.environ.update(values)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.env_file:
+        _load_env_file(args.env_file)
     return int(args.func(args))

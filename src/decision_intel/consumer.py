@@ -18,9 +18,14 @@ from typing import Any
 
 from decision_intel.batch import Batch, parse_id
 from decision_intel.classify import UNKNOWN, Classification, classify
+from decision_intel.client import Entry, ReplyTooLarge
 from decision_intel.metrics import Metrics
 from decision_intel.settings import Settings
-from decision_intel.store import Entry, FlushResult, Store
+from decision_intel.store import FlushResult, Store
+
+OVERSIZE = "oversize"
+BOUNDED_FOR_S = 60.0
+"""After a reply passed the byte budget, read through the bounded script this long."""
 
 
 class LeaseLost(Exception):
@@ -42,6 +47,8 @@ class Consumer:
         self._claim_due = 0.0
         self._claim_every_s = min(max(settings.claim_min_idle_sec / 2, 0.5), 10.0)
         self._caught_up = False
+        self._bounded_until = 0.0
+        self._skew_ms = settings.max_id_skew_sec * 1000
 
     # -- ingest ---------------------------------------------------------------
 
@@ -51,7 +58,10 @@ class Consumer:
         *,
         reclaimed: bool = False,
         deliveries: dict[bytes, int] | None = None,
+        oversize: dict[bytes, tuple[int, int]] | None = None,
     ) -> None:
+        self.batch.clock(self.store.now_ms(), self._skew_ms)
+        max_fields, max_bytes = self.s.max_entry_fields, self.s.max_entry_bytes
         for entry_id, fields in entries:
             if reclaimed and entry_id in self.batch.items:
                 continue  # re-read after a reconnect: already held, count it once
@@ -60,7 +70,18 @@ class Consumer:
                 self.batch.add_trimmed(entry_id)
                 continue
             seen = deliveries.get(entry_id, 0) if deliveries else 0
-            if seen > self.s.max_deliveries:
+            size = oversize.get(entry_id) if oversize else None
+            if size is None and len(fields) > max_fields:
+                size = (len(fields), -1)
+            elif size is None and sum(map(len, fields.values())) > max_bytes:
+                size = (len(fields), sum(map(len, fields.values())) + sum(map(len, fields)))
+            if size is not None:
+                what = f"{size[0]} fields" + (f", {size[1]} bytes" if size[1] >= 0 else "")
+                result = Classification(
+                    UNKNOWN, OVERSIZE, None,
+                    f"oversize: {what} (limits {max_fields} fields, {max_bytes} bytes)",
+                )  # fmt: skip
+            elif seen > self.s.max_deliveries:
                 result = Classification(
                     UNKNOWN, "poison", None, f"delivered {seen} times without being counted"
                 )
@@ -91,7 +112,7 @@ class Consumer:
 
     async def _timed_flush(self, batch: Batch) -> FlushResult:
         size, t0 = len(batch), time.perf_counter()
-        result = await self.store.flush(batch, int(time.time() * 1000))
+        result = await self.store.flush(batch, self.store.now_ms())
         if not result.lease_lost:
             self.metrics.flushed(result, size=size, seconds=time.perf_counter() - t0)
         return result
@@ -138,14 +159,15 @@ class Consumer:
 
     async def recover_own(self) -> int:
         """Re-read what is still pending under this consumer name, count it, flush."""
+        await self.settle()  # what a flush in flight acknowledges is not re-read
         after = b"0"
         total = 0
         while True:
-            entries = await self.store.read_own_pending(after, self.s.batch_size)
+            entries, oversize = await self.store.read_bounded(after, self.s.batch_size)
             if not entries:
                 break
             deliveries = await self._deliveries(entries)
-            self.ingest(entries, reclaimed=True, deliveries=deliveries)
+            self.ingest(entries, reclaimed=True, deliveries=deliveries, oversize=oversize)
             total += len(entries)
             after = entries[-1][0]
             if len(self.batch) >= self.s.flush_max_entries:
@@ -158,7 +180,12 @@ class Consumer:
         start = b"0-0"
         claimed = 0
         for _ in range(100):  # bounded work per call; the rest waits for the next call
-            start, entries, deleted = await self.store.autoclaim(start, self.s.batch_size)
+            try:
+                start, entries, deleted = await self.store.autoclaim(start, self.s.batch_size)
+            except ReplyTooLarge:
+                # What it claimed is pending under our name now: re-read it, bounded.
+                await self._after_large_reply()
+                break
             if deleted:
                 await self.store.add_trimmed(len(deleted))
                 self.metrics.trimmed(len(deleted))
@@ -193,12 +220,17 @@ class Consumer:
                 if time.monotonic() >= self._claim_due:
                     await self.claim()
                     self._claim_due = time.monotonic() + self._claim_every_s
-                if ahead is not None:
-                    entries, ahead = await ahead, None
-                else:
-                    entries = await self._read(stop)
+                try:
+                    if ahead is not None:
+                        entries, ahead = await ahead, None
+                    else:
+                        entries = await self._read(stop)
+                except ReplyTooLarge:
+                    ahead = None
+                    await self._after_large_reply()
+                    continue
                 self._caught_up = len(entries) < self.s.batch_size
-                if not self._caught_up and not stop.is_set():
+                if not self._caught_up and not stop.is_set() and not self.bounded:
                     # Behind: Redis serves the next read while this batch is classified.
                     ahead = asyncio.ensure_future(self.store.read_new(self.s.batch_size, None))
                 if entries:
@@ -216,7 +248,37 @@ class Consumer:
                 if not ahead.cancelled():
                     ahead.exception()  # retrieved, so asyncio does not report it
 
+    @property
+    def bounded(self) -> bool:
+        """Reading through the bounded script, after a reply passed the byte budget."""
+        return time.monotonic() < self._bounded_until
+
+    async def _after_large_reply(self) -> None:
+        """A read's reply passed the byte budget and its connection was dropped: the
+        entries it delivered are pending under our name. Re-read them, bounded, and
+        keep reading that way for a while."""
+        if not self.bounded:
+            self.log.warning(
+                "read.reply_too_large",
+                budget_bytes=self.s.read_budget_bytes,
+                detail=f"reading through the bounded script for {BOUNDED_FOR_S:.0f} s",
+            )
+        self._bounded_until = time.monotonic() + BOUNDED_FOR_S
+        await self.recover_own()
+
+    async def _read_bounded(self, stop: asyncio.Event) -> list[Entry]:
+        entries, oversize = await self.store.read_bounded(">", self.s.batch_size)
+        if oversize:
+            self.ingest(entries, oversize=oversize)
+            return []  # ingested here, with their sizes
+        if not entries and self._caught_up:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.s.block_ms / 1000)
+        return entries
+
     async def _read(self, stop: asyncio.Event) -> list[Entry]:
+        if self.bounded:
+            return await self._read_bounded(stop)
         if not self._caught_up:
             return await self.store.read_new(self.s.batch_size, None)
         # Idle: block, but give way at once to a stop request. A read cancelled after

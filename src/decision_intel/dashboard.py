@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 
 from decision_intel import keys
 from decision_intel.classify import NO_REASON, SKIP
+from decision_intel.client import find_group
 from decision_intel.settings import Settings
-from decision_intel.store import find_group
 
 MODES = ("a", "b", "c", "d", "e")
 UNIT = "quantum-p35-decision-intelligence"

@@ -19,6 +19,7 @@ from decision_intel import __version__
 from decision_intel.alert_store import AlertStore
 from decision_intel.alerts import evaluate
 from decision_intel.backoff import ACCESS_DENIED, REDIS_DOWN, Connectivity
+from decision_intel.client import connect
 from decision_intel.consumer import Consumer, LeaseLost
 from decision_intel.metrics import Metrics, MetricsPortError
 from decision_intel.metrics import start as metrics_start
@@ -26,7 +27,7 @@ from decision_intel.notify import Notifier
 from decision_intel.settings import EX_CONFIG, Settings
 from decision_intel.snapshots import Snapshotter
 from decision_intel.status import RateMeter, group_fields, write_heartbeat
-from decision_intel.store import Store, connect
+from decision_intel.store import Store
 from decision_intel.windows import Counts
 
 EX_TEMPFAIL = 75
@@ -136,6 +137,7 @@ class Service:
             try:
                 await self._check_permissions()
                 created = await self.store.ensure_group()
+                await self.store.server_time_ms()  # Redis's clock, to judge entry IDs by
                 await self._acquire_name()
                 if self.should_exit:
                     return False

@@ -9,7 +9,7 @@ import os
 import socket
 from collections.abc import Mapping
 from typing import Annotated, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     stuck_min_decisions: int = Field(10, ge=1)
     mix_window: Literal["1m", "5m", "15m", "1h"] = "15m"
     alerts_maxlen: int = Field(1000, ge=10)
+    max_id_skew_sec: int = Field(3600, ge=60, le=366 * 86_400)
+    read_budget_bytes: int = Field(8 << 20, ge=1 << 20, le=128 << 20)
+    max_entry_bytes: int = Field(64 << 10, ge=1 << 10, le=16 << 20)
+    max_entry_fields: int = Field(256, ge=8, le=100_000)
+    alerts_max_per_eval: int = Field(20, ge=1, le=10_000)
+    snapshot_symbols: int = Field(100, ge=0, le=100_000)
     metrics_port: int | None = Field(None, ge=1, le=65_535)
     metrics_addr: str = Field("127.0.0.1", min_length=1)
 
@@ -89,9 +95,15 @@ class Settings(BaseSettings):
     @classmethod
     def _scheme(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            parts = urlsplit(value.get_secret_value())
+            url = value.get_secret_value()
+            parts = urlsplit(url)
             if parts.scheme not in ("redis", "rediss", "unix"):
                 raise ValueError("must start with redis://, rediss:// or unix://")
+            if _misparsed(url):
+                raise ValueError(
+                    "cannot be read as a URL; percent-encode the password's special "
+                    "characters (# as %23, ? as %3F, @ as %40, / as %2F, % as %25)"
+                )
             if parts.scheme != "unix" and not parts.hostname:
                 raise ValueError("has no host")
         return value
@@ -110,9 +122,11 @@ class Settings(BaseSettings):
         return self.alert_windows.split(",")
 
     @model_validator(mode="after")
-    def _lease_outlives_heartbeat(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.lease_sec < 2 * self.heartbeat_interval_sec:
             raise ValueError("P35_LEASE_SEC must be at least twice P35_HEARTBEAT_INTERVAL_SEC")
+        if 4 * self.max_entry_bytes > self.read_budget_bytes:
+            raise ValueError("P35_READ_BUDGET_BYTES must be at least 4 x P35_MAX_ENTRY_BYTES")
         return self
 
     @property
@@ -141,24 +155,48 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret string the settings hold, for scrubbing output."""
         found = []
-        password = urlsplit(self.url).password
-        if password:
-            found.append(password)
+        parts = urlsplit(self.url)
+        if parts.password:
+            found += [parts.password, unquote(parts.password)]
+        found += [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_PARAMS]
         if self.legacy_redis_password is not None:
             found.append(self.legacy_redis_password.get_secret_value())
         return [s for s in found if s]
 
 
-def redact_url(url: str) -> str:
+_SECRET_PARAMS = frozenset({"password", "pass", "passwd", "auth"})
+
+
+def _misparsed(url: str) -> bool:
+    """Whether a Redis URL would be read other than its writer meant: an unencoded `#`,
+    `?` or `@` in the password moves the rest into the fragment, the query or the host."""
     parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    netloc = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    rest = url.partition("://")[2]
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return True
+    return "#" in url or rest.count("@") > 1 or "@" in parts.query or "@" in parts.path
+
+
+def redact_url(url: str) -> str:
+    """The URL with anything a password can hide in replaced by `***`: the userinfo's
+    password and password-like query parameters; a URL that does not parse cleanly
+    keeps only its scheme."""
+    scheme = url.partition("://")[0]
+    if _misparsed(url):
+        return f"{scheme}://***"
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        name, sep, _ = user.partition(":")
+        netloc = f"{name}:***@{host}" if sep else f"{name}@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() in _SECRET_PARAMS else f"{k}={v}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _env_name(field_name: str, environ: Mapping[str, str] | None = None) -> str:
@@ -205,3 +243,63 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """P35_* variables that match no setting: almost always a typo worth a warning."""
     known = {_env_name(name).upper() for name in Settings.model_fields}
     return sorted(k for k in environ if k.upper().startswith("P35_") and k.upper() not in known)
+
+
+def read_env_file(text: str) -> dict[str, str]:
+    """Assignments of a systemd EnvironmentFile (systemd.exec(5)), read as systemd reads
+    them: no `$` expansion, so a password holding `$`, `#` or quotes means what it says.
+
+    Comments (`#`, `;`), blank lines and lines without `=` are skipped. A value may be
+    unquoted (backslash keeps the next character), 'single-quoted' (verbatim) or
+    "double-quoted" (backslash escapes \\ " ` $); a trailing backslash continues a line.
+    """
+    out: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        end = text.find("\n", i)
+        end = n if end < 0 else end
+        line = text[i:end].strip(" \t\r")
+        if not line or line[0] in "#;" or "=" not in line:
+            i = end + 1
+            continue
+        key = line.split("=", 1)[0].strip()
+        j = text.index("=", i) + 1
+        while j < n and text[j] in " \t":
+            j += 1
+        value, i = _env_value(text, j)
+        out[key] = value
+    return out
+
+
+def _env_value(text: str, j: int) -> tuple[str, int]:
+    """The value starting at text[j]; returns it and the index after its line."""
+    n = len(text)
+    quote = text[j] if j < n and text[j] in "'\"" else None
+    chars: list[str] = []
+    if quote:
+        j += 1
+        while j < n and text[j] != quote:
+            c = text[j]
+            if quote == '"' and c == "\\" and j + 1 < n:
+                nxt = text[j + 1]
+                if nxt == "\n":
+                    j += 2
+                    continue
+                if nxt in '\\"`$':
+                    chars.append(nxt)
+                    j += 2
+                    continue
+            chars.append(c)
+            j += 1
+        end = text.find("\n", j)
+        return "".join(chars), (n if end < 0 else end) + 1
+    while j < n and text[j] != "\n":
+        c = text[j]
+        if c == "\\" and j + 1 < n:
+            if text[j + 1] != "\n":
+                chars.append(text[j + 1])
+            j += 2
+            continue
+        chars.append(c)
+        j += 1
+    return "".join(chars).rstrip(" \t\r"), j + 1

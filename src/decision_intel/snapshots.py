@@ -20,8 +20,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import keys
+from decision_intel.client import lua_source
 from decision_intel.settings import Settings
-from decision_intel.store import lua_source
 from decision_intel.windows import Counts, parse_bucket, top, window_counts
 
 

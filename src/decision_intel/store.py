@@ -1,76 +1,27 @@
-"""Redis I/O for the consumer: connection, group, lease, reads, and the atomic flush.
+"""Redis I/O for the consumer: group, lease, reads, and the atomic flush.
 
-The Lua scripts live next to this file in `lua/`; this module is their only caller.
+The consumer's Lua scripts (flush, read, lease, release, forget_consumer) live in
+`lua/`; clients and the script loader are in `client.py`.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, ResponseError
 
 from decision_intel import keys
 from decision_intel.batch import Batch, BucketDelta
+from decision_intel.client import Entry, find_group, lua_source, parse_entries
 from decision_intel.settings import Settings
 
-Entry = tuple[bytes, dict[bytes, bytes] | None]
 
-
-def lua_source(name: str) -> str:
-    """A script from `lua/`, next to this file."""
-    return resources.files("decision_intel").joinpath(f"lua/{name}.lua").read_text()
-
-
-def connect(settings: Settings, *, blocking: bool = False) -> aioredis.Redis:
-    """A client for the service. `blocking` clients carry the long XREADGROUP BLOCK calls.
-
-    redis-py's default 5 s socket timeout would cut a blocking read short, so that
-    client's timeout sits above the block time; both use TCP keepalive. Retries are
-    ours (service loop, with backoff and one log line per state change), not redis-py's.
-    """
-    timeout_s = settings.block_ms / 1000 + 10 if blocking else 10.0
-    kwargs: dict[str, Any] = {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": 5.0,
-        "retry": Retry(NoBackoff(), 0),
-        "client_name": f"p35:{settings.consumer_name}",
-    }
-    if not settings.url.startswith("unix://"):
-        kwargs["socket_keepalive"] = True
-    if settings.url.startswith("rediss://") and settings.redis_ca_file:
-        kwargs["ssl_ca_certs"] = settings.redis_ca_file
-    return aioredis.from_url(settings.url, **kwargs)
-
-
-async def find_group(client: aioredis.Redis, stream: str, group: str) -> dict[str, Any] | None:
-    """The group's XINFO GROUPS row, or None when the stream or the group is missing."""
-    try:
-        groups = await client.xinfo_groups(stream)
-    except ResponseError:
-        return None
-    return next((g for g in groups if g["name"] in (group, group.encode())), None)
-
-
-def _entries(reply: Any, **_options: Any) -> list[Entry]:
-    """XREADGROUP reply (RESP2 list or RESP3 map, one stream) as [(id, fields or None)].
-
-    Replaces redis-py's parser for this command on our clients: the same result,
-    built in one comprehension instead of a function call per entry.
-    """
-    if not reply:
-        return []
-    streams = reply.values() if isinstance(reply, dict) else [s[1] for s in reply]
-    return [
-        (entry_id, None if flat is None else dict(zip(it := iter(flat), it, strict=False)))
-        for entries in streams
-        for entry_id, flat in entries
-    ]
+class FlushRefused(Exception):
+    """The flush script found an argument or a key a write would fail on; nothing was written."""
 
 
 def _pairs(args: list[Any], counts: dict[str, int]) -> None:
@@ -109,9 +60,9 @@ def permission_probes(s: Settings, consumer: str) -> list[tuple[str, ...]]:
         ("XINFO", "CONSUMERS", st, g),
         ("XGROUP", "DELCONSUMER", st, g, c),
         ("XADD", keys.INVALID, "MAXLEN", "~", "1", "*", "f", "v"),
-        ("EVALSHA", "0" * 40, "0"),
-        ("EVAL", "return 1", "0"),
+        ("EVALSHA", "0" * 40, "1", keys.STATUS),
         ("SCRIPT", "LOAD", "return 1"),
+        ("TYPE", keys.STATUS),
         ("HINCRBY", bucket, "f", "1"),
         ("HINCRBY", meta, "f", "1"),
         ("HEXISTS", meta, "f"),
@@ -166,8 +117,6 @@ class Store:
         self.s = settings
         self.client = client
         self.reader = reader
-        for c in (client, reader):
-            c.set_response_callback("XREADGROUP", _entries)
         self.consumer = settings.consumer_name
         self.token = secrets.token_hex(16)
         self.lease_ms = int(settings.lease_sec * 1000)
@@ -175,6 +124,9 @@ class Store:
         self._lease = client.register_script(lua_source("lease"))
         self._release = client.register_script(lua_source("release"))
         self._forget = client.register_script(lua_source("forget_consumer"))
+        self._read = client.register_script(lua_source("read"))
+        self.clock_offset_ms = 0
+        """Redis's clock minus ours, as of the last `server_time_ms()`."""
 
     async def denied_permissions(self) -> list[str] | None:
         """Redis's reason for every needed command this user may not run ([] when none),
@@ -219,11 +171,25 @@ class Store:
             self.s.group, self.consumer, {self.s.stream: ">"}, count=count, block=block_ms
         )
 
-    async def read_own_pending(self, after: bytes, count: int) -> list[Entry]:
-        """Entries already delivered to this consumer name and not acknowledged (ID > after)."""
-        return await self.client.xreadgroup(  # type: ignore[no-any-return]
-            self.s.group, self.consumer, {self.s.stream: after}, count=count
-        )
+    async def read_bounded(
+        self, after: bytes | str, count: int
+    ) -> tuple[list[Entry], dict[bytes, tuple[int, int]]]:
+        """A read whose reply stays within the byte budget whatever the entries hold
+        (`lua/read.lua`): new entries (`after` = '>') or this consumer's pending ones after
+        an ID. Returns the entries and, for those cut down, (fields, bytes) as written."""
+        s = self.s
+        reply = await self._read(
+            keys=[],
+            args=[s.stream, s.group, self.consumer, after, count, s.max_entry_fields,
+                  s.max_entry_bytes, s.read_budget_bytes // 2],
+        )  # fmt: skip
+        entries = parse_entries([[s.stream, reply[0]]])
+        oversize = {row[0]: (int(row[1]), int(row[2])) for row in reply[1]}
+        return entries, oversize
+
+    def now_ms(self) -> int:
+        """Redis's clock, estimated from ours and the last measured offset."""
+        return int(time.time() * 1000) + self.clock_offset_ms
 
     async def autoclaim(self, start: bytes, count: int) -> tuple[bytes, list[Entry], list[bytes]]:
         """Claim entries idle past the claim time from any consumer: (next, entries, deleted)."""
@@ -257,10 +223,12 @@ class Store:
         excluded = 0
         while len(batch):
             reply = await self._flush(
-                keys=[self.s.stream, keys.STATUS, keys.lease(self.consumer), keys.INVALID],
+                keys=[keys.STATUS, keys.lease(self.consumer), keys.INVALID],
                 args=self._flush_args(batch, now_ms),
             )
             code = int(reply[0])
+            if code == 3:
+                raise FlushRefused(reply[1].decode(errors="replace"))
             if code == 0:
                 decisions: dict[str, int] = {}
                 for (_minute, decision, _reason, _symbol), n in batch.counts.items():
@@ -280,6 +248,7 @@ class Store:
         low, high = batch.id_range()
         ids = list(batch.items)
         args: list[Any] = [
+            self.s.stream,
             self.s.group,
             self.consumer,
             self.token,
@@ -292,6 +261,7 @@ class Store:
             batch.newest or "",
             now_ms,
             batch.reclaimed_count(),
+            len(batch.future),
             len(ids),
             *ids,
             len(batch.trimmed),
@@ -326,7 +296,7 @@ class Store:
     async def forget_consumer(self, name: str) -> bool:
         if name == self.consumer:
             return False
-        done = await self._forget(keys=[self.s.stream, keys.lease(name)], args=[self.s.group, name])
+        done = await self._forget(keys=[keys.lease(name)], args=[self.s.stream, self.s.group, name])
         return bool(done)
 
     async def oldest_pending_ms(self) -> int | None:
@@ -343,4 +313,6 @@ class Store:
 
     async def server_time_ms(self) -> int:
         sec, usec = await self.client.time()
-        return int(sec) * 1000 + int(usec) // 1000
+        now_ms = int(sec) * 1000 + int(usec) // 1000
+        self.clock_offset_ms = now_ms - int(time.time() * 1000)
+        return now_ms

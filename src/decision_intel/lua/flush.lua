@@ -6,10 +6,12 @@
 -- the script then changes nothing and returns those IDs so the caller can drop
 -- them and flush the rest. That is what makes counting exactly-once.
 --
--- KEYS[1] stream  KEYS[2] status hash  KEYS[3] lease  KEYS[4] invalid stream
--- ARGV: group, consumer, token, lease_ms, max_reasons, max_symbols, invalid_maxlen,
+-- KEYS[1] status hash  KEYS[2] lease  KEYS[3] invalid stream
+-- ARGV: stream (not a KEY: the ACL lets this user read and acknowledge the input stream,
+--       never write it, and a declared key would need write access), group, consumer, token, lease_ms, max_reasons, max_symbols, invalid_maxlen,
 --       min_id, max_id (bounding every ID in the batch),
 --       newest_id ('' when the batch holds only reclaimed entries), now_ms, reclaimed,
+--       future (entries whose ID lay too far ahead of Redis's clock),
 --       n_ids, ids..., n_trimmed, trimmed_ids...,
 --       n_buckets, { bucket, meta, expire_at_s,
 --                    n_dec, {decision, n}..., n_rea, {reason, n}...,
@@ -18,17 +20,22 @@
 --                 n_dec, {decision, n}..., n_rea, {reason, n}...,
 --                 n_sym, {symbol, n_sd, {decision, n}...}... }...,
 --       n_invalid, {id, cause, raw}...
--- Returns {0, counted, trimmed} applied; {1, id...} IDs not ours, nothing applied; {2} lease lost.
+-- Returns {0, counted, trimmed} applied; {1, id...} IDs not ours, nothing applied; {2} lease lost;
+-- {3, why} an argument or a key would make a write fail, nothing applied.
+--
+-- Redis does not undo a script's earlier writes when a later command fails, so
+-- everything that can fail is checked before the first write.
 
-local stream, status, lease, invalid = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local group, consumer, token = ARGV[1], ARGV[2], ARGV[3]
-local lease_ms = tonumber(ARGV[4])
-local max_reasons, max_symbols = tonumber(ARGV[5]), tonumber(ARGV[6])
-local invalid_maxlen = ARGV[7]
-local min_id, max_id = ARGV[8], ARGV[9]
-local newest_id, now_ms = ARGV[10], ARGV[11]
-local reclaimed = tonumber(ARGV[12])
-local pos = 13
+local status, lease, invalid = KEYS[1], KEYS[2], KEYS[3]
+local stream, group, consumer, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local lease_ms = tonumber(ARGV[5])
+local max_reasons, max_symbols = tonumber(ARGV[6]), tonumber(ARGV[7])
+local invalid_maxlen = ARGV[8]
+local min_id, max_id = ARGV[9], ARGV[10]
+local newest_id, now_ms = ARGV[11], ARGV[12]
+local reclaimed = tonumber(ARGV[13])
+local future = tonumber(ARGV[14])
+local pos = 15
 
 local function take()
   local v = ARGV[pos]
@@ -36,12 +43,10 @@ local function take()
   return v
 end
 
--- (a) the lease: ours, or free (it expired while we were stopped) and so ours again.
+-- (a) the lease: ours, or free (it expired while we were stopped) and so ours again
+-- (taken back below, with the other writes).
 local holder = redis.call('GET', lease)
-if holder ~= token then
-  if holder then return {2} end
-  redis.call('SET', lease, token, 'PX', lease_ms)
-end
+if holder and holder ~= token then return {2} end
 
 local n_ids = tonumber(take())
 local ids_at = pos
@@ -69,6 +74,46 @@ if #missing > 0 then
   table.insert(missing, 1, 1)
   return missing
 end
+
+-- (c) everything a write below could fail on: key types and numbers.
+local function check_type(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then error('wrong type', 0) end
+end
+local function check_number(v, low, high)
+  local n = tonumber(v)
+  if not n or n ~= math.floor(n) or n < low or n > high then error('bad number', 0) end
+end
+local MAX_EXPIRE_S = 2 ^ 40  -- EXPIREAT refuses times past this range
+local ok, why = pcall(function()
+  check_type(status, 'hash')
+  check_type(invalid, 'stream')
+  check_number(now_ms, 0, 2 ^ 50)
+  local p = pos
+  local function nxt() p = p + 1; return ARGV[p - 1] end
+  local function counts(with_symbol_reasons)
+    for _ = 1, 2 do
+      for _ = 1, tonumber(nxt()) do nxt(); check_number(nxt(), 1, 2 ^ 50) end
+    end
+    for _ = 1, tonumber(nxt()) do
+      nxt()
+      for _ = 1, (with_symbol_reasons and 2 or 1) do
+        for _ = 1, tonumber(nxt()) do nxt(); check_number(nxt(), 1, 2 ^ 50) end
+      end
+    end
+  end
+  for _, with_symbol_reasons in ipairs({true, false}) do
+    for _ = 1, tonumber(nxt()) do
+      check_type(nxt(), 'hash')
+      check_type(nxt(), 'hash')
+      check_number(nxt(), 0, MAX_EXPIRE_S)
+      counts(with_symbol_reasons)
+    end
+  end
+end)
+if not ok then return {3, tostring(why)} end
+
+if holder ~= token then redis.call('SET', lease, token, 'PX', lease_ms) end
 
 local function ack(list)
   for i = 1, #list, 500 do
@@ -203,13 +248,23 @@ end
 redis.call('HINCRBY', status, 'processed_total', n_ids)
 if reclaimed > 0 then redis.call('HINCRBY', status, 'reclaimed_total', reclaimed) end
 if n_invalid > 0 then redis.call('HINCRBY', status, 'invalid_total', n_invalid) end
+if future > 0 then
+  redis.call('HINCRBY', status, 'future_ids_total', future)
+  redis.call('HSET', status, 'future_id_last_ms', now_ms)
+end
 
+-- IDs compared as digit strings: their parts go up to 2^64 - 1, past a Lua number's
+-- exact range. Redis writes them without leading zeros, so longer means larger.
+local function greater(x, y)
+  if #x ~= #y then return #x > #y end
+  return x > y
+end
 local function newer(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
   if not bm then return true end
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  return am > bm or (am == bm and as > bs)
+  if am ~= bm then return greater(am, bm) end
+  return greater(as, bs)
 end
 if newest_id ~= '' then
   local last = redis.call('HGET', status, 'last_id')

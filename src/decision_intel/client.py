@@ -1,0 +1,116 @@
+"""Redis clients: the connection factory, a byte budget on every reply, the Lua loader.
+
+Producers are untrusted, so a reply's size is too: one XREADGROUP of 500 entries of
+1 MB each would be 500 MB in this process. Every reply on our connections is
+parsed by `BudgetParser`, which counts the bytes a reply has taken so far and gives
+up with `ReplyTooLarge` past `P35_READ_BUDGET_BYTES`. redis-py then drops that
+connection (the rest of the reply is never read into memory); the entries the read
+delivered stay pending under our name, and the consumer re-reads them with the
+bounded script read (`lua/read.lua`).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from decision_intel.settings import Settings
+
+try:  # redis-py >= 5.1 keeps its parsers in redis._parsers.hiredis
+    from redis._parsers.hiredis import _AsyncHiredisParser as _Parser
+except ImportError:  # pragma: no cover - older layout
+    from redis._parsers import _AsyncHiredisParser as _Parser
+
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+class ReplyTooLarge(RedisError):
+    """A reply grew past the byte budget; its connection was dropped unread."""
+
+
+class BudgetParser(_Parser):  # type: ignore[misc,valid-type]
+    """hiredis, with a limit on the bytes one reply may take from the socket."""
+
+    budget_bytes = 8 << 20
+    """Set per client class by `connect` (see `_parser_for`)."""
+
+    def __init__(self, socket_read_size: int):
+        super().__init__(socket_read_size=socket_read_size)
+        self.reply_bytes = 0
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        self.reply_bytes = 0
+        return await super().read_response(*args, **kwargs)
+
+    async def read_from_socket(self) -> Any:
+        buffer = await self._stream.read(self._read_size)
+        if not buffer:
+            return await super().read_from_socket()  # raises the usual ConnectionError
+        self.reply_bytes += len(buffer)
+        if self.reply_bytes > self.budget_bytes:
+            raise ReplyTooLarge(f"a reply passed {self.budget_bytes} bytes")
+        self._reader.feed(buffer)
+        return True
+
+
+def _parser_for(budget_bytes: int) -> type[BudgetParser]:
+    return type("BudgetParser", (BudgetParser,), {"budget_bytes": budget_bytes})
+
+
+def connect(settings: Settings, *, blocking: bool = False) -> aioredis.Redis:
+    """A client for the service. `blocking` clients carry the long XREADGROUP BLOCK calls.
+
+    redis-py's default 5 s socket timeout would cut a blocking read short, so that
+    client's timeout sits above the block time; both use TCP keepalive. Retries are
+    ours (service loop, with backoff and one log line per state change), not redis-py's.
+    """
+    timeout_s = settings.block_ms / 1000 + 10 if blocking else 10.0
+    kwargs: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": 5.0,
+        "retry": Retry(NoBackoff(), 0),
+        "client_name": f"p35:{settings.consumer_name}",
+        "parser_class": _parser_for(settings.read_budget_bytes),
+    }
+    if not settings.url.startswith("unix://"):
+        kwargs["socket_keepalive"] = True
+    if settings.url.startswith("rediss://") and settings.redis_ca_file:
+        kwargs["ssl_ca_certs"] = settings.redis_ca_file
+    client = aioredis.from_url(settings.url, **kwargs)
+    client.set_response_callback("XREADGROUP", parse_entries)
+    return client
+
+
+def parse_entries(reply: Any, **_options: Any) -> list[Entry]:
+    """XREADGROUP reply (RESP2 list or RESP3 map, one stream) as [(id, fields or None)].
+
+    Replaces redis-py's parser for this command on our clients: the same result,
+    built in one comprehension instead of a function call per entry.
+    """
+    if not reply:
+        return []
+    streams = reply.values() if isinstance(reply, dict) else [s[1] for s in reply]
+    return [
+        (entry_id, None if flat is None else dict(zip(it := iter(flat), it, strict=False)))
+        for entries in streams
+        for entry_id, flat in entries
+    ]
+
+
+def lua_source(name: str) -> str:
+    """A script from `lua/`, next to this file."""
+    return resources.files("decision_intel").joinpath(f"lua/{name}.lua").read_text()
+
+
+async def find_group(client: aioredis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+    """The group's XINFO GROUPS row, or None when the stream or the group is missing."""
+    try:
+        groups = await client.xinfo_groups(stream)
+    except ResponseError:
+        return None
+    return next((g for g in groups if g["name"] in (group, group.encode())), None)

@@ -1,0 +1,44 @@
+-- A bounded read: entries one at a time, each measured before it is returned.
+--
+-- Producers are untrusted, so an entry may hold any number of fields of any size.
+-- Used when a plain XREADGROUP reply would pass the byte budget (and on recovery):
+-- an entry over max_fields or max_bytes comes back cut down to its first few fields,
+-- each cut short, and is listed as oversize; the read stops once the entries
+-- returned add up to budget_bytes. Reading one entry per call keeps this script's
+-- own memory to about one entry, whatever the entries hold.
+--
+-- No KEYS (the input stream is read, never written: see flush.lua)
+-- ARGV: stream, group, consumer, after ('>' for new entries, else an ID: this consumer's
+--       pending entries after it), count, max_fields, max_bytes, budget_bytes
+-- Returns {entries, oversize}: entries as XREADGROUP gives them ({id, flat or nil}...),
+-- oversize as {id, n_fields, n_bytes}... for the entries that were cut down.
+
+local stream, group, consumer = ARGV[1], ARGV[2], ARGV[3]
+local after, count = ARGV[4], tonumber(ARGV[5])
+local max_fields, max_bytes, budget = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local KEEP_PAIRS, KEEP_BYTES = 8, 256
+
+local entries, oversize, total = {}, {}, 0
+while #entries < count and total < budget do
+  local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
+    'STREAMS', stream, after)
+  local got = reply and reply[1][2][1]
+  if not got then break end
+  local id, flat = got[1], got[2]
+  if after ~= '>' then after = id end
+  if flat then
+    local n, size = #flat, 0
+    for i = 1, math.min(n, 2 * max_fields + 2) do size = size + #flat[i] end
+    if n > 2 * max_fields or size > max_bytes then
+      for i = 1, n do size = size + (i > 2 * max_fields + 2 and #flat[i] or 0) end
+      local cut = {}
+      for i = 1, math.min(n, 2 * KEEP_PAIRS) do cut[i] = string.sub(flat[i], 1, KEEP_BYTES) end
+      oversize[#oversize + 1] = {id, n / 2, size}
+      flat = cut
+      size = 2 * KEEP_PAIRS * KEEP_BYTES
+    end
+    total = total + size
+  end
+  entries[#entries + 1] = {id, flat}
+end
+return {entries, oversize}
