@@ -106,10 +106,12 @@ def test_evaluate_resolves_only_what_fell_under_the_lowest_threshold() -> None:
     ev = evaluate(windows, open_keys, gate_windows=["5m"], mix_window="15m", min_decisions=50,
                   stuck_min_decisions=10)  # fmt: skip
     assert [f.key for f in ev.firing] == ["gate_explosion|5m|kill_switch_active"]
-    # risk_paused fell to 35 %: resolved. ETHUSDT has no data (no proof it executes
-    # again): stays open. BTCUSDT executed: resolved. SKIP is at 0 %: resolved.
+    # risk_paused fell to 35 %: resolved. ETHUSDT left the window: resolved (an alert for
+    # a symbol that is gone would stay open for good). BTCUSDT executed: resolved. SKIP is
+    # at 0 %: resolved.
     assert sorted(ev.resolved) == sorted(["gate_explosion|5m|risk_paused",
                                           "gate_explosion|5m|other_gate", "stuck|15m|BTCUSDT",
+                                          "stuck|15m|ETHUSDT",
                                           "decision_mix|15m|skip_high"])  # fmt: skip
 
 

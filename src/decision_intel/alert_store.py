@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import keys
-from decision_intel.alerts import SEVERITY_RANK, Evaluation
+from decision_intel.alerts import SEVERITY_RANK, Evaluation, StreamClock
 from decision_intel.client import lua_source
 from decision_intel.settings import Settings
 
@@ -29,11 +29,16 @@ class AlertStore:
     async def open_keys(self) -> list[str]:
         return [k.decode() for k in await self.client.hkeys(keys.ALERT_STATE)]
 
+    async def stream_clock(self, now_ms: int) -> StreamClock:
+        total, last = await self.client.hmget(keys.STATUS, "future_ids_total", "future_id_last_ms")
+        return StreamClock(int(total or 0), int(last) if last else None, now_ms)
+
     async def apply(self, evaluation: Evaluation, now_ms: int) -> list[Emitted]:
         args: list[Any] = [
             now_ms,
             int(self.s.alert_dedup_sec * 1000),
             self.s.alerts_maxlen,
+            self.s.alerts_max_per_eval,
             len(evaluation.firing),
         ]
         for f in evaluation.firing:

@@ -17,6 +17,8 @@ from decision_intel.classify import BLOCKED, ERROR, EXECUTE, NO_REASON, SKIP
 from decision_intel.windows import Counts
 
 GATE_EXPLOSION, STUCK, DECISION_MIX = "gate_explosion", "stuck", "decision_mix"
+STREAM_CLOCK, SUPPRESSED = "stream_clock", "suppressed"
+"""SUPPRESSED: the one event that counts what an evaluation over the cap did not send."""
 MEDIUM, HIGH, CRITICAL = "MEDIUM", "HIGH", "CRITICAL"
 SEVERITY_RANK = {MEDIUM: 1, HIGH: 2, CRITICAL: 3}
 
@@ -24,6 +26,9 @@ GATE_SHARES = ((0.80, CRITICAL), (0.60, HIGH), (0.40, MEDIUM))
 """A gate's share of all decisions in the window, highest first."""
 
 STUCK_WINDOW = "15m"
+CLOCK_WINDOW = "15m"
+CLOCK_WINDOW_MS = 15 * 60_000
+"""A stream_clock alert holds while an entry ID ahead of Redis's clock came in this long ago."""
 
 MIX_RULES: tuple[tuple[str, str, str, float, str], ...] = (
     # (subject, decision, "below"/"above", threshold, severity)
@@ -98,9 +103,35 @@ def stuck_symbols(counts: Counts, min_decisions: int) -> list[Firing]:
 
 
 def stuck_resolved(counts: Counts, symbol: str) -> bool:
-    """A stuck symbol is over once it executes again."""
+    """A stuck symbol is over once it executes again, or once it has left the window."""
     per = counts.symbols.get(symbol)
-    return per is not None and per.decisions.get(EXECUTE, 0) > 0
+    return per is None or per.decisions.get(EXECUTE, 0) > 0
+
+
+@dataclass(frozen=True)
+class StreamClock:
+    """Entry IDs that lay too far ahead of Redis's clock (from the status hash)."""
+
+    future_total: int = 0
+    last_ms: int | None = None
+    """Redis time of the last flush that held such an entry."""
+    now_ms: int = 0
+
+    @property
+    def recent(self) -> bool:
+        return self.last_ms is not None and self.now_ms - self.last_ms < CLOCK_WINDOW_MS
+
+
+def stream_clock(clock: StreamClock) -> Firing | None:
+    """The input stream's IDs run ahead of Redis's clock: a producer set explicit IDs (or
+    one did once, and every later `*` ID inherited its time). Entries are still counted,
+    at the minute they were read, but their IDs no longer tell when they happened."""
+    if not clock.recent:
+        return None
+    return Firing(STREAM_CLOCK, "future_ids", CLOCK_WINDOW, HIGH,
+                  {"future_ids_total": str(clock.future_total),
+                   "last_seen": f"{(clock.last_ms or 0) / 1000:.3f}",
+                   "detail": "entry IDs ahead of Redis's clock; counted at read time"})  # fmt: skip
 
 
 def _mix_holds(counts: Counts, decision: str, side: str, threshold: float) -> bool:
@@ -145,6 +176,7 @@ def evaluate(
     mix_window: str,
     min_decisions: int,
     stuck_min_decisions: int,
+    clock: StreamClock | None = None,
 ) -> Evaluation:
     """Every rule that holds now, and which open alerts (by key) are resolved."""
     firing: list[Firing] = []
@@ -154,13 +186,22 @@ def evaluate(
             firing.append(hit)
     firing += stuck_symbols(windows[STUCK_WINDOW], stuck_min_decisions)
     firing += decision_mix(mix_window, windows[mix_window], min_decisions)
+    clock_hit = stream_clock(clock) if clock is not None else None
+    if clock_hit is not None:
+        firing.append(clock_hit)
     now = {f.key for f in firing}
     resolved = []
     for key in open_keys:
         if key in now:
             continue
-        if _over(key, windows, min_decisions):
+        if key.startswith(f"{STREAM_CLOCK}|"):
+            if clock is not None:  # known, and not firing
+                resolved.append(key)
+        elif _over(key, windows, min_decisions):
             resolved.append(key)
+    # Highest severity first: when one evaluation has more events than the store sends,
+    # these go out and the rest are summed up (lua/alert.lua).
+    firing.sort(key=lambda f: -SEVERITY_RANK[f.severity])
     return Evaluation(firing, resolved)
 
 

@@ -357,14 +357,16 @@ class Service:
             mix_window=self.s.mix_window,
             min_decisions=self.s.alert_min_decisions,
             stuck_min_decisions=self.s.stuck_min_decisions,
+            clock=await self.alert_store.stream_clock(now_ms),
         )
         by_key = {f.key: f for f in evaluation.firing}
         for key, severity, state in await self.alert_store.apply(evaluation, now_ms):
             kind, window, subject = key.split("|", 2)
             if state == "firing":
                 self.metrics.alert(kind, severity)
+                fields = by_key[key].fields if key in by_key else {}
                 self.log.warning("alert", type=kind, window=window, subject=subject,
-                                 severity=severity, **by_key[key].fields)  # fmt: skip
+                                 severity=severity, **fields)  # fmt: skip
             else:
                 self.log.info("alert.resolved", type=kind, window=window, subject=subject)
 

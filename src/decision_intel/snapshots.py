@@ -91,8 +91,10 @@ class Snapshotter:
             args += keys.symbol_decision_counts("\0", window).split("\0")
             args += keys.symbol_reason_top("\0", window).split("\0")
             self._counts_args(args, counts, self.s.top_reasons)
-            args.append(len(counts.symbols))
-            for symbol, per_symbol in counts.symbols.items():
+            busiest = sorted(counts.symbols.items(), key=lambda kv: (-kv[1].total, kv[0]))
+            busiest = busiest[: self.s.snapshot_symbols]  # bounds the script's work and keys
+            args.append(len(busiest))
+            for symbol, per_symbol in busiest:
                 args.append(symbol)
                 self._counts_args(args, per_symbol, self.s.symbol_top_reasons)
         await self._script(keys=[keys.STATUS], args=args)
