@@ -35,19 +35,58 @@ def run_p35(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def memory_cgroup(tmp_name: str, limit_bytes: int) -> Path | None:
+    """A child of this process's memory cgroup (v1 or v2) limited to `limit_bytes`, as
+    the unit's MemoryMax= limits the service; its `cgroup.procs`, or None when cgroups
+    cannot be written here (not root)."""
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    v1 = next((ln.split(":", 2)[2] for ln in lines if ":memory:" in ln), None)
+    candidates = []
+    if v1 is not None:
+        candidates.append((Path("/sys/fs/cgroup/memory") / v1.lstrip("/"), "memory.limit_in_bytes"))
+    v2 = next((ln.split(":", 2)[2] for ln in lines if ln.startswith("0::")), None)
+    if v2 is not None:
+        for root in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
+            candidates.append((root / v2.lstrip("/"), "memory.max"))
+    for parent, limit_file in candidates:
+        child = parent / tmp_name
+        try:
+            child.mkdir(exist_ok=True)
+            (child / limit_file).write_text(str(limit_bytes))
+            return child / "cgroup.procs"
+        except OSError:
+            with contextlib.suppress(OSError):
+                child.rmdir()
+    return None
+
+
 class Daemon:
-    def __init__(self, env: dict[str, str], log_path: Path, *, name: str | None = None):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        name: str | None = None,
+        cgroup_procs: Path | None = None,
+    ):
         self.env = dict(env)
         if name:
             self.env["P35_CONSUMER"] = name
         self.log_path = log_path
+        self.cgroup_procs = cgroup_procs
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
+        procs = self.cgroup_procs
+
+        def enter_cgroup() -> None:  # in the child, before exec: limited from its start
+            if procs is not None:
+                procs.write_text(str(os.getpid()))
+
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [p35_executable(), "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, preexec_fn=enter_cgroup if procs else None,
             )  # fmt: skip
         return self
 
@@ -87,11 +126,12 @@ class Daemon:
                 out.append(json.loads(line))
         return out
 
-    def rss_kb(self) -> int:
+    def rss_kb(self, field: str = "VmRSS") -> int:
+        """Resident memory now (VmRSS) or at its peak so far (VmHWM), in KiB."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-        raise AssertionError("no VmRSS")
+        raise AssertionError(f"no {field}")
 
     @property
     def alive(self) -> bool:

@@ -1,0 +1,145 @@
+"""Hostile producers against the real `p35 run` and a real redis-server (issue 17).
+
+Producers are untrusted: an entry ID they choose, entries of any size or shape. Each
+test reproduces an attack that broke an earlier release and checks the daemon stays
+up, counts every entry exactly once, and stays inside its memory budget.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.daemon import Daemon, drained, memory_cgroup, wait_for
+from tests.traffic import STREAM, minute_label
+
+pytestmark = pytest.mark.e2e
+
+MEMORY_MAX = 256 << 20  # the unit's MemoryMax=256M
+MAX_U64 = 18446744073709551615
+
+
+@pytest.fixture
+def cgroup() -> Iterator[Path | None]:
+    name = f"p35-test-{uuid.uuid4().hex[:8]}"
+    procs = memory_cgroup(name, MEMORY_MAX)
+    yield procs
+    if procs is not None:
+        try:
+            procs.parent.rmdir()
+        except OSError:
+            pass
+
+
+def decisions_in(r: redis.Redis, minutes: range) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for m in minutes:
+        for k, v in r.hgetall(f"quantum:p35:bucket:{minute_label(m)}").items():
+            if k.startswith(b"decision:"):
+                total[k.decode()] += int(v)
+    return total
+
+
+def test_entry_ids_far_ahead_of_redis_clock_are_counted_once_at_the_minute_read(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """`XADD <year 2126>-0`, then `*` entries (which inherit that time), then the largest
+    possible ID: every entry counted once in the minute Redis read it, the status counts
+    them, an alert names the clock problem, and no key lives past its retention. (An
+    EXPIREAT that failed after the XACK used to lose the batch and crash-loop the daemon.)"""
+    sec, _ = r.time()
+    now_min = sec // 60
+    ordinary = {"symbol": "BTCUSDT", "decision": "SKIP", "error": "no_position"}
+    for _ in range(100):
+        r.xadd(STREAM, ordinary)
+    r.xadd(STREAM, ordinary, id=f"{(sec + 100 * 365 * 86_400) * 1000}-0")
+    for _ in range(50):
+        r.xadd(STREAM, ordinary)  # `*`: the same far-future millisecond, next sequence
+    r.xadd(STREAM, ordinary, id=f"{MAX_U64}-0")
+    total, future = 152, 52
+
+    d = Daemon({**base_env, "P35_ALERT_DEDUP_SEC": "3600"}, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: drained(r, total), 60, "every entry acknowledged and counted")
+    wait_for(
+        lambda: any(f[b"type"] == b"stream_clock" for _, f in r.xrange("quantum:p35:alerts")),
+        30, "the stream_clock alert",
+    )  # fmt: skip
+    assert d.alive, d.output()
+    status = r.hgetall("quantum:p35:status")
+    assert int(status[b"processed_total"]) == total
+    assert int(status[b"future_ids_total"]) == future
+    sec2, _ = r.time()
+    assert decisions_in(r, range(now_min - 1, sec2 // 60 + 1)) == {"decision:SKIP": total}
+    newest_label = minute_label(sec2 // 60)
+    for key in r.scan_iter("quantum:p35:*"):
+        ttl = r.ttl(key)
+        assert ttl <= 92 * 86_400, f"{key!r} lives {ttl} s, past any retention"
+        if key.startswith((b"quantum:p35:bucket:", b"quantum:p35:bucketmeta:")):
+            assert key.decode().rsplit(":", 1)[1] <= newest_label, key
+    assert status[b"last_id"] == f"{MAX_U64}-0".encode()
+    assert d.terminate_and_wait()[0] == 0
+    assert not [e for e in d.events() if e.get("level") in ("error", "critical")]
+
+
+def _load_attack(r: redis.Redis, kind: str) -> tuple[int, int]:
+    """XADD one attack mixed with ordinary entries; returns (entries, UNKNOWN expected)."""
+    ordinary = {"symbol": "ETHUSDT", "executed": "True"}
+    pipe = r.pipeline(transaction=False)
+    n, unknown = 0, 0
+    for i in range({"wide": 20, "big": 500, "decisions": 4000, "raw": 1000}[kind]):
+        if kind == "wide":  # 100k fields: 25 MiB in Redis for 20
+            entry = {f"f{k}": "xxxx" for k in range(100_000)} | {"decision": "SKIP"}
+            unknown += 1
+        elif kind == "big":  # 1 MB values
+            entry = {"decision": "SKIP", "blob": "y" * (1 << 20), "n": str(i)}
+            unknown += 1
+        elif kind == "decisions":  # distinct 60 KiB decision words: under the entry limit
+            entry = {"decision": f"{i:08d}" + "z" * (60 << 10)}
+            unknown += 1  # a word of its own, and no executed flag to decide by
+        else:  # UNKNOWN, each with a large raw copy of control characters
+            entry = {f"c{k}": "\x1b\x9b\u202e" * 300 for k in range(50)}
+            unknown += 1
+        pipe.xadd(STREAM, entry)  # type: ignore[arg-type]
+        pipe.xadd(STREAM, ordinary)
+        n += 2
+        if len(pipe) >= 20:
+            pipe.execute()
+    pipe.execute()
+    return n, unknown
+
+
+@pytest.mark.parametrize("kind", ["wide", "big", "decisions", "raw"])
+def test_memory_stays_in_budget_whatever_entries_hold(
+    kind: str,
+    r: redis.Redis,
+    base_env: dict[str, str],
+    daemons: list[Daemon],
+    tmp_path: Path,
+    cgroup: Path | None,
+) -> None:
+    """Under the unit's 256 MiB limit (a memory cgroup) the daemon survives each memory
+    attack of the red-team and counts every entry once; oversize entries are UNKNOWN with
+    a bounded ASCII copy. Each used to get it OOM-killed, then again after each restart."""
+    total, unknown = _load_attack(r, kind)
+    d = Daemon(base_env, tmp_path / "d.log", cgroup_procs=cgroup).start()
+    daemons.append(d)
+    wait_for(lambda: drained(r, total) or not d.alive, 180, "every entry counted")
+    assert d.alive, f"died (exit {d.proc.poll() if d.proc else None}): {d.output()[-2000:]}"
+    peak_kb = d.rss_kb("VmHWM")
+    status = r.hgetall("quantum:p35:status")
+    assert int(status[b"processed_total"]) == total
+    assert int(status.get(b"invalid_total", 0)) == unknown
+    for _, fields in r.xrange("quantum:p35:invalid"):
+        raw = fields[b"raw"]
+        assert len(raw) <= 2048 and raw.isascii(), raw[:200]
+        assert all(c >= 0x20 for c in raw)
+    assert d.terminate_and_wait()[0] == 0
+    assert peak_kb * 1024 < MEMORY_MAX
+    print(f"FIGURES attack={kind} entries={total} peak_rss_mb={peak_kb / 1024:.1f} "
+          f"cgroup={'yes' if cgroup else 'no'}")  # fmt: skip
