@@ -7,6 +7,7 @@ up, counts every entry exactly once, and stays inside its memory budget.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -30,10 +31,8 @@ def cgroup() -> Iterator[Path | None]:
     procs = memory_cgroup(name, MEMORY_MAX)
     yield procs
     if procs is not None:
-        try:
+        with contextlib.suppress(OSError):
             procs.parent.rmdir()
-        except OSError:
-            pass
 
 
 def decisions_in(r: redis.Redis, minutes: range) -> Counter[str]:
@@ -143,3 +142,48 @@ def test_memory_stays_in_budget_whatever_entries_hold(
     assert peak_kb * 1024 < MEMORY_MAX
     print(f"FIGURES attack={kind} entries={total} peak_rss_mb={peak_kb / 1024:.1f} "
           f"cgroup={'yes' if cgroup else 'no'}")  # fmt: skip
+
+
+HOSTILE_NAME = b"\x1b]0;pwned\x07\x1b]52;c;SGVsbG8=\x07\x1b[2J\xc2\x9b2J\xe2\x80\xae\xff\xfe"
+
+
+def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Anyone allowed XREADGROUP can create a consumer name: title change, clipboard write
+    (OSC 52), screen clear, C1 CSI, a bidi override, bytes that are not UTF-8. Every view
+    prints it escaped (JSON too), and the daemon removes it without a failed tick (it used
+    to log a traceback on every tick and every `p35 dash` mode died on UnicodeDecodeError)."""
+    from tests.daemon import run_p35
+
+    r.xgroup_create(STREAM, "p35_decision_intel", id="0", mkstream=True)
+    r.xgroup_createconsumer(STREAM, "p35_decision_intel", HOSTILE_NAME)
+    r.xadd("quantum:p35:alerts", {"type": "stuck", "subject": HOSTILE_NAME, "state": "firing"})
+    r.hset("quantum:p35:status", "consumer_name", HOSTILE_NAME)
+    outputs = [
+        run_p35(base_env, *args)
+        for args in (["dash", "e"], ["dash", "all"], ["dash", "all", "--json"],
+                     ["status"], ["status", "--json"], ["alerts"], ["alerts", "--json"])
+    ]  # fmt: skip
+    for proc in outputs:
+        assert proc.returncode in (0, 1), proc.stderr  # 1: status of a service never run
+        assert "Traceback" not in proc.stderr
+        printed = proc.stdout + proc.stderr
+        for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+            assert raw not in printed, (proc.args, printed[:300])
+    assert "\\x1b]0;pwned\\x07" in outputs[0].stdout  # shown, escaped
+    import json as _json
+
+    _json.loads(outputs[2].stdout)
+
+    d = Daemon({**base_env, "P35_CLAIM_MIN_IDLE_SEC": "1"}, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(
+        lambda: HOSTILE_NAME not in [c["name"] for c in r.xinfo_consumers(STREAM,
+                                                                          "p35_decision_intel")],
+        30, "the hostile consumer removed",
+    )  # fmt: skip
+    assert d.terminate_and_wait()[0] == 0
+    assert not [e for e in d.events() if e["event"] == "tick.failed"]
+    [removed] = [e for e in d.events() if e["event"] == "consumer.removed"]
+    assert "\\x1b" in str(removed["removed"])

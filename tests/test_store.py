@@ -265,9 +265,9 @@ def test_departed_consumer_is_removed_only_when_it_owns_nothing(
         await store.client.xgroup_createconsumer(STREAM, GROUP, "alive-idle")
         await store.client.set(keys.lease("alive-idle"), "token")
         results = (
-            await store.forget_consumer("dead-with-work"),
-            await store.forget_consumer("dead-idle"),
-            await store.forget_consumer("alive-idle"),
+            await store.forget_consumer(b"dead-with-work"),
+            await store.forget_consumer(b"dead-idle"),
+            await store.forget_consumer(b"alive-idle"),
         )
         await close(store)
         return results

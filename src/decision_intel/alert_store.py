@@ -15,6 +15,7 @@ from decision_intel import keys
 from decision_intel.alerts import SEVERITY_RANK, Evaluation, StreamClock
 from decision_intel.client import lua_source
 from decision_intel.settings import Settings
+from decision_intel.text import safe, safe_map
 
 Emitted = tuple[str, str, str]
 """(alert key `type|window|subject`, severity, `firing` or `resolved`)."""
@@ -56,6 +57,6 @@ async def recent(client: aioredis.Redis, count: int) -> list[dict[str, str]]:
     """The newest alert events first, as text fields plus their stream `id`."""
     rows = await client.xrevrange(keys.ALERTS, count=count)
     return [
-        {"id": entry_id.decode(), **{k.decode(): v.decode() for k, v in fields.items()}}
+        {"id": safe(entry_id), **safe_map(fields)}
         for entry_id, fields in rows
     ]

@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 from decision_intel import __version__, keys, logs
 from decision_intel.notify import Notifier
 from decision_intel.settings import EX_CONFIG, ConfigError, Settings, load, unknown_variables
+from decision_intel.text import safe, safe_map
 
 T = TypeVar("T")
 
@@ -67,10 +68,10 @@ async def _status(client: Any) -> dict[str, object]:
         counts = await client.hgetall(keys.decision_counts(window))
         top = await client.zrevrange(keys.reason_top(window), 0, 9, withscores=True)
         windows[window] = {
-            "decisions": {k.decode(): int(v) for k, v in counts.items()},
-            "top_reasons": [[r.decode(), int(n)] for r, n in top],
+            "decisions": {safe(k): int(v) for k, v in counts.items()},
+            "top_reasons": [[safe(r), int(n)] for r, n in top],
         }
-    status = {k.decode(): v.decode() for k, v in raw.items()}
+    status = safe_map(raw)
     return {"status": status, "windows": windows}
 
 

@@ -18,10 +18,13 @@ from decision_intel import keys
 from decision_intel.classify import NO_REASON, SKIP
 from decision_intel.client import find_group
 from decision_intel.settings import Settings
+from decision_intel.text import safe, safe_map
 
 MODES = ("a", "b", "c", "d", "e")
 UNIT = "quantum-p35-decision-intelligence"
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+MAX_NAME_CHARS = 80
+"""Consumer names are anyone's to choose: shown escaped and cut to this."""
 WINDOW_WORDS = {"1m": "minute", "5m": "5 minutes", "15m": "15 minutes", "1h": "hour"}
 
 
@@ -34,8 +37,8 @@ async def _window(client: aioredis.Redis, counts_key: str, top_key: str, n: int)
         pipe.zrevrange(top_key, 0, n - 1, withscores=True)
         counts, ranked = await pipe.execute()
     return {
-        "decisions": {k.decode(): int(v) for k, v in counts.items()},
-        "reasons": [[r.decode(), int(s)] for r, s in ranked],
+        "decisions": {safe(k): int(v) for k, v in counts.items()},
+        "reasons": [[safe(r), int(s)] for r, s in ranked],
     }
 
 
@@ -52,12 +55,12 @@ async def collect(
         for s in symbols
     }
     status = await client.hgetall(keys.STATUS)
-    data["status"] = {k.decode(): v.decode() for k, v in status.items()}
+    data["status"] = safe_map(status)
     group = await find_group(client, settings.stream, settings.group)
     consumers = []
     if group is not None:
         for row in await client.xinfo_consumers(settings.stream, settings.group):
-            name = row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
+            name = safe(row["name"])[:MAX_NAME_CHARS]
             consumers.append({"name": name, "pending": row["pending"], "idle_ms": row["idle"]})
     data["group"] = None if group is None else {
         "lag": group.get("lag"), "pending": group.get("pending"), "consumers": consumers

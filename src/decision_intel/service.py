@@ -28,6 +28,7 @@ from decision_intel.settings import EX_CONFIG, Settings
 from decision_intel.snapshots import Snapshotter
 from decision_intel.status import RateMeter, group_fields, write_heartbeat
 from decision_intel.store import Store
+from decision_intel.text import safe
 from decision_intel.windows import Counts
 
 EX_TEMPFAIL = 75
@@ -374,7 +375,7 @@ class Service:
         min_idle_ms = int(max(self.s.claim_min_idle_sec, 2 * self.s.lease_sec) * 1000)
         for name in await self.store.departed_consumers(min_idle_ms):
             if await self.store.forget_consumer(name):
-                self.log.info("consumer.removed", removed=name)
+                self.log.info("consumer.removed", removed=safe(name)[:200])
 
     def _lease_lost(self) -> None:
         self.log.error(

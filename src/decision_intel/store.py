@@ -285,16 +285,18 @@ class Store:
             args += [entry_id, cause, raw]
         return args
 
-    async def departed_consumers(self, min_idle_ms: int) -> list[str]:
+    async def departed_consumers(self, min_idle_ms: int) -> list[bytes]:
+        """Names as Redis has them: anyone may create a consumer, so a name may be any
+        bytes (not UTF-8, control characters); log it through `text.safe`."""
         rows = await self.client.xinfo_consumers(self.s.stream, self.s.group)
         return [
-            row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
+            row["name"] if isinstance(row["name"], bytes) else str(row["name"]).encode()
             for row in rows
             if row["pending"] == 0 and row["idle"] >= min_idle_ms
         ]
 
-    async def forget_consumer(self, name: str) -> bool:
-        if name == self.consumer:
+    async def forget_consumer(self, name: bytes) -> bool:
+        if name == self.consumer.encode():
             return False
         done = await self._forget(keys=[keys.lease(name)], args=[self.s.stream, self.s.group, name])
         return bool(done)

@@ -1,0 +1,34 @@
+"""Text from Redis made safe to print: decoded with replacement, control characters escaped.
+
+Producers, and anyone who may create a consumer name, are untrusted. A value that
+reaches an operator's terminal raw can set its title, write its clipboard (OSC 52),
+clear the screen, or reorder text with bidi overrides. Every string a CLI view shows
+from Redis passes through `safe()`: C0 and C1 controls, DEL, format characters (bidi
+overrides, zero-width) and line/paragraph separators come out as `\\xNN`/`\\uNNNN`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def safe(value: object) -> str:
+    """`value` (bytes: UTF-8 with replacement) as text that cannot steer a terminal."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(_escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    if c == " " or unicodedata.category(c) not in _UNSAFE_CATEGORIES:
+        return c
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_map(fields: dict[bytes, bytes]) -> dict[str, str]:
+    """A hash or stream entry from Redis as safe text keys and values."""
+    return {safe(k): safe(v) for k, v in fields.items()}
