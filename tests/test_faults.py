@@ -300,3 +300,32 @@ def test_rss_stays_flat_at_a_steady_rate(
     assert d.terminate_and_wait()[0] == 0
     print(f"FIGURES seconds={seconds} samples={len(samples)} rss_first_half_max_kb="
           f"{max(samples[:half])} rss_second_half_max_kb={max(samples[half:])}")  # fmt: skip
+
+
+def test_lag_is_right_after_a_redis_restart_that_restores_a_stale_entries_read(
+    aof_server: RedisServer, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Redis 7.0 restores `entries-read` from a rewritten AOF as it was at the rewrite, so
+    its lag stays wrong for good (redis/redis#10569). With everything delivered the status
+    must say lag 0, and no progress line may claim a backlog (it said "lag 30808")."""
+    r = redis.Redis(port=aof_server.port)
+    env = {**base_env, "P35_REDIS_URL": aof_server.url, "P35_PROGRESS_INTERVAL_SEC": "0.5"}
+    load(r, 500, span_minutes=10)
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: drained(r, 500), 30, "the first drain")
+    r.bgrewriteaof()
+    wait_for(lambda: r.info("persistence")["aof_rewrite_in_progress"] == 0, 30, "the rewrite")
+    sec, usec = r.time()
+    load_truth(r, 600, span_minutes=0.05, end_ms=sec * 1000 + usec // 1000 + 4000, seed=9)
+    wait_for(lambda: drained(r, 1100), 30, "the second drain")
+    aof_server.restart()
+    r = redis.Redis(port=aof_server.port)
+    assert group_info(r)["lag"] != 0, "Redis no longer restores a stale entries-read"
+    wait_for(lambda: any(e["event"] == "redis.available" for e in d.events()), 30, "back")
+    seen = len(d.events())
+    time.sleep(2)  # several heartbeats and progress intervals after the restart
+    status = r.hgetall("quantum:p35:status")
+    assert status[b"lag"] == b"0"
+    assert not [e for e in d.events()[seen:] if e["event"] == "progress"]
+    assert d.terminate_and_wait()[0] == 0

@@ -127,3 +127,26 @@ def test_stable_name_restart_rereads_its_own_pending_first(
     wait_for(lambda: drained(r, n), 60, "drain")
     assert again.terminate_and_wait()[0] == 0
     assert_exact(r, expected)
+
+
+def test_sigterm_while_waiting_for_the_lease_exits_0_and_says_stopped(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """A stop within the lease time after a crash: the restarted daemon waits for the dead
+    one's lease, and a SIGTERM then must end it cleanly (it exited 1 with a traceback,
+    flushing without the lease, and left the unit failed)."""
+    env = {**base_env, "P35_LEASE_SEC": "15"}
+    first = Daemon(env, tmp_path / "a.log", name="stable").start()
+    daemons.append(first)
+    wait_for(lambda: bool(r.exists("quantum:p35:status:consumer:stable")), 30, "first ready")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    second = Daemon(env, tmp_path / "b.log", name="stable").start()
+    daemons.append(second)
+    wait_for(lambda: any(e["event"] == "consumer.name_busy" for e in second.events()), 30,
+             "the second waiting for the lease")  # fmt: skip
+    rc, took = second.terminate_and_wait()
+    assert rc == 0, second.output()
+    assert took < 5
+    assert "Traceback" not in second.output()
+    assert any(e["event"] == "service.stopped" for e in second.events())

@@ -108,9 +108,26 @@ def lua_source(name: str) -> str:
 
 
 async def find_group(client: aioredis.Redis, stream: str, group: str) -> dict[str, Any] | None:
-    """The group's XINFO GROUPS row, or None when the stream or the group is missing."""
+    """The group's state (`lua/group_state.lua`), keyed as XINFO GROUPS keys it, plus
+    `oldest-pending-id`; None when the stream or the group is missing. `lag` is 0 once
+    the group has delivered the stream's last ID, whatever Redis reports."""
+    script = client.register_script(lua_source("group_state"))
     try:
-        groups = await client.xinfo_groups(stream)
+        row = await script(keys=[], args=[stream, group])
     except ResponseError:
         return None
-    return next((g for g in groups if g["name"] in (group, group.encode())), None)
+    if not row:
+        return None
+    lag, pending, consumers, delivered, entries_read, last_id, oldest = (
+        v.decode() if isinstance(v, bytes) else str(v) for v in row
+    )
+    return {
+        "name": group,
+        "lag": int(lag) if lag else None,
+        "pending": int(pending),
+        "consumers": int(consumers),
+        "last-delivered-id": delivered,
+        "entries-read": int(entries_read) if entries_read else None,
+        "last-generated-id": last_id,
+        "oldest-pending-id": oldest or None,
+    }

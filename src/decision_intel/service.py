@@ -208,7 +208,9 @@ class Service:
         self.stop.set()
         unflushed = 0
         gave_up = self.exit_code in (EX_TEMPFAIL, EX_CONFIG)  # not ours to flush, or not allowed
-        if hasattr(self, "consumer") and not self.force_exit and not gave_up:
+        # Before `ready` the lease may be another process's and nothing was read yet:
+        # there is nothing to flush, and no status of ours to write.
+        if self.ready and not self.force_exit and not gave_up:
             try:
                 async with asyncio.timeout(GRACE_S):
                     await self.consumer.finish()
@@ -218,6 +220,8 @@ class Service:
                 self.log.warning("shutdown.timeout", grace_s=GRACE_S)
             except (*REDIS_DOWN, *ACCESS_DENIED) as exc:
                 self.log.warning("shutdown.redis_unavailable", error=type(exc).__name__)
+            except LeaseLost:
+                self.log.warning("shutdown.lease_lost", detail="not flushed: the name is taken")
             unflushed = len(self.consumer.batch)
         for client in (getattr(self, "client", None), getattr(self, "reader", None)):
             if client is not None:
@@ -302,8 +306,10 @@ class Service:
     async def heartbeat(self, state: str = "running") -> None:
         if not await self.store.take_lease():
             raise LeaseLost(self.s.consumer_name)
-        self.group = group_fields(await self.store.group_info())
-        oldest_ms = await self.store.oldest_pending_ms()
+        info = await self.store.group_info()
+        self.group = group_fields(info)
+        oldest = info.get("oldest-pending-id") if info else None
+        oldest_ms = int(oldest.partition("-")[0]) if oldest else None
         now = time.time()
         self.group["oldest_pending_age_s"] = (
             0 if oldest_ms is None else round(max(0.0, now - oldest_ms / 1000), 1)

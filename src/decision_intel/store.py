@@ -57,6 +57,7 @@ def permission_probes(s: Settings, consumer: str) -> list[tuple[str, ...]]:
         ("XPENDING", st, g, "-", "+", "1", c),
         ("XACK", st, g, "0-1"),
         ("XINFO", "GROUPS", st),
+        ("XINFO", "STREAM", st),
         ("XINFO", "CONSUMERS", st, g),
         ("XGROUP", "DELCONSUMER", st, g, c),
         ("XADD", keys.INVALID, "MAXLEN", "~", "1", "*", "f", "v"),
@@ -300,15 +301,6 @@ class Store:
             return False
         done = await self._forget(keys=[keys.lease(name)], args=[self.s.stream, self.s.group, name])
         return bool(done)
-
-    async def oldest_pending_ms(self) -> int | None:
-        """The millisecond time of the group's oldest pending entry (None: nothing pending)."""
-        summary = await self.client.xpending(self.s.stream, self.s.group)
-        low = summary.get("min") if summary else None
-        if not low:
-            return None
-        text = low.decode() if isinstance(low, bytes) else str(low)
-        return int(text.partition("-")[0])
 
     async def group_info(self) -> dict[str, Any] | None:
         return await find_group(self.client, self.s.stream, self.s.group)
