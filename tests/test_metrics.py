@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -84,6 +85,9 @@ def test_metrics_match_known_traffic_and_cover_the_dashboard(
     assert got[("p35_redis_reconnects_total", ())] == 0
     assert got[("p35_build_info", (("version", "0.1.0"),))] == 1
     assert got[("p35_last_heartbeat_timestamp_seconds", ())] > 0
+    assert got[("process_resident_memory_bytes", ())] > 10e6  # from /proc/self only
+    assert got[("process_cpu_seconds_total", ())] > 0
+    assert got[("process_open_fds", ())] > 0
     assert listening(d.pid) == [("127.0.0.1", port)]  # loopback unless told otherwise
     assert d.terminate_and_wait()[0] == 0
 
@@ -117,3 +121,40 @@ def test_a_port_in_use_stops_the_start_with_one_line_naming_it(
     assert [e["event"] for e in errors] == ["metrics.unavailable"]
     assert f"P35_METRICS_PORT={port}" in str(errors[0]["detail"])
     assert "in use" in str(errors[0]["detail"])
+
+
+def test_the_endpoint_serves_only_metrics_and_idle_sockets_hold_up_nothing(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Any other path is 404. 200 idle connections (each used to take a thread; under the
+    unit's TasksMax=32 thirty broke /metrics with a traceback each, and thousands stalled
+    the heartbeat and made SIGTERM take 32 s) hold up neither the heartbeat, nor a scrape
+    once they are gone, nor the shutdown."""
+    port = free_port()
+    d = Daemon({**base_env, "P35_METRICS_PORT": str(port)}, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: bool(r.exists("quantum:p35:status")), 30, "the daemon running")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+    assert err.value.code == 404
+    err.value.close()
+    idle = []
+    for _ in range(200):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.send(b"GET /metrics HTTP/1.1\r\n")  # never finished
+        idle.append(s)
+    threads = len(os.listdir(f"/proc/{d.pid}/task"))
+    beat = float(r.hget("quantum:p35:status", "last_ts") or 0)
+    wait_for(lambda: float(r.hget("quantum:p35:status", "last_ts") or 0) > beat + 1, 10,
+             "two heartbeats with the sockets open")  # fmt: skip
+    assert len(os.listdir(f"/proc/{d.pid}/task")) == threads  # no thread per connection
+    for s in idle:
+        s.close()
+    wait_for(lambda: "p35_entries_total" in scrape(port), 10, "a scrape after they left")
+    for _ in range(20):
+        idle.append(socket.create_connection(("127.0.0.1", port)))
+    rc, took = d.terminate_and_wait()
+    assert rc == 0 and took < 5
+    for s in idle:
+        s.close()
+    assert not [e for e in d.events() if e.get("level") in ("error", "critical")]

@@ -2,13 +2,25 @@
 
 Opt-in: with `P35_METRICS_PORT` unset the service uses `Metrics` (every method a
 no-op) and prometheus_client is never imported, so it costs neither memory nor
-time. `start(settings)` builds `PrometheusMetrics` and serves `/metrics` from
-prometheus_client's own thread, off the event loop. Labels stay low-cardinality:
-decision, alert type and severity; never a reason or a symbol.
+time. `serve(settings)` builds `PrometheusMetrics` and serves `/metrics` from the
+daemon's own event loop: no thread per connection (the unit allows 32 tasks), at
+most MAX_CONNECTIONS at once, a timeout on every request, 404 for any other path,
+and nothing it does can hold up the heartbeat or the shutdown. Labels stay
+low-cardinality: decision, alert type and severity; never a reason or a symbol.
+
+The `process_*` series come from /proc/self only: under the unit's
+`ProcSubset=pid`, /proc/stat is hidden and prometheus_client's own process
+collector switches itself off.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import resource
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from decision_intel import __version__
@@ -53,10 +65,9 @@ class Metrics:
 class PrometheusMetrics(Metrics):
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-        from prometheus_client.process_collector import ProcessCollector
 
         self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)  # RSS, CPU, open fds of this process
+        self.registry.register(ProcessCollector())  # RSS, CPU, open fds of this process
         r = self.registry
         self.entries = Counter(
             "p35_entries", "Entries counted, by decision.", ["decision"], registry=r
@@ -142,17 +153,108 @@ class PrometheusMetrics(Metrics):
         self.alerts.labels(kind, severity).inc()
 
 
-def start(settings: Settings) -> tuple[Metrics, Any]:
-    """The metrics for this settings, and the HTTP server to shut down (None when off)."""
+class ProcessCollector:
+    """process_* series read from /proc/self (readable under ProcSubset=pid)."""
+
+    def __init__(self) -> None:
+        self.start_time_s = time.time()
+        self.page_bytes = resource.getpagesize()
+        self.ticks = os.sysconf("SC_CLK_TCK")
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        utime, stime = int(fields[11]) / self.ticks, int(fields[12]) / self.ticks
+        vsize, rss = int(fields[20]), int(fields[21]) * self.page_bytes
+        yield CounterMetricFamily(
+            "process_cpu_seconds", "User and system CPU time spent in seconds.",
+            value=utime + stime,
+        )  # fmt: skip
+        yield GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                                value=vsize)  # fmt: skip
+        yield GaugeMetricFamily("process_resident_memory_bytes",
+                                "Resident memory size in bytes.", value=rss)  # fmt: skip
+        yield GaugeMetricFamily(
+            "process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+            value=self.start_time_s,
+        )  # fmt: skip
+        with contextlib.suppress(OSError):
+            yield GaugeMetricFamily("process_open_fds", "Number of open file descriptors.",
+                                    value=len(os.listdir("/proc/self/fd")))  # fmt: skip
+        yield GaugeMetricFamily("process_max_fds", "Maximum number of open file descriptors.",
+                                value=resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # fmt: skip
+
+
+MAX_CONNECTIONS = 8
+REQUEST_TIMEOUT_S = 5.0
+MAX_REQUEST_BYTES = 8192
+
+
+class MetricsServer:
+    """`/metrics` over HTTP/1.0-style one-request connections, inside the event loop."""
+
+    def __init__(self, metrics: PrometheusMetrics):
+        self.metrics = metrics
+        self.server: asyncio.Server | None = None
+        self.handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self, addr: str, port: int) -> None:
+        self.server = await asyncio.start_server(self._accept, addr, port,
+                                                 limit=MAX_REQUEST_BYTES)  # fmt: skip
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.handlers) >= MAX_CONNECTIONS:
+            writer.close()  # over the limit: refused at once, nothing else held
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self.handlers.add(task)
+        task.add_done_callback(self.handlers.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, _, rest = head.partition(b" ")
+                path = rest.partition(b" ")[0].partition(b"?")[0]
+                if method not in (b"GET", b"HEAD"):
+                    status, body, ctype = "405 Method Not Allowed", b"", "text/plain"
+                elif path != b"/metrics":
+                    status, body, ctype = "404 Not Found", b"only /metrics here\n", "text/plain"
+                else:
+                    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+                    status, ctype = "200 OK", CONTENT_TYPE_LATEST
+                    body = generate_latest(self.metrics.registry)
+                head_out = (
+                    f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
+                writer.write(head_out.encode() + (b"" if method == b"HEAD" else body))
+                await writer.drain()
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # a slow, broken or oversized request: just close it
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self.handlers):
+            task.cancel()
+        if self.handlers:
+            await asyncio.wait(list(self.handlers), timeout=1.0)
+
+
+async def serve(settings: Settings) -> tuple[Metrics, MetricsServer | None]:
+    """The metrics for these settings, and the endpoint to close (None when off)."""
     if settings.metrics_port is None:
         return Metrics(), None
-    from prometheus_client import start_http_server
-
     metrics = PrometheusMetrics()
+    server = MetricsServer(metrics)
     try:
-        server, _thread = start_http_server(
-            settings.metrics_port, addr=settings.metrics_addr, registry=metrics.registry
-        )
+        await server.start(settings.metrics_addr, settings.metrics_port)
     except OSError as exc:
         raise MetricsPortError(
             f"P35_METRICS_PORT={settings.metrics_port} on P35_METRICS_ADDR="

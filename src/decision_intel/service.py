@@ -21,8 +21,8 @@ from decision_intel.alerts import evaluate
 from decision_intel.backoff import ACCESS_DENIED, REDIS_DOWN, Connectivity
 from decision_intel.client import connect
 from decision_intel.consumer import Consumer, LeaseLost
-from decision_intel.metrics import Metrics, MetricsPortError
-from decision_intel.metrics import start as metrics_start
+from decision_intel.metrics import Metrics, MetricsPortError, MetricsServer
+from decision_intel.metrics import serve as metrics_serve
 from decision_intel.notify import Notifier
 from decision_intel.settings import EX_CONFIG, Settings
 from decision_intel.snapshots import Snapshotter
@@ -55,7 +55,7 @@ class Service:
         self.exit_code = 0
         self.start_ts = time.time()
         self.metrics: Metrics = Metrics()
-        self._metrics_server: Any = None
+        self._metrics_server: MetricsServer | None = None
         self.conn = Connectivity(self.log, on_reconnect=lambda: self.metrics.reconnected())
         self.meter = RateMeter()
         self.rate = 0.0
@@ -95,7 +95,7 @@ class Service:
 
     async def serve(self) -> int:
         try:
-            self.metrics, self._metrics_server = metrics_start(self.s)
+            self.metrics, self._metrics_server = await metrics_serve(self.s)
         except MetricsPortError as exc:
             self.log.error("metrics.unavailable", detail=str(exc))
             return EX_CONFIG
@@ -234,7 +234,7 @@ class Service:
             unflushed_left_pending=unflushed,
         )
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+            await self._metrics_server.close()
         self.notifier.close()
 
     # -- the three loops -----------------------------------------------------------
