@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from decision_intel.backoff import CAP_S, Connectivity, delay_s
 
 
@@ -35,3 +37,52 @@ def test_one_line_per_state_change() -> None:
     c.failed(ConnectionError("refused"))
     assert log.events == ["redis.unavailable", "redis.available", "redis.unavailable"]
     assert c.reconnects == 1
+
+
+def test_after_an_outage_pooled_connections_are_dropped_so_one_outage_is_one_failure(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    """Connections idle in the pool across a Redis restart are dead: each failed its next
+    command long after Redis was back (a second `redis.unavailable` 97 s later). Dropping
+    them when Redis answers again leaves only live ones."""
+    import asyncio
+
+    from redis.exceptions import ConnectionError
+
+    from decision_intel.client import connect, drop_idle_connections
+    from decision_intel.settings import load
+    from tests.conftest import RedisServer
+
+    server = RedisServer(tmp_path / "r")  # type: ignore[operator]
+    server.start()
+    try:
+        client = connect(load(redis_url=server.url))
+
+        async def three_at_once() -> list[object]:
+            return await asyncio.gather(
+                *(client.blpop(["nothing"], timeout=0.2) for _ in range(3)),
+                return_exceptions=True,
+            )
+
+        async def go() -> tuple[list[object], list[object]]:
+            await three_at_once()  # three connections in the pool
+            server.restart()
+            without = await three_at_once()  # the dead ones fail, one each
+            await three_at_once()
+            server.restart()
+            for _ in range(5):  # until Redis answers again (a dead connection fails first)
+                try:
+                    await client.ping()
+                    break
+                except ConnectionError:
+                    pass
+            await drop_idle_connections(client)
+            with_drop = await three_at_once()
+            await client.aclose()
+            return without, with_drop
+
+        without, with_drop = asyncio.run(go())
+        assert any(isinstance(x, Exception) for x in without), "the test lost its point"
+        assert not [x for x in with_drop if isinstance(x, Exception)]
+    finally:
+        server.stop()

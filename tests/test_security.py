@@ -127,6 +127,46 @@ def test_a_missing_permission_stops_the_start_with_one_line_naming_it(
         server.stop()
 
 
+def test_the_documented_acl_refuses_what_an_attacker_with_the_password_would_try(
+    acl_server: RedisServer,
+) -> None:
+    """The p35 user may read and acknowledge the input stream, never write it: no forged
+    entries, no deleting, trimming or expiring it, no other keys, no EVAL, no SCAN."""
+    admin = redis.Redis(port=acl_server.port)
+    admin.xadd(STREAM, {"decision": "SKIP"})
+    admin.xgroup_create(STREAM, GROUP, id="0")
+    admin.set("other:service:key", "x")
+    p35 = redis.Redis.from_url(user_url(acl_server))
+    attempts = [
+        ("XADD", STREAM, "*", "decision", "EXECUTE"),
+        ("DEL", STREAM),
+        ("EXPIRE", STREAM, "1"),
+        ("SET", STREAM, "x"),
+        ("XTRIM", STREAM, "MAXLEN", "0"),
+        ("XDEL", STREAM, "0-1"),
+        ("XSETID", STREAM, "99999999999999-0"),
+        ("XGROUP", "DESTROY", STREAM, GROUP),
+        ("XGROUP", "SETID", STREAM, GROUP, "$"),
+        ("GET", "other:service:key"),
+        ("DEL", "other:service:key"),
+        ("EVAL", "while true do end", "0"),
+        ("EVAL", "return redis.call('XADD', ARGV[1], '*', 'a', 'b')", "0", STREAM),
+        ("SCAN", "0"),
+        ("KEYS", "*"),
+        ("FLUSHALL",),
+        ("CONFIG", "GET", "*"),
+    ]
+    for cmd in attempts:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            p35.execute_command(*cmd)
+    # The script path is closed too: a loaded script runs under the same ACL.
+    sha = p35.script_load("return redis.call('XADD', ARGV[1], '*', 'forged', '1')")
+    with pytest.raises(redis.exceptions.ResponseError, match="The user executing the script can't"):
+        p35.evalsha(sha, 0, STREAM)
+    assert admin.xlen(STREAM) == 1 and admin.exists("other:service:key")
+    p35.close()
+
+
 # -- TLS --------------------------------------------------------------------------------
 
 

@@ -86,6 +86,14 @@ def connect(settings: Settings, *, blocking: bool = False) -> aioredis.Redis:
     return client
 
 
+async def drop_idle_connections(*clients: aioredis.Redis) -> None:
+    """Close the connections waiting in the clients' pools. After an outage they are
+    dead: left there, each would fail its next command, long after Redis came back, and
+    count as a second outage."""
+    for client in clients:
+        await client.connection_pool.disconnect(inuse_connections=False)
+
+
 def parse_entries(reply: Any, **_options: Any) -> list[Entry]:
     """XREADGROUP reply (RESP2 list or RESP3 map, one stream) as [(id, fields or None)].
 

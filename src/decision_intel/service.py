@@ -19,7 +19,7 @@ from decision_intel import __version__
 from decision_intel.alert_store import AlertStore
 from decision_intel.alerts import evaluate
 from decision_intel.backoff import ACCESS_DENIED, REDIS_DOWN, Connectivity
-from decision_intel.client import connect
+from decision_intel.client import connect, drop_idle_connections
 from decision_intel.consumer import Consumer, LeaseLost
 from decision_intel.metrics import Metrics, MetricsPortError, MetricsServer
 from decision_intel.metrics import serve as metrics_serve
@@ -56,12 +56,19 @@ class Service:
         self.start_ts = time.time()
         self.metrics: Metrics = Metrics()
         self._metrics_server: MetricsServer | None = None
-        self.conn = Connectivity(self.log, on_reconnect=lambda: self.metrics.reconnected())
+        self.conn = Connectivity(self.log, on_reconnect=self._reconnected)
+        self._background: set[asyncio.Task[None]] = set()
         self.meter = RateMeter()
         self.rate = 0.0
         self.group: dict[str, Any] = {}
         self.ready = False
         self._stop: asyncio.Event | None = None
+
+    def _reconnected(self) -> None:
+        self.metrics.reconnected()
+        task = asyncio.ensure_future(drop_idle_connections(self.client, self.reader))
+        self._background.add(task)  # held until done (the loop keeps only weak references)
+        task.add_done_callback(self._background.discard)
 
     # -- signals ----------------------------------------------------------------
 
