@@ -187,3 +187,39 @@ def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
     assert not [e for e in d.events() if e["event"] == "tick.failed"]
     [removed] = [e for e in d.events() if e["event"] == "consumer.removed"]
     assert "\\x1b" in str(removed["removed"])
+
+
+def test_an_alert_storm_is_capped_keeping_the_highest_severity_and_summing_the_rest(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """500 new symbols, 10 BLOCKED each: 500 `stuck` alerts at once used to flood the capped
+    stream (evicting the CRITICAL gate explosion of the same pass) and the log. One
+    evaluation now sends at most P35_ALERTS_MAX_PER_EVAL events, CRITICAL first, plus one
+    `suppressed` event counting the rest; per-symbol snapshot keys stay bounded."""
+    pipe = r.pipeline(transaction=False)
+    for i in range(500):
+        for _ in range(10):
+            pipe.xadd(STREAM, {"symbol": f"SYM{i:03d}USDT", "executed": "false",
+                               "error": "kill_switch_active"})  # fmt: skip
+        if len(pipe) >= 1000:
+            pipe.execute()
+    pipe.execute()
+    env = {**base_env, "P35_SNAPSHOT_INTERVAL_SEC": "60", "P35_ALERTS_MAX_PER_EVAL": "20",
+           "P35_SNAPSHOT_SYMBOLS": "50"}  # fmt: skip
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: drained(r, 5000), 60, "the drain")
+    wait_for(lambda: r.xlen("quantum:p35:alerts") > 0, 30, "the first evaluation")
+    events = [f for _, f in r.xrange("quantum:p35:alerts")]
+    assert len(events) == 21
+    assert events[0][b"type"] == b"gate_explosion" and events[0][b"severity"] == b"CRITICAL"
+    [summary] = [e for e in events if e[b"type"] == b"suppressed"]
+    firing = [e for e in events if e[b"type"] != b"suppressed"]
+    # 500 stuck + execute_low + blocked_high + the gate: 503 firing, 20 sent
+    assert int(summary[b"suppressed"]) == 503 - 20
+    assert b"stuck=" in summary[b"by_type"]
+    assert len([e for e in d.events() if e["event"] == "alert"]) == 21
+    assert len(firing) == 20
+    per_symbol = list(r.scan_iter("quantum:p35:symbol:*"))
+    assert 0 < len(per_symbol) <= 50 * 4 * 2
+    assert d.terminate_and_wait()[0] == 0
