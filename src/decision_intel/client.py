@@ -11,6 +11,8 @@ bounded script read (`lua/read.lua`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from importlib import resources
 from typing import Any
 
@@ -89,9 +91,13 @@ def connect(settings: Settings, *, blocking: bool = False) -> aioredis.Redis:
 async def drop_idle_connections(*clients: aioredis.Redis) -> None:
     """Close the connections waiting in the clients' pools. After an outage they are
     dead: left there, each would fail its next command, long after Redis came back, and
-    count as a second outage."""
+    count as a second outage. The pool's lock keeps another task from taking one of them
+    while it is being closed (redis-py's `disconnect` alone does not)."""
     for client in clients:
-        await client.connection_pool.disconnect(inuse_connections=False)
+        pool = client.connection_pool
+        async with getattr(pool, "_lock", None) or contextlib.nullcontext():
+            idle = list(getattr(pool, "_available_connections", []))
+            await asyncio.gather(*(c.disconnect() for c in idle), return_exceptions=True)
 
 
 def parse_entries(reply: Any, **_options: Any) -> list[Entry]:

@@ -87,6 +87,11 @@ def lease(consumer: str) -> str:
     return f"{PREFIX}:lease:{consumer}"
 
 
+def lease_of(name: bytes) -> bytes:
+    """`lease()` of a consumer name as Redis has it (any bytes: names are anyone's)."""
+    return f"{PREFIX}:lease:".encode() + name
+
+
 def consumer_status(consumer: str) -> str:
     """Per-consumer heartbeat (expires when the consumer stops refreshing it)."""
     return f"{PREFIX}:status:consumer:{consumer}"

@@ -299,7 +299,9 @@ class Store:
     async def forget_consumer(self, name: bytes) -> bool:
         if name == self.consumer.encode():
             return False
-        done = await self._forget(keys=[keys.lease(name)], args=[self.s.stream, self.s.group, name])
+        done = await self._forget(
+            keys=[keys.lease_of(name)], args=[self.s.stream, self.s.group, name]
+        )
         return bool(done)
 
     async def group_info(self) -> dict[str, Any] | None:
