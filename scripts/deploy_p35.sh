@@ -6,7 +6,13 @@
 #
 #   DESTDIR    install under another root (tests; packaging)
 #   SYSTEMCTL  command used instead of systemctl
-#   PYTHON     interpreter for the virtualenv (default python3; 3.11 or newer)
+#   PYTHON     interpreter for the virtualenv (default /usr/bin/python3 when it is 3.11
+#              or newer, else python3). It must live outside /root and /home: the
+#              unit's ProtectHome=yes hides those from the service.
+#
+# Template instances (quantum-p35-decision-intelligence@NAME) that are running or
+# enabled are restarted on an upgrade instead of the plain unit, which is then left
+# alone (it would be one more consumer).
 #
 # Code goes to /opt/quantum/p35-decision-intelligence/releases/<source hash>/venv, and
 # .../venv points at the current release (the three newest are kept for --rollback).
@@ -20,7 +26,7 @@ for arg in "$@"; do
     --dry-run) DRY=1 ;;
     --skip-proof) SKIP_PROOF=1 ;;
     --rollback) ROLLBACK=1 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "deploy_p35: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -28,7 +34,11 @@ done
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 DESTDIR=${DESTDIR:-}
 SYSTEMCTL=${SYSTEMCTL:-systemctl}
-PYTHON=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=python3
+  /usr/bin/python3 -c 'import sys; raise SystemExit(sys.version_info < (3, 11))' 2>/dev/null &&
+    PYTHON=/usr/bin/python3
+fi
 UNIT=quantum-p35-decision-intelligence
 APP=$DESTDIR/opt/quantum/p35-decision-intelligence
 UNITDIR=$DESTDIR/etc/systemd/system
@@ -46,6 +56,14 @@ run() {
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON to a Python 3.11+ interpreter)"
 "$PYTHON" -c 'import sys; raise SystemExit(sys.version_info < (3, 11))' ||
   die "Python 3.11 or newer is required; $PYTHON is $("$PYTHON" -V 2>&1)"
+# The interpreter the release venv will point at (through any venv or pyenv shim).
+interpreter=$("$PYTHON" -c 'import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))')
+case "$interpreter" in
+  /root/*|/home/*|/run/user/*)
+    msg="$PYTHON is $interpreter, under a home directory: the unit's ProtectHome=yes hides it"
+    msg="$msg from the service (status=203/EXEC). Use a system interpreter: PYTHON=/usr/bin/python3"
+    if [ -z "$DESTDIR" ]; then die "$msg"; else say "warning: $msg"; fi ;;
+esac
 
 code_changed=0 units_changed=0
 
@@ -65,8 +83,9 @@ if [ "$ROLLBACK" = 1 ]; then
 fi
 
 # 1. Code: one virtualenv per source hash.
-release=$(cd "$SRC" && find pyproject.toml src -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' ! -name '*.pyc' \
-  -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
+# The hash covers the interpreter too: another PYTHON is another release.
+release=$( { cd "$SRC" && find pyproject.toml src -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' ! -name '*.pyc' \
+  -print0 | sort -z | xargs -0 sha256sum; echo "$interpreter $("$PYTHON" -V 2>&1)"; } | sha256sum | cut -c1-12)
 if [ "$(readlink "$APP/venv" 2>/dev/null)" = "releases/$release/venv" ] &&
    [ -x "$APP/releases/$release/venv/bin/p35" ]; then
   say "code: release $release is installed and current"
@@ -103,14 +122,39 @@ done
 if [ ! -e "$ENVFILE" ]; then
   say "env: installing $ENVFILE (edit it: P35_REDIS_URL at least)"
   run install -D -m 0600 "$SRC/deploy/env/p35-decision-intelligence.env" "$ENVFILE"
-elif ! cmp -s "$SRC/deploy/env/p35-decision-intelligence.env" "$ENVFILE"; then
-  say "env: keeping $ENVFILE; how it differs from the shipped template:"
-  diff -u "$SRC/deploy/env/p35-decision-intelligence.env" "$ENVFILE" | sed 's/^/    /' || true
+else
+  # Names only, never values: the file holds the Redis password.
+  set_here=$(sed -n 's/^[[:space:]]*\([A-Za-z_][A-Za-z0-9_]*\)[[:space:]]*=.*/\1/p' "$ENVFILE" | sort -u)
+  known=$(sed -n 's/^#\{0,1\}\([A-Z][A-Z0-9_]*\)=.*/\1/p' "$SRC/deploy/env/p35-decision-intelligence.env" | sort -u)
+  mentioned=$(sed -n 's/^[#[:space:]]*\([A-Za-z_][A-Za-z0-9_]*\)[[:space:]]*=.*/\1/p' "$ENVFILE" | sort -u)
+  new=$(comm -23 <(printf '%s\n' "$known") <(printf '%s\n' "$mentioned") | xargs)
+  say "env: keeping $ENVFILE (values not shown); it sets: $(printf '%s\n' "$set_here" | xargs)"
+  [ -z "$new" ] || say "env: settings new in this release (see the template): $new"
 fi
 
-# 4. systemd.
+# 4. systemd. Template instances in use (running, or enabled) take the plain unit's place.
 [ "$units_changed" = 0 ] || run "$SYSTEMCTL" daemon-reload
-if "$SYSTEMCTL" is-active --quiet "$UNIT" 2>/dev/null; then
+instances=$( { "$SYSTEMCTL" list-units --plain --no-legend --state=active "$UNIT@*.service" 2>/dev/null |
+  awk '{print $1}'; find "$UNITDIR" -path "*.wants/$UNIT@*.service" -printf '%f\n' 2>/dev/null; } |
+  grep "^$UNIT@.*\.service$" | sort -u | xargs || true)
+proof_units=$UNIT
+if [ -n "$instances" ]; then
+  proof_units=""
+  say "service: template instances in use ($instances); $UNIT itself is left alone"
+  for inst in $instances; do
+    if "$SYSTEMCTL" is-active --quiet "$inst" 2>/dev/null; then
+      if [ "$code_changed" = 1 ] || [ "$units_changed" = 1 ]; then
+        say "service: restarting $inst"
+        run "$SYSTEMCTL" restart "$inst"
+      else
+        say "service: $inst is running and nothing changed"
+      fi
+      proof_units="$proof_units $inst"
+    else
+      say "service: $inst is enabled but not running; not starting it"
+    fi
+  done
+elif "$SYSTEMCTL" is-active --quiet "$UNIT" 2>/dev/null; then
   if [ "$code_changed" = 1 ] || [ "$units_changed" = 1 ]; then
     say "service: restarting $UNIT"
     run "$SYSTEMCTL" restart "$UNIT"
@@ -128,11 +172,13 @@ if [ "$SKIP_PROOF" = 1 ] || [ "$DRY" = 1 ]; then
   exit 0
 fi
 proof() {
-  SYSTEMCTL="$SYSTEMCTL" P35_BIN="$APP/venv/bin/p35" P35_ENV_FILE="$ENVFILE" \
-    "$APP/bin/proof_p35_decision_intelligence.sh"
+  for unit in ${proof_units:-$UNIT}; do
+    SYSTEMCTL="$SYSTEMCTL" P35_BIN="$APP/venv/bin/p35" P35_ENV_FILE="$ENVFILE" P35_UNIT="$unit" \
+      "$APP/bin/proof_p35_decision_intelligence.sh" || return 1
+  done
 }
 for _ in $(seq 15); do
   proof >/dev/null 2>&1 && break
   sleep 2
 done
-proof || die "the service is installed but the proof failed (see above; journalctl -u $UNIT)"
+proof || die "the service is installed but the proof failed (see above; journalctl -u ${proof_units:-$UNIT})"

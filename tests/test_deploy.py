@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.conftest import free_port
 from tests.daemon import Daemon, drained, wait_for
 from tests.traffic import load
 
@@ -105,6 +106,7 @@ def test_first_deploy_installs_code_units_and_env(deployed: dict[str, object]) -
     assert (app / "bin/proof_p35_decision_intelligence.sh").exists()
     assert deployed["calls_first"] == [
         "daemon-reload",
+        f"list-units --plain --no-legend --state=active {UNIT}@*.service",
         f"is-active --quiet {UNIT}",
         f"enable --now {UNIT}",
     ]
@@ -116,11 +118,16 @@ def test_second_deploy_changes_nothing_and_keeps_operator_edits(
     second = deployed["second"]
     assert second.returncode == 0, second.stderr  # type: ignore[attr-defined]
     assert deployed["after"] == deployed["before"], "the second run changed files"
-    assert deployed["calls_second"] == [f"is-active --quiet {UNIT}"], "it restarted needlessly"
+    assert deployed["calls_second"] == [
+        f"list-units --plain --no-legend --state=active {UNIT}@*.service",
+        f"is-active --quiet {UNIT}",
+    ], "it restarted needlessly"
     dest: Path = deployed["dest"]  # type: ignore[assignment]
     assert "redis://ops-edited:6379/0" in (dest / ENV_REL).read_text()
     out = second.stdout  # type: ignore[attr-defined]
-    assert "keeping" in out and "+P35_REDIS_URL=redis://ops-edited:6379/0" in out
+    # Which settings the operator set, never their values (the file holds the password).
+    assert "keeping" in out and "it sets: P35_REDIS_URL" in out
+    assert "ops-edited" not in out
 
 
 def test_dry_run_prints_and_changes_nothing(deployed: dict[str, object]) -> None:
@@ -284,7 +291,8 @@ def test_notify_ready_status_watchdog_stopping_in_order(
     d = Daemon({**base_env, "NOTIFY_SOCKET": str(sock_path)}, tmp_path / "d.log").start()
     daemons.append(d)
     got: list[str] = []
-    while not (any(m.startswith("WATCHDOG=1") for m in got) and any("STATUS=" in m for m in got)):
+    while not (any(m.startswith("WATCHDOG=1") for m in got)
+               and any("STATUS=counted" in m for m in got)):  # fmt: skip
         got.append(sock.recv(4096).decode())
     d.signal(15)
     while "STOPPING=1" not in got[-1]:
@@ -296,6 +304,31 @@ def test_notify_ready_status_watchdog_stopping_in_order(
     assert firsts == sorted(firsts), got
     assert "READY=1" in got[0], "READY must come first"
     assert re.search(r"STATUS=counted \d+, lag \d+", "\n".join(got))
+
+
+@pytest.mark.e2e
+def test_ready_comes_at_once_without_redis_and_status_says_what_it_waits_for(
+    base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """With no Redis at the URL, READY=1 (the configuration is valid) comes at once, then
+    the watchdog keeps coming and STATUS= says it is waiting: systemd never fails the start
+    (READY=1 used to wait for Redis, and TimeoutStartSec killed the daemon)."""
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(20)
+    absent = f"redis://127.0.0.1:{free_port()}/0"
+    env = {**base_env, "NOTIFY_SOCKET": str(sock_path), "P35_REDIS_URL": absent}
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    got = [sock.recv(4096).decode()]
+    assert got[0].startswith("READY=1")
+    while sum(m.startswith("WATCHDOG=1") for m in got) < 2:
+        got.append(sock.recv(4096).decode())
+    assert any(m.startswith("STATUS=waiting for Redis at redis://127.0.0.1:") for m in got), got
+    assert d.alive
+    assert d.terminate_and_wait()[0] == 0
+    sock.close()
 
 
 @pytest.mark.e2e
@@ -356,3 +389,51 @@ def test_rollback_without_an_earlier_release_fails_clearly(deployed: dict[str, o
     )  # fmt: skip
     assert out.returncode == 1
     assert "no earlier release to roll back to" in out.stderr
+
+
+def test_a_python_under_a_home_directory_is_refused_for_a_real_install(tmp_path: Path) -> None:
+    """ProtectHome=yes hides /root and /home from the service: a release venv pointing at a
+    pyenv or user interpreter there fails with status=203/EXEC. The deploy says so first."""
+    home_python = tmp_path / "python3"  # answers like an interpreter living under /root
+    home_python.write_text(
+        "#!/bin/sh\ncase \"$*\" in *realpath*) echo /root/.pyenv/versions/3.11.7/bin/python3.11;;"
+        " -V) echo Python 3.11.7;; *) exit 0;; esac\n"
+    )
+    home_python.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "DESTDIR"}
+    env |= {"PYTHON": str(home_python), "SYSTEMCTL": "/bin/false"}
+    out = subprocess.run(
+        [str(ROOT / "scripts/deploy_p35.sh"), "--dry-run"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "ProtectHome=yes" in out.stderr and "PYTHON=/usr/bin/python3" in out.stderr
+    assert "would run" not in out.stdout
+
+
+def test_deploy_upgrades_running_template_instances_not_the_plain_unit(tmp_path: Path) -> None:
+    """With @a and @b running (docs/operations.md), an upgrade restarts them; it neither
+    starts the plain unit (a third consumer) nor leaves them on the old release."""
+    state = tmp_path / "state"
+    state.mkdir()
+    fake = tmp_path / "systemctl"
+    fake.write_text(
+        "#!/bin/sh\necho \"$*\" >> \"$FAKE_STATE/calls\"\n"
+        "case \"$1\" in\n"
+        f"  list-units) printf '{UNIT}@a.service loaded active running x\\n"
+        f"{UNIT}@b.service loaded active running x\\n' ;;\n"
+        f"  is-active) case \"$3\" in {UNIT}@*) exit 0;; esac; exit 3 ;;\n"
+        "esac\nexit 0\n"
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "DESTDIR": str(tmp_path / "r"), "SYSTEMCTL": str(fake),
+           "FAKE_STATE": str(state), "PYTHON": sys.executable}  # fmt: skip
+    out = subprocess.run(
+        [str(ROOT / "scripts/deploy_p35.sh"), "--skip-proof"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    calls = (state / "calls").read_text().splitlines()
+    assert f"restart {UNIT}@a.service" in calls and f"restart {UNIT}@b.service" in calls
+    assert not [c for c in calls if c.split()[-1] == UNIT and c.split()[0] != "is-active"]
+    assert "left alone" in out.stdout

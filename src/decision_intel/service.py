@@ -2,8 +2,9 @@
 
 Three tasks share one event loop: the consumer (read, classify, flush), the
 ticker (heartbeat and lease, snapshots, progress, consumer clean-up) and the
-watchdog (proves the loop turns, whatever Redis does). Signal handlers only set
-flags; every wait at shutdown has a limit.
+watchdog (proves the loop turns, whatever Redis does; it runs from READY=1, sent as
+soon as the configuration is valid, so waiting for Redis never fails the start).
+Signal handlers only set flags; every wait at shutdown has a limit.
 """
 
 from __future__ import annotations
@@ -116,6 +117,11 @@ class Service:
         self.snapshotter = Snapshotter(self.s, self.client, self.s.consumer_name)
         self.alert_store = AlertStore(self.s, self.client)
         self.consumer = Consumer(self.s, self.store, self.log, self.metrics)
+        # The configuration is valid: tell systemd we are up now. Waiting for Redis is
+        # running, not starting (a start timeout would kill a daemon that only waits);
+        # STATUS= says what it waits for, and the watchdog runs from here on.
+        self.notifier.send("READY=1", f"STATUS=connecting to Redis at {self.s.redacted_url}")
+        watchdog = asyncio.create_task(self._watchdog_loop(), name="watchdog")
         try:
             if await self.startup():
                 await self.main_loop()
@@ -129,6 +135,8 @@ class Service:
             self._access_denied(exc)
         finally:
             await self.shutdown()
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return self.exit_code
@@ -155,7 +163,12 @@ class Service:
             except ACCESS_DENIED:
                 raise
             except REDIS_DOWN as exc:
-                await self._pause(self.conn.failed(exc))
+                delay = self.conn.failed(exc)
+                self.notifier.send(
+                    f"STATUS=waiting for Redis at {self.s.redacted_url} "
+                    f"({type(exc).__name__}), retrying"
+                )
+                await self._pause(delay)
         else:
             return False
         self.log.info("service.ready", group_created=created, lag=self.group.get("lag"))
@@ -163,7 +176,7 @@ class Service:
         # keep it out of the collector's full passes, which the hot loop triggers.
         gc.freeze()
         self.ready = True
-        self.notifier.send("READY=1", self._status_line())
+        self.notifier.send(self._status_line())
         return True
 
     async def _check_permissions(self) -> None:
@@ -191,6 +204,9 @@ class Service:
                 raise NameInUse(self.s.consumer_name)
             if not warned:
                 self.log.warning("consumer.name_busy", waiting_up_to_s=self.s.lease_sec + 1)
+                self.notifier.send(
+                    f"STATUS=waiting for the lease on consumer name {self.s.consumer_name}"
+                )
                 warned = True
             await self._pause(1.0)
             if self.should_exit:
@@ -200,7 +216,6 @@ class Service:
         tasks = [
             asyncio.create_task(self._consume_loop(), name="consume"),
             asyncio.create_task(self._tick_loop(), name="tick"),
-            asyncio.create_task(self._watchdog_loop(), name="watchdog"),
         ]
         try:
             await asyncio.gather(*tasks)
