@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast chaos bench redis-server clean
+.PHONY: demo test test-fast test-systemd chaos bench redis-server clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP) redis-server
 test: $(STAMP) redis-server
 	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/python -m pytest
+
+# Operator paths under the real systemd, booted in namespaces of its own (root; about
+# 3 minutes; tests/sysd.py). Nothing on the host changes.
+test-systemd: $(STAMP) redis-server
+	$(VENV)/bin/python -m pytest -m systemd -p no:cacheprovider -rP --timeout 900 tests/test_systemd.py
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not e2e"

@@ -107,9 +107,9 @@ class SystemdNamespace:
             f"exec unshare --pid --fork --mount --uts --ipc --net --cgroup "
             f"--propagation private --mount-proc {INNER} {self.w}\n"
         )
-        log = open(self.w / "systemd.log", "wb")  # noqa: SIM115 - lives as long as systemd
+        self._log = open(self.w / "systemd.log", "wb")  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
-            ["setsid", "bash", str(outer)], stdin=subprocess.DEVNULL, stdout=log,
+            ["setsid", "bash", str(outer)], stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                                             "LIBMOUNT_UTAB": str(self.w / "utab")},
         )  # fmt: skip
@@ -150,19 +150,34 @@ class SystemdNamespace:
     # -- use ------------------------------------------------------------------------
 
     def run(
-        self, *cmd: str, check: bool = True, timeout: float = 120, env: dict[str, str] | None = None
+        self,
+        *cmd: str,
+        check: bool = True,
+        timeout: float = 300,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """A command inside every namespace of the booted systemd."""
         assert self.pid is not None
         full = ["nsenter", "-t", str(self.pid), "-a", "env", "-i",
                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "SYSTEMD_PAGER=",
-                *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]  # fmt: skip
-        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+                "HOME=/root", *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]  # fmt: skip
+        proc = subprocess.run(
+            full, capture_output=True, text=True, timeout=timeout, input=stdin
+        )
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
             )
         return proc
+
+    def write(self, path: str, text: str, mode: str = "0644") -> None:
+        """A file inside (its /etc, /opt and /var are the namespace's own)."""
+        self.run("sh", "-c", f'mkdir -p "$(dirname {path})" && cat > {path} && chmod {mode} {path}',
+                 stdin=text)  # fmt: skip
+
+    def show(self, unit: str, prop: str) -> str:
+        return self.systemctl("show", "-p", prop, "--value", unit).stdout.strip()
 
     def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run("systemctl", "--no-pager", *args, check=check)
@@ -192,7 +207,13 @@ class SystemdNamespace:
                     with contextlib.suppress(ProcessLookupError, TypeError):
                         os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
                 self.proc.wait(10)
-        for child in reversed(self.cgroups):
+        if hasattr(self, "_log"):
+            self._log.close()
+        for child in self.cgroups:  # systemd made cgroups below ours: deepest first
+            for sub in sorted(child.rglob("*"), key=lambda p: -len(p.parts)):
+                if sub.is_dir():
+                    with contextlib.suppress(OSError):
+                        sub.rmdir()
             with contextlib.suppress(OSError):
                 child.rmdir()
 

@@ -48,4 +48,4 @@ done
 mount -o remount,ro /sys/fs/cgroup
 
 exec env -i container=p35-test "SYSTEMD_UNIT_PATH=$W/units:/etc/systemd/system" \
-  /lib/systemd/systemd --system --unit=multi-user.target --log-target=console --log-level=notice
+  /lib/systemd/systemd --system --unit=multi-user.target --log-target=journal --log-level=info
