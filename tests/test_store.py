@@ -317,3 +317,22 @@ def test_buckets_expire_at_their_minute_start_plus_the_ttl(
     bucket = keys.bucket(minute)
     assert r.execute_command("EXPIRETIME", bucket) == minute * 60 + 3600
     assert r.execute_command("EXPIRETIME", keys.bucket_meta(minute)) == minute * 60 + 3600
+
+
+def test_a_script_redis_lost_is_loaded_again(r: redis.Redis, redis_server: RedisServer) -> None:
+    """After SCRIPT FLUSH (or a restart without persistence of the script cache) the next
+    call loads the script again: NOSCRIPT never reaches the consumer."""
+    add(r, 4)
+
+    async def go() -> int:
+        store, c = await ready(redis_server, "A")
+        c.ingest(await store.read_new(2, None))
+        await c.flush()
+        await store.client.script_flush()
+        c.ingest(await store.read_new(2, None))
+        await c.flush()
+        await close(store)
+        return c.counted
+
+    assert run(go) == 4
+    assert int(r.hget(keys.STATUS, "processed_total")) == 4

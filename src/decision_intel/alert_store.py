@@ -11,9 +11,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from decision_intel import keys
+from decision_intel import keys, scripts
 from decision_intel.alerts import SEVERITY_RANK, Evaluation, StreamClock
-from decision_intel.client import lua_source
 from decision_intel.settings import Settings
 from decision_intel.text import safe, safe_map
 
@@ -25,7 +24,7 @@ class AlertStore:
     def __init__(self, settings: Settings, client: aioredis.Redis):
         self.s = settings
         self.client = client
-        self._script = client.register_script(lua_source("alert"))
+        self._script = scripts.load(client, "alert")
 
     async def open_keys(self) -> list[str]:
         return [k.decode() for k in await self.client.hkeys(keys.ALERT_STATE)]

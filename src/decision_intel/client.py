@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -116,16 +115,13 @@ def parse_entries(reply: Any, **_options: Any) -> list[Entry]:
     ]
 
 
-def lua_source(name: str) -> str:
-    """A script from `lua/`, next to this file."""
-    return resources.files("decision_intel").joinpath(f"lua/{name}.lua").read_text()
-
-
 async def find_group(client: aioredis.Redis, stream: str, group: str) -> dict[str, Any] | None:
     """The group's state (`lua/group_state.lua`), keyed as XINFO GROUPS keys it, plus
     `oldest-pending-id`; None when the stream or the group is missing. `lag` is 0 once
     the group has delivered the stream's last ID, whatever Redis reports."""
-    script = client.register_script(lua_source("group_state"))
+    from decision_intel import scripts
+
+    script = scripts.load(client, "group_state")
     try:
         row = await script(keys=[], args=[stream, group])
     except ResponseError:

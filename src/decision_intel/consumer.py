@@ -19,9 +19,10 @@ from typing import Any
 from decision_intel.batch import Batch, parse_id
 from decision_intel.classify import UNKNOWN, Classification, classify
 from decision_intel.client import Entry, ReplyTooLarge
+from decision_intel.flush import FlushResult
 from decision_intel.metrics import Metrics
 from decision_intel.settings import Settings
-from decision_intel.store import FlushResult, Store
+from decision_intel.store import Store
 
 OVERSIZE = "oversize"
 BOUNDED_FOR_S = 60.0

@@ -19,8 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from decision_intel import keys
-from decision_intel.client import lua_source
+from decision_intel import keys, scripts
 from decision_intel.settings import Settings
 from decision_intel.windows import Counts, parse_bucket, top, window_counts
 
@@ -31,7 +30,7 @@ class Snapshotter:
         self.client = client
         self.owner = owner
         self._cache: dict[int, tuple[bytes, Counts]] = {}
-        self._script = client.register_script(lua_source("snapshot"))
+        self._script = scripts.load(client, "snapshot")
 
     async def maybe_run(self, now_ms: int) -> dict[str, Counts] | None:
         """Rebuild the snapshots if no daemon in the group has done so this interval;

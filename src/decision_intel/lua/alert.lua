@@ -18,12 +18,7 @@
 local state_key, stream = KEYS[1], KEYS[2]
 local now, dedup, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local max_events = tonumber(ARGV[4])
-local pos = 6
-local function take()
-  local v = ARGV[pos]
-  pos = pos + 1
-  return v
-end
+local take = cursor(6).take
 local ts = string.format('%.3f', now / 1000)
 local emitted = {}
 local suppressed, by_type, worst = 0, {}, {0, ''}

@@ -35,13 +35,8 @@ local min_id, max_id = ARGV[9], ARGV[10]
 local newest_id, now_ms = ARGV[11], ARGV[12]
 local reclaimed = tonumber(ARGV[13])
 local future = tonumber(ARGV[14])
-local pos = 15
-
-local function take()
-  local v = ARGV[pos]
-  pos = pos + 1
-  return v
-end
+local args = cursor(15)
+local take = args.take
 
 -- (a) the lease: ours, or free (it expired while we were stopped) and so ours again
 -- (taken back below, with the other writes).
@@ -49,11 +44,11 @@ local holder = redis.call('GET', lease)
 if holder and holder ~= token then return {2} end
 
 local n_ids = tonumber(take())
-local ids_at = pos
-pos = pos + n_ids
+local ids_at = args.at()
+args.skip(n_ids)
 local n_trimmed = tonumber(take())
-local trimmed_at = pos
-pos = pos + n_trimmed
+local trimmed_at = args.at()
+args.skip(n_trimmed)
 
 -- (b) ownership: this consumer's pending IDs within [min_id, max_id], paged.
 local owned = {}
@@ -89,8 +84,7 @@ local ok, why = pcall(function()
   check_type(status, 'hash')
   check_type(invalid, 'stream')
   check_number(now_ms, 0, 2 ^ 50)
-  local p = pos
-  local function nxt() p = p + 1; return ARGV[p - 1] end
+  local nxt = cursor(args.at()).take  -- a second cursor: the writes below read again
   local function counts(with_symbol_reasons)
     for _ = 1, 2 do
       for _ = 1, tonumber(nxt()) do nxt(); check_number(nxt(), 1, 2 ^ 50) end

@@ -12,13 +12,7 @@
 -- where COUNTS is: n_decisions, {decision, n}..., n_top, {reason, n}...
 
 local ttl = tonumber(ARGV[1])
-local pos = 4
-
-local function take()
-  local v = ARGV[pos]
-  pos = pos + 1
-  return v
-end
+local take = cursor(4).take
 
 local function call_chunked(cmd, key, list)
   for i = 1, #list, 1000 do

@@ -1,0 +1,96 @@
+"""The flush script's protocol (`lua/flush.lua`): its arguments and its result. Pure.
+
+`flush_args()` lays a batch out in the order the script reads it; `tests/test_flush.py`
+pins that layout, so a change on one side cannot silently misread the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from decision_intel import keys
+from decision_intel.batch import Batch, BucketDelta
+from decision_intel.settings import Settings
+
+APPLIED, NOT_OURS, LEASE_LOST, REFUSED = 0, 1, 2, 3
+"""The script's first reply element: counted and acknowledged; some IDs are not this
+consumer's (they follow), nothing done; the lease is another process's; an argument or
+a key would have made a write fail (the reason follows), nothing done."""
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    counted: int
+    excluded: int
+    lease_lost: bool = False
+    decisions: dict[str, int] = field(default_factory=dict)
+    invalid: int = 0
+    reclaimed: int = 0
+    trimmed: int = 0
+
+
+
+
+def _pairs(args: list[Any], counts: dict[str, int]) -> None:
+    args.append(len(counts))
+    for name, n in counts.items():
+        args += [name, n]
+
+
+def _delta_args(args: list[Any], d: BucketDelta, *, symbol_reasons: bool) -> None:
+    """One bucket's (or day's) increments in the flush script's layout."""
+    _pairs(args, d.decisions)
+    _pairs(args, d.reasons)
+    args.append(len(d.symbol_decisions))
+    for symbol, by_decision in d.symbol_decisions.items():
+        args.append(symbol)
+        _pairs(args, by_decision)
+        if symbol_reasons:
+            _pairs(args, d.symbol_reasons[symbol])
+
+
+
+def flush_args(
+    s: Settings, batch: Batch, *, consumer: str, token: str, lease_ms: int, now_ms: int
+) -> list[Any]:
+    """ARGV of `lua/flush.lua` for a batch (its header comment names each part)."""
+    low, high = batch.id_range()
+    ids = list(batch.items)
+    args: list[Any] = [
+        s.stream,
+        s.group,
+        consumer,
+        token,
+        lease_ms,
+        s.max_reasons_per_bucket,
+        s.max_symbols_per_bucket,
+        s.invalid_maxlen,
+        low,
+        high,
+        batch.newest or "",
+        now_ms,
+        batch.reclaimed_count(),
+        len(batch.future),
+        len(ids),
+        *ids,
+        len(batch.trimmed),
+        *batch.trimmed,
+    ]
+    deltas = batch.deltas()
+    args.append(len(deltas))
+    for minute, d in deltas.items():
+        args += [keys.bucket(minute), keys.bucket_meta(minute)]
+        args.append(minute * 60 + s.bucket_ttl_sec)
+        _delta_args(args, d, symbol_reasons=True)
+    days = batch.deltas(minutes_per_key=1440)
+    args.append(len(days))
+    for day, d in days.items():
+        args += [keys.daily(day), keys.daily_meta(day)]
+        args.append((day + 1 + s.daily_ttl_days) * 86_400)
+        _delta_args(args, d, symbol_reasons=False)
+    records = batch.invalid_records()
+    args.append(len(records))
+    for entry_id, cause, raw in records:
+        args += [entry_id, cause, raw]
+    return args
