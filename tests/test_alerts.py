@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import structlog
 
 from decision_intel import keys
 from decision_intel.alert_store import AlertStore, recent
@@ -103,7 +104,7 @@ def test_evaluate_resolves_only_what_fell_under_the_lowest_threshold() -> None:
     open_keys = ["gate_explosion|5m|risk_paused", "gate_explosion|5m|other_gate",
                  "stuck|15m|BTCUSDT", "stuck|15m|ETHUSDT",
                  "decision_mix|15m|skip_high"]  # fmt: skip
-    ev = evaluate(windows, open_keys, gate_windows=["5m"], mix_window="15m", min_decisions=50,
+    ev = evaluate(windows, open_keys, alert_windows=["5m"], mix_window="15m", min_decisions=50,
                   stuck_min_decisions=10)  # fmt: skip
     assert [f.key for f in ev.firing] == ["gate_explosion|5m|kill_switch_active"]
     # risk_paused fell to 35 %: resolved. ETHUSDT left the window: resolved (an alert for
@@ -127,10 +128,10 @@ def run_apply(server: RedisServer, steps: list[tuple[Counts, int]], **overrides:
         out = []
         for counts, now_ms in steps:
             client = connect(s)
-            store = AlertStore(s, client)
+            store = AlertStore(s, client, structlog.get_logger())
             windows = {w: Counts() for w in keys.WINDOWS}
             windows["5m"] = counts
-            ev = evaluate(windows, await store.open_keys(), gate_windows=["5m"],
+            ev = evaluate(windows, await store.open_keys(), alert_windows=["5m"],
                           mix_window="15m", min_decisions=100, stuck_min_decisions=10)  # fmt: skip
             out.append(await store.apply(ev, now_ms))
             await client.aclose()

@@ -150,3 +150,37 @@ def test_sigterm_while_waiting_for_the_lease_exits_0_and_says_stopped(
     assert took < 5
     assert "Traceback" not in second.output()
     assert any(e["event"] == "service.stopped" for e in second.events())
+
+
+def test_handle_exit_in_process_stops_cleanly_and_logs_it(redis_server: RedisServer) -> None:
+    """uvicorn's way: the service runs as a task, the test calls the signal handler itself,
+    and reads what it logged (structlog's capture_logs)."""
+    import asyncio
+
+    import structlog
+    from structlog.testing import capture_logs
+
+    from decision_intel.service import Service
+    from decision_intel.settings import load
+
+    settings = load(redis_url=redis_server.url, heartbeat_interval_sec=0.5, lease_sec=2)
+
+    async def go() -> tuple[int, bool]:
+        service = Service(settings, structlog.get_logger())
+        task = asyncio.create_task(service.serve())
+        for _ in range(200):
+            if service.ready:
+                break
+            await asyncio.sleep(0.02)
+        ready = service.ready
+        service.handle_exit(signal.SIGINT)
+        return await asyncio.wait_for(task, 10), ready
+
+    with capture_logs() as logs:
+        code, was_ready = asyncio.run(go())
+    assert was_ready
+    assert code == 0
+    events = [e["event"] for e in logs]
+    assert events[0] == "service.starting" and "service.ready" in events
+    assert events[-1] == "service.stopped"
+    assert not [e for e in logs if e["log_level"] in ("error", "critical")]

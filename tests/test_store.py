@@ -12,9 +12,9 @@ import redis
 
 from decision_intel import keys
 from decision_intel.client import connect
-from decision_intel.consumer import Consumer, LeaseLost
+from decision_intel.consumer import Consumer
 from decision_intel.settings import Settings
-from decision_intel.store import Store
+from decision_intel.store import LeaseLost, Store
 from tests.conftest import RedisServer
 from tests.traffic import STREAM
 

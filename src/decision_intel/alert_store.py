@@ -12,22 +12,51 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import keys, scripts
-from decision_intel.alerts import SEVERITY_RANK, Evaluation, StreamClock
+from decision_intel.alerts import SEVERITY_RANK, Evaluation, StreamClock, evaluate
+from decision_intel.metrics import Metrics
 from decision_intel.settings import Settings
 from decision_intel.text import safe, safe_map
+from decision_intel.windows import Counts
 
 Emitted = tuple[str, str, str]
 """(alert key `type|window|subject`, severity, `firing` or `resolved`)."""
 
 
 class AlertStore:
-    def __init__(self, settings: Settings, client: aioredis.Redis):
+    def __init__(
+        self, settings: Settings, client: aioredis.Redis, log: Any, metrics: Metrics | None = None
+    ):
         self.s = settings
         self.client = client
+        self.log = log
+        self.metrics = metrics or Metrics()
         self._script = scripts.load(client, "alert")
 
     async def open_keys(self) -> list[str]:
         return [k.decode() for k in await self.client.hkeys(keys.ALERT_STATE)]
+
+    async def run(self, windows: dict[str, Counts], now_ms: int) -> None:
+        """Evaluate the rules on the windows just built (once per interval per group), send
+        what the state in Redis says to send, and log one line per event sent."""
+        evaluation = evaluate(
+            windows,
+            await self.open_keys(),
+            alert_windows=self.s.alert_window_list,
+            mix_window=self.s.mix_window,
+            min_decisions=self.s.alert_min_decisions,
+            stuck_min_decisions=self.s.stuck_min_decisions,
+            clock=await self.stream_clock(now_ms),
+        )
+        by_key = {f.key: f for f in evaluation.firing}
+        for key, severity, state in await self.apply(evaluation, now_ms):
+            kind, window, subject = key.split("|", 2)
+            if state == "firing":
+                self.metrics.alert(kind, severity)
+                fields = by_key[key].fields if key in by_key else {}
+                self.log.warning("alert", type=kind, window=window, subject=subject,
+                                 severity=severity, **fields)  # fmt: skip
+            else:
+                self.log.info("alert.resolved", type=kind, window=window, subject=subject)
 
     async def stream_clock(self, now_ms: int) -> StreamClock:
         total, last = await self.client.hmget(keys.STATUS, "future_ids_total", "future_id_last_ms")

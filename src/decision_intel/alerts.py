@@ -172,7 +172,7 @@ def evaluate(
     windows: Mapping[str, Counts],
     open_keys: Iterable[str],
     *,
-    gate_windows: Iterable[str],
+    alert_windows: Iterable[str],
     mix_window: str,
     min_decisions: int,
     stuck_min_decisions: int,
@@ -180,7 +180,7 @@ def evaluate(
 ) -> Evaluation:
     """Every rule that holds now, and which open alerts (by key) are resolved."""
     firing: list[Firing] = []
-    for window in gate_windows:
+    for window in alert_windows:
         hit = gate_explosion(window, windows[window], min_decisions)
         if hit is not None:
             firing.append(hit)

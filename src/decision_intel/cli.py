@@ -13,7 +13,7 @@ from typing import Any, NoReturn, TypeVar
 
 from decision_intel import __version__, keys, logs
 from decision_intel.notify import Notifier
-from decision_intel.settings import EX_CONFIG, ConfigError, Settings, load, unknown_variables
+from decision_intel.settings import ConfigError, Settings, load, unknown_variables
 from decision_intel.text import safe, safe_map
 
 T = TypeVar("T")
@@ -24,7 +24,7 @@ def _config_error(message: str) -> NoReturn:
     the line carries the error priority, so `journalctl -p err` shows it."""
     prefix = "<3>" if logs.detect_mode(os.environ, sys.stderr) == "journal" else ""
     print(f"{prefix}p35: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(EX_CONFIG)
+    raise SystemExit(os.EX_CONFIG)
 
 
 def _settings(**overrides: object) -> Settings:
@@ -164,7 +164,7 @@ def cmd_dash(args: argparse.Namespace) -> int:
             threshold = float(args.args[0])
         except ValueError:
             print(f"p35 dash d: threshold must be a number, got {args.args[0]!r}", file=sys.stderr)
-            return 64
+            return os.EX_USAGE
         threshold = threshold / 100 if threshold > 1 else threshold
     try:
         data = _query(
@@ -174,7 +174,7 @@ def cmd_dash(args: argparse.Namespace) -> int:
     except (RedisError, OSError) as exc:
         print(f"p35 dash: cannot reach {settings.redacted_url}: {type(exc).__name__}",
               file=sys.stderr)  # fmt: skip
-        return 69
+        return os.EX_UNAVAILABLE
     views = dashboard.views(data, modes, threshold)
     if args.json:
         print(json.dumps(views, indent=2, sort_keys=True))
@@ -199,7 +199,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         day = _day_number(args.day) if args.day else int(time.time()) // 86_400
     except ValueError:
         print(f"p35 report: --day must be YYYYMMDD, got {args.day!r}", file=sys.stderr)
-        return 64
+        return os.EX_USAGE
     async def read(client: Any) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
         return await client.hgetall(keys.daily(day)), await client.hgetall(keys.daily(day - 7))
 

@@ -22,15 +22,12 @@ from decision_intel.client import Entry, ReplyTooLarge
 from decision_intel.flush import FlushResult
 from decision_intel.metrics import Metrics
 from decision_intel.settings import Settings
-from decision_intel.store import Store
+from decision_intel.store import LeaseLost, Store
+from decision_intel.text import safe
 
 OVERSIZE = "oversize"
 BOUNDED_FOR_S = 60.0
 """After a reply passed the byte budget, read through the bounded script this long."""
-
-
-class LeaseLost(Exception):
-    """Another live process holds this consumer name: this one must stop counting."""
 
 
 class Consumer:
@@ -304,3 +301,11 @@ class Consumer:
     @property
     def caught_up(self) -> bool:
         return self._caught_up
+
+    async def forget_departed(self) -> None:
+        """Remove consumers that left the group: idle past the claim time and two leases,
+        owning nothing, with no live process on the name (checked in one script)."""
+        min_idle_ms = int(max(self.s.claim_min_idle_sec, 2 * self.s.lease_sec) * 1000)
+        for name in await self.store.departed_consumers(min_idle_ms):
+            if await self.store.forget_consumer(name):
+                self.log.info("consumer.removed", removed=safe(name)[:200])

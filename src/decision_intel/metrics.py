@@ -2,7 +2,7 @@
 
 Opt-in: with `P35_METRICS_PORT` unset the service uses `Metrics` (every method a
 no-op) and prometheus_client is never imported, so it costs neither memory nor
-time. `serve(settings)` builds `PrometheusMetrics` and serves `/metrics` from the
+time. `build(settings)` makes `PrometheusMetrics`, and `serve()` serves `/metrics` from the
 daemon's own event loop: no thread per connection (the unit allows 32 tasks), at
 most MAX_CONNECTIONS at once, a timeout on every request, 404 for any other path,
 and nothing it does can hold up the heartbeat or the shutdown. Labels stay
@@ -247,11 +247,15 @@ class MetricsServer:
             await asyncio.wait(list(self.handlers), timeout=1.0)
 
 
-async def serve(settings: Settings) -> tuple[Metrics, MetricsServer | None]:
-    """The metrics for these settings, and the endpoint to close (None when off)."""
-    if settings.metrics_port is None:
-        return Metrics(), None
-    metrics = PrometheusMetrics()
+def build(settings: Settings) -> Metrics:
+    """The metrics for these settings: real ones only when the endpoint is on."""
+    return Metrics() if settings.metrics_port is None else PrometheusMetrics()
+
+
+async def serve(settings: Settings, metrics: Metrics) -> MetricsServer | None:
+    """Serve `/metrics` when configured (None when off); MetricsPortError names the port."""
+    if settings.metrics_port is None or not isinstance(metrics, PrometheusMetrics):
+        return None
     server = MetricsServer(metrics)
     try:
         await server.start(settings.metrics_addr, settings.metrics_port)
@@ -260,4 +264,4 @@ async def serve(settings: Settings) -> tuple[Metrics, MetricsServer | None]:
             f"P35_METRICS_PORT={settings.metrics_port} on P35_METRICS_ADDR="
             f"{settings.metrics_addr}: {exc.strerror or exc}"
         ) from None
-    return metrics, server
+    return server

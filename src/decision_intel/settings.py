@@ -23,8 +23,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from decision_intel.keys import WINDOWS
 
-EX_CONFIG = 78
-
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
 
@@ -118,7 +116,7 @@ class Settings(BaseSettings):
         return ",".join(names)
 
     @property
-    def gate_windows(self) -> list[str]:
+    def alert_window_list(self) -> list[str]:
         return self.alert_windows.split(",")
 
     @model_validator(mode="after")

@@ -17,6 +17,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import __version__, keys
+from decision_intel.metrics import Metrics
+from decision_intel.settings import Settings
+from decision_intel.store import LeaseLost, Store
 
 CONSUMER_STATUS_TTL_S = 30
 
@@ -84,3 +87,69 @@ async def write_heartbeat(
         pipe.hset(keys.consumer_status(consumer), mapping=per_consumer)
         pipe.expire(keys.consumer_status(consumer), CONSUMER_STATUS_TTL_S)
         await pipe.execute()
+
+
+class Heartbeat:
+    """One daemon's periodic status work: renew the lease on its name, read the group's
+    state, write both status hashes, and say how a backlog drains."""
+
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics):
+        self.s = settings
+        self.store = store
+        self.metrics = metrics
+        self.start_ts = time.time()
+        self.meter = RateMeter()
+        self.rate = 0.0
+        self.group: dict[str, Any] = {}
+
+    async def beat(self, counted: int, state: str = "running") -> None:
+        if not await self.store.take_lease():
+            raise LeaseLost(self.s.consumer_name)
+        await self._read_group(counted)
+        now = time.time()
+        self.metrics.group(
+            lag=self.group["lag"] if isinstance(self.group["lag"], int) else None,
+            pending=int(self.group["pending_estimate"]),
+            oldest_pending_age_s=self.group["oldest_pending_age_s"],
+        )
+        self.metrics.heartbeat(now)
+        await write_heartbeat(
+            self.store.client,
+            consumer=self.s.consumer_name,
+            start_ts=self.start_ts,
+            counted=counted,
+            rate=self.rate,
+            group=self.group,
+            state=state,
+        )
+
+    async def _read_group(self, counted: int) -> None:
+        info = await self.store.group_info()
+        self.group = group_fields(info)
+        oldest = info.get("oldest-pending-id") if info else None
+        oldest_ms = int(oldest.partition("-")[0]) if oldest else None
+        self.group["oldest_pending_age_s"] = (
+            0 if oldest_ms is None else round(max(0.0, time.time() - oldest_ms / 1000), 1)
+        )
+        self.rate = self.meter.sample(time.monotonic(), counted)
+
+    async def progress(self, counted: int, caught_up: bool) -> dict[str, Any] | None:
+        """While a backlog drains, the fields of a progress line (fresh rate, lag, ETA)."""
+        await self._read_group(counted)
+        lag = self.group.get("lag")
+        if not isinstance(lag, int) or (lag == 0 and caught_up):
+            return None
+        return {
+            "rate": round(self.rate, 1),
+            "lag": lag,
+            "pending": self.group.get("pending_estimate"),
+            "eta_s": round(lag / self.rate) if self.rate > 0 else None,
+            "counted": counted,
+        }
+
+    def status_line(self, counted: int) -> str:
+        """The STATUS= line systemctl shows."""
+        return (
+            f"STATUS=counted {counted}, lag {self.group.get('lag', '?')}, "
+            f"pending {self.group.get('pending_estimate', '?')}, {self.rate:.0f}/s"
+        )

@@ -20,6 +20,10 @@ from decision_intel.flush import APPLIED, LEASE_LOST, REFUSED, FlushResult, flus
 from decision_intel.settings import Settings
 
 
+class LeaseLost(Exception):
+    """Another live process holds this consumer name: this one must stop counting."""
+
+
 class FlushRefused(Exception):
     """The flush script found an argument or a key a write would fail on; nothing was written."""
 
