@@ -62,10 +62,22 @@ def redis_server() -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port),
-         "--bind", "127.0.0.1", "--dir", workdir, "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            workdir,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port)
     for _ in range(200):
         try:
@@ -137,16 +149,25 @@ def reader_child(kind: str, url: str, group: str, cap_s: float) -> None:
     fn = {"ceiling": _ceiling, "naive": _naive}[kind]
     t0, c0 = time.perf_counter(), time.process_time()
     done = asyncio.run(fn(url, group, cap_s))
-    print(json.dumps({"entries": done, "seconds": time.perf_counter() - t0,
-                      "cpu_s": time.process_time() - c0}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "entries": done,
+                "seconds": time.perf_counter() - t0,
+                "cpu_s": time.process_time() - c0,
+            }
+        )
+    )
 
 
 def run_reader(kind: str, url: str, group: str, cap_s: float) -> dict[str, float]:
     redis.Redis.from_url(url).xgroup_create(STREAM, group, id="0")
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, url, group, str(cap_s)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     res = json.loads(out.stdout)
     res["rate"] = res["entries"] / res["seconds"]
     return res
@@ -173,8 +194,13 @@ EXTRA_ENV: dict[str, str] = {}
 
 def p35_env(url: str, group: str, stream: str = STREAM) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("P35_", "REDIS_"))}
-    env.update(P35_REDIS_URL=url, P35_GROUP=group, P35_STREAM=stream, P35_CONSUMER="bench",
-               P35_LOG_LEVEL="WARNING")  # fmt: skip
+    env.update(
+        P35_REDIS_URL=url,
+        P35_GROUP=group,
+        P35_STREAM=stream,
+        P35_CONSUMER="bench",
+        P35_LOG_LEVEL="WARNING",
+    )
     env.update(EXTRA_ENV)
     return env
 
@@ -204,8 +230,14 @@ def run_p35(url: str, group: str, total: int) -> dict[str, float]:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
         r.close()
-    return {"entries": total, "seconds": seconds, "cpu_s": cpu, "rate": total / seconds,
-            "hwm_mb": hwm, "counted": counted}  # fmt: skip
+    return {
+        "entries": total,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "rate": total / seconds,
+        "hwm_mb": hwm,
+        "counted": counted,
+    }
 
 
 def drain_round(entries: int, seed: int, naive_cap_s: float) -> dict[str, dict[str, float]]:
@@ -275,8 +307,12 @@ async def _latency(url: str, rate: int, seconds: float) -> dict[str, float]:
             raise RuntimeError(f"entry {k} of {len(added)} was never counted")
         latencies.append(max(0, seen[i][0] - added_ms))
     latencies.sort()
-    return {"entries": len(added), "p50_ms": latencies[len(latencies) // 2],
-            "p99_ms": latencies[int(len(latencies) * 0.99)], "max_ms": latencies[-1]}  # fmt: skip
+    return {
+        "entries": len(added),
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[int(len(latencies) * 0.99)],
+        "max_ms": latencies[-1],
+    }
 
 
 def latency_round(rate: int, seconds: float) -> dict[str, float]:
@@ -377,8 +413,10 @@ def report(args: argparse.Namespace, results: dict) -> str:
     lines = [f"entries per drain run: {args.entries:,}; runs: {args.runs}; medians", ""]
     rounds = results["drain"]
     if rounds:
-        lines += ["| contender | entries/s | CPU s per 100k | peak RSS MB |",
-                  "|---|---:|---:|---:|"]
+        lines += [
+            "| contender | entries/s | CPU s per 100k | peak RSS MB |",
+            "|---|---:|---:|---:|",
+        ]
         for who in ("ceiling", "naive", "p35"):
             rate = median_of(rounds, who, "rate")
             cpu = statistics.median(r[who]["cpu_s"] / r[who]["entries"] * 1e5 for r in rounds)
@@ -386,26 +424,38 @@ def report(args: argparse.Namespace, results: dict) -> str:
             lines.append(f"| {who} | {rate:,.0f} | {cpu:.2f} | {hwm} |")
         ratios_c = [r["p35"]["rate"] / r["ceiling"]["rate"] for r in rounds]
         ratios_n = [r["p35"]["rate"] / r["naive"]["rate"] for r in rounds]
-        lines += ["", f"p35 / ceiling: {statistics.median(ratios_c):.2f} "
-                  f"(runs: {', '.join(f'{x:.2f}' for x in ratios_c)})",
-                  f"p35 / naive:   {statistics.median(ratios_n):.1f} "
-                  f"(runs: {', '.join(f'{x:.1f}' for x in ratios_n)})"]  # fmt: skip
+        lines += [
+            "",
+            f"p35 / ceiling: {statistics.median(ratios_c):.2f} "
+            f"(runs: {', '.join(f'{x:.2f}' for x in ratios_c)})",
+            f"p35 / naive:   {statistics.median(ratios_n):.1f} "
+            f"(runs: {', '.join(f'{x:.1f}' for x in ratios_n)})",
+        ]
     if lat := results.get("latency"):
-        lines += ["", f"latency at {args.rate}/s for {args.latency_sec:.0f} s "
-                  f"({lat['entries']:,} entries): p50 {lat['p50_ms']} ms, "
-                  f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; "
-                  f"p35 peak RSS {lat['hwm_mb']:.1f} MB"]  # fmt: skip
+        lines += [
+            "",
+            f"latency at {args.rate}/s for {args.latency_sec:.0f} s "
+            f"({lat['entries']:,} entries): p50 {lat['p50_ms']} ms, "
+            f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; "
+            f"p35 peak RSS {lat['hwm_mb']:.1f} MB",
+        ]
     if big := results.get("backlog"):
-        lines += ["", f"backlog of {args.backlog:,}: drained at {big['rate']:,.0f}/s, "
-                  f"peak RSS (VmHWM) {big['hwm_mb']:.1f} MB"]  # fmt: skip
+        lines += [
+            "",
+            f"backlog of {args.backlog:,}: drained at {big['rate']:,.0f}/s, "
+            f"peak RSS (VmHWM) {big['hwm_mb']:.1f} MB",
+        ]
     if snap := results.get("snapshot"):
-        lines += ["", f"snapshots over 60 buckets x {snap['fields_per_bucket']:,} fields "
-                  f"({args.symbols} symbols, {args.reasons} reasons), cold (fresh cache) / "
-                  "warm (one bucket changed):",
-                  f"  the four windows: {snap['window_only_cold_ms']:.0f} / "
-                  f"{snap['window_only_warm_ms']:.0f} ms",
-                  f"  with per-symbol keys for every symbol: {snap['cold_ms']:.0f} / "
-                  f"{snap['warm_ms']:.0f} ms"]  # fmt: skip
+        lines += [
+            "",
+            f"snapshots over 60 buckets x {snap['fields_per_bucket']:,} fields "
+            f"({args.symbols} symbols, {args.reasons} reasons), cold (fresh cache) / "
+            "warm (one bucket changed):",
+            f"  the four windows: {snap['window_only_cold_ms']:.0f} / "
+            f"{snap['window_only_warm_ms']:.0f} ms",
+            f"  with per-symbol keys for every symbol: {snap['cold_ms']:.0f} / "
+            f"{snap['warm_ms']:.0f} ms",
+        ]
     return "\n".join(lines)
 
 
@@ -416,15 +466,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--entries", type=int, default=200_000, help="entries per drain run")
     p.add_argument("--runs", type=int, default=3, help="drain runs (medians reported)")
-    p.add_argument("--naive-sec", type=float, default=10.0,
-                   help="the naive reader stops after this long; its rate is entries/time")
+    p.add_argument(
+        "--naive-sec",
+        type=float,
+        default=10.0,
+        help="the naive reader stops after this long; its rate is entries/time",
+    )
     p.add_argument("--rate", type=int, default=1000, help="entries/s for the latency run")
     p.add_argument("--latency-sec", type=float, default=60.0, help="0 skips the latency run")
     p.add_argument("--backlog", type=int, default=1_000_000, help="0 skips the RSS run")
     p.add_argument("--symbols", type=int, default=500)
     p.add_argument("--reasons", type=int, default=100)
-    p.add_argument("--set", action="append", default=[], metavar="P35_NAME=VALUE",
-                   help="a setting for the p35 runs (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="P35_NAME=VALUE",
+        help="a setting for the p35 runs (repeatable)",
+    )
     p.add_argument("--json", type=Path, help="also write the raw results here")
     args = p.parse_args()
     EXTRA_ENV.update(item.split("=", 1) for item in args.set)

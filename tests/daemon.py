@@ -85,9 +85,13 @@ class Daemon:
 
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [p35_executable(), "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, preexec_fn=enter_cgroup if procs else None,
-            )  # fmt: skip
+                [p35_executable(), "run"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=enter_cgroup if procs else None,
+            )
         return self
 
     @property

@@ -25,12 +25,28 @@ HERE = Path(__file__).resolve().parent
 INNER = HERE / "systemd" / "inner.sh"
 UNIT_SOURCES = Path("/lib/systemd/system")
 TARGETS = [
-    "basic.target", "sysinit.target", "multi-user.target", "sockets.target", "timers.target",
-    "paths.target", "slices.target", "local-fs.target", "swap.target", "network.target",
-    "network-online.target", "network-pre.target", "nss-user-lookup.target",
-    "shutdown.target", "exit.target", "final.target", "umount.target",
-    "systemd-exit.service", "systemd-journald.socket", "-.slice", "system.slice",
-]  # fmt: skip
+    "basic.target",
+    "sysinit.target",
+    "multi-user.target",
+    "sockets.target",
+    "timers.target",
+    "paths.target",
+    "slices.target",
+    "local-fs.target",
+    "swap.target",
+    "network.target",
+    "network-online.target",
+    "network-pre.target",
+    "nss-user-lookup.target",
+    "shutdown.target",
+    "exit.target",
+    "final.target",
+    "umount.target",
+    "systemd-exit.service",
+    "systemd-journald.socket",
+    "-.slice",
+    "system.slice",
+]
 REDIS_PORT = 6379
 SYSTEMD = os.path.realpath("/lib/systemd/systemd")
 
@@ -109,10 +125,12 @@ class SystemdNamespace:
         )
         self._log = open(self.w / "systemd.log", "wb")  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
-            ["setsid", "bash", str(outer)], stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                                            "LIBMOUNT_UTAB": str(self.w / "utab")},
-        )  # fmt: skip
+            ["setsid", "bash", str(outer)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LIBMOUNT_UTAB": str(self.w / "utab")},
+        )
         deadline = time.monotonic() + timeout_s
         while self.pid is None:
             self.pid = self._find_systemd()
@@ -159,12 +177,21 @@ class SystemdNamespace:
     ) -> subprocess.CompletedProcess[str]:
         """A command inside every namespace of the booted systemd."""
         assert self.pid is not None
-        full = ["nsenter", "-t", str(self.pid), "-a", "env", "-i",
-                "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "SYSTEMD_PAGER=",
-                "HOME=/root", *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]  # fmt: skip
-        proc = subprocess.run(
-            full, capture_output=True, text=True, timeout=timeout, input=stdin
-        )
+        full = [
+            "nsenter",
+            "-t",
+            str(self.pid),
+            "-a",
+            "env",
+            "-i",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG=C.UTF-8",
+            "SYSTEMD_PAGER=",
+            "HOME=/root",
+            *[f"{k}={v}" for k, v in (env or {}).items()],
+            *cmd,
+        ]
+        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=stdin)
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
@@ -173,8 +200,12 @@ class SystemdNamespace:
 
     def write(self, path: str, text: str, mode: str = "0644") -> None:
         """A file inside (its /etc, /opt and /var are the namespace's own)."""
-        self.run("sh", "-c", f'mkdir -p "$(dirname {path})" && cat > {path} && chmod {mode} {path}',
-                 stdin=text)  # fmt: skip
+        self.run(
+            "sh",
+            "-c",
+            f'mkdir -p "$(dirname {path})" && cat > {path} && chmod {mode} {path}',
+            stdin=text,
+        )
 
     def show(self, unit: str, prop: str) -> str:
         return self.systemctl("show", "-p", prop, "--value", unit).stdout.strip()

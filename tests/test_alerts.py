@@ -37,15 +37,26 @@ def window(total: int, reasons: dict[str, int], decisions: dict[str, int] | None
 
 @pytest.mark.parametrize(
     ("gate", "severity"),
-    [(40, MEDIUM), (39, None), (60, HIGH), (59, MEDIUM), (80, CRITICAL), (79, HIGH),
-     (100, CRITICAL)],
+    [
+        (40, MEDIUM),
+        (39, None),
+        (60, HIGH),
+        (59, MEDIUM),
+        (80, CRITICAL),
+        (79, HIGH),
+        (100, CRITICAL),
+    ],
 )
 def test_gate_explosion_thresholds(gate: int, severity: str | None) -> None:
     hit = gate_explosion("5m", window(100, {"risk_paused": gate}), min_decisions=100)
     assert (hit.severity if hit else None) == severity
     if hit:
-        assert hit.fields == {"reason": "risk_paused", "score": str(gate), "total": "100",
-                              "share": f"{gate / 100:.4f}"}  # fmt: skip
+        assert hit.fields == {
+            "reason": "risk_paused",
+            "score": str(gate),
+            "total": "100",
+            "share": f"{gate / 100:.4f}",
+        }
 
 
 def test_gate_explosion_needs_enough_decisions() -> None:
@@ -64,12 +75,14 @@ def test_stuck_symbol_at_and_under_the_minimum_and_with_one_execute() -> None:
     def sym(decisions: dict[str, int], reasons: dict[str, int]) -> Counts:
         return Counts(decisions, reasons)
 
-    w = Counts(symbols={
-        "BTCUSDT": sym({"BLOCKED": 7, "SKIP": 3}, {"p33_permit_denied": 7, "no_position": 3}),
-        "ETHUSDT": sym({"BLOCKED": 9}, {"risk_paused": 9}),  # 9 < 10
-        "SOLUSDT": sym({"BLOCKED": 20, "EXECUTE": 1}, {"risk_paused": 20, "none": 1}),
-        "XRPUSDT": sym({"SKIP": 12}, {"none": 12}),  # stuck, no gate at all
-    })  # fmt: skip
+    w = Counts(
+        symbols={
+            "BTCUSDT": sym({"BLOCKED": 7, "SKIP": 3}, {"p33_permit_denied": 7, "no_position": 3}),
+            "ETHUSDT": sym({"BLOCKED": 9}, {"risk_paused": 9}),  # 9 < 10
+            "SOLUSDT": sym({"BLOCKED": 20, "EXECUTE": 1}, {"risk_paused": 20, "none": 1}),
+            "XRPUSDT": sym({"SKIP": 12}, {"none": 12}),  # stuck, no gate at all
+        }
+    )
     hits = {f.subject: f for f in stuck_symbols(w, min_decisions=10)}
     assert set(hits) == {"BTCUSDT", "XRPUSDT"}
     assert hits["BTCUSDT"].fields["reason"] == "p33_permit_denied"
@@ -99,21 +112,37 @@ def test_decision_mix_rules_at_and_past_each_threshold(
 def test_evaluate_resolves_only_what_fell_under_the_lowest_threshold() -> None:
     windows = {w: Counts() for w in keys.WINDOWS}
     windows["5m"] = window(200, {"risk_paused": 70, "kill_switch_active": 90})  # 45 %, 35 %
-    windows["15m"] = Counts({"EXECUTE": 50}, {"none": 50},
-                            {"BTCUSDT": Counts({"EXECUTE": 1}, {"none": 1})})  # fmt: skip
-    open_keys = ["gate_explosion|5m|risk_paused", "gate_explosion|5m|other_gate",
-                 "stuck|15m|BTCUSDT", "stuck|15m|ETHUSDT",
-                 "decision_mix|15m|skip_high"]  # fmt: skip
-    ev = evaluate(windows, open_keys, alert_windows=["5m"], mix_window="15m", min_decisions=50,
-                  stuck_min_decisions=10)  # fmt: skip
+    windows["15m"] = Counts(
+        {"EXECUTE": 50}, {"none": 50}, {"BTCUSDT": Counts({"EXECUTE": 1}, {"none": 1})}
+    )
+    open_keys = [
+        "gate_explosion|5m|risk_paused",
+        "gate_explosion|5m|other_gate",
+        "stuck|15m|BTCUSDT",
+        "stuck|15m|ETHUSDT",
+        "decision_mix|15m|skip_high",
+    ]
+    ev = evaluate(
+        windows,
+        open_keys,
+        alert_windows=["5m"],
+        mix_window="15m",
+        min_decisions=50,
+        stuck_min_decisions=10,
+    )
     assert [f.key for f in ev.firing] == ["gate_explosion|5m|kill_switch_active"]
     # risk_paused fell to 35 %: resolved. ETHUSDT left the window: resolved (an alert for
     # a symbol that is gone would stay open for good). BTCUSDT executed: resolved. SKIP is
     # at 0 %: resolved.
-    assert sorted(ev.resolved) == sorted(["gate_explosion|5m|risk_paused",
-                                          "gate_explosion|5m|other_gate", "stuck|15m|BTCUSDT",
-                                          "stuck|15m|ETHUSDT",
-                                          "decision_mix|15m|skip_high"])  # fmt: skip
+    assert sorted(ev.resolved) == sorted(
+        [
+            "gate_explosion|5m|risk_paused",
+            "gate_explosion|5m|other_gate",
+            "stuck|15m|BTCUSDT",
+            "stuck|15m|ETHUSDT",
+            "decision_mix|15m|skip_high",
+        ]
+    )
 
 
 # -- de-duplication, escalation and resolution in Redis --------------------------------
@@ -131,8 +160,14 @@ def run_apply(server: RedisServer, steps: list[tuple[Counts, int]], **overrides:
             store = AlertStore(s, client, structlog.get_logger())
             windows = {w: Counts() for w in keys.WINDOWS}
             windows["5m"] = counts
-            ev = evaluate(windows, await store.open_keys(), alert_windows=["5m"],
-                          mix_window="15m", min_decisions=100, stuck_min_decisions=10)  # fmt: skip
+            ev = evaluate(
+                windows,
+                await store.open_keys(),
+                alert_windows=["5m"],
+                mix_window="15m",
+                min_decisions=100,
+                stuck_min_decisions=10,
+            )
             out.append(await store.apply(ev, now_ms))
             await client.aclose()
         return out
@@ -155,16 +190,30 @@ def test_dedup_escalation_repeat_and_resolution(r: redis.Redis, redis_server: Re
         (window(100, {"risk_paused": 39}), T0 + 510_000),  # nothing open: nothing
     ]
     emitted = run_apply(redis_server, steps)
-    assert emitted == [[(key, MEDIUM, "firing")], [], [(key, HIGH, "firing")], [],
-                       [(key, HIGH, "firing")], [(key, HIGH, "resolved")], []]  # fmt: skip
+    assert emitted == [
+        [(key, MEDIUM, "firing")],
+        [],
+        [(key, HIGH, "firing")],
+        [],
+        [(key, HIGH, "firing")],
+        [(key, HIGH, "resolved")],
+        [],
+    ]
     events = list(reversed(asyncio.run(_recent(redis_server))))
     assert [e["state"] for e in events] == ["firing", "firing", "firing", "resolved"]
     assert len({e["alert_id"] for e in events}) == 1  # one episode, one id
     first = events[0]
-    assert {k: first[k] for k in ("type", "window", "reason", "score", "total", "share",
-                                  "severity")} == {
-        "type": "gate_explosion", "window": "5m", "reason": "risk_paused", "score": "45",
-        "total": "100", "share": "0.4500", "severity": MEDIUM}  # fmt: skip
+    assert {
+        k: first[k] for k in ("type", "window", "reason", "score", "total", "share", "severity")
+    } == {
+        "type": "gate_explosion",
+        "window": "5m",
+        "reason": "risk_paused",
+        "score": "45",
+        "total": "100",
+        "share": "0.4500",
+        "severity": MEDIUM,
+    }
     assert float(first["timestamp"]) == T0 / 1000
     assert r.hlen(keys.ALERT_STATE) == 0
 
@@ -199,8 +248,12 @@ def test_alerts_are_sent_once_across_a_restart_and_two_daemons(
     first = Daemon(base_env, tmp_path / "a.log").start()
     daemons.append(first)
     wait_for(lambda: r.xlen(keys.ALERTS) >= 4, 30, "four alerts")
-    want = {("gate_explosion", "risk_paused", "CRITICAL"), ("stuck", "BTCUSDT", "HIGH"),
-            ("decision_mix", "execute_low", "HIGH"), ("decision_mix", "blocked_high", "HIGH")}
+    want = {
+        ("gate_explosion", "risk_paused", "CRITICAL"),
+        ("stuck", "BTCUSDT", "HIGH"),
+        ("decision_mix", "execute_low", "HIGH"),
+        ("decision_mix", "blocked_high", "HIGH"),
+    }
     events = [{k.decode(): v.decode() for k, v in f.items()} for _, f in r.xrange(keys.ALERTS)]
     assert {(e["type"], e["subject"], e["severity"]) for e in events} == want
     warnings = [e for e in first.events() if e["event"] == "alert"]
@@ -208,7 +261,8 @@ def test_alerts_are_sent_once_across_a_restart_and_two_daemons(
     assert first.terminate_and_wait()[0] == 0
     listed = run_p35(base_env, "alerts", "--json")
     assert [(e["type"], e["subject"]) for e in json.loads(listed.stdout)] == [
-        (e["type"], e["subject"]) for e in reversed(events)]  # newest first
+        (e["type"], e["subject"]) for e in reversed(events)
+    ]  # newest first
     text = run_p35(base_env, "alerts").stdout
     assert "CRITICAL" in text and "risk_paused" in text and "100% of 300" in text
 

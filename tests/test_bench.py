@@ -16,11 +16,32 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/bench.py"), "--entries", "3000", "--runs", "1",
-         "--naive-sec", "1", "--latency-sec", "2", "--rate", "200", "--backlog", "4000",
-         "--symbols", "20", "--reasons", "10", "--json", str(out)],
-        capture_output=True, text=True, timeout=150,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "scripts/bench.py"),
+            "--entries",
+            "3000",
+            "--runs",
+            "1",
+            "--naive-sec",
+            "1",
+            "--latency-sec",
+            "2",
+            "--rate",
+            "200",
+            "--backlog",
+            "4000",
+            "--symbols",
+            "20",
+            "--reasons",
+            "10",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert run.returncode == 0, run.stderr
     results = json.loads(out.read_text())
     [drain] = results["drain"]

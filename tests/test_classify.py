@@ -17,19 +17,31 @@ def entry(**fields: object) -> dict[bytes, bytes]:
 
 
 SPEC_LINES = [
-    ('{"plan_id":"a1","symbol":"BTCUSDT","decision":"SKIP","executed":"False","would_execute":"False","steps_results":"[]","error":"no_position","timestamp":"1769929091"}',
-     ("SKIP", "no_position", "BTCUSDT")),
-    ('{"plan_id":"a2","symbol":"ETHUSDT","action":"PARTIAL_75","executed":"False","error":"duplicate_plan","timestamp":"1769929091"}',
-     ("SKIP", "duplicate_plan", "ETHUSDT")),
-    ('{"plan_id":"a3","symbol":"SOLUSDT","action":"FULL_CLOSE_PROPOSED","executed":"True","reduceOnly":"True","close_qty":"1.5","order_id":"991","order_status":"FILLED","timestamp":"1769929091"}',
-     ("EXECUTE", "none", "SOLUSDT")),
-    ('{"event_type":"apply.result","plan_id":"a4","symbol":"BTCUSDT","executed":"false","source":"intent_executor","details":"{\\"error\\": \\"p33_permit_denied:leverage\\", \\"decision\\": null}","timestamp":"1769929091"}',
-     ("BLOCKED", "p33_permit_denied", "BTCUSDT")),
-    ('{"event_type":"apply.result","plan_id":"a5","symbol":"ETHUSDT","executed":"false","source":"intent_executor","details":"{\\"decision\\": \\"DENIED\\", \\"error\\": \\"NOT_EXIT_OWNER:source=manual\\"}","timestamp":"1769929091"}',
-     ("BLOCKED", "not_exit_owner", "ETHUSDT")),
-    ('{"plan_id":"a6","symbol":"BNBUSDT","decision":"BLOCKED","executed":"False","error":"risk_paused:drawdown 7.1%","timestamp":"1769929091"}',
-     ("BLOCKED", "risk_paused", "BNBUSDT")),
-]  # fmt: skip
+    (
+        '{"plan_id":"a1","symbol":"BTCUSDT","decision":"SKIP","executed":"False","would_execute":"False","steps_results":"[]","error":"no_position","timestamp":"1769929091"}',
+        ("SKIP", "no_position", "BTCUSDT"),
+    ),
+    (
+        '{"plan_id":"a2","symbol":"ETHUSDT","action":"PARTIAL_75","executed":"False","error":"duplicate_plan","timestamp":"1769929091"}',
+        ("SKIP", "duplicate_plan", "ETHUSDT"),
+    ),
+    (
+        '{"plan_id":"a3","symbol":"SOLUSDT","action":"FULL_CLOSE_PROPOSED","executed":"True","reduceOnly":"True","close_qty":"1.5","order_id":"991","order_status":"FILLED","timestamp":"1769929091"}',
+        ("EXECUTE", "none", "SOLUSDT"),
+    ),
+    (
+        '{"event_type":"apply.result","plan_id":"a4","symbol":"BTCUSDT","executed":"false","source":"intent_executor","details":"{\\"error\\": \\"p33_permit_denied:leverage\\", \\"decision\\": null}","timestamp":"1769929091"}',
+        ("BLOCKED", "p33_permit_denied", "BTCUSDT"),
+    ),
+    (
+        '{"event_type":"apply.result","plan_id":"a5","symbol":"ETHUSDT","executed":"false","source":"intent_executor","details":"{\\"decision\\": \\"DENIED\\", \\"error\\": \\"NOT_EXIT_OWNER:source=manual\\"}","timestamp":"1769929091"}',
+        ("BLOCKED", "not_exit_owner", "ETHUSDT"),
+    ),
+    (
+        '{"plan_id":"a6","symbol":"BNBUSDT","decision":"BLOCKED","executed":"False","error":"risk_paused:drawdown 7.1%","timestamp":"1769929091"}',
+        ("BLOCKED", "risk_paused", "BNBUSDT"),
+    ),
+]
 
 
 @pytest.mark.parametrize(("line", "want"), SPEC_LINES)
@@ -57,8 +69,11 @@ CASES: list[tuple[str, dict[str, object], tuple[str, str, str | None]]] = [
     ("executed word", entry(decision="executed"), ("EXECUTE", "none", None)),
     ("exec word", entry(decision=" Exec "), ("EXECUTE", "none", None)),
     ("skipped word", entry(decision="skipped", error="action_hold"), ("SKIP", "action_hold", None)),
-    ("block word", entry(decision="block", reason="kill_switch_active"),
-     ("BLOCKED", "kill_switch_active", None)),
+    (
+        "block word",
+        entry(decision="block", reason="kill_switch_active"),
+        ("BLOCKED", "kill_switch_active", None),
+    ),
     ("rejected word", entry(decision="REJECTED"), ("BLOCKED", "none", None)),
     ("denied mixed case", entry(decision="DeNiEd"), ("BLOCKED", "none", None)),
     ("failed word", entry(decision="FAILED", error="exception"), ("ERROR", "exception", None)),
@@ -67,81 +82,153 @@ CASES: list[tuple[str, dict[str, object], tuple[str, str, str | None]]] = [
     ("decision beats executed", entry(decision="SKIP", executed="true"), ("SKIP", "none", None)),
     ("unknown word is UNKNOWN", entry(decision="HOLD", executed="true"), ("UNKNOWN", "none", None)),
     # UNKNOWN / empty decision count as absent: fall through to executed
-    ("decision UNKNOWN falls through", entry(decision="unknown", executed="true"),
-     ("EXECUTE", "none", None)),
-    ("blank decision falls through", entry(decision="   ", executed="1"), ("EXECUTE", "none", None)),
+    (
+        "decision UNKNOWN falls through",
+        entry(decision="unknown", executed="true"),
+        ("EXECUTE", "none", None),
+    ),
+    (
+        "blank decision falls through",
+        entry(decision="   ", executed="1"),
+        ("EXECUTE", "none", None),
+    ),
     # executed flag spellings
     ("executed True", entry(executed="True"), ("EXECUTE", "none", None)),
     ("executed yes", entry(executed="yes"), ("EXECUTE", "none", None)),
     ("executed t", entry(executed="T"), ("EXECUTE", "none", None)),
     ("executed y", entry(executed=" y "), ("EXECUTE", "none", None)),
     ("executed 0, no reason -> SKIP", entry(executed="0"), ("SKIP", "none", None)),
-    ("executed no + skip reason", entry(executed="no", error="close_no_position"),
-     ("SKIP", "no_position", None)),
-    ("executed f + error reason", entry(executed="f", error="BINANCE_ERROR: -2019"),
-     ("ERROR", "binance_error", None)),
-    ("executed n + other reason", entry(executed="N", error="kill_score_critical"),
-     ("BLOCKED", "kill_score_critical", None)),
-    ("executed FALSE + allowlist alias", entry(executed="FALSE", reason="symbol_not_in_allowlist"),
-     ("SKIP", "not_in_allowlist", None)),
-    ("executed false + deny alias", entry(executed="false", error="deny_not_exit_owner"),
-     ("BLOCKED", "not_exit_owner", None)),
-    ("executed false + p33 alias", entry(executed="false", error="p33_permit_missing_or_denied:x"),
-     ("BLOCKED", "p33_permit_denied", None)),
+    (
+        "executed no + skip reason",
+        entry(executed="no", error="close_no_position"),
+        ("SKIP", "no_position", None),
+    ),
+    (
+        "executed f + error reason",
+        entry(executed="f", error="BINANCE_ERROR: -2019"),
+        ("ERROR", "binance_error", None),
+    ),
+    (
+        "executed n + other reason",
+        entry(executed="N", error="kill_score_critical"),
+        ("BLOCKED", "kill_score_critical", None),
+    ),
+    (
+        "executed FALSE + allowlist alias",
+        entry(executed="FALSE", reason="symbol_not_in_allowlist"),
+        ("SKIP", "not_in_allowlist", None),
+    ),
+    (
+        "executed false + deny alias",
+        entry(executed="false", error="deny_not_exit_owner"),
+        ("BLOCKED", "not_exit_owner", None),
+    ),
+    (
+        "executed false + p33 alias",
+        entry(executed="false", error="p33_permit_missing_or_denied:x"),
+        ("BLOCKED", "p33_permit_denied", None),
+    ),
     ("executed odd value", entry(executed="maybe"), ("UNKNOWN", "none", None)),
     ("nothing at all", entry(plan_id="x"), ("UNKNOWN", "none", None)),
     # reason lookup: error before reason; none/null/nil are empty
-    ("error beats reason", entry(decision="SKIP", error="no_position", reason="action_hold"),
-     ("SKIP", "no_position", None)),
-    ("error None -> reason", entry(executed="false", error="None", reason="invalid_side"),
-     ("ERROR", "invalid_side", None)),
-    ("error null -> reason", entry(executed="false", error="NULL", reason="action_hold"),
-     ("SKIP", "action_hold", None)),
+    (
+        "error beats reason",
+        entry(decision="SKIP", error="no_position", reason="action_hold"),
+        ("SKIP", "no_position", None),
+    ),
+    (
+        "error None -> reason",
+        entry(executed="false", error="None", reason="invalid_side"),
+        ("ERROR", "invalid_side", None),
+    ),
+    (
+        "error null -> reason",
+        entry(executed="false", error="NULL", reason="action_hold"),
+        ("SKIP", "action_hold", None),
+    ),
     ("error nil, no reason", entry(executed="false", error=" nil "), ("SKIP", "none", None)),
     ("reason of only symbols", entry(decision="BLOCKED", error=":::"), ("BLOCKED", "none", None)),
-    ("reason odd chars", entry(decision="BLOCKED", error="  Risk Paused!! (manual)  "),
-     ("BLOCKED", "risk_paused_manual", None)),
-    ("reason keeps . and -", entry(decision="BLOCKED", error="gate-v2.1 x"),
-     ("BLOCKED", "gate-v2.1_x", None)),
+    (
+        "reason odd chars",
+        entry(decision="BLOCKED", error="  Risk Paused!! (manual)  "),
+        ("BLOCKED", "risk_paused_manual", None),
+    ),
+    (
+        "reason keeps . and -",
+        entry(decision="BLOCKED", error="gate-v2.1 x"),
+        ("BLOCKED", "gate-v2.1_x", None),
+    ),
     ("reason cut to 64", entry(decision="BLOCKED", error="a" * 100), ("BLOCKED", "a" * 64, None)),
     ("reason unicode", entry(decision="BLOCKED", error="déjà_vu"), ("BLOCKED", "d_j__vu", None)),
     # payload envelope and details
-    ("payload envelope", entry(payload=J({"decision": "EXECUTED", "symbol": "btcusdt"})),
-     ("EXECUTE", "none", "BTCUSDT")),
-    ("top level beats payload", entry(decision="SKIP", payload=J({"decision": "ERROR"})),
-     ("SKIP", "none", None)),
-    ("empty top falls to payload", entry(decision="", payload=J({"decision": "ERROR"})),
-     ("ERROR", "none", None)),
-    ("payload before details",
-     entry(executed="false", payload=J({"error": "no_position"}), details=J({"error": "exception"})),
-     ("SKIP", "no_position", None)),
-    ("details decision null", entry(executed="false", details=J({"decision": None, "error": "x"})),
-     ("BLOCKED", "x", None)),
-    ("details bad JSON", entry(executed="false", error="no_position", details="{not json"),
-     ("SKIP", "no_position", None)),
-    ("details a list", entry(executed="true", details=J(["decision", "ERROR"])),
-     ("EXECUTE", "none", None)),
+    (
+        "payload envelope",
+        entry(payload=J({"decision": "EXECUTED", "symbol": "btcusdt"})),
+        ("EXECUTE", "none", "BTCUSDT"),
+    ),
+    (
+        "top level beats payload",
+        entry(decision="SKIP", payload=J({"decision": "ERROR"})),
+        ("SKIP", "none", None),
+    ),
+    (
+        "empty top falls to payload",
+        entry(decision="", payload=J({"decision": "ERROR"})),
+        ("ERROR", "none", None),
+    ),
+    (
+        "payload before details",
+        entry(
+            executed="false", payload=J({"error": "no_position"}), details=J({"error": "exception"})
+        ),
+        ("SKIP", "no_position", None),
+    ),
+    (
+        "details decision null",
+        entry(executed="false", details=J({"decision": None, "error": "x"})),
+        ("BLOCKED", "x", None),
+    ),
+    (
+        "details bad JSON",
+        entry(executed="false", error="no_position", details="{not json"),
+        ("SKIP", "no_position", None),
+    ),
+    (
+        "details a list",
+        entry(executed="true", details=J(["decision", "ERROR"])),
+        ("EXECUTE", "none", None),
+    ),
     ("details a string", entry(details=J("DENIED")), ("UNKNOWN", "none", None)),
     ("payload bad JSON only", entry(payload="{{{"), ("UNKNOWN", "none", None)),
     ("JSON boolean executed", entry(payload=J({"executed": True})), ("EXECUTE", "none", None)),
-    ("JSON number executed", entry(details=J({"executed": 0, "error": "no_position"})),
-     ("SKIP", "no_position", None)),
+    (
+        "JSON number executed",
+        entry(details=J({"executed": 0, "error": "no_position"})),
+        ("SKIP", "no_position", None),
+    ),
     ("JSON object decision", entry(details=J({"decision": {"x": 1}})), ("UNKNOWN", "none", None)),
     # symbols
-    ("symbol lower-cased in", entry(decision="SKIP", symbol=" ethusdt "), ("SKIP", "none", "ETHUSDT")),
+    (
+        "symbol lower-cased in",
+        entry(decision="SKIP", symbol=" ethusdt "),
+        ("SKIP", "none", "ETHUSDT"),
+    ),
     ("symbol with slash", entry(decision="SKIP", symbol="BTC/USDT"), ("SKIP", "none", None)),
     ("symbol one char", entry(decision="SKIP", symbol="B"), ("SKIP", "none", None)),
     ("symbol 31 chars", entry(decision="SKIP", symbol="A" * 31), ("SKIP", "none", None)),
     ("symbol 30 chars", entry(decision="SKIP", symbol="A" * 30), ("SKIP", "none", "A" * 30)),
     # bytes and size
     ("non-UTF-8 decision", entry(decision=b"\xffSKIP\xfe"), ("UNKNOWN", "none", None)),
-    ("non-UTF-8 reason", entry(decision="SKIP", error=b"bad\xff\xfegate:x"),
-     ("SKIP", "bad_gate", None)),
+    (
+        "non-UTF-8 reason",
+        entry(decision="SKIP", error=b"bad\xff\xfegate:x"),
+        ("SKIP", "bad_gate", None),
+    ),
     ("non-UTF-8 symbol", entry(decision="SKIP", symbol=b"BTC\xff"), ("SKIP", "none", None)),
     ("1 MB reason", entry(decision="BLOCKED", error="z" * 1_000_000), ("BLOCKED", "z" * 64, None)),
     ("1 MB symbol", entry(decision="SKIP", symbol="S" * 1_000_000), ("SKIP", "none", None)),
     ("1 MB details", entry(executed="false", details="{" * 1_000_000), ("SKIP", "none", None)),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("name", "fields", "want"), CASES, ids=[c[0] for c in CASES])

@@ -27,12 +27,23 @@ WORDS = {
     **dict.fromkeys(("ERROR", "FAILED", "FAIL"), "ERROR"),
 }
 SKIP_SET = {"no_position", "duplicate_plan", "not_in_allowlist", "action_hold"}
-ERROR_SET = {"exception", "binance_error", "missing_binance_credentials", "retryable_rate_limit",
-             "mark_price_unavailable", "missing_required_fields", "invalid_side",
-             "invalid_safe_close_qty"}  # fmt: skip
-ALIASES = {"deny_not_exit_owner": "not_exit_owner", "duplicate_plan_id": "duplicate_plan",
-           "close_no_position": "no_position", "symbol_not_in_allowlist": "not_in_allowlist",
-           "p33_permit_missing_or_denied": "p33_permit_denied"}  # fmt: skip
+ERROR_SET = {
+    "exception",
+    "binance_error",
+    "missing_binance_credentials",
+    "retryable_rate_limit",
+    "mark_price_unavailable",
+    "missing_required_fields",
+    "invalid_side",
+    "invalid_safe_close_qty",
+}
+ALIASES = {
+    "deny_not_exit_owner": "not_exit_owner",
+    "duplicate_plan_id": "duplicate_plan",
+    "close_no_position": "no_position",
+    "symbol_not_in_allowlist": "not_in_allowlist",
+    "p33_permit_missing_or_denied": "p33_permit_denied",
+}
 
 
 def as_text(value: object) -> str | None:
@@ -100,12 +111,27 @@ def cased(words: list[str]) -> st.SearchStrategy[str]:
     )
 
 
-REASONS = [*SKIP_SET, *ERROR_SET, *ALIASES, "risk_paused", "kill_switch_active", "none", "NULL",
-           "Nil", "p33_permit_denied", "position_too_large", "", " ", ":", "_:x",
-           "Ünïcode gate"]  # fmt: skip
+REASONS = [
+    *SKIP_SET,
+    *ERROR_SET,
+    *ALIASES,
+    "risk_paused",
+    "kill_switch_active",
+    "none",
+    "NULL",
+    "Nil",
+    "p33_permit_denied",
+    "position_too_large",
+    "",
+    " ",
+    ":",
+    "_:x",
+    "Ünïcode gate",
+]
 decision_values = st.one_of(cased([*WORDS, "UNKNOWN", "maybe", ""]), st.text(max_size=8))
-flag_values = st.one_of(cased(["True", "false", "1", "0", "yes", "NO", "t", "F", "y", "n", "x"]),
-                        st.text(max_size=4))  # fmt: skip
+flag_values = st.one_of(
+    cased(["True", "false", "1", "0", "yes", "NO", "t", "F", "y", "n", "x"]), st.text(max_size=4)
+)
 reason_values = st.one_of(
     st.tuples(cased(REASONS), st.sampled_from(["", ":", ": detail 7.1%", ":$1234>$500_cap"])).map(
         "".join

@@ -27,23 +27,37 @@ def dash(env: dict[str, str], *args: str, script: bool = False) -> subprocess.Co
     if not script:
         return run_p35(env, "dash", *args)
     env = {**env, "P35": p35_executable(), "P35_ENV_FILE": "/none"}
-    return subprocess.run([str(ROOT / "scripts/p35_dashboard_queries.sh"), *args], env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [str(ROOT / "scripts/p35_dashboard_queries.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def plant_minute(r: redis.Redis, minute: int) -> None:
     """100 decisions: BLOCKED 60 (risk_paused 50, p33_permit_denied 10), SKIP 30
     (no_position), EXECUTE 10; BTCUSDT has 70 of them and ETHUSDT 30."""
     fields = {
-        "decision:BLOCKED": 60, "decision:SKIP": 30, "decision:EXECUTE": 10,
-        "reason:risk_paused": 50, "reason:p33_permit_denied": 10, "reason:no_position": 30,
+        "decision:BLOCKED": 60,
+        "decision:SKIP": 30,
+        "decision:EXECUTE": 10,
+        "reason:risk_paused": 50,
+        "reason:p33_permit_denied": 10,
+        "reason:no_position": 30,
         "reason:none": 10,
-        "symbol_decision:BTCUSDT:BLOCKED": 50, "symbol_decision:BTCUSDT:SKIP": 20,
-        "symbol_reason:BTCUSDT:risk_paused": 50, "symbol_reason:BTCUSDT:no_position": 20,
-        "symbol_decision:ETHUSDT:BLOCKED": 10, "symbol_decision:ETHUSDT:SKIP": 10,
-        "symbol_decision:ETHUSDT:EXECUTE": 10, "symbol_reason:ETHUSDT:p33_permit_denied": 10,
-        "symbol_reason:ETHUSDT:no_position": 10, "symbol_reason:ETHUSDT:none": 10,
-    }  # fmt: skip
+        "symbol_decision:BTCUSDT:BLOCKED": 50,
+        "symbol_decision:BTCUSDT:SKIP": 20,
+        "symbol_reason:BTCUSDT:risk_paused": 50,
+        "symbol_reason:BTCUSDT:no_position": 20,
+        "symbol_decision:ETHUSDT:BLOCKED": 10,
+        "symbol_decision:ETHUSDT:SKIP": 10,
+        "symbol_decision:ETHUSDT:EXECUTE": 10,
+        "symbol_reason:ETHUSDT:p33_permit_denied": 10,
+        "symbol_reason:ETHUSDT:no_position": 10,
+        "symbol_reason:ETHUSDT:none": 10,
+    }
     r.hset(keys.bucket(minute), mapping=fields)
     r.hset(keys.bucket_meta(minute), mapping={**fields, "v": 1})
 
@@ -63,8 +77,10 @@ def known(r: redis.Redis, redis_server: RedisServer, base_env: dict[str, str]) -
     sec = int(r.time()[0])
     plant_minute(r, sec // 60)
     snapshot(redis_server, sec * 1000)
-    r.hset(keys.STATUS, mapping={"last_ts": f"{time.time() - 40:.3f}", "state": "running",
-                                 "processed_total": 100})  # fmt: skip
+    r.hset(
+        keys.STATUS,
+        mapping={"last_ts": f"{time.time() - 40:.3f}", "state": "running", "processed_total": 100},
+    )
     r.xgroup_create("quantum:stream:apply.result", "p35_decision_intel", id="0", mkstream=True)
     r.xgroup_createconsumer("quantum:stream:apply.result", "p35_decision_intel", "host-1")
     return base_env
@@ -77,7 +93,11 @@ def test_mode_a_text_and_json(known: dict[str, str]) -> None:
     assert a["total"] == 100 and a["skip_rate"] == 0.3
     assert a["decisions"]["BLOCKED"] == {"count": 60, "share": 0.6}
     assert [r["reason"] for r in a["top_reasons"]] == [  # ties as ZREVRANGE gives them
-        "risk_paused", "no_position", "p33_permit_denied", "none"]  # fmt: skip
+        "risk_paused",
+        "no_position",
+        "p33_permit_denied",
+        "none",
+    ]
     text = dash(known, "a").stdout
     assert "skip rate  30.0% of 100 decisions" in text
     assert "\033[" not in text  # no color when not on a terminal
@@ -88,8 +108,11 @@ def test_mode_b_reads_per_symbol_keys_and_says_when_a_symbol_is_quiet(
 ) -> None:
     b = json.loads(dash(known, "b", "btcusdt", "SOLUSDT", "--json").stdout)["b"]["symbols"]
     assert b["BTCUSDT"]["total"] == 70
-    assert b["BTCUSDT"]["top_gates"][0] == {"reason": "risk_paused", "count": 50,
-                                            "share": round(50 / 70, 4)}  # fmt: skip
+    assert b["BTCUSDT"]["top_gates"][0] == {
+        "reason": "risk_paused",
+        "count": 50,
+        "share": round(50 / 70, 4),
+    }
     assert b["SOLUSDT"]["total"] == 0
     text = dash(known, "b", "BTCUSDT", "SOLUSDT").stdout
     assert "SOLUSDT: no decisions in the last 5 minutes" in text

@@ -71,8 +71,11 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     def deploy(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(ROOT / "scripts" / "deploy_p35.sh"), "--skip-proof", *args],
-            env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     first = deploy()
     calls_first = (state / "calls").read_text().splitlines()
@@ -84,10 +87,16 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     calls_second = (state / "calls").read_text().splitlines()[len(calls_first) :]
     dry = deploy("--dry-run")
     return {
-        "dest": dest, "first": first, "second": second, "dry": dry, "before": before,
-        "after": after, "calls_first": calls_first, "calls_second": calls_second,
+        "dest": dest,
+        "first": first,
+        "second": second,
+        "dry": dry,
+        "before": before,
+        "after": after,
+        "calls_first": calls_first,
+        "calls_second": calls_second,
         "env": env,
-    }  # fmt: skip
+    }
 
 
 def test_first_deploy_installs_code_units_and_env(deployed: dict[str, object]) -> None:
@@ -140,8 +149,11 @@ def test_dry_run_of_a_first_install_says_what_it_would_do(tmp_path: Path) -> Non
     env = {**os.environ, "DESTDIR": str(tmp_path / "r"), "SYSTEMCTL": "/bin/false"}
     out = subprocess.run(
         [str(ROOT / "scripts/deploy_p35.sh"), "--dry-run"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "would run: " in out.stdout and "venv" in out.stdout
     assert "would run: /bin/false enable --now" in out.stdout
@@ -158,8 +170,11 @@ def test_refuses_without_root_or_destdir() -> None:
         script.chmod(0o755)
         out = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(script)],
-            env=env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert out.returncode != 0
     assert "must run as root" in out.stderr
 
@@ -245,8 +260,10 @@ def test_systemd_analyze_security_exposure_at_most_2(unit: str, tmp_path: Path) 
         shutil.copy(UNITS / unit, path)
     out = subprocess.run(
         [ANALYZE, "security", "--offline=true", "--no-pager", str(path)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout + out.stderr)
     assert match, out.stdout + out.stderr
     assert float(match.group(1)) <= 2.0, out.stdout
@@ -268,12 +285,15 @@ def test_systemd_analyze_verify_finds_no_problem(unit: str, tmp_path: Path) -> N
     (tmp_path / name).write_text(text)
     out = subprocess.run(
         [ANALYZE, "verify", "--man=no", str(tmp_path / name)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     problems = [
-        line for line in (out.stdout + out.stderr).splitlines()
+        line
+        for line in (out.stdout + out.stderr).splitlines()
         if name.split("@")[0] in line or "Unknown" in line or "deprecated" in line.lower()
-    ]  # fmt: skip
+    ]
     assert out.returncode == 0 and not problems, out.stdout + out.stderr
 
 
@@ -291,16 +311,19 @@ def test_notify_ready_status_watchdog_stopping_in_order(
     d = Daemon({**base_env, "NOTIFY_SOCKET": str(sock_path)}, tmp_path / "d.log").start()
     daemons.append(d)
     got: list[str] = []
-    while not (any(m.startswith("WATCHDOG=1") for m in got)
-               and any("STATUS=counted" in m for m in got)):  # fmt: skip
+    while not (
+        any(m.startswith("WATCHDOG=1") for m in got) and any("STATUS=counted" in m for m in got)
+    ):
         got.append(sock.recv(4096).decode())
     d.signal(15)
     while "STOPPING=1" not in got[-1]:
         got.append(sock.recv(4096).decode())
     assert d.wait(10) == 0
     sock.close()
-    firsts = [next(i for i, m in enumerate(got) if key in m) for key in
-              ("READY=1", "STATUS=", "WATCHDOG=1", "STOPPING=1")]  # fmt: skip
+    firsts = [
+        next(i for i, m in enumerate(got) if key in m)
+        for key in ("READY=1", "STATUS=", "WATCHDOG=1", "STOPPING=1")
+    ]
     assert firsts == sorted(firsts), got
     assert "READY=1" in got[0], "READY must come first"
     assert re.search(r"STATUS=counted \d+, lag \d+", "\n".join(got))
@@ -385,8 +408,11 @@ def test_env_template_lists_every_setting_with_its_default() -> None:
 def test_rollback_without_an_earlier_release_fails_clearly(deployed: dict[str, object]) -> None:
     out = subprocess.run(
         [str(ROOT / "scripts/deploy_p35.sh"), "--rollback"],
-        env=deployed["env"], capture_output=True, text=True, timeout=60,  # type: ignore[arg-type]
-    )  # fmt: skip
+        env=deployed["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,  # type: ignore[arg-type]
+    )
     assert out.returncode == 1
     assert "no earlier release to roll back to" in out.stderr
 
@@ -396,7 +422,7 @@ def test_a_python_under_a_home_directory_is_refused_for_a_real_install(tmp_path:
     pyenv or user interpreter there fails with status=203/EXEC. The deploy says so first."""
     home_python = tmp_path / "python3"  # answers like an interpreter living under /root
     home_python.write_text(
-        "#!/bin/sh\ncase \"$*\" in *realpath*) echo /root/.pyenv/versions/3.11.7/bin/python3.11;;"
+        '#!/bin/sh\ncase "$*" in *realpath*) echo /root/.pyenv/versions/3.11.7/bin/python3.11;;'
         " -V) echo Python 3.11.7;; *) exit 0;; esac\n"
     )
     home_python.chmod(0o755)
@@ -404,8 +430,11 @@ def test_a_python_under_a_home_directory_is_refused_for_a_real_install(tmp_path:
     env |= {"PYTHON": str(home_python), "SYSTEMCTL": "/bin/false"}
     out = subprocess.run(
         [str(ROOT / "scripts/deploy_p35.sh"), "--dry-run"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0
     assert "ProtectHome=yes" in out.stderr and "PYTHON=/usr/bin/python3" in out.stderr
     assert "would run" not in out.stdout
@@ -418,20 +447,28 @@ def test_deploy_upgrades_running_template_instances_not_the_plain_unit(tmp_path:
     state.mkdir()
     fake = tmp_path / "systemctl"
     fake.write_text(
-        "#!/bin/sh\necho \"$*\" >> \"$FAKE_STATE/calls\"\n"
-        "case \"$1\" in\n"
+        '#!/bin/sh\necho "$*" >> "$FAKE_STATE/calls"\n'
+        'case "$1" in\n'
         f"  list-units) printf '{UNIT}@a.service loaded active running x\\n"
         f"{UNIT}@b.service loaded active running x\\n' ;;\n"
-        f"  is-active) case \"$3\" in {UNIT}@*) exit 0;; esac; exit 3 ;;\n"
+        f'  is-active) case "$3" in {UNIT}@*) exit 0;; esac; exit 3 ;;\n'
         "esac\nexit 0\n"
     )
     fake.chmod(0o755)
-    env = {**os.environ, "DESTDIR": str(tmp_path / "r"), "SYSTEMCTL": str(fake),
-           "FAKE_STATE": str(state), "PYTHON": sys.executable}  # fmt: skip
+    env = {
+        **os.environ,
+        "DESTDIR": str(tmp_path / "r"),
+        "SYSTEMCTL": str(fake),
+        "FAKE_STATE": str(state),
+        "PYTHON": sys.executable,
+    }
     out = subprocess.run(
         [str(ROOT / "scripts/deploy_p35.sh"), "--skip-proof"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     calls = (state / "calls").read_text().splitlines()
     assert f"restart {UNIT}@a.service" in calls and f"restart {UNIT}@b.service" in calls

@@ -117,8 +117,12 @@ def test_daily_rollups_across_midnight_stay_exact_through_a_kill_and_two_daemons
     midnight_ms = (sec // 86_400 - 1) * 86_400_000  # the start of yesterday, UTC
     expected = load(r, N, span_minutes=20, end_ms=midnight_ms + 10 * 60_000)
     assert len({k[:-4] for k in expected}) == 2  # two days' worth of minute buckets
-    env = {**base_env, "P35_BATCH_SIZE": "100", "P35_FLUSH_MAX_ENTRIES": "3000",
-           "P35_ACK_INTERVAL_SEC": "30"}  # fmt: skip
+    env = {
+        **base_env,
+        "P35_BATCH_SIZE": "100",
+        "P35_FLUSH_MAX_ENTRIES": "3000",
+        "P35_ACK_INTERVAL_SEC": "30",
+    }
     first = Daemon(env, tmp_path / "first.log").start()
     daemons.append(first)
     wait_for(lambda: _entries_read(r) >= N // 3, 60, "a third of the stream read")

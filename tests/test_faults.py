@@ -144,8 +144,12 @@ def test_claim_race_with_a_stopped_daemon_counts_each_entry_once(
     and flushes: the ownership check leaves them out of A's counts."""
     n = 20_000
     expected = load(r, n)
-    slow = {**base_env, "P35_BATCH_SIZE": "100", "P35_FLUSH_MAX_ENTRIES": "5000",
-            "P35_ACK_INTERVAL_SEC": "60"}  # fmt: skip
+    slow = {
+        **base_env,
+        "P35_BATCH_SIZE": "100",
+        "P35_FLUSH_MAX_ENTRIES": "5000",
+        "P35_ACK_INTERVAL_SEC": "60",
+    }
     a = Daemon(slow, tmp_path / "a.log", name="A").start()
     daemons.append(a)
     wait_for(lambda: entries_read(r) >= 2_000, 60, "A reading")
@@ -186,8 +190,9 @@ def test_one_of_three_daemons_killed_for_good(
     names = {row["name"].decode() for row in r.xinfo_consumers(STREAM, GROUP)}
     wait_for(
         lambda: "d0" not in {row["name"].decode() for row in r.xinfo_consumers(STREAM, GROUP)},
-        30, "the dead consumer removed",
-    )  # fmt: skip
+        30,
+        "the dead consumer removed",
+    )
     for d in daemons[1:]:
         assert d.terminate_and_wait()[0] == 0, d.output()
     reclaimed = int(r.hget("quantum:p35:status", "reclaimed_total") or 0)
@@ -202,8 +207,12 @@ def test_entries_trimmed_while_pending_are_acked_reported_and_the_rest_exact(
     """A dies holding entries; XTRIM removes part of them; B acks those, reports them, and
     counts everything else exactly."""
     truth = load_truth(r, 20_000)
-    slow = {**base_env, "P35_BATCH_SIZE": "100", "P35_FLUSH_MAX_ENTRIES": "5000",
-            "P35_ACK_INTERVAL_SEC": "60"}  # fmt: skip
+    slow = {
+        **base_env,
+        "P35_BATCH_SIZE": "100",
+        "P35_FLUSH_MAX_ENTRIES": "5000",
+        "P35_ACK_INTERVAL_SEC": "60",
+    }
     a = Daemon(slow, tmp_path / "a.log", name="A").start()
     daemons.append(a)
     wait_for(lambda: pending_of(r, "A") >= 1_000, 60, "A holding 1000 entries")
@@ -212,8 +221,11 @@ def test_entries_trimmed_while_pending_are_acked_reported_and_the_rest_exact(
     pel = [row["message_id"].decode() for row in r.xpending_range(STREAM, GROUP, "-", "+", 100_000)]
     cut = pel[len(pel) // 2]
     r.xtrim(STREAM, minid=cut, approximate=False)
-    lost = {entry_id for entry_id in pel if tuple(map(int, entry_id.split("-"))) < tuple(
-        map(int, cut.split("-")))}  # fmt: skip
+    lost = {
+        entry_id
+        for entry_id in pel
+        if tuple(map(int, entry_id.split("-"))) < tuple(map(int, cut.split("-")))
+    }
     counted = {k: v for k, v in truth.items() if k not in lost}
     b = Daemon(base_env, tmp_path / "b.log", name="B").start()
     daemons.append(b)
@@ -287,8 +299,14 @@ def test_rss_stays_flat_at_a_steady_rate(
     while time.monotonic() - start < seconds:
         pipe = r.pipeline(transaction=False)
         for _ in range(30):
-            pipe.xadd(STREAM, {"symbol": rng.choice(symbols), "executed": "false",
-                               "error": f"risk_paused:dd {rng.random():.3f}"})  # fmt: skip
+            pipe.xadd(
+                STREAM,
+                {
+                    "symbol": rng.choice(symbols),
+                    "executed": "false",
+                    "error": f"risk_paused:dd {rng.random():.3f}",
+                },
+            )
         pipe.execute()
         samples.append(d.rss_kb())
         time.sleep(0.1)
@@ -298,8 +316,10 @@ def test_rss_stays_flat_at_a_steady_rate(
         f"RSS grew: first half max {max(samples[:half])} kB, second {max(samples[half:])} kB"
     )
     assert d.terminate_and_wait()[0] == 0
-    print(f"FIGURES seconds={seconds} samples={len(samples)} rss_first_half_max_kb="
-          f"{max(samples[:half])} rss_second_half_max_kb={max(samples[half:])}")  # fmt: skip
+    print(
+        f"FIGURES seconds={seconds} samples={len(samples)} rss_first_half_max_kb="
+        f"{max(samples[:half])} rss_second_half_max_kb={max(samples[half:])}"
+    )
 
 
 def test_lag_is_right_after_a_redis_restart_that_restores_a_stale_entries_read(

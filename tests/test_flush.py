@@ -14,20 +14,33 @@ MIN = 29_000_000  # a minute number; its day is MIN // 1440
 def test_flush_args_layout_is_the_one_the_script_reads() -> None:
     s = load(redis_url="redis://h:6379/0")
     b = Batch()
-    b.add(f"{MIN * 60_000}-0".encode(), {b"decision": b"SKIP"},
-          Classification("SKIP", "no_position", "BTCUSDT", None))  # fmt: skip
-    b.add(f"{MIN * 60_000}-1".encode(), {b"x": b"y"},
-          Classification("UNKNOWN", "none", None, "why"), reclaimed=True)  # fmt: skip
+    b.add(
+        f"{MIN * 60_000}-0".encode(),
+        {b"decision": b"SKIP"},
+        Classification("SKIP", "no_position", "BTCUSDT", None),
+    )
+    b.add(
+        f"{MIN * 60_000}-1".encode(),
+        {b"x": b"y"},
+        Classification("UNKNOWN", "none", None, "why"),
+        reclaimed=True,
+    )
     b.add_trimmed(f"{MIN * 60_000 - 5}-0".encode())
     args = flush_args(s, b, consumer="c1", token="t0k", lease_ms=15_000, now_ms=123)
     day = MIN // 1440
+    e0, e1, t0 = (
+        f"{MIN * 60_000}-0".encode(),
+        f"{MIN * 60_000}-1".encode(),
+        f"{MIN * 60_000 - 5}-0".encode(),
+    )
+    # One line per group of the script's ARGV: the layout reads better as a table.
     assert args == [
         s.stream, s.group, "c1", "t0k", 15_000, 200, 500, 10_000,
-        f"{MIN * 60_000 - 5}-0".encode(), f"{MIN * 60_000}-1".encode(),  # min, max ID
-        f"{MIN * 60_000}-0".encode(),  # newest new entry
+        t0, e1,  # lowest and highest ID held
+        e0,  # newest new entry
         123, 1, 0,  # now_ms, reclaimed, future
-        2, f"{MIN * 60_000}-0".encode(), f"{MIN * 60_000}-1".encode(),  # counted IDs
-        1, f"{MIN * 60_000 - 5}-0".encode(),  # trimmed IDs
+        2, e0, e1,  # counted IDs
+        1, t0,  # trimmed IDs
         1, keys.bucket(MIN), keys.bucket_meta(MIN), MIN * 60 + 172_800,  # one bucket
         2, "SKIP", 1, "UNKNOWN", 1,  # decisions
         2, "no_position", 1, "none", 1,  # reasons
@@ -36,5 +49,5 @@ def test_flush_args_layout_is_the_one_the_script_reads() -> None:
         2, "SKIP", 1, "UNKNOWN", 1,
         2, "no_position", 1, "none", 1,
         1, "BTCUSDT", 1, "SKIP", 1,  # days carry no symbol reasons
-        1, f"{MIN * 60_000}-1".encode(), "why", '{"x": "y"}',  # invalid records
+        1, e1, "why", '{"x": "y"}',  # invalid records
     ]  # fmt: skip

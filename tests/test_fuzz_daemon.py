@@ -34,8 +34,21 @@ def junk(rng: random.Random, size: int) -> bytes:
 def random_value(rng: random.Random) -> bytes:
     roll = rng.random()
     if roll < 0.3:
-        return rng.choice([b"EXECUTE", b"skip", b" Denied ", b"unknown", b"", b"True", b"0",
-                           b"risk_paused:dd 7%", b"none", b"BTCUSDT", b"maybe"])  # fmt: skip
+        return rng.choice(
+            [
+                b"EXECUTE",
+                b"skip",
+                b" Denied ",
+                b"unknown",
+                b"",
+                b"True",
+                b"0",
+                b"risk_paused:dd 7%",
+                b"none",
+                b"BTCUSDT",
+                b"maybe",
+            ]
+        )
     if roll < 0.5:
         inner = {rng.choice(WORDS): rng.choice([None, 1, True, "SKIP", "no_position", {"x": 1}])}
         text = json.dumps(inner).encode()

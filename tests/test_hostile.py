@@ -67,8 +67,9 @@ def test_entry_ids_far_ahead_of_redis_clock_are_counted_once_at_the_minute_read(
     wait_for(lambda: drained(r, total), 60, "every entry acknowledged and counted")
     wait_for(
         lambda: any(f[b"type"] == b"stream_clock" for _, f in r.xrange("quantum:p35:alerts")),
-        30, "the stream_clock alert",
-    )  # fmt: skip
+        30,
+        "the stream_clock alert",
+    )
     assert d.alive, d.output()
     status = r.hgetall("quantum:p35:status")
     assert int(status[b"processed_total"]) == total
@@ -140,8 +141,10 @@ def test_memory_stays_in_budget_whatever_entries_hold(
         assert all(c >= 0x20 for c in raw)
     assert d.terminate_and_wait()[0] == 0
     assert peak_kb * 1024 < MEMORY_MAX
-    print(f"FIGURES attack={kind} entries={total} peak_rss_mb={peak_kb / 1024:.1f} "
-          f"cgroup={'yes' if cgroup else 'no'}")  # fmt: skip
+    print(
+        f"FIGURES attack={kind} entries={total} peak_rss_mb={peak_kb / 1024:.1f} "
+        f"cgroup={'yes' if cgroup else 'no'}"
+    )
 
 
 HOSTILE_NAME = b"\x1b]0;pwned\x07\x1b]52;c;SGVsbG8=\x07\x1b[2J\xc2\x9b2J\xe2\x80\xae\xff\xfe"
@@ -162,9 +165,16 @@ def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
     r.hset("quantum:p35:status", "consumer_name", HOSTILE_NAME)
     outputs = [
         run_p35(base_env, *args)
-        for args in (["dash", "e"], ["dash", "all"], ["dash", "all", "--json"],
-                     ["status"], ["status", "--json"], ["alerts"], ["alerts", "--json"])
-    ]  # fmt: skip
+        for args in (
+            ["dash", "e"],
+            ["dash", "all"],
+            ["dash", "all", "--json"],
+            ["status"],
+            ["status", "--json"],
+            ["alerts"],
+            ["alerts", "--json"],
+        )
+    ]
     for proc in outputs:
         assert proc.returncode in (0, 1), proc.stderr  # 1: status of a service never run
         assert "Traceback" not in proc.stderr
@@ -179,10 +189,12 @@ def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
     d = Daemon({**base_env, "P35_CLAIM_MIN_IDLE_SEC": "1"}, tmp_path / "d.log").start()
     daemons.append(d)
     wait_for(
-        lambda: HOSTILE_NAME not in [c["name"] for c in r.xinfo_consumers(STREAM,
-                                                                          "p35_decision_intel")],
-        30, "the hostile consumer removed",
-    )  # fmt: skip
+        lambda: (
+            HOSTILE_NAME not in [c["name"] for c in r.xinfo_consumers(STREAM, "p35_decision_intel")]
+        ),
+        30,
+        "the hostile consumer removed",
+    )
     assert d.terminate_and_wait()[0] == 0
     assert not [e for e in d.events() if e["event"] == "tick.failed"]
     [removed] = [e for e in d.events() if e["event"] == "consumer.removed"]
@@ -199,13 +211,19 @@ def test_an_alert_storm_is_capped_keeping_the_highest_severity_and_summing_the_r
     pipe = r.pipeline(transaction=False)
     for i in range(500):
         for _ in range(10):
-            pipe.xadd(STREAM, {"symbol": f"SYM{i:03d}USDT", "executed": "false",
-                               "error": "kill_switch_active"})  # fmt: skip
+            pipe.xadd(
+                STREAM,
+                {"symbol": f"SYM{i:03d}USDT", "executed": "false", "error": "kill_switch_active"},
+            )
         if len(pipe) >= 1000:
             pipe.execute()
     pipe.execute()
-    env = {**base_env, "P35_SNAPSHOT_INTERVAL_SEC": "60", "P35_ALERTS_MAX_PER_EVAL": "20",
-           "P35_SNAPSHOT_SYMBOLS": "50"}  # fmt: skip
+    env = {
+        **base_env,
+        "P35_SNAPSHOT_INTERVAL_SEC": "60",
+        "P35_ALERTS_MAX_PER_EVAL": "20",
+        "P35_SNAPSHOT_SYMBOLS": "50",
+    }
     d = Daemon(env, tmp_path / "d.log").start()
     daemons.append(d)
     wait_for(lambda: drained(r, 5000), 60, "the drain")

@@ -145,8 +145,11 @@ def test_the_endpoint_serves_only_metrics_and_idle_sockets_hold_up_nothing(
         idle.append(s)
     threads = len(os.listdir(f"/proc/{d.pid}/task"))
     beat = float(r.hget("quantum:p35:status", "last_ts") or 0)
-    wait_for(lambda: float(r.hget("quantum:p35:status", "last_ts") or 0) > beat + 1, 10,
-             "two heartbeats with the sockets open")  # fmt: skip
+    wait_for(
+        lambda: float(r.hget("quantum:p35:status", "last_ts") or 0) > beat + 1,
+        10,
+        "two heartbeats with the sockets open",
+    )
     assert len(os.listdir(f"/proc/{d.pid}/task")) == threads  # no thread per connection
     for s in idle:
         s.close()

@@ -24,24 +24,51 @@ def plant(r: redis.Redis, day: str, fields: dict[str, int]) -> None:
 
 
 def test_week_over_week_shares_and_movers(r: redis.Redis, base_env: dict[str, str]) -> None:
-    plant(r, DAY, {"decision:EXECUTE": 100, "decision:BLOCKED": 300, "decision:SKIP": 100,
-                   "reason:none": 150, "reason:risk_paused": 250, "reason:no_position": 50,
-                   "reason:p33_permit_denied": 50,
-                   "symbol_decision:BTCUSDT:BLOCKED": 200, "symbol_decision:ETHUSDT:SKIP": 100})
-    plant(r, WEEK_AGO, {"decision:EXECUTE": 200, "decision:BLOCKED": 100, "decision:SKIP": 100,
-                        "reason:none": 250, "reason:risk_paused": 20, "reason:no_position": 50,
-                        "reason:p33_permit_denied": 80})  # fmt: skip
+    plant(
+        r,
+        DAY,
+        {
+            "decision:EXECUTE": 100,
+            "decision:BLOCKED": 300,
+            "decision:SKIP": 100,
+            "reason:none": 150,
+            "reason:risk_paused": 250,
+            "reason:no_position": 50,
+            "reason:p33_permit_denied": 50,
+            "symbol_decision:BTCUSDT:BLOCKED": 200,
+            "symbol_decision:ETHUSDT:SKIP": 100,
+        },
+    )
+    plant(
+        r,
+        WEEK_AGO,
+        {
+            "decision:EXECUTE": 200,
+            "decision:BLOCKED": 100,
+            "decision:SKIP": 100,
+            "reason:none": 250,
+            "reason:risk_paused": 20,
+            "reason:no_position": 50,
+            "reason:p33_permit_denied": 80,
+        },
+    )
     out = report(base_env, "--day", DAY, "--json")
     assert out.returncode == 0, out.stderr
     rep = json.loads(out.stdout)
     assert (rep["total"], rep["previous_total"], rep["compared_with"]) == (500, 400, WEEK_AGO)
-    assert rep["decisions"]["BLOCKED"] == {"count": 300, "share": 0.6, "previous_share": 0.25,
-                                           "change_pp": 35.0}  # fmt: skip
+    assert rep["decisions"]["BLOCKED"] == {
+        "count": 300,
+        "share": 0.6,
+        "previous_share": 0.25,
+        "change_pp": 35.0,
+    }
     assert rep["decisions"]["EXECUTE"]["change_pp"] == -30.0
     assert rep["top_gates"][0] == {"reason": "risk_paused", "count": 250, "share": 0.5}
     assert rep["rose"] == [{"reason": "risk_paused", "change_pp": 45.0}]  # 5 % -> 50 %
-    assert rep["fell"] == [{"reason": "p33_permit_denied", "change_pp": -10.0},
-                           {"reason": "no_position", "change_pp": -2.5}]  # fmt: skip
+    assert rep["fell"] == [
+        {"reason": "p33_permit_denied", "change_pp": -10.0},
+        {"reason": "no_position", "change_pp": -2.5},
+    ]
     assert all(g["reason"] != "none" for g in rep["top_gates"] + rep["rose"] + rep["fell"])
     assert rep["top_symbols"][0] == {"symbol": "BTCUSDT", "count": 200}
     text = report(base_env, "--day", DAY).stdout

@@ -83,8 +83,9 @@ def test_the_documented_acl_runs_the_whole_daemon_and_cli_and_no_secret_leaks(
     wait_for(lambda: drained(admin, 5_000), 60, "the drain as the ACL user")
     wait_for(
         lambda: b"departed" not in [c["name"] for c in admin.xinfo_consumers(STREAM, GROUP)],
-        30, "the departed consumer removed",
-    )  # fmt: skip
+        30,
+        "the departed consumer removed",
+    )
     wait_for(lambda: bool(admin.exists("quantum:p35:decision:counts:1h")), 30, "a snapshot")
     status = run_p35(env, "status")
     check = run_p35(env, "check", "--max-age", "30")
@@ -97,14 +98,16 @@ def test_the_documented_acl_runs_the_whole_daemon_and_cli_and_no_secret_leaks(
     assert_exact(admin, expected)
     assert admin.acl_log() == [], "the daemon or the CLI used something the ACL does not allow"
 
-    wrong = Daemon({**env, "P35_REDIS_URL": user_url(acl_server, "wrong-" + PASSWORD)},
-                   tmp_path / "wrong.log").start()  # fmt: skip
+    wrong = Daemon(
+        {**env, "P35_REDIS_URL": user_url(acl_server, "wrong-" + PASSWORD)}, tmp_path / "wrong.log"
+    ).start()
     assert wrong.wait(30) == 78
     [denied] = [e for e in wrong.events() if e["event"] == "redis.access_denied"]
     assert "invalid username-password pair" in str(denied["detail"])
 
-    printed = "\n".join([d.output(), wrong.output(), status.stdout, status.stderr,
-                         check.stdout, check.stderr])  # fmt: skip
+    printed = "\n".join(
+        [d.output(), wrong.output(), status.stdout, status.stderr, check.stdout, check.stderr]
+    )
     assert "p35:***@" in d.output()  # the URL is logged, redacted
     assert PASSWORD not in printed
     assert PASSWORD not in everything_in_redis(admin)
@@ -178,13 +181,51 @@ def make_certs(tmp: Path) -> tuple[Path, Path, Path]:
     def ssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
 
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=p35-test-ca")  # fmt: skip
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=localhost")  # fmt: skip
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=p35-test-ca",
+    )
+    ssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    )
     (tmp / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
+    ssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    )
     return tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
 
 
@@ -194,11 +235,30 @@ def test_the_daemon_counts_over_tls_with_a_ca_file(
     ca, cert, key = make_certs(tmp_path)
     port = free_port()
     proc = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
-         "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(ca),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         admin = redis.Redis(host="localhost", port=port, ssl=True, ssl_ca_certs=str(ca))
         deadline = time.monotonic() + 10
@@ -210,8 +270,11 @@ def test_the_daemon_counts_over_tls_with_a_ca_file(
                 assert time.monotonic() < deadline, "redis-server with TLS did not start"
                 time.sleep(0.05)
         expected = load(admin, 3_000)
-        env = {**base_env, "P35_REDIS_URL": f"rediss://localhost:{port}/0",
-               "P35_REDIS_CA_FILE": str(ca)}  # fmt: skip
+        env = {
+            **base_env,
+            "P35_REDIS_URL": f"rediss://localhost:{port}/0",
+            "P35_REDIS_CA_FILE": str(ca),
+        }
         d = Daemon(env, tmp_path / "d.log").start()
         daemons.append(d)
         wait_for(lambda: drained(admin, 3_000), 60, "the drain over TLS")
@@ -220,8 +283,11 @@ def test_the_daemon_counts_over_tls_with_a_ca_file(
         # Without the CA the certificate is refused: the check is really made.
         untrusted = Daemon({**env, "P35_REDIS_CA_FILE": ""}, tmp_path / "u.log").start()
         daemons.append(untrusted)
-        wait_for(lambda: any(e["event"] == "redis.unavailable" for e in untrusted.events()), 20,
-                 "the untrusted certificate refused")  # fmt: skip
+        wait_for(
+            lambda: any(e["event"] == "redis.unavailable" for e in untrusted.events()),
+            20,
+            "the untrusted certificate refused",
+        )
         assert "CERTIFICATE_VERIFY_FAILED" in untrusted.output()
     finally:
         proc.terminate()

@@ -56,8 +56,16 @@ def test_idle_heartbeat_is_rewritten_within_5_seconds(
         time.sleep(0.2)
     assert len(stamps) >= 2
     status = {k.decode(): v.decode() for k, v in r.hgetall("quantum:p35:status").items()}
-    for field in ("processed_total", "pending_estimate", "last_ts", "consumer_name",
-                  "service_start_ts", "lag", "rate", "version"):  # fmt: skip
+    for field in (
+        "processed_total",
+        "pending_estimate",
+        "last_ts",
+        "consumer_name",
+        "service_start_ts",
+        "lag",
+        "rate",
+        "version",
+    ):
         assert field in status or field == "processed_total", field
     assert d.terminate_and_wait()[0] == 0
 
@@ -143,8 +151,11 @@ def test_sigterm_while_waiting_for_the_lease_exits_0_and_says_stopped(
     first.wait(10)
     second = Daemon(env, tmp_path / "b.log", name="stable").start()
     daemons.append(second)
-    wait_for(lambda: any(e["event"] == "consumer.name_busy" for e in second.events()), 30,
-             "the second waiting for the lease")  # fmt: skip
+    wait_for(
+        lambda: any(e["event"] == "consumer.name_busy" for e in second.events()),
+        30,
+        "the second waiting for the lease",
+    )
     rc, took = second.terminate_and_wait()
     assert rc == 0, second.output()
     assert took < 5

@@ -177,8 +177,10 @@ def test_p35_run_with_an_unencoded_hash_in_the_password_exits_78_not_1() -> None
     proc = subprocess.run(
         [p35_executable(), "run"],
         env={"PATH": "/usr/bin:/bin", "P35_REDIS_URL": "redis://:Zq9$secret#x@127.0.0.1:1/0"},
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 78, proc.stderr
     [line] = (proc.stdout + proc.stderr).strip().splitlines()
     assert "P35_REDIS_URL" in line and "percent-encode" in line and "secret" not in line

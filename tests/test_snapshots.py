@@ -100,8 +100,10 @@ def test_snapshot_values_are_the_sums_of_the_right_buckets(
         assert min(s for _, s in top) >= sorted(reasons.values())[-len(top)]
         assert 0 < r.ttl(keys.decision_counts(window)) <= 86_400
         for symbol, (sym_decisions, sym_reasons) in want_symbols[window].items():
-            got = {k.decode(): int(v)
-                   for k, v in r.hgetall(keys.symbol_decision_counts(symbol, window)).items()}
+            got = {
+                k.decode(): int(v)
+                for k, v in r.hgetall(keys.symbol_decision_counts(symbol, window)).items()
+            }
             assert got == dict(sym_decisions), (window, symbol)
             ranked = r.zrevrange(keys.symbol_reason_top(symbol, window), 0, -1, withscores=True)
             assert {k.decode(): v for k, v in ranked} == {
@@ -135,20 +137,31 @@ def test_per_symbol_keys_follow_their_symbol_in_and_out_of_each_window(
     """BTC now and 10 min ago, ETH 30 min ago: keys where they have data, none elsewhere;
     45 minutes later ETH has left every window and BTC all but 1h, and their keys go."""
     now_minute = r.time()[0] // 60
-    btc = {"decision:EXECUTE": 1, "reason:none": 1,
-           "symbol_decision:BTCUSDT:EXECUTE": 1, "symbol_reason:BTCUSDT:none": 1}
-    eth = {"decision:BLOCKED": 3, "reason:risk_paused": 3,
-           "symbol_decision:ETHUSDT:BLOCKED": 3, "symbol_reason:ETHUSDT:risk_paused": 3}
+    btc = {
+        "decision:EXECUTE": 1,
+        "reason:none": 1,
+        "symbol_decision:BTCUSDT:EXECUTE": 1,
+        "symbol_reason:BTCUSDT:none": 1,
+    }
+    eth = {
+        "decision:BLOCKED": 3,
+        "reason:risk_paused": 3,
+        "symbol_decision:ETHUSDT:BLOCKED": 3,
+        "symbol_reason:ETHUSDT:risk_paused": 3,
+    }
     plant(r, now_minute, btc)
     plant(r, now_minute - 10, btc)
-    plant(r, now_minute - 30, eth)  # fmt: skip
+    plant(r, now_minute - 30, eth)
 
     def holders(window: str) -> set[str]:
         return {k.decode().split(":")[3] for k in r.scan_iter(f"quantum:p35:symbol:*:{window}")}
 
     snapshot(redis_server, now_minute * 60_000 + 1)
     assert {w: holders(w) for w in keys.WINDOWS} == {
-        "1m": {"BTCUSDT"}, "5m": {"BTCUSDT"}, "15m": {"BTCUSDT"}, "1h": {"BTCUSDT", "ETHUSDT"}
+        "1m": {"BTCUSDT"},
+        "5m": {"BTCUSDT"},
+        "15m": {"BTCUSDT"},
+        "1h": {"BTCUSDT", "ETHUSDT"},
     }
     assert r.hgetall(keys.symbol_decision_counts("BTCUSDT", "15m")) == {b"EXECUTE": b"2"}
     assert r.hgetall(keys.symbol_decision_counts("BTCUSDT", "5m")) == {b"EXECUTE": b"1"}
@@ -159,7 +172,10 @@ def test_per_symbol_keys_follow_their_symbol_in_and_out_of_each_window(
 
     snapshot(redis_server, (now_minute + 45) * 60_000 + 1)
     assert {w: holders(w) for w in keys.WINDOWS} == {
-        "1m": set(), "5m": set(), "15m": set(), "1h": {"BTCUSDT"}
+        "1m": set(),
+        "5m": set(),
+        "15m": set(),
+        "1h": {"BTCUSDT"},
     }
     assert r.smembers(keys.symbols_in("15m")) == set()
     assert r.hgetall(keys.symbol_decision_counts("BTCUSDT", "1h")) == {b"EXECUTE": b"2"}

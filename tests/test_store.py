@@ -137,8 +137,10 @@ def test_reasons_beyond_the_bucket_bound_fold_into_other(
     r: redis.Redis, redis_server: RedisServer
 ) -> None:
     """With a bound of 5, 12 distinct reasons leave 4 named + `other`; the sums still hold."""
-    ids = [r.xadd(STREAM, {"symbol": "BTCUSDT", "executed": "false", "error": f"gate_{i}"})
-           for i in range(12)]  # fmt: skip
+    ids = [
+        r.xadd(STREAM, {"symbol": "BTCUSDT", "executed": "false", "error": f"gate_{i}"})
+        for i in range(12)
+    ]
     assert len({i.split(b"-")[0][:-4] for i in ids}) >= 1
 
     async def go() -> None:

@@ -35,11 +35,22 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project and its dependencies as wheels: the namespace has no network."""
     out = tmp_path_factory.mktemp("wheels")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(out), str(ROOT),
-         "setuptools>=68", "wheel",  # the build backend too
-         "async-timeout>=4.0.3"],  # redis needs it on the system Python (3.11.2)
-        check=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--wheel-dir",
+            str(out),
+            str(ROOT),
+            "setuptools>=68",
+            "wheel",  # the build backend too
+            "async-timeout>=4.0.3",
+        ],  # redis needs it on the system Python (3.11.2)
+        check=True,
+        timeout=600,
+    )
     return out
 
 
@@ -53,8 +64,9 @@ def ns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdNamespace]:
         box.stop()
 
 
-def deploy(ns: SystemdNamespace, wheels: Path, *args: str, src: Path = ROOT,
-           python: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def deploy(
+    ns: SystemdNamespace, wheels: Path, *args: str, src: Path = ROOT, python: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
     if python:
         env["PYTHON"] = python
@@ -78,8 +90,9 @@ def processed(ns: SystemdNamespace) -> int:
 def xadd(ns: SystemdNamespace, n: int) -> None:
     """n entries through redis-cli --pipe (inside: the namespace has its own loopback)."""
     line = "XADD quantum:stream:apply.result * symbol BTCUSDT executed false error risk_paused\n"
-    ns.run("sh", "-c", f"redis-cli -p {REDIS_PORT} --pipe >/dev/null", env=_auth(ns),
-           stdin=line * n)  # fmt: skip
+    ns.run(
+        "sh", "-c", f"redis-cli -p {REDIS_PORT} --pipe >/dev/null", env=_auth(ns), stdin=line * n
+    )
 
 
 def test_the_first_install_before_redis_runs_and_waits_then_counts(
@@ -170,8 +183,12 @@ def test_process_metrics_are_exported_under_procsubset_pid(ns: SystemdNamespace)
 
     ns.wait(lambda: "p35_entries_total" in scraped(), 30, "the endpoint")
     text = scraped()
-    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total",
-                 "process_open_fds", "process_start_time_seconds"):  # fmt: skip
+    for name in (
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ):
         assert re.search(rf"^{name} \d", text, re.M), name
     ns.run("rm", dropin)
     ns.systemctl("daemon-reload")
@@ -229,8 +246,11 @@ def test_template_instances_are_upgraded_and_the_plain_unit_left_alone(
         assert ns.show(unit, "ActiveState") == "active"
         assert ns.show(unit, "MainPID") != pids[i]
         key = f"quantum:p35:status:consumer:{i}"
-        ns.wait(lambda k=key: redis_cli(ns, "HGET", k, "version").startswith("9."), 30,
-                f"{unit} on the new release")  # fmt: skip
+        ns.wait(
+            lambda k=key: redis_cli(ns, "HGET", k, "version").startswith("9."),
+            30,
+            f"{unit} on the new release",
+        )
     ns.systemctl("disable", "--now", f"{UNIT}@a", f"{UNIT}@b")
 
 
@@ -259,10 +279,13 @@ def test_drain_under_the_units_cpu_quota(ns: SystemdNamespace) -> None:
     start_s = time.monotonic() - t0
     ns.wait(lambda: processed(ns) > 0, 60, "the first count")
     t1, first = time.monotonic(), processed(ns)
-    ns.wait(lambda: processed(ns) >= n or ns.show(UNIT, "ActiveState") != "active",
-            300, "the drain")  # fmt: skip
+    ns.wait(
+        lambda: processed(ns) >= n or ns.show(UNIT, "ActiveState") != "active", 300, "the drain"
+    )
     t2 = time.monotonic()
     assert processed(ns) == n
     rate = (n - first) / (t2 - t1)
-    print(f"FIGURES drain_under_quota entries={n} total_s={t2 - t0:.1f} "
-          f"draining_rate={rate:.0f}/s start_to_ready_s={start_s:.2f}")
+    print(
+        f"FIGURES drain_under_quota entries={n} total_s={t2 - t0:.1f} "
+        f"draining_rate={rate:.0f}/s start_to_ready_s={start_s:.2f}"
+    )

@@ -19,12 +19,19 @@ def test_missing_minutes_count_as_nothing() -> None:
 
 
 def test_parse_bucket_splits_symbol_fields_per_symbol() -> None:
-    c = parse_bucket({
-        b"decision:SKIP": b"3", b"reason:no_position": b"2", b"reason:other": b"1",
-        b"symbol_decision:BTCUSDT:SKIP": b"2", b"symbol_reason:BTCUSDT:no_position": b"2",
-        b"symbol_decision:ETHUSDT:SKIP": b"1", b"symbol_reason:ETHUSDT:other": b"1",
-        b"v": b"7", b"s:BTCUSDT": b"1",  # meta bookkeeping fields are ignored
-    })  # fmt: skip
+    c = parse_bucket(
+        {
+            b"decision:SKIP": b"3",
+            b"reason:no_position": b"2",
+            b"reason:other": b"1",
+            b"symbol_decision:BTCUSDT:SKIP": b"2",
+            b"symbol_reason:BTCUSDT:no_position": b"2",
+            b"symbol_decision:ETHUSDT:SKIP": b"1",
+            b"symbol_reason:ETHUSDT:other": b"1",
+            b"v": b"7",
+            b"s:BTCUSDT": b"1",  # meta bookkeeping fields are ignored
+        }
+    )
     assert (c.decisions, c.reasons) == ({"SKIP": 3}, {"no_position": 2, "other": 1})
     assert {s: (x.decisions, x.reasons) for s, x in c.symbols.items()} == {
         "BTCUSDT": ({"SKIP": 2}, {"no_position": 2}),
@@ -35,12 +42,13 @@ def test_parse_bucket_splits_symbol_fields_per_symbol() -> None:
 def test_per_symbol_windows_hold_only_symbols_seen_in_them() -> None:
     now = 5000
     btc = Counts({"EXECUTE": 1}, {"none": 1}, {"BTCUSDT": Counts({"EXECUTE": 1}, {"none": 1})})
-    eth = Counts({"BLOCKED": 2}, {"risk_paused": 2},
-                 {"ETHUSDT": Counts({"BLOCKED": 2}, {"risk_paused": 2})})  # fmt: skip
+    eth = Counts(
+        {"BLOCKED": 2}, {"risk_paused": 2}, {"ETHUSDT": Counts({"BLOCKED": 2}, {"risk_paused": 2})}
+    )
     got = window_counts({now: btc, now - 3: btc, now - 30: eth}, now)
-    assert set(got["1m"].symbols) == set(got["5m"].symbols) == set(got["15m"].symbols) == {
-        "BTCUSDT"
-    }
+    assert (
+        set(got["1m"].symbols) == set(got["5m"].symbols) == set(got["15m"].symbols) == {"BTCUSDT"}
+    )
     assert got["5m"].symbols["BTCUSDT"].decisions == {"EXECUTE": 2}
     assert got["1m"].symbols["BTCUSDT"].decisions == {"EXECUTE": 1}
     assert got["1h"].symbols["ETHUSDT"].reasons == {"risk_paused": 2}

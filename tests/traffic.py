@@ -27,31 +27,92 @@ Template = tuple[dict[str, str], str, str]
 def _templates(rng: random.Random, symbol: str) -> list[Template]:
     cap = rng.randint(100, 5000)
     return [
-        ({"plan_id": "p", "symbol": symbol, "decision": "SKIP", "executed": "False",
-          "error": "no_position", "timestamp": "1769929091"}, "SKIP", "no_position"),
-        ({"plan_id": "p", "symbol": symbol, "action": "PARTIAL_75", "executed": "False",
-          "error": "duplicate_plan"}, "SKIP", "duplicate_plan"),
-        ({"plan_id": "p", "symbol": symbol, "executed": "True", "order_status": "FILLED"},
-         "EXECUTE", "none"),
-        ({"event_type": "apply.result", "symbol": symbol, "executed": "false",
-          "source": "intent_executor",
-          "details": json.dumps({"error": f"p33_permit_denied:leverage {cap}", "decision": None})},
-         "BLOCKED", "p33_permit_denied"),
-        ({"event_type": "apply.result", "symbol": symbol, "executed": "false",
-          "source": "intent_executor",
-          "details": json.dumps({"decision": "DENIED", "error": "NOT_EXIT_OWNER:source=manual"})},
-         "BLOCKED", "not_exit_owner"),
-        ({"symbol": symbol, "decision": "BLOCKED", "executed": "False",
-          "error": f"risk_paused:drawdown {rng.random() * 10:.1f}%"}, "BLOCKED", "risk_paused"),
-        ({"symbol": symbol, "executed": "false",
-          "error": f"position_too_large:${cap}>$500_cap"}, "BLOCKED", "position_too_large"),
-        ({"symbol": symbol, "executed": "False",
-          "error": "RETRYABLE_RATE_LIMIT: APIError(code=-1003)"}, "ERROR", "retryable_rate_limit"),
+        (
+            {
+                "plan_id": "p",
+                "symbol": symbol,
+                "decision": "SKIP",
+                "executed": "False",
+                "error": "no_position",
+                "timestamp": "1769929091",
+            },
+            "SKIP",
+            "no_position",
+        ),
+        (
+            {
+                "plan_id": "p",
+                "symbol": symbol,
+                "action": "PARTIAL_75",
+                "executed": "False",
+                "error": "duplicate_plan",
+            },
+            "SKIP",
+            "duplicate_plan",
+        ),
+        (
+            {"plan_id": "p", "symbol": symbol, "executed": "True", "order_status": "FILLED"},
+            "EXECUTE",
+            "none",
+        ),
+        (
+            {
+                "event_type": "apply.result",
+                "symbol": symbol,
+                "executed": "false",
+                "source": "intent_executor",
+                "details": json.dumps(
+                    {"error": f"p33_permit_denied:leverage {cap}", "decision": None}
+                ),
+            },
+            "BLOCKED",
+            "p33_permit_denied",
+        ),
+        (
+            {
+                "event_type": "apply.result",
+                "symbol": symbol,
+                "executed": "false",
+                "source": "intent_executor",
+                "details": json.dumps(
+                    {"decision": "DENIED", "error": "NOT_EXIT_OWNER:source=manual"}
+                ),
+            },
+            "BLOCKED",
+            "not_exit_owner",
+        ),
+        (
+            {
+                "symbol": symbol,
+                "decision": "BLOCKED",
+                "executed": "False",
+                "error": f"risk_paused:drawdown {rng.random() * 10:.1f}%",
+            },
+            "BLOCKED",
+            "risk_paused",
+        ),
+        (
+            {"symbol": symbol, "executed": "false", "error": f"position_too_large:${cap}>$500_cap"},
+            "BLOCKED",
+            "position_too_large",
+        ),
+        (
+            {
+                "symbol": symbol,
+                "executed": "False",
+                "error": "RETRYABLE_RATE_LIMIT: APIError(code=-1003)",
+            },
+            "ERROR",
+            "retryable_rate_limit",
+        ),
         ({"payload": json.dumps({"symbol": symbol, "decision": "EXECUTED"})}, "EXECUTE", "none"),
         ({"symbol": symbol, "note": "no decision here"}, "UNKNOWN", "none"),
-        ({"symbol": symbol, "decision": "MAYBE", "reason": "Duplicate plan_id"},
-         "UNKNOWN", "duplicate_plan"),
-    ]  # fmt: skip
+        (
+            {"symbol": symbol, "decision": "MAYBE", "reason": "Duplicate plan_id"},
+            "UNKNOWN",
+            "duplicate_plan",
+        ),
+    ]
 
 
 def entries(n: int, seed: int = 7) -> Iterator[tuple[dict[str, str], str, str, str]]:
@@ -113,9 +174,7 @@ def load(
     r: redis.Redis, n: int, *, span_minutes: int = 90, end_ms: int | None = None, seed: int = 7
 ) -> dict[str, Counter[str]]:
     """XADD n entries (see load_truth); returns the expected content of every bucket hash."""
-    return expected_buckets(
-        load_truth(r, n, span_minutes=span_minutes, end_ms=end_ms, seed=seed)
-    )
+    return expected_buckets(load_truth(r, n, span_minutes=span_minutes, end_ms=end_ms, seed=seed))
 
 
 def assert_exact(r: redis.Redis, expected: dict[str, Counter[str]]) -> None:
@@ -130,8 +189,11 @@ def assert_exact(r: redis.Redis, expected: dict[str, Counter[str]]) -> None:
         assert sum(v for f, v in got.items() if f.startswith("reason:")) == entries
         # The meta hash's copy, which snapshots read, matches the bucket.
         meta_key = key.replace(":bucket:", ":bucketmeta:")
-        meta = {k.decode(): int(v) for k, v in r.hgetall(meta_key).items()
-                if k.startswith((b"decision:", b"reason:"))}  # fmt: skip
+        meta = {
+            k.decode(): int(v)
+            for k, v in r.hgetall(meta_key).items()
+            if k.startswith((b"decision:", b"reason:"))
+        }
         assert meta == {f: v for f, v in want.items() if f.startswith(("decision:", "reason:"))}
     # Daily rollups: the day's decision, reason and per-symbol decision totals.
     days: dict[str, Counter[str]] = {}

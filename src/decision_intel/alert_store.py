@@ -33,7 +33,8 @@ class AlertStore:
         self._script = scripts.load(client, "alert")
 
     async def open_keys(self) -> list[str]:
-        return [k.decode() for k in await self.client.hkeys(keys.ALERT_STATE)]
+        found: Any = await self.client.hkeys(keys.ALERT_STATE)
+        return [k.decode() for k in found]
 
     async def run(self, windows: dict[str, Counts], now_ms: int) -> None:
         """Evaluate the rules on the windows just built (once per interval per group), send
@@ -53,8 +54,9 @@ class AlertStore:
             if state == "firing":
                 self.metrics.alert(kind, severity)
                 fields = by_key[key].fields if key in by_key else {}
-                self.log.warning("alert", type=kind, window=window, subject=subject,
-                                 severity=severity, **fields)  # fmt: skip
+                self.log.warning(
+                    "alert", type=kind, window=window, subject=subject, severity=severity, **fields
+                )
             else:
                 self.log.info("alert.resolved", type=kind, window=window, subject=subject)
 
@@ -77,14 +79,11 @@ class AlertStore:
                 args += [name, value]
         args.append(len(evaluation.resolved))
         args += evaluation.resolved
-        reply = await self._script(keys=[keys.ALERT_STATE, keys.ALERTS], args=args)
-        return [tuple(part.decode() for part in row) for row in reply]  # type: ignore[misc]
+        reply: Any = await self._script(keys=[keys.ALERT_STATE, keys.ALERTS], args=args)
+        return [(row[0].decode(), row[1].decode(), row[2].decode()) for row in reply]
 
 
 async def recent(client: aioredis.Redis, count: int) -> list[dict[str, str]]:
     """The newest alert events first, as text fields plus their stream `id`."""
-    rows = await client.xrevrange(keys.ALERTS, count=count)
-    return [
-        {"id": safe(entry_id), **safe_map(fields)}
-        for entry_id, fields in rows
-    ]
+    rows: Any = await client.xrevrange(keys.ALERTS, count=count)
+    return [{"id": safe(entry_id), **safe_map(fields)} for entry_id, fields in rows]

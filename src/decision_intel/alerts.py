@@ -77,9 +77,13 @@ def gate_explosion(window: str, counts: Counts, min_decisions: int) -> Firing | 
     severity = next((sev for share, sev in GATE_SHARES if n >= share * total), None)
     if severity is None:
         return None
-    return Firing(GATE_EXPLOSION, reason, window, severity,
-                  {"reason": reason, "score": str(n), "total": str(total),
-                   "share": _share(n, total)})  # fmt: skip
+    return Firing(
+        GATE_EXPLOSION,
+        reason,
+        window,
+        severity,
+        {"reason": reason, "score": str(n), "total": str(total), "share": _share(n, total)},
+    )
 
 
 def gate_resolved(counts: Counts, reason: str, min_decisions: int) -> bool:
@@ -96,9 +100,21 @@ def stuck_symbols(counts: Counts, min_decisions: int) -> list[Firing]:
         if total >= min_decisions and per.decisions.get(EXECUTE, 0) == 0:
             gate = top_gate(per.reasons)
             reason, n = gate if gate else (NO_REASON, per.reasons.get(NO_REASON, 0))
-            out.append(Firing(STUCK, symbol, STUCK_WINDOW, HIGH,
-                              {"symbol": symbol, "reason": reason, "score": str(n),
-                               "total": str(total), "share": _share(n, total)}))  # fmt: skip
+            out.append(
+                Firing(
+                    STUCK,
+                    symbol,
+                    STUCK_WINDOW,
+                    HIGH,
+                    {
+                        "symbol": symbol,
+                        "reason": reason,
+                        "score": str(n),
+                        "total": str(total),
+                        "share": _share(n, total),
+                    },
+                )
+            )
     return out
 
 
@@ -128,10 +144,17 @@ def stream_clock(clock: StreamClock) -> Firing | None:
     at the minute they were read, but their IDs no longer tell when they happened."""
     if not clock.recent:
         return None
-    return Firing(STREAM_CLOCK, "future_ids", CLOCK_WINDOW, HIGH,
-                  {"future_ids_total": str(clock.future_total),
-                   "last_seen": f"{(clock.last_ms or 0) / 1000:.3f}",
-                   "detail": "entry IDs ahead of Redis's clock; counted at read time"})  # fmt: skip
+    return Firing(
+        STREAM_CLOCK,
+        "future_ids",
+        CLOCK_WINDOW,
+        HIGH,
+        {
+            "future_ids_total": str(clock.future_total),
+            "last_seen": f"{(clock.last_ms or 0) / 1000:.3f}",
+            "detail": "entry IDs ahead of Redis's clock; counted at read time",
+        },
+    )
 
 
 def _mix_holds(counts: Counts, decision: str, side: str, threshold: float) -> bool:
@@ -147,10 +170,21 @@ def decision_mix(window: str, counts: Counts, min_decisions: int) -> list[Firing
     for subject, decision, side, threshold, severity in MIX_RULES:
         if _mix_holds(counts, decision, side, threshold):
             n = counts.decisions.get(decision, 0)
-            out.append(Firing(DECISION_MIX, subject, window, severity,
-                              {"decision": decision, "score": str(n), "total": str(total),
-                               "share": _share(n, total),
-                               "threshold": f"{side} {threshold:.2f}"}))  # fmt: skip
+            out.append(
+                Firing(
+                    DECISION_MIX,
+                    subject,
+                    window,
+                    severity,
+                    {
+                        "decision": decision,
+                        "score": str(n),
+                        "total": str(total),
+                        "share": _share(n, total),
+                        "threshold": f"{side} {threshold:.2f}",
+                    },
+                )
+            )
     return out
 
 

@@ -124,10 +124,10 @@ class _Fields:
         for layer in self._layers():
             if layer is None:
                 continue
-            value = layer.get(key)
-            if value is None:
+            found = layer.get(key)
+            if found is None:
                 continue
-            text = _text(value)
+            text = _text(found)
             stripped = text.strip()
             if stripped and stripped.lower() not in absent:
                 return text

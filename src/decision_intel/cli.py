@@ -112,9 +112,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings()
 
     async def read(client: Any) -> list[Any]:
-        return list(await run_checks(
-            settings, client, max_age_s=args.max_age, max_pending=args.max_pending
-        ))  # fmt: skip
+        return list(
+            await run_checks(settings, client, max_age_s=args.max_age, max_pending=args.max_pending)
+        )
 
     try:
         checks = _query(settings, read)
@@ -123,8 +123,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     failed = 0
     for c in checks:
-        print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")  # type: ignore[attr-defined]
-        failed += not c.ok  # type: ignore[attr-defined]
+        print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+        failed += not c.ok
     return 1 if failed else 0
 
 
@@ -142,8 +142,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     for e in events:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(e.get("timestamp", 0))))
         share = f"{100 * float(e['share']):.0f}% of {e['total']}" if "share" in e else ""
-        print(f"{when}Z  {e.get('state', ''):8} {e.get('severity', ''):8} "
-              f"{e.get('type', ''):14} {e.get('window', ''):3}  {e.get('subject', '')}  {share}")
+        print(
+            f"{when}Z  {e.get('state', ''):8} {e.get('severity', ''):8} "
+            f"{e.get('type', ''):14} {e.get('window', ''):3}  {e.get('subject', '')}  {share}"
+        )
     return 0
 
 
@@ -172,8 +174,9 @@ def cmd_dash(args: argparse.Namespace) -> int:
             lambda client: dashboard.collect(client, settings, args.window, symbols, time.time()),
         )
     except (RedisError, OSError) as exc:
-        print(f"p35 dash: cannot reach {settings.redacted_url}: {type(exc).__name__}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"p35 dash: cannot reach {settings.redacted_url}: {type(exc).__name__}", file=sys.stderr
+        )
         return os.EX_UNAVAILABLE
     views = dashboard.views(data, modes, threshold)
     if args.json:
@@ -200,13 +203,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"p35 report: --day must be YYYYMMDD, got {args.day!r}", file=sys.stderr)
         return os.EX_USAGE
+
     async def read(client: Any) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
         return await client.hgetall(keys.daily(day)), await client.hgetall(keys.daily(day - 7))
 
     now_fields, before_fields = _query(settings, read)
     before = report.parse_daily(before_fields) if before_fields else None
-    rep = report.compare(keys.day_label(day), keys.day_label(day - 7),
-                         report.parse_daily(now_fields), before)  # fmt: skip
+    rep = report.compare(
+        keys.day_label(day), keys.day_label(day - 7), report.parse_daily(now_fields), before
+    )
     print(json.dumps(rep, indent=2, sort_keys=True) if args.json else report.render(rep))
     return 0
 
@@ -215,9 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p35", description="P3.5 Decision Intelligence")
     parser.add_argument("--version", action="version", version=f"p35 {__version__}")
     parser.add_argument(
-        "--env-file", metavar="PATH",
+        "--env-file",
+        metavar="PATH",
         help="read settings from this systemd env file first (as the service does)",
-    )  # fmt: skip
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon (settings from P35_* environment variables)")
     run.add_argument(
@@ -232,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--max-pending", type=int, default=10_000, help="pending entries limit")
     check.set_defaults(func=cmd_check)
     dash = sub.add_parser(
-        "dash", help="dashboard: a why-not-trading, b per symbol, c gate share, d drift, e health",
+        "dash",
+        help="dashboard: a why-not-trading, b per symbol, c gate share, d drift, e health",
     )
     dash.add_argument("mode", choices=["a", "b", "c", "d", "e", "all"])
     dash.add_argument("args", nargs="*", help="b: symbols (BTCUSDT ETHUSDT); d: threshold (40)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -34,7 +34,7 @@ class ReplyTooLarge(RedisError):
     """A reply grew past the byte budget; its connection was dropped unread."""
 
 
-class BudgetParser(_Parser):  # type: ignore[misc,valid-type]
+class BudgetParser(_Parser):
     """hiredis, with a limit on the bytes one reply may take from the socket."""
 
     budget_bytes = 8 << 20
@@ -49,6 +49,7 @@ class BudgetParser(_Parser):  # type: ignore[misc,valid-type]
         return await super().read_response(*args, **kwargs)
 
     async def read_from_socket(self) -> Any:
+        assert self._stream is not None and self._reader is not None  # set by on_connect
         buffer = await self._stream.read(self._read_size)
         if not buffer:
             return await super().read_from_socket()  # raises the usual ConnectionError
@@ -83,7 +84,7 @@ def connect(settings: Settings, *, blocking: bool = False) -> aioredis.Redis:
     if settings.url.startswith("rediss://") and settings.redis_ca_file:
         kwargs["ssl_ca_certs"] = settings.redis_ca_file
     client = aioredis.from_url(settings.url, **kwargs)
-    client.set_response_callback("XREADGROUP", parse_entries)
+    client.set_response_callback("XREADGROUP", cast(Any, parse_entries))
     return client
 
 

@@ -76,9 +76,11 @@ class Consumer:
             if size is not None:
                 what = f"{size[0]} fields" + (f", {size[1]} bytes" if size[1] >= 0 else "")
                 result = Classification(
-                    UNKNOWN, OVERSIZE, None,
+                    UNKNOWN,
+                    OVERSIZE,
+                    None,
                     f"oversize: {what} (limits {max_fields} fields, {max_bytes} bytes)",
-                )  # fmt: skip
+                )
             elif seen > self.s.max_deliveries:
                 result = Classification(
                     UNKNOWN, "poison", None, f"delivered {seen} times without being counted"

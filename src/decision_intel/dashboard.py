@@ -62,9 +62,11 @@ async def collect(
         for row in await client.xinfo_consumers(settings.stream, settings.group):
             name = safe(row["name"])[:MAX_NAME_CHARS]
             consumers.append({"name": name, "pending": row["pending"], "idle_ms": row["idle"]})
-    data["group"] = None if group is None else {
-        "lag": group.get("lag"), "pending": group.get("pending"), "consumers": consumers
-    }  # fmt: skip
+    data["group"] = (
+        None
+        if group is None
+        else {"lag": group.get("lag"), "pending": group.get("pending"), "consumers": consumers}
+    )
     data["systemd"] = _systemd_state()
     return data
 
@@ -74,8 +76,9 @@ def _systemd_state() -> str | None:
     if systemctl is None:
         return None
     try:
-        out = subprocess.run([systemctl, "is-active", UNIT], capture_output=True, text=True,
-                             timeout=5)  # fmt: skip
+        out = subprocess.run(
+            [systemctl, "is-active", UNIT], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -122,10 +125,14 @@ def view_b(data: dict[str, Any]) -> dict[str, Any]:
 def view_c(data: dict[str, Any], threshold: float = 0.40) -> dict[str, Any]:
     total = sum(data["all"]["decisions"].values())
     rows = [
-        {"reason": r, "count": n, "share": _share(n, total),
-         "dominant": r != NO_REASON and total > 0 and n / total > threshold}
+        {
+            "reason": r,
+            "count": n,
+            "share": _share(n, total),
+            "dominant": r != NO_REASON and total > 0 and n / total > threshold,
+        }
         for r, n in data["all"]["reasons"][:10]
-    ]  # fmt: skip
+    ]
     return {"window": data["window"], "total": total, "threshold": threshold, "gates": rows}
 
 
@@ -262,9 +269,11 @@ def _render_e(e: dict[str, Any], st: Style) -> str:
     lines = [st.bold("(e) service health")]
     lines.append("  " + _age(e["status_age_s"], "service status", st, 15))
     lines.append("  " + _age(e["snapshot_age_s"], "last snapshot", st, 60))
-    lines.append(f"  state {e['state'] or '-'}, counted {e['processed_total']}, "
-                 f"lag {e['lag'] if e['lag'] is not None else '-'}, "
-                 f"pending {e['pending'] if e['pending'] is not None else '-'}")  # fmt: skip
+    lines.append(
+        f"  state {e['state'] or '-'}, counted {e['processed_total']}, "
+        f"lag {e['lag'] if e['lag'] is not None else '-'}, "
+        f"pending {e['pending'] if e['pending'] is not None else '-'}"
+    )
     if not e["consumers"]:
         lines.append("  no consumers in the group")
     for c in e["consumers"]:

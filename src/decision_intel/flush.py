@@ -30,8 +30,6 @@ class FlushResult:
     trimmed: int = 0
 
 
-
-
 def _pairs(args: list[Any], counts: dict[str, int]) -> None:
     args.append(len(counts))
     for name, n in counts.items():
@@ -48,7 +46,6 @@ def _delta_args(args: list[Any], d: BucketDelta, *, symbol_reasons: bool) -> Non
         _pairs(args, by_decision)
         if symbol_reasons:
             _pairs(args, d.symbol_reasons[symbol])
-
 
 
 def flush_args(

@@ -42,7 +42,7 @@ class _Scrub:
     def __init__(self, secrets: Iterable[str]):
         self.secrets = [s for s in secrets if s]
 
-    def __call__(self, _logger: Any, _name: str, line: str) -> str:
+    def __call__(self, _logger: Any, _name: str, line: Any) -> Any:
         for secret in self.secrets:
             line = line.replace(secret, "***")
         return line

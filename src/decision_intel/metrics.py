@@ -79,34 +79,41 @@ class PrometheusMetrics(Metrics):
             "p35_reclaimed_entries", "Entries counted after a claim or re-read.", registry=r
         )
         self.trimmed_entries = Counter(
-            "p35_trimmed_entries", "Entries acknowledged uncounted: trimmed while pending.",
+            "p35_trimmed_entries",
+            "Entries acknowledged uncounted: trimmed while pending.",
             registry=r,
-        )  # fmt: skip
+        )
         self.excluded = Counter(
             "p35_excluded_entries",
             "Entries left out of a flush: claimed by another consumer or already acknowledged.",
             registry=r,
         )
         self.flush_seconds = Histogram(
-            "p35_flush_duration_seconds", "Time of one flush (counts + XACK) as seen here.",
-            buckets=FLUSH_SECONDS_BUCKETS, registry=r,
-        )  # fmt: skip
+            "p35_flush_duration_seconds",
+            "Time of one flush (counts + XACK) as seen here.",
+            buckets=FLUSH_SECONDS_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
             "p35_batch_size_entries", "Entries per flush.", buckets=BATCH_SIZE_BUCKETS, registry=r
         )
         self.lag = Gauge("p35_group_lag", "Entries not yet delivered to the group.", registry=r)
         self.pending = Gauge(
-            "p35_group_pending", "Entries delivered to the group, not yet acknowledged.",
+            "p35_group_pending",
+            "Entries delivered to the group, not yet acknowledged.",
             registry=r,
-        )  # fmt: skip
+        )
         self.oldest_pending = Gauge(
-            "p35_oldest_pending_age_seconds", "Age of the oldest pending entry (0: none).",
+            "p35_oldest_pending_age_seconds",
+            "Age of the oldest pending entry (0: none).",
             registry=r,
-        )  # fmt: skip
+        )
         self.snapshot_seconds = Histogram(
-            "p35_snapshot_duration_seconds", "Time to rebuild every window snapshot.",
-            buckets=SNAPSHOT_SECONDS_BUCKETS, registry=r,
-        )  # fmt: skip
+            "p35_snapshot_duration_seconds",
+            "Time to rebuild every window snapshot.",
+            buckets=SNAPSHOT_SECONDS_BUCKETS,
+            registry=r,
+        )
         self.alerts = Counter(
             "p35_alerts", "Alerts raised, by type and severity.", ["type", "severity"], registry=r
         )
@@ -114,9 +121,10 @@ class PrometheusMetrics(Metrics):
             "p35_redis_reconnects", "Times Redis answered again after an outage.", registry=r
         )
         self.last_heartbeat = Gauge(
-            "p35_last_heartbeat_timestamp_seconds", "Unix time of the last status heartbeat.",
+            "p35_last_heartbeat_timestamp_seconds",
+            "Unix time of the last status heartbeat.",
             registry=r,
-        )  # fmt: skip
+        )
         Info("p35_build", "Version of the daemon.", registry=r).info({"version": __version__})
         for decision in DECISIONS:
             self.entries.labels(decision)  # every decision shows, 0 until seen
@@ -169,22 +177,32 @@ class ProcessCollector:
         utime, stime = int(fields[11]) / self.ticks, int(fields[12]) / self.ticks
         vsize, rss = int(fields[20]), int(fields[21]) * self.page_bytes
         yield CounterMetricFamily(
-            "process_cpu_seconds", "User and system CPU time spent in seconds.",
+            "process_cpu_seconds",
+            "User and system CPU time spent in seconds.",
             value=utime + stime,
-        )  # fmt: skip
-        yield GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory size in bytes.",
-                                value=vsize)  # fmt: skip
-        yield GaugeMetricFamily("process_resident_memory_bytes",
-                                "Resident memory size in bytes.", value=rss)  # fmt: skip
+        )
         yield GaugeMetricFamily(
-            "process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+            "process_virtual_memory_bytes", "Virtual memory size in bytes.", value=vsize
+        )
+        yield GaugeMetricFamily(
+            "process_resident_memory_bytes", "Resident memory size in bytes.", value=rss
+        )
+        yield GaugeMetricFamily(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
             value=self.start_time_s,
-        )  # fmt: skip
+        )
         with contextlib.suppress(OSError):
-            yield GaugeMetricFamily("process_open_fds", "Number of open file descriptors.",
-                                    value=len(os.listdir("/proc/self/fd")))  # fmt: skip
-        yield GaugeMetricFamily("process_max_fds", "Maximum number of open file descriptors.",
-                                value=resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # fmt: skip
+            yield GaugeMetricFamily(
+                "process_open_fds",
+                "Number of open file descriptors.",
+                value=len(os.listdir("/proc/self/fd")),
+            )
+        yield GaugeMetricFamily(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            value=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
 
 
 MAX_CONNECTIONS = 8
@@ -201,8 +219,7 @@ class MetricsServer:
         self.handlers: set[asyncio.Task[None]] = set()
 
     async def start(self, addr: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._accept, addr, port,
-                                                 limit=MAX_REQUEST_BYTES)  # fmt: skip
+        self.server = await asyncio.start_server(self._accept, addr, port, limit=MAX_REQUEST_BYTES)
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self.handlers) >= MAX_CONNECTIONS:

@@ -71,7 +71,6 @@ def probes(s: Settings, consumer: str) -> list[tuple[str, ...]]:
     ]
 
 
-
 async def denied(client: aioredis.Redis, s: Settings, consumer: str) -> list[str] | None:
     """Redis's reason for every needed command this user may not run ([] when none),
     or None when the check itself is not allowed (no +acl|whoami / +acl|dryrun)."""
@@ -92,4 +91,3 @@ async def denied(client: aioredis.Redis, s: Settings, consumer: str) -> list[str
         if text != "OK":
             denied.append(text)
     return denied
-

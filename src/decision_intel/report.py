@@ -34,32 +34,43 @@ def _shares(counts: Mapping[str, int], total: int) -> dict[str, float]:
     return {k: round(v / total, 4) for k, v in counts.items()} if total else {}
 
 
-def compare(day: str, week_ago: str, now: dict[str, Any], before: dict[str, Any] | None,
-            movers: int = 5) -> dict[str, Any]:  # fmt: skip
+def compare(
+    day: str, week_ago: str, now: dict[str, Any], before: dict[str, Any] | None, movers: int = 5
+) -> dict[str, Any]:
     total = sum(now["decisions"].values())
     prev_total = sum(before["decisions"].values()) if before else 0
     shares = _shares(now["decisions"], total)
     prev_shares = _shares(before["decisions"], prev_total) if before else {}
     decisions = {
-        d: {"count": now["decisions"].get(d, 0), "share": shares.get(d, 0.0),
+        d: {
+            "count": now["decisions"].get(d, 0),
+            "share": shares.get(d, 0.0),
             "previous_share": prev_shares.get(d) if before else None,
             "change_pp": round(100 * (shares.get(d, 0.0) - prev_shares.get(d, 0.0)), 2)
-            if before else None}
+            if before
+            else None,
+        }
         for d in sorted(set(now["decisions"]) | set(prev_shares))
-    }  # fmt: skip
+    }
     gates = {r: n for r, n in now["reasons"].items() if r != NO_REASON}
     gate_shares = _shares(gates, total)
     out: dict[str, Any] = {
-        "day": day, "compared_with": week_ago if before else None, "total": total,
-        "previous_total": prev_total if before else None, "decisions": decisions,
-        "top_gates": [{"reason": r, "count": n, "share": gate_shares[r]}
-                      for r, n in _ranked(gates)[:10]],
+        "day": day,
+        "compared_with": week_ago if before else None,
+        "total": total,
+        "previous_total": prev_total if before else None,
+        "decisions": decisions,
+        "top_gates": [
+            {"reason": r, "count": n, "share": gate_shares[r]} for r, n in _ranked(gates)[:10]
+        ],
         "top_symbols": [{"symbol": s, "count": n} for s, n in _ranked(now["symbols"])[:10]],
-        "rose": [], "fell": [],
-    }  # fmt: skip
+        "rose": [],
+        "fell": [],
+    }
     if before:
-        prev_gates = _shares({r: n for r, n in before["reasons"].items() if r != NO_REASON},
-                             prev_total)  # fmt: skip
+        prev_gates = _shares(
+            {r: n for r, n in before["reasons"].items() if r != NO_REASON}, prev_total
+        )
         change = {
             r: round(100 * (gate_shares.get(r, 0.0) - prev_gates.get(r, 0.0)), 2)
             for r in set(gate_shares) | set(prev_gates)

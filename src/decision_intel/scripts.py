@@ -14,8 +14,7 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-NAMES = ("flush", "read", "lease", "release", "forget_consumer", "group_state", "snapshot",
-         "alert")  # fmt: skip
+NAMES = ("flush", "read", "lease", "release", "forget_consumer", "group_state", "snapshot", "alert")
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -83,8 +83,8 @@ async def write_heartbeat(
         "pid": os.getpid(),
     }
     async with client.pipeline(transaction=False) as pipe:
-        pipe.hset(keys.STATUS, mapping={**group, **mine})
-        pipe.hset(keys.consumer_status(consumer), mapping=per_consumer)
+        pipe.hset(keys.STATUS, mapping=cast(Any, {**group, **mine}))
+        pipe.hset(keys.consumer_status(consumer), mapping=cast(Any, per_consumer))
         pipe.expire(keys.consumer_status(consumer), CONSUMER_STATUS_TTL_S)
         await pipe.execute()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -68,9 +68,10 @@ class Store:
         await self._release(keys=[keys.lease(self.consumer)], args=[self.token])
 
     async def read_new(self, count: int, block_ms: int | None) -> list[Entry]:
-        return await self.reader.xreadgroup(  # type: ignore[no-any-return]
+        entries: Any = await self.reader.xreadgroup(
             self.s.group, self.consumer, {self.s.stream: ">"}, count=count, block=block_ms
         )
+        return cast(list[Entry], entries)
 
     async def read_bounded(
         self, after: bytes | str, count: int
@@ -81,9 +82,17 @@ class Store:
         s = self.s
         reply = await self._read(
             keys=[],
-            args=[s.stream, s.group, self.consumer, after, count, s.max_entry_fields,
-                  s.max_entry_bytes, s.read_budget_bytes // 2],
-        )  # fmt: skip
+            args=[
+                s.stream,
+                s.group,
+                self.consumer,
+                after,
+                count,
+                s.max_entry_fields,
+                s.max_entry_bytes,
+                s.read_budget_bytes // 2,
+            ],
+        )
         entries = parse_entries([[s.stream, reply[0]]])
         oversize = {row[0]: (int(row[1]), int(row[2])) for row in reply[1]}
         return entries, oversize
@@ -106,7 +115,7 @@ class Store:
         return reply[0], reply[1], deleted
 
     async def delivery_counts(self, low: bytes, high: bytes, count: int) -> dict[bytes, int]:
-        rows = await self.client.xpending_range(
+        rows: Any = await self.client.xpending_range(
             self.s.stream, self.s.group, low, high, count, consumername=self.consumer
         )
         return {row["message_id"]: row["times_delivered"] for row in rows}
@@ -125,9 +134,15 @@ class Store:
         while len(batch):
             reply = await self._flush(
                 keys=[keys.STATUS, keys.lease(self.consumer), keys.INVALID],
-                args=flush_args(self.s, batch, consumer=self.consumer, token=self.token,
-                                lease_ms=self.lease_ms, now_ms=now_ms),
-            )  # fmt: skip
+                args=flush_args(
+                    self.s,
+                    batch,
+                    consumer=self.consumer,
+                    token=self.token,
+                    lease_ms=self.lease_ms,
+                    now_ms=now_ms,
+                ),
+            )
             code = int(reply[0])
             if code == REFUSED:
                 raise FlushRefused(reply[1].decode(errors="replace"))
@@ -136,9 +151,13 @@ class Store:
                 for (_minute, decision, _reason, _symbol), n in batch.counts.items():
                     decisions[decision] = decisions.get(decision, 0) + n
                 result = FlushResult(
-                    len(batch.items), excluded, decisions=decisions, invalid=len(batch.invalid),
-                    reclaimed=len(batch.reclaimed), trimmed=int(reply[2]),
-                )  # fmt: skip
+                    len(batch.items),
+                    excluded,
+                    decisions=decisions,
+                    invalid=len(batch.invalid),
+                    reclaimed=len(batch.reclaimed),
+                    trimmed=int(reply[2]),
+                )
                 batch.clear()
                 return result
             if code == LEASE_LOST:

@@ -10,6 +10,8 @@ overrides, zero-width) and line/paragraph separators come out as `\\xNN`/`\\uNNN
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
+from typing import Any
 
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
@@ -29,6 +31,6 @@ def _escape(c: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def safe_map(fields: dict[bytes, bytes]) -> dict[str, str]:
+def safe_map(fields: Mapping[Any, Any]) -> dict[str, str]:
     """A hash or stream entry from Redis as safe text keys and values."""
     return {safe(k): safe(v) for k, v in fields.items()}
