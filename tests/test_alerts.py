@@ -23,9 +23,9 @@ from decision_intel.alerts import (
 )
 from decision_intel.client import connect
 from decision_intel.settings import Settings
+from decision_intel.testing import RedisServer
 from decision_intel.windows import Counts
-from tests.conftest import RedisServer
-from tests.daemon import Daemon, run_p35, wait_for
+from tests.helpers import Daemon, run_p35, wait_for
 from tests.traffic import STREAM
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from decision_intel.backoff import CAP_S, Connectivity, delay_s
 
@@ -17,25 +19,19 @@ def test_delay_grows_then_caps_with_jitter() -> None:
     assert len({round(d, 6) for d in delays[10:]}) > 10, "no jitter"
 
 
-class Log:
-    def __init__(self) -> None:
-        self.events: list[str] = []
-
-    def warning(self, event: str, **_: object) -> None:
-        self.events.append(event)
-
-    info = warning
-
-
 def test_one_line_per_state_change() -> None:
-    log = Log()
-    c = Connectivity(log)
-    for _ in range(5):
+    with capture_logs() as logs:
+        c = Connectivity(structlog.get_logger())
+        for _ in range(5):
+            c.failed(ConnectionError("refused"))
+        c.ok()
+        c.ok()
         c.failed(ConnectionError("refused"))
-    c.ok()
-    c.ok()
-    c.failed(ConnectionError("refused"))
-    assert log.events == ["redis.unavailable", "redis.available", "redis.unavailable"]
+    assert [e["event"] for e in logs] == [
+        "redis.unavailable",
+        "redis.available",
+        "redis.unavailable",
+    ]
     assert c.reconnects == 1
 
 
@@ -51,7 +47,7 @@ def test_after_an_outage_pooled_connections_are_dropped_so_one_outage_is_one_fai
 
     from decision_intel.client import connect, drop_idle_connections
     from decision_intel.settings import load
-    from tests.conftest import RedisServer
+    from decision_intel.testing import RedisServer
 
     server = RedisServer(tmp_path / "r")  # type: ignore[operator]
     server.start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import time
@@ -12,11 +11,8 @@ import pytest
 import redis
 
 from decision_intel import keys
-from decision_intel.client import connect
-from decision_intel.settings import Settings
-from decision_intel.snapshots import Snapshotter
-from tests.conftest import RedisServer, free_port
-from tests.daemon import p35_executable, run_p35
+from decision_intel.testing import RedisServer, free_port
+from tests.helpers import p35_executable, run_p35, snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -62,21 +58,11 @@ def plant_minute(r: redis.Redis, minute: int) -> None:
     r.hset(keys.bucket_meta(minute), mapping={**fields, "v": 1})
 
 
-def snapshot(server: RedisServer, now_ms: int) -> None:
-    async def go() -> None:
-        s = Settings(redis_url=server.url)  # type: ignore[arg-type]
-        client = connect(s)
-        await Snapshotter(s, client, "test").run(now_ms)
-        await client.aclose()
-
-    asyncio.run(go())
-
-
 @pytest.fixture
 def known(r: redis.Redis, redis_server: RedisServer, base_env: dict[str, str]) -> dict[str, str]:
     sec = int(r.time()[0])
     plant_minute(r, sec // 60)
-    snapshot(redis_server, sec * 1000)
+    snapshot(redis_server.url, sec * 1000)
     r.hset(
         keys.STATUS,
         mapping={"last_ts": f"{time.time() - 40:.3f}", "state": "running", "processed_total": 100},

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import free_port
-from tests.daemon import Daemon, drained, wait_for
+from decision_intel.testing import free_port
+from tests.helpers import Daemon, drained, wait_for
 from tests.traffic import load
 
 ROOT = Path(__file__).resolve().parent.parent

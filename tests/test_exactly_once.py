@@ -10,17 +10,20 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.daemon import Daemon, drained, group_info, ready_consumers, wait_for
+from tests.helpers import (
+    GROUP,
+    Daemon,
+    drained,
+    entries_read,
+    group_info,
+    ready_consumers,
+    wait_for,
+)
 from tests.traffic import STREAM, assert_exact, load
 
 pytestmark = pytest.mark.e2e
 
 N = 20_000
-GROUP = "p35_decision_intel"
-
-
-def _entries_read(r: redis.Redis) -> int:
-    return int(group_info(r).get("entries-read") or 0)
 
 
 def test_sigkill_at_random_moments_loses_and_doubles_nothing(
@@ -42,7 +45,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     for i, threshold in enumerate(thresholds):
         d = Daemon(env, tmp_path / f"run{i}.log").start()
         daemons.append(d)
-        wait_for(lambda t=threshold: _entries_read(r) >= t, 60, f"{threshold} entries read")
+        wait_for(lambda t=threshold: entries_read(r) >= t, 60, f"{threshold} entries read")
         time.sleep(rng.uniform(0, 0.02))
         d.signal(signal.SIGKILL)
         d.wait(10)
@@ -92,7 +95,7 @@ def test_sigterm_mid_drain_exits_zero_fast_and_leaves_nothing_pending(
     env = {**base_env, "P35_BATCH_SIZE": "100", "P35_FLUSH_MAX_ENTRIES": "3000"}
     d = Daemon(env, tmp_path / "term.log").start()
     daemons.append(d)
-    wait_for(lambda: _entries_read(r) >= N // 5, 60, "a fifth of the stream read")
+    wait_for(lambda: entries_read(r) >= N // 5, 60, "a fifth of the stream read")
     rc, took = d.terminate_and_wait()
     assert rc == 0, d.output()
     assert took < 5.0
@@ -125,7 +128,7 @@ def test_daily_rollups_across_midnight_stay_exact_through_a_kill_and_two_daemons
     }
     first = Daemon(env, tmp_path / "first.log").start()
     daemons.append(first)
-    wait_for(lambda: _entries_read(r) >= N // 3, 60, "a third of the stream read")
+    wait_for(lambda: entries_read(r) >= N // 3, 60, "a third of the stream read")
     first.signal(signal.SIGKILL)
     first.wait(10)
     for i in range(2):

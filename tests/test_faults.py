@@ -17,22 +17,25 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import RedisServer
-from tests.daemon import Daemon, drained, group_info, ready_consumers, wait_for
+from decision_intel.testing import RedisServer
+from tests.helpers import (
+    GROUP,
+    Daemon,
+    drained,
+    entries_read,
+    group_info,
+    ready_consumers,
+    wait_for,
+)
 from tests.traffic import STREAM, Producer, assert_exact, expected_buckets, load, load_truth
 
 pytestmark = pytest.mark.e2e
 
 CHAOS = bool(os.environ.get("CHAOS"))
-GROUP = "p35_decision_intel"
 
 
 def cycles(fast: int, chaos: int) -> int:
     return chaos if CHAOS else fast
-
-
-def entries_read(r: redis.Redis) -> int:
-    return int(group_info(r).get("entries-read") or 0)
 
 
 def last_delivered(r: redis.Redis) -> tuple[int, int]:

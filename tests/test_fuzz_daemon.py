@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.daemon import Daemon, drained, wait_for
-from tests.test_classify_properties import reference
+from tests.helpers import Daemon, drained, wait_for
+from tests.spec_reference import reference
 from tests.traffic import STREAM, minute_label
 
 pytestmark = pytest.mark.e2e

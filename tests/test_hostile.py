@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.daemon import Daemon, drained, memory_cgroup, wait_for
+from tests.helpers import Daemon, drained, memory_cgroup, wait_for
 from tests.traffic import STREAM, minute_label
 
 pytestmark = pytest.mark.e2e
@@ -157,7 +157,7 @@ def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
     (OSC 52), screen clear, C1 CSI, a bidi override, bytes that are not UTF-8. Every view
     prints it escaped (JSON too), and the daemon removes it without a failed tick (it used
     to log a traceback on every tick and every `p35 dash` mode died on UnicodeDecodeError)."""
-    from tests.daemon import run_p35
+    from tests.helpers import run_p35
 
     r.xgroup_create(STREAM, "p35_decision_intel", id="0", mkstream=True)
     r.xgroup_createconsumer(STREAM, "p35_decision_intel", HOSTILE_NAME)

@@ -16,8 +16,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
-from tests.daemon import Daemon, drained, wait_for
+from decision_intel.testing import free_port
+from tests.helpers import Daemon, drained, wait_for
 from tests.traffic import load_truth
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import redis
 
-from tests.daemon import run_p35
+from tests.helpers import run_p35
 
 pytestmark = pytest.mark.e2e
 

@@ -15,15 +15,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import RedisServer, free_port
-from tests.daemon import Daemon, drained, run_p35, wait_for
+from decision_intel.testing import RedisServer, free_port
+from tests.helpers import GROUP, Daemon, drained, run_p35, wait_for
 from tests.traffic import STREAM, assert_exact, load
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret-P4ss-7d1e"
-GROUP = "p35_decision_intel"
 
 
 def documented_acl() -> str:

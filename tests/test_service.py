@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import RedisServer, free_port
-from tests.daemon import Daemon, drained, group_info, wait_for
+from decision_intel.settings import Settings
+from decision_intel.testing import RedisServer, free_port
+from tests.helpers import Daemon, drained, group_info, wait_for
 from tests.traffic import assert_exact, load
 
 pytestmark = pytest.mark.e2e
@@ -163,7 +165,9 @@ def test_sigterm_while_waiting_for_the_lease_exits_0_and_says_stopped(
     assert any(e["event"] == "service.stopped" for e in second.events())
 
 
-def test_handle_exit_in_process_stops_cleanly_and_logs_it(redis_server: RedisServer) -> None:
+def test_handle_exit_in_process_stops_cleanly_and_logs_it(
+    settings_for: Callable[..., Settings],
+) -> None:
     """uvicorn's way: the service runs as a task, the test calls the signal handler itself,
     and reads what it logged (structlog's capture_logs)."""
     import asyncio
@@ -172,9 +176,8 @@ def test_handle_exit_in_process_stops_cleanly_and_logs_it(redis_server: RedisSer
     from structlog.testing import capture_logs
 
     from decision_intel.service import Service
-    from decision_intel.settings import load
 
-    settings = load(redis_url=redis_server.url, heartbeat_interval_sec=0.5, lease_sec=2)
+    settings = settings_for(heartbeat_interval_sec=0.5, lease_sec=2)
 
     async def go() -> tuple[int, bool]:
         service = Service(settings, structlog.get_logger())

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from decision_intel.settings import ConfigError, load, redact_url, unknown_variables
-from tests.daemon import p35_executable
+from tests.helpers import p35_executable
 
 
 @pytest.fixture(autouse=True)

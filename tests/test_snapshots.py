@@ -14,8 +14,8 @@ from decision_intel import keys
 from decision_intel.client import connect
 from decision_intel.settings import Settings
 from decision_intel.snapshots import Snapshotter
-from tests.conftest import RedisServer
-from tests.daemon import Daemon, drained, wait_for
+from decision_intel.testing import RedisServer
+from tests.helpers import Daemon, drained, snapshot, wait_for
 from tests.traffic import load
 
 
@@ -61,16 +61,6 @@ def plant(r: redis.Redis, minute: int, fields: dict[str, int]) -> None:
     r.hset(keys.bucket_meta(minute), mapping={**fields, "v": 1})
 
 
-def snapshot(server: RedisServer, now_ms: int, **overrides: object) -> None:
-    async def go() -> None:
-        s = Settings(redis_url=server.url, **overrides)  # type: ignore[arg-type]
-        client = connect(s)
-        await Snapshotter(s, client, "test").run(now_ms)
-        await client.aclose()
-
-    asyncio.run(go())
-
-
 def drain_with_daemon(r: redis.Redis, env: dict[str, str], log: Path, n: int) -> None:
     d = Daemon(env, log).start()
     try:
@@ -87,7 +77,7 @@ def test_snapshot_values_are_the_sums_of_the_right_buckets(
     now_ms = sec * 1000
     expected = load(r, 6_000, span_minutes=90, end_ms=now_ms - 1)
     drain_with_daemon(r, base_env, tmp_path / "d.log", 6_000)
-    snapshot(redis_server, now_ms, top_reasons=3)
+    snapshot(redis_server.url, now_ms, top_reasons=3)
     want = expected_windows(expected, now_ms // 60_000)
     want_symbols = expected_symbol_windows(expected, now_ms // 60_000)
     for window, (decisions, reasons) in want.items():
@@ -124,7 +114,7 @@ def test_an_empty_window_has_no_keys_and_stale_copies_go(
         r.hset(keys.decision_counts(window), "SKIP", 99)
         r.zadd(keys.reason_top(window), {"stale": 99})
     plant(r, now_ms // 60_000 - 30, {"decision:SKIP": 4, "reason:no_position": 4})
-    snapshot(redis_server, now_ms)
+    snapshot(redis_server.url, now_ms)
     for window in ("1m", "5m", "15m"):
         assert not r.exists(keys.decision_counts(window), keys.reason_top(window)), window
     assert r.hgetall(keys.decision_counts("1h")) == {b"SKIP": b"4"}
@@ -156,7 +146,7 @@ def test_per_symbol_keys_follow_their_symbol_in_and_out_of_each_window(
     def holders(window: str) -> set[str]:
         return {k.decode().split(":")[3] for k in r.scan_iter(f"quantum:p35:symbol:*:{window}")}
 
-    snapshot(redis_server, now_minute * 60_000 + 1)
+    snapshot(redis_server.url, now_minute * 60_000 + 1)
     assert {w: holders(w) for w in keys.WINDOWS} == {
         "1m": {"BTCUSDT"},
         "5m": {"BTCUSDT"},
@@ -170,7 +160,7 @@ def test_per_symbol_keys_follow_their_symbol_in_and_out_of_each_window(
     ]
     assert 0 < r.ttl(keys.symbol_reason_top("ETHUSDT", "1h")) <= 86_400
 
-    snapshot(redis_server, (now_minute + 45) * 60_000 + 1)
+    snapshot(redis_server.url, (now_minute + 45) * 60_000 + 1)
     assert {w: holders(w) for w in keys.WINDOWS} == {
         "1m": set(),
         "5m": set(),
@@ -211,7 +201,7 @@ def test_a_reader_never_sees_a_snapshot_missing_or_half_built(
                 bad.append(f"sum {got} zcard {zcard}")
         client.close()
 
-    snapshot(redis_server, now_ms)
+    snapshot(redis_server.url, now_ms)
     thread = threading.Thread(target=reader)
     thread.start()
 

@@ -9,25 +9,18 @@ from typing import TypeVar
 
 import pytest
 import redis
+import structlog
 
 from decision_intel import keys
 from decision_intel.client import connect
 from decision_intel.consumer import Consumer
 from decision_intel.settings import Settings
 from decision_intel.store import LeaseLost, Store
-from tests.conftest import RedisServer
+from decision_intel.testing import RedisServer
+from tests.helpers import GROUP
 from tests.traffic import STREAM
 
-GROUP = "p35_decision_intel"
 T = TypeVar("T")
-
-
-class _Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, object]]] = []
-
-    def __getattr__(self, level: str) -> Callable[..., None]:
-        return lambda event, **kw: self.events.append((event, kw))
 
 
 def run(fn: Callable[[], Awaitable[T]]) -> T:
@@ -37,7 +30,7 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
 def make(server: RedisServer, name: str, **overrides: object) -> tuple[Store, Consumer]:
     s = Settings(redis_url=server.url, consumer=name, **overrides)  # type: ignore[arg-type]
     store = Store(s, connect(s), connect(s, blocking=True))
-    return store, Consumer(s, store, _Log())
+    return store, Consumer(s, store, structlog.get_logger())
 
 
 async def ready(server: RedisServer, name: str, **overrides: object) -> tuple[Store, Consumer]:

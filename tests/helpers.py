@@ -1,4 +1,5 @@
-"""Run the real `p35 run` process from tests, and wait on conditions (never on luck)."""
+"""What the tests share: the real `p35 run` process, waiting on conditions (never on
+luck), the group's state, and a snapshot rebuilt on demand."""
 
 from __future__ import annotations
 
@@ -158,6 +159,27 @@ def group_info(r: redis.Redis) -> dict[str, object]:
     except redis.ResponseError:
         pass
     return {}
+
+
+def entries_read(r: redis.Redis) -> int:
+    return int(group_info(r).get("entries-read") or 0)
+
+
+def snapshot(url: str, now_ms: int, **overrides: object) -> None:
+    """Rebuild the window snapshots once, as a daemon's ticker would, at Redis time now_ms."""
+    import asyncio
+
+    from decision_intel.client import connect
+    from decision_intel.settings import load
+    from decision_intel.snapshots import Snapshotter
+
+    async def go() -> None:
+        s = load(redis_url=url, **overrides)
+        client = connect(s)
+        await Snapshotter(s, client, "test").run(now_ms)
+        await client.aclose()
+
+    asyncio.run(go())
 
 
 def drained(r: redis.Redis, total: int) -> bool:
