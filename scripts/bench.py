@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,14 +38,12 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from demo_traffic import STREAM, entry, write_backlog  # noqa: E402
-
-from decision_intel import keys  # noqa: E402
-from decision_intel.classify import classify  # noqa: E402
-from decision_intel.settings import load as load_settings  # noqa: E402
-from decision_intel.snapshots import Snapshotter  # noqa: E402
+from decision_intel import keys
+from decision_intel.classify import classify
+from decision_intel.producers import STREAM, entry, write_backlog
+from decision_intel.settings import load as load_settings
+from decision_intel.snapshots import Snapshotter
+from decision_intel.testing import RedisServer
 
 P35 = str(Path(sys.executable).parent / "p35")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -57,39 +54,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 @contextmanager
 def redis_server() -> Iterator[str]:
-    workdir = tempfile.mkdtemp(prefix="p35-bench-")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            workdir,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
+    workdir = Path(tempfile.mkdtemp(prefix="p35-bench-"))
+    server = RedisServer(workdir)
+    server.start()
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

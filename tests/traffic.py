@@ -17,102 +17,45 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from decision_intel.producers import apply_layer, intent_executor
+
 STREAM = "quantum:stream:apply.result"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT"]
 
-# (fields, decision, reason, symbol_is_valid)
 Template = tuple[dict[str, str], str, str]
+"""(fields, decision, reason): an entry and what SPEC section 4 makes of it."""
 
 
 def _templates(rng: random.Random, symbol: str) -> list[Template]:
+    """Both producers' shapes, as decision_intel.producers writes them: a unique plan_id and
+    timestamp on every entry, and the Intent Executor's whole result in `details`."""
     cap = rng.randint(100, 5000)
+    ts = f"{1769929091 + rng.random() * 86_400:.6f}"
+
+    def apply(**fields: str) -> dict[str, str]:
+        return apply_layer(rng, symbol, ts, **fields)
+
+    def executor(error: str | None, decision: str | None) -> dict[str, str]:
+        return intent_executor(rng, symbol, ts, error=error, decision=decision)
+
     return [
-        (
-            {
-                "plan_id": "p",
-                "symbol": symbol,
-                "decision": "SKIP",
-                "executed": "False",
-                "error": "no_position",
-                "timestamp": "1769929091",
-            },
-            "SKIP",
-            "no_position",
-        ),
-        (
-            {
-                "plan_id": "p",
-                "symbol": symbol,
-                "action": "PARTIAL_75",
-                "executed": "False",
-                "error": "duplicate_plan",
-            },
-            "SKIP",
-            "duplicate_plan",
-        ),
-        (
-            {"plan_id": "p", "symbol": symbol, "executed": "True", "order_status": "FILLED"},
-            "EXECUTE",
-            "none",
-        ),
-        (
-            {
-                "event_type": "apply.result",
-                "symbol": symbol,
-                "executed": "false",
-                "source": "intent_executor",
-                "details": json.dumps(
-                    {"error": f"p33_permit_denied:leverage {cap}", "decision": None}
-                ),
-            },
-            "BLOCKED",
-            "p33_permit_denied",
-        ),
-        (
-            {
-                "event_type": "apply.result",
-                "symbol": symbol,
-                "executed": "false",
-                "source": "intent_executor",
-                "details": json.dumps(
-                    {"decision": "DENIED", "error": "NOT_EXIT_OWNER:source=manual"}
-                ),
-            },
-            "BLOCKED",
-            "not_exit_owner",
-        ),
-        (
-            {
-                "symbol": symbol,
-                "decision": "BLOCKED",
-                "executed": "False",
-                "error": f"risk_paused:drawdown {rng.random() * 10:.1f}%",
-            },
-            "BLOCKED",
-            "risk_paused",
-        ),
-        (
-            {"symbol": symbol, "executed": "false", "error": f"position_too_large:${cap}>$500_cap"},
-            "BLOCKED",
-            "position_too_large",
-        ),
-        (
-            {
-                "symbol": symbol,
-                "executed": "False",
-                "error": "RETRYABLE_RATE_LIMIT: APIError(code=-1003)",
-            },
-            "ERROR",
-            "retryable_rate_limit",
-        ),
-        ({"payload": json.dumps({"symbol": symbol, "decision": "EXECUTED"})}, "EXECUTE", "none"),
-        ({"symbol": symbol, "note": "no decision here"}, "UNKNOWN", "none"),
-        (
-            {"symbol": symbol, "decision": "MAYBE", "reason": "Duplicate plan_id"},
-            "UNKNOWN",
-            "duplicate_plan",
-        ),
-    ]
+        (apply(decision="SKIP", executed="False", error="no_position"), "SKIP", "no_position"),
+        (apply(action="PARTIAL_75", executed="False", error="duplicate_plan"),
+         "SKIP", "duplicate_plan"),
+        (apply(executed="True", order_status="FILLED"), "EXECUTE", "none"),
+        (executor(f"p33_permit_denied:leverage {cap}", None), "BLOCKED", "p33_permit_denied"),
+        (executor("NOT_EXIT_OWNER:source=manual", "DENIED"), "BLOCKED", "not_exit_owner"),
+        (apply(decision="BLOCKED", executed="False",
+               error=f"risk_paused:drawdown {rng.random() * 10:.1f}%"), "BLOCKED", "risk_paused"),
+        (apply(executed="false", error=f"position_too_large:${cap}>$500_cap"),
+         "BLOCKED", "position_too_large"),
+        (apply(executed="False", error="RETRYABLE_RATE_LIMIT: APIError(code=-1003)"),
+         "ERROR", "retryable_rate_limit"),
+        ({"plan_id": f"{rng.getrandbits(64):016x}", "timestamp": ts,
+          "payload": json.dumps({"symbol": symbol, "decision": "EXECUTED"})}, "EXECUTE", "none"),
+        (apply(note="no decision here"), "UNKNOWN", "none"),
+        (apply(decision="MAYBE", reason="Duplicate plan_id"), "UNKNOWN", "duplicate_plan"),
+    ]  # fmt: skip
 
 
 def entries(n: int, seed: int = 7) -> Iterator[tuple[dict[str, str], str, str, str]]:
