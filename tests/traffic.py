@@ -17,6 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from decision_intel import keys
 from decision_intel.producers import apply_layer, intent_executor
 
 STREAM = "quantum:stream:apply.result"
@@ -104,7 +105,7 @@ def expected_buckets(truth: Truth) -> dict[str, Counter[str]]:
     """The content every bucket hash must have once exactly these entries are counted."""
     expected: dict[str, Counter[str]] = {}
     for entry_id, (decision, reason, symbol) in truth.items():
-        minute = int(entry_id.partition("-")[0]) // 60_000
+        minute = keys.minute_of_id(entry_id)
         c = expected.setdefault(f"quantum:p35:bucket:{minute_label(minute)}", Counter())
         c[f"decision:{decision}"] += 1
         c[f"reason:{reason}"] += 1

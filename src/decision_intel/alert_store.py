@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import keys, scripts
-from decision_intel.alerts import SEVERITY_RANK, Evaluation, StreamClock, evaluate
+from decision_intel.alerts import SEVERITY_RANK, AlertKey, Evaluation, StreamClock, evaluate
 from decision_intel.metrics import Metrics
 from decision_intel.settings import Settings
 from decision_intel.text import safe, safe_map
@@ -50,15 +50,20 @@ class AlertStore:
         )
         by_key = {f.key: f for f in evaluation.firing}
         for key, severity, state in await self.apply(evaluation, now_ms):
-            kind, window, subject = key.split("|", 2)
+            alert_type, window, subject = AlertKey.parse(key)
             if state == "firing":
-                self.metrics.alert(kind, severity)
+                self.metrics.alert(alert_type, severity)
                 fields = by_key[key].fields if key in by_key else {}
                 self.log.warning(
-                    "alert", type=kind, window=window, subject=subject, severity=severity, **fields
+                    "alert",
+                    type=alert_type,
+                    window=window,
+                    subject=subject,
+                    severity=severity,
+                    **fields,
                 )
             else:
-                self.log.info("alert.resolved", type=kind, window=window, subject=subject)
+                self.log.info("alert.resolved", type=alert_type, window=window, subject=subject)
 
     async def stream_clock(self, now_ms: int) -> StreamClock:
         total, last = await self.client.hmget(keys.STATUS, "future_ids_total", "future_id_last_ms")
@@ -74,7 +79,7 @@ class AlertStore:
         ]
         for f in evaluation.firing:
             extra = {"subject": f.subject, **f.fields}
-            args += [f.key, f.kind, f.window, f.severity, SEVERITY_RANK[f.severity], len(extra)]
+            args += [f.key, f.type, f.window, f.severity, SEVERITY_RANK[f.severity], len(extra)]
             for name, value in extra.items():
                 args += [name, value]
         args.append(len(evaluation.resolved))

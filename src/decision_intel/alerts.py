@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from decision_intel.classify import BLOCKED, ERROR, EXECUTE, NO_REASON, SKIP
 from decision_intel.windows import Counts
@@ -24,6 +25,26 @@ SEVERITY_RANK = {MEDIUM: 1, HIGH: 2, CRITICAL: 3}
 
 GATE_SHARES = ((0.80, CRITICAL), (0.60, HIGH), (0.40, MEDIUM))
 """A gate's share of all decisions in the window, highest first."""
+GATE_SHARE_MIN = GATE_SHARES[-1][0]
+"""The share from which a gate dominates the window: alerts, `p35 dash c` and `d`."""
+
+
+class AlertKey(NamedTuple):
+    """What tells alert episodes apart, stored as `type|window|subject` in Redis."""
+
+    type: str
+    window: str
+    subject: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.type}|{self.window}|{self.subject}"
+
+    @classmethod
+    def parse(cls, text: str) -> AlertKey:
+        alert_type, window, subject = text.split("|", 2)
+        return cls(alert_type, window, subject)
+
 
 STUCK_WINDOW = "15m"
 CLOCK_WINDOW = "15m"
@@ -34,7 +55,7 @@ MIX_RULES: tuple[tuple[str, str, str, float, str], ...] = (
     # (subject, decision, "below"/"above", threshold, severity)
     ("execute_low", EXECUTE, "below", 0.20, HIGH),
     ("skip_high", SKIP, "above", 0.70, MEDIUM),
-    ("blocked_high", BLOCKED, "above", 0.40, HIGH),
+    ("blocked_high", BLOCKED, "above", GATE_SHARE_MIN, HIGH),
     ("error_high", ERROR, "above", 0.05, HIGH),
 )
 
@@ -43,7 +64,7 @@ MIX_RULES: tuple[tuple[str, str, str, float, str], ...] = (
 class Firing:
     """A rule that holds now. `subject` tells episodes of one type and window apart."""
 
-    kind: str
+    type: str
     subject: str
     window: str
     severity: str
@@ -51,7 +72,7 @@ class Firing:
 
     @property
     def key(self) -> str:
-        return f"{self.kind}|{self.window}|{self.subject}"
+        return AlertKey(self.type, self.window, self.subject).text
 
 
 def _share(part: int, total: int) -> str:
@@ -89,7 +110,7 @@ def gate_explosion(window: str, counts: Counts, min_decisions: int) -> Firing | 
 def gate_resolved(counts: Counts, reason: str, min_decisions: int) -> bool:
     """An exploded gate is over when, with enough decisions, its share is under 40 %."""
     total = counts.total
-    return total >= min_decisions and counts.reasons.get(reason, 0) < GATE_SHARES[-1][0] * total
+    return total >= min_decisions and counts.reasons.get(reason, 0) < GATE_SHARE_MIN * total
 
 
 def stuck_symbols(counts: Counts, min_decisions: int) -> list[Firing]:
@@ -241,14 +262,14 @@ def evaluate(
 
 def _over(key: str, windows: Mapping[str, Counts], min_decisions: int) -> bool:
     """Whether the open alert `key` (type|window|subject) no longer holds."""
-    kind, window, subject = key.split("|", 2)
+    alert_type, window, subject = AlertKey.parse(key)
     counts = windows.get(window)
     if counts is None:
         return True  # a window that no longer exists
-    if kind == GATE_EXPLOSION:
+    if alert_type == GATE_EXPLOSION:
         return gate_resolved(counts, subject, min_decisions)
-    if kind == STUCK:
+    if alert_type == STUCK:
         return stuck_resolved(counts, subject)
-    if kind == DECISION_MIX:
+    if alert_type == DECISION_MIX:
         return mix_resolved(counts, subject, min_decisions)
     return True  # a type this version no longer raises

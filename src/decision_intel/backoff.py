@@ -45,10 +45,6 @@ class Connectivity:
         self.back = asyncio.Event()
         """Set when Redis answers again, so a task in backoff need not sleep out its delay."""
 
-    @property
-    def up(self) -> bool:
-        return self.down_since is None
-
     def failed(self, exc: BaseException) -> float:
         """Record a failure; return how long to wait before the next try."""
         self.attempt += 1

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from decision_intel.classify import Classification
+from decision_intel.keys import id_ms, id_parts
 
 RAW_MAX = 2048
 """Bytes of one raw copy in quantum:p35:invalid (ASCII JSON, truncation marked)."""
@@ -51,11 +52,6 @@ def raw_copy(entry: Mapping[bytes, bytes]) -> str:
 
 def _cut(text: str) -> str:
     return text if len(text) <= RAW_VALUE_MAX else f"{text[:RAW_VALUE_MAX]}...[{len(text)} chars]"
-
-
-def parse_id(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
 
 
 class Batch:
@@ -106,7 +102,7 @@ class Batch:
     ) -> None:
         if entry_id in self.items:
             self._forget(entry_id)
-        ms = int(entry_id.partition(b"-")[0])
+        ms = id_ms(entry_id)
         if self.latest_ms is not None and ms > self.latest_ms:
             ms = self.read_ms
             self.future.add(entry_id)
@@ -134,9 +130,9 @@ class Batch:
             self._other_range = (entry_id, entry_id)
             return
         low, high = self._other_range
-        if parse_id(entry_id) < parse_id(low):
+        if id_parts(entry_id) < id_parts(low):
             low = entry_id
-        elif parse_id(entry_id) > parse_id(high):
+        elif id_parts(entry_id) > id_parts(high):
             high = entry_id
         self._other_range = (low, high)
 
@@ -145,7 +141,7 @@ class Batch:
         ends = [e for e in (self._oldest_new, self.newest) if e is not None]
         if self._other_range is not None:
             ends += self._other_range
-        return min(ends, key=parse_id), max(ends, key=parse_id)
+        return min(ends, key=id_parts), max(ends, key=id_parts)
 
     def add_trimmed(self, entry_id: bytes) -> None:
         self.trimmed.append(entry_id)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 from decision_intel import __version__, keys, logs
+from decision_intel.alerts import GATE_SHARE_MIN
 from decision_intel.notify import Notifier
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
 from decision_intel.text import safe, safe_map
@@ -160,7 +161,7 @@ def cmd_dash(args: argparse.Namespace) -> int:
     symbols = [s.upper() for s in args.args] if args.mode == "b" else []
     if args.mode == "all" or (args.mode == "b" and not symbols):
         symbols = list(dashboard.DEFAULT_SYMBOLS)
-    threshold = 0.40
+    threshold = GATE_SHARE_MIN
     if args.mode == "d" and args.args:
         try:
             threshold = float(args.args[0])

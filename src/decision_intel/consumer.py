@@ -16,10 +16,11 @@ import contextlib
 import time
 from typing import Any
 
-from decision_intel.batch import Batch, parse_id
+from decision_intel.batch import Batch
 from decision_intel.classify import UNKNOWN, Classification, classify
 from decision_intel.client import Entry, ReplyTooLarge
 from decision_intel.flush import FlushResult
+from decision_intel.keys import id_parts
 from decision_intel.metrics import Metrics
 from decision_intel.settings import Settings
 from decision_intel.store import LeaseLost, Store
@@ -39,7 +40,6 @@ class Consumer:
         self.batch = Batch(settings.symbol_breakdown)
         self.counted = 0
         self.excluded = 0
-        self.flushes = 0
         self._last_flush = time.monotonic()
         self._inflight: asyncio.Future[FlushResult] | None = None
         self._claim_due = 0.0
@@ -126,7 +126,6 @@ class Consumer:
         if result.lease_lost:
             raise LeaseLost(self.store.consumer)
         self.counted += result.counted
-        self.flushes += 1
         if result.excluded:
             self.excluded += result.excluded
             self.log.info(
@@ -205,7 +204,7 @@ class Consumer:
     async def _deliveries(self, entries: list[Entry]) -> dict[bytes, int]:
         ids = [entry_id for entry_id, _ in entries]
         return await self.store.delivery_counts(
-            min(ids, key=parse_id), max(ids, key=parse_id), len(ids)
+            min(ids, key=id_parts), max(ids, key=id_parts), len(ids)
         )
 
     # -- loop -----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import keys
+from decision_intel.alerts import GATE_SHARE_MIN
 from decision_intel.classify import NO_REASON, SKIP
 from decision_intel.client import find_group
 from decision_intel.settings import Settings
@@ -122,7 +123,7 @@ def view_b(data: dict[str, Any]) -> dict[str, Any]:
     return {"window": data["window"], "symbols": out}
 
 
-def view_c(data: dict[str, Any], threshold: float = 0.40) -> dict[str, Any]:
+def view_c(data: dict[str, Any], threshold: float = GATE_SHARE_MIN) -> dict[str, Any]:
     total = sum(data["all"]["decisions"].values())
     rows = [
         {

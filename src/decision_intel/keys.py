@@ -24,12 +24,21 @@ LONGEST_WINDOW_MIN = max(WINDOWS.values())
 SNAPSHOT_LOCK = f"{PREFIX}:lock:snapshot"
 
 
+def id_parts(entry_id: bytes | str) -> tuple[int, int]:
+    """(milliseconds, sequence) of a stream entry ID `<ms>-<seq>`: its order, and its time."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def id_ms(entry_id: bytes) -> int:
+    """The millisecond time of an entry ID as Redis sends it (bytes): the hot path's form."""
+    return int(entry_id.partition(b"-")[0])
+
+
 def minute_of_id(entry_id: bytes | str) -> int:
-    """Minutes since the epoch of a stream entry ID (`<ms>-<seq>`)."""
-    if isinstance(entry_id, bytes):
-        entry_id = entry_id.decode()
-    ms, _, _ = entry_id.partition("-")
-    return int(ms) // 60_000
+    """Minutes since the epoch of a stream entry ID."""
+    return id_parts(entry_id)[0] // 60_000
 
 
 def minute_label(minute: int) -> str:

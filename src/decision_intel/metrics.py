@@ -58,7 +58,7 @@ class Metrics:
     def reconnected(self) -> None:
         pass
 
-    def alert(self, kind: str, severity: str) -> None:
+    def alert(self, alert_type: str, severity: str) -> None:
         pass
 
 
@@ -157,8 +157,8 @@ class PrometheusMetrics(Metrics):
     def reconnected(self) -> None:
         self.reconnects.inc()
 
-    def alert(self, kind: str, severity: str) -> None:
-        self.alerts.labels(kind, severity).inc()
+    def alert(self, alert_type: str, severity: str) -> None:
+        self.alerts.labels(alert_type, severity).inc()
 
 
 class ProcessCollector:

@@ -127,7 +127,7 @@ class Heartbeat:
         info = await self.store.group_info()
         self.group = group_fields(info)
         oldest = info.get("oldest-pending-id") if info else None
-        oldest_ms = int(oldest.partition("-")[0]) if oldest else None
+        oldest_ms = keys.id_parts(oldest)[0] if oldest else None
         self.group["oldest_pending_age_s"] = (
             0 if oldest_ms is None else round(max(0.0, time.time() - oldest_ms / 1000), 1)
         )
