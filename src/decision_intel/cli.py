@@ -15,7 +15,7 @@ from decision_intel import __version__, keys, logs
 from decision_intel.alerts import GATE_SHARE_MIN
 from decision_intel.notify import Notifier
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
-from decision_intel.text import safe, safe_map
+from decision_intel.text import safe_map
 
 T = TypeVar("T")
 
@@ -63,17 +63,14 @@ def _query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
 
 
 async def _status(client: Any) -> dict[str, object]:
+    from decision_intel.dashboard import read_window
+
     raw = await client.hgetall(keys.STATUS)
     windows = {}
     for window in keys.WINDOWS:
-        counts = await client.hgetall(keys.decision_counts(window))
-        top = await client.zrevrange(keys.reason_top(window), 0, 9, withscores=True)
-        windows[window] = {
-            "decisions": {safe(k): int(v) for k, v in counts.items()},
-            "top_reasons": [[safe(r), int(n)] for r, n in top],
-        }
-    status = safe_map(raw)
-    return {"status": status, "windows": windows}
+        view = await read_window(client, keys.decision_counts(window), keys.reason_top(window), 10)
+        windows[window] = {"decisions": view["decisions"], "top_reasons": view["reasons"]}
+    return {"status": safe_map(raw), "windows": windows}
 
 
 def cmd_status(args: argparse.Namespace) -> int:

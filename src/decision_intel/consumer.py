@@ -42,6 +42,10 @@ class Consumer:
         self.excluded = 0
         self._last_flush = time.monotonic()
         self._inflight: asyncio.Future[FlushResult] | None = None
+        """The one flush in flight. Single flight is what keeps counting exact while
+        flushes overlap reads: a flush starts only after the previous one settled
+        (`flush()` settles first), so two scripts never hold the same ID, and an entry
+        re-read after a failure is flushed after the flush that may have counted it."""
         self._claim_due = 0.0
         self._claim_every_s = min(max(settings.claim_min_idle_sec / 2, 0.5), 10.0)
         self._caught_up = False

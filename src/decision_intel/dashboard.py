@@ -32,7 +32,10 @@ WINDOW_WORDS = {"1m": "minute", "5m": "5 minutes", "15m": "15 minutes", "1h": "h
 # -- Redis -> data --------------------------------------------------------------------------
 
 
-async def _window(client: aioredis.Redis, counts_key: str, top_key: str, n: int) -> dict[str, Any]:
+async def read_window(
+    client: aioredis.Redis, counts_key: str, top_key: str, n: int
+) -> dict[str, Any]:
+    """One snapshot: its decision counts and its top n reasons (every CLI view reads these)."""
     async with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(counts_key)
         pipe.zrevrange(top_key, 0, n - 1, withscores=True)
@@ -48,9 +51,11 @@ async def collect(
 ) -> dict[str, Any]:
     """Everything any mode shows, read in a few round trips."""
     data: dict[str, Any] = {"window": window, "now": now}
-    data["all"] = await _window(client, keys.decision_counts(window), keys.reason_top(window), 50)
+    data["all"] = await read_window(
+        client, keys.decision_counts(window), keys.reason_top(window), 50
+    )
     data["symbols"] = {
-        s: await _window(
+        s: await read_window(
             client, keys.symbol_decision_counts(s, window), keys.symbol_reason_top(s, window), 10
         )
         for s in symbols

@@ -87,6 +87,8 @@ class Snapshotter:
         args: list[Any] = [self.s.snapshot_ttl_sec, f"{now_ms / 1000:.3f}", len(windows)]
         for window, counts in windows.items():
             args += [keys.decision_counts(window), keys.reason_top(window), keys.symbols_in(window)]
+            # The per-symbol key names as prefix and suffix around the symbol ("\0" marks
+            # where it goes): the script builds each key, and keys.py stays their one source.
             args += keys.symbol_decision_counts("\0", window).split("\0")
             args += keys.symbol_reason_top("\0", window).split("\0")
             self._counts_args(args, counts, self.s.top_reasons)

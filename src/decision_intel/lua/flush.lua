@@ -41,6 +41,8 @@ local take = args.take
 -- (a) the lease: ours, or free (it expired while we were stopped) and so ours again
 -- (taken back below, with the other writes).
 local holder = redis.call('GET', lease)
+-- A missing lease is ours to take: it lapsed while this process was stopped or cut off
+-- (SIGSTOP, a partition) and nobody else took the name in between.
 if holder and holder ~= token then return {2} end
 
 local n_ids = tonumber(take())
@@ -58,7 +60,7 @@ while true do
   local page = redis.call('XPENDING', stream, group, start, max_id, page_size, consumer)
   for i = 1, #page do owned[page[i][1]] = true end
   if #page < page_size then break end
-  start = '(' .. page[#page][1]
+  start = '(' .. page[#page][1]  -- exclusive start: the next page begins after this ID
 end
 
 local missing = {}
