@@ -37,6 +37,16 @@ exit 0
 """
 
 
+def run_deploy(
+    env: dict[str, str], *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """scripts/deploy_p35.sh with this environment, its output captured."""
+    return subprocess.run(
+        [str(ROOT / "scripts/deploy_p35.sh"), *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 def tree_state(root: Path) -> dict[str, str]:
     """Every file and link under root, with its content hash, mode and mtime."""
     out = {}
@@ -69,13 +79,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     }
 
     def deploy(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(ROOT / "scripts" / "deploy_p35.sh"), "--skip-proof", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        return run_deploy(env, "--skip-proof", *args, timeout=600)
 
     first = deploy()
     calls_first = (state / "calls").read_text().splitlines()
@@ -147,13 +151,7 @@ def test_dry_run_prints_and_changes_nothing(deployed: dict[str, object]) -> None
 
 def test_dry_run_of_a_first_install_says_what_it_would_do(tmp_path: Path) -> None:
     env = {**os.environ, "DESTDIR": str(tmp_path / "r"), "SYSTEMCTL": "/bin/false"}
-    out = subprocess.run(
-        [str(ROOT / "scripts/deploy_p35.sh"), "--dry-run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_deploy(env, "--dry-run", timeout=60)
     assert out.returncode == 0, out.stderr
     assert "would run: " in out.stdout and "venv" in out.stdout
     assert "would run: /bin/false enable --now" in out.stdout
@@ -184,9 +182,7 @@ def test_refuses_a_python_that_is_too_old(tmp_path: Path) -> None:
     old.write_text("#!/bin/sh\n[ \"$1\" = -V ] && echo 'Python 3.9.2' && exit 0\nexit 1\n")
     old.chmod(0o755)
     env = {**os.environ, "DESTDIR": str(tmp_path / "r"), "PYTHON": str(old)}
-    out = subprocess.run(
-        [str(ROOT / "scripts/deploy_p35.sh")], env=env, capture_output=True, text=True, timeout=60
-    )
+    out = run_deploy(env, timeout=60)
     assert out.returncode != 0
     assert "Python 3.11 or newer is required; " in out.stderr and "3.9.2" in out.stderr
 
@@ -428,13 +424,7 @@ def test_a_python_under_a_home_directory_is_refused_for_a_real_install(tmp_path:
     home_python.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "DESTDIR"}
     env |= {"PYTHON": str(home_python), "SYSTEMCTL": "/bin/false"}
-    out = subprocess.run(
-        [str(ROOT / "scripts/deploy_p35.sh"), "--dry-run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_deploy(env, "--dry-run", timeout=60)
     assert out.returncode != 0
     assert "ProtectHome=yes" in out.stderr and "PYTHON=/usr/bin/python3" in out.stderr
     assert "would run" not in out.stdout
@@ -462,13 +452,7 @@ def test_deploy_upgrades_running_template_instances_not_the_plain_unit(tmp_path:
         "FAKE_STATE": str(state),
         "PYTHON": sys.executable,
     }
-    out = subprocess.run(
-        [str(ROOT / "scripts/deploy_p35.sh"), "--skip-proof"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    out = run_deploy(env, "--skip-proof", timeout=600)
     assert out.returncode == 0, out.stderr
     calls = (state / "calls").read_text().splitlines()
     assert f"restart {UNIT}@a.service" in calls and f"restart {UNIT}@b.service" in calls
