@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 
 from decision_intel import keys
 from decision_intel.classify import classify
-from decision_intel.producers import STREAM, entry, write_backlog
+from decision_intel.producers import STREAM, entry, write_backlog, write_live
 from decision_intel.settings import load as load_settings
 from decision_intel.snapshots import Snapshotter
 from decision_intel.testing import RedisServer
@@ -116,8 +116,23 @@ async def _naive(url: str, group: str, cap_s: float) -> int:
     return done
 
 
+async def _naive_live(url: str, group: str, _cap_s: float) -> int:
+    """The naive design live: a blocking read, then five round trips per entry."""
+    r = aioredis.from_url(url)
+    while True:
+        reply = await r.xreadgroup(group, "naive", {STREAM: ">"}, count=100, block=1000)
+        for entry_id, fields in reply[0][1] if reply else []:
+            c = classify(fields)
+            key = keys.bucket(keys.minute_of_id(entry_id))
+            await r.hincrby(key, f"decision:{c.decision}", 1)
+            await r.hincrby(key, f"reason:{c.reason}", 1)
+            await r.hincrby(key, f"symbol_reason:{c.symbol}:{c.reason}", 1)
+            await r.expire(key, 172_800)
+            await r.xack(STREAM, group, entry_id)
+
+
 def reader_child(kind: str, url: str, group: str, cap_s: float) -> None:
-    fn = {"ceiling": _ceiling, "naive": _naive}[kind]
+    fn = {"ceiling": _ceiling, "naive": _naive, "naive-live": _naive_live}[kind]
     t0, c0 = time.perf_counter(), time.process_time()
     done = asyncio.run(fn(url, group, cap_s))
     print(
@@ -304,6 +319,56 @@ def latency_round(rate: int, seconds: float) -> dict[str, float]:
         return out
 
 
+# -- steady state: CPU and Redis time at live rates ---------------------------------------
+
+
+def redis_usec(r: redis.Redis) -> int:
+    """Redis time spent on every command but the producer's XADD and this bench's own."""
+    stats = r.info("commandstats")
+    ours = ("cmdstat_xadd", "cmdstat_info", "cmdstat_config|resetstat", "cmdstat_ping")
+    return sum(v["usec"] for k, v in stats.items() if not k.startswith(ours))
+
+
+def steady_round(kind: str, rates: list[int], seconds: float) -> dict[str, dict[str, float]]:
+    """One contender (p35 or naive) at each rate, after a warm-up: its CPU as % of a core
+    (from /proc) and the Redis time it causes as % of Redis's core (INFO commandstats)."""
+    with redis_server() as url:
+        r = redis.Redis.from_url(url)
+        r.xgroup_create(STREAM, "bench_live", id="$", mkstream=True)
+        if kind == "p35":
+            proc = subprocess.Popen(
+                [P35, "run"], env=p35_env(url, "bench_live"), stdout=subprocess.DEVNULL
+            )
+            while not r.exists("quantum:p35:status:consumer:bench"):
+                time.sleep(0.02)
+        else:
+            cmd = [sys.executable, __file__, "--child", "naive-live", url, "bench_live", "0"]
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        rng = random.Random(11)
+        out: dict[str, dict[str, float]] = {}
+        try:
+            time.sleep(3)  # start-up done, first snapshot built
+            for rate in rates:
+                write_live(r, rng, rate, 2) if rate else time.sleep(2)  # warm-up
+                r.config_resetstat()
+                c0, t0 = proc_cpu_s(proc.pid), time.monotonic()
+                if rate:
+                    write_live(r, rng, rate, seconds)
+                else:
+                    time.sleep(seconds)
+                took = time.monotonic() - t0
+                cpu_pct = (proc_cpu_s(proc.pid) - c0) / took * 100
+                out[str(rate)] = {
+                    "cpu_pct": cpu_pct,
+                    "redis_pct": redis_usec(r) / (took * 1e6) * 100,
+                }
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+            r.close()
+        return out
+
+
 # -- large backlog: peak RSS -----------------------------------------------------------------
 
 
@@ -410,6 +475,22 @@ def report(args: argparse.Namespace, results: dict) -> str:
             f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; "
             f"p35 peak RSS {lat['hwm_mb']:.1f} MB",
         ]
+    if steady := results.get("steady"):
+        lines += [
+            "",
+            f"steady state ({args.steady_sec:.0f} s per rate; % of one core; Redis time from "
+            "INFO commandstats, the producer's XADD left out):",
+            "",
+            "| rate | p35 CPU | p35 Redis | naive CPU | naive Redis |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for rate in steady["p35"]:
+            p, n = steady["p35"][rate], steady["naive"][rate]
+            label = "idle" if rate == "0" else f"{int(rate):,}/s"
+            lines.append(
+                f"| {label} | {p['cpu_pct']:.2f} % | {p['redis_pct']:.3f} % "
+                f"| {n['cpu_pct']:.2f} % | {n['redis_pct']:.3f} % |"
+            )
     if big := results.get("backlog"):
         lines += [
             "",
@@ -446,6 +527,9 @@ def main() -> None:
     p.add_argument("--rate", type=int, default=1000, help="entries/s for the latency run")
     p.add_argument("--latency-sec", type=float, default=60.0, help="0 skips the latency run")
     p.add_argument("--backlog", type=int, default=1_000_000, help="0 skips the RSS run")
+    p.add_argument(
+        "--steady-sec", type=float, default=20.0, help="seconds per rate; 0 skips the steady state"
+    )
     p.add_argument("--symbols", type=int, default=500)
     p.add_argument("--reasons", type=int, default=100)
     p.add_argument(
@@ -463,6 +547,11 @@ def main() -> None:
     for i in range(args.runs):
         print(f"drain run {i + 1}/{args.runs} ...", file=sys.stderr, flush=True)
         results["drain"].append(drain_round(args.entries, 35 + i, args.naive_sec))
+    if args.steady_sec > 0:
+        print("steady state: idle, 100/s, 1000/s ...", file=sys.stderr, flush=True)
+        results["steady"] = {
+            kind: steady_round(kind, [0, 100, 1000], args.steady_sec) for kind in ("p35", "naive")
+        }
     if args.latency_sec > 0:
         print(f"latency at {args.rate}/s for {args.latency_sec:.0f} s ...", file=sys.stderr)
         results["latency"] = latency_round(args.rate, args.latency_sec)

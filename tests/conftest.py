@@ -8,10 +8,19 @@ from pathlib import Path
 
 import pytest
 import redis
+import structlog
 
 from decision_intel.settings import Settings, load
 from decision_intel.testing import REDIS_SERVER, RedisServer
 from tests.helpers import Daemon
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """structlog's global configuration back to its defaults after every test, so one that
+    configures logging (test_logs.py) never filters what another captures."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -284,6 +284,21 @@ class Consumer:
             return await self._read_bounded(stop)
         if not self._caught_up:
             return await self.store.read_new(self.s.batch_size, None)
+        # Caught up: wait for something to arrive, then let more gather for the linger, and
+        # read it all at once. One read, one flush per linger whatever the rate, so the
+        # cost per entry falls with the rate instead of rising. A full read ends the
+        # linger's work: the loop is behind again and reads ahead without waiting.
+        first = await self._wait_and_read(stop)
+        room = self.s.batch_size - len(first)
+        if not first or room <= 0 or self.s.flush_linger_ms == 0:
+            return first
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self.s.flush_linger_ms / 1000)
+        if stop.is_set():
+            return first  # flushed by finish(), with the rest re-read there
+        return first + await self.store.read_new(room, None)
+
+    async def _wait_and_read(self, stop: asyncio.Event) -> list[Entry]:
         # Idle: block, but give way at once to a stop request. A read cancelled after
         # Redis delivered it leaves entries pending under this name; `finish` re-reads them.
         read = asyncio.ensure_future(self.store.read_new(self.s.batch_size, self.s.block_ms))

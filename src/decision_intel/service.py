@@ -266,9 +266,10 @@ class Service:
 
     async def _snapshot(self) -> None:
         t0 = time.perf_counter()
-        now_ms = await self.store.server_time_ms()
-        windows = await self.snapshotter.maybe_run(now_ms)
-        if windows is not None:
+        built = await self.snapshotter.maybe_run(time.monotonic())
+        if built is not None:
+            windows, now_ms = built
+            self.store.clock_offset_ms = now_ms - int(time.time() * 1000)
             self.metrics.snapshot(time.perf_counter() - t0)
             await self.alert_store.run(windows, now_ms)
 

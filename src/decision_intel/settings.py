@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = Field("INFO", validation_alias=AliasChoices("P35_LOG_LEVEL", "LOG_LEVEL"))
     flush_max_entries: int = Field(500, ge=1, le=1_000_000)
+    flush_linger_ms: int = Field(200, ge=0, le=10_000)
     max_reasons_per_bucket: int = Field(200, ge=2, le=100_000)
     max_symbols_per_bucket: int = Field(500, ge=1, le=100_000)
     max_deliveries: int = Field(10, ge=2, le=1_000_000)
@@ -123,6 +124,8 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.lease_sec < 2 * self.heartbeat_interval_sec:
             raise ValueError("P35_LEASE_SEC must be at least twice P35_HEARTBEAT_INTERVAL_SEC")
+        if self.flush_linger_ms >= self.ack_interval_sec * 1000:
+            raise ValueError("P35_FLUSH_LINGER_MS must be shorter than P35_ACK_INTERVAL_SEC")
         if 4 * self.max_entry_bytes > self.read_budget_bytes:
             raise ValueError("P35_READ_BUDGET_BYTES must be at least 4 x P35_MAX_ENTRY_BYTES")
         return self

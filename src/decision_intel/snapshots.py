@@ -30,20 +30,28 @@ class Snapshotter:
         self.client = client
         self.owner = owner
         self._cache: dict[int, tuple[bytes, Counts]] = {}
+        self._next_try_s = 0.0
         self._script = scripts.load(client, "snapshot")
 
-    async def maybe_run(self, now_ms: int) -> dict[str, Counts] | None:
-        """Rebuild the snapshots if no daemon in the group has done so this interval;
-        the windows when it did, None when another daemon had the lock."""
-        got = await self.client.set(
-            keys.SNAPSHOT_LOCK,
-            self.owner,
-            nx=True,
-            px=max(1, int(self.s.snapshot_interval_sec * 1000)),
-        )
-        if not got:
+    async def maybe_run(self, now_s: float) -> tuple[dict[str, Counts], int] | None:
+        """Rebuild the snapshots if no daemon in the group has done so this interval: the
+        windows and Redis's time (ms) when it did, None when another daemon had the lock.
+
+        `now_s` is this process's monotonic clock: while the lock it took last is still
+        held, asking again is pointless, so it asks once per interval, not every tick. The
+        lock attempt and Redis's time travel in one round trip."""
+        if now_s < self._next_try_s:
             return None
-        return await self.run(now_ms)
+        interval_ms = max(1, int(self.s.snapshot_interval_sec * 1000))
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(keys.SNAPSHOT_LOCK, self.owner, nx=True, px=interval_ms)
+            pipe.time()
+            got, (sec, usec) = await pipe.execute()
+        if not got:
+            return None  # another daemon's turn; try again next tick
+        self._next_try_s = now_s + interval_ms / 1000
+        now_ms = int(sec) * 1000 + int(usec) // 1000
+        return await self.run(now_ms), now_ms
 
     async def run(self, now_ms: int) -> dict[str, Counts]:
         now_minute = now_ms // 60_000
