@@ -322,18 +322,32 @@ def latency_round(rate: int, seconds: float) -> dict[str, float]:
 # -- steady state: CPU and Redis time at live rates ---------------------------------------
 
 
-def redis_usec(r: redis.Redis) -> int:
-    """Redis time spent on every command but the producer's XADD and this bench's own."""
-    stats = r.info("commandstats")
-    ours = ("cmdstat_xadd", "cmdstat_info", "cmdstat_config|resetstat", "cmdstat_ping")
-    return sum(v["usec"] for k, v in stats.items() if not k.startswith(ours))
+def redis_cpu_s(r: redis.Redis) -> float:
+    """CPU time of Redis's main thread (it runs every command), from INFO cpu."""
+    cpu = r.info("cpu")
+    return float(cpu["used_cpu_sys_main_thread"]) + float(cpu["used_cpu_user_main_thread"])
+
+
+def _at_rate(r: redis.Redis, rng: random.Random, rate: int, seconds: float) -> None:
+    if rate:
+        write_live(r, rng, rate, seconds)
+    else:
+        time.sleep(seconds)
 
 
 def steady_round(kind: str, rates: list[int], seconds: float) -> dict[str, dict[str, float]]:
-    """One contender (p35 or naive) at each rate, after a warm-up: its CPU as % of a core
-    (from /proc) and the Redis time it causes as % of Redis's core (INFO commandstats)."""
+    """One contender (p35 or naive) at each rate: its CPU as % of a core (from /proc) and
+    the Redis time it causes as % of Redis's core: Redis's main-thread CPU with the
+    contender running, less the same producer traffic with no consumer, measured first."""
     with redis_server() as url:
         r = redis.Redis.from_url(url)
+        rng = random.Random(11)
+        base: dict[int, float] = {}
+        for rate in rates:  # the producer alone: what Redis spends without any consumer
+            _at_rate(r, rng, rate, 1)
+            c0, t0 = redis_cpu_s(r), time.monotonic()
+            _at_rate(r, rng, rate, seconds)
+            base[rate] = (redis_cpu_s(r) - c0) / (time.monotonic() - t0)
         r.xgroup_create(STREAM, "bench_live", id="$", mkstream=True)
         if kind == "p35":
             proc = subprocess.Popen(
@@ -344,23 +358,18 @@ def steady_round(kind: str, rates: list[int], seconds: float) -> dict[str, dict[
         else:
             cmd = [sys.executable, __file__, "--child", "naive-live", url, "bench_live", "0"]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        rng = random.Random(11)
         out: dict[str, dict[str, float]] = {}
         try:
             time.sleep(3)  # start-up done, first snapshot built
             for rate in rates:
-                write_live(r, rng, rate, 2) if rate else time.sleep(2)  # warm-up
-                r.config_resetstat()
-                c0, t0 = proc_cpu_s(proc.pid), time.monotonic()
-                if rate:
-                    write_live(r, rng, rate, seconds)
-                else:
-                    time.sleep(seconds)
+                _at_rate(r, rng, rate, 2)  # warm-up
+                c0, rc0, t0 = proc_cpu_s(proc.pid), redis_cpu_s(r), time.monotonic()
+                _at_rate(r, rng, rate, seconds)
                 took = time.monotonic() - t0
-                cpu_pct = (proc_cpu_s(proc.pid) - c0) / took * 100
+                redis_share = (redis_cpu_s(r) - rc0) / took - base[rate]
                 out[str(rate)] = {
-                    "cpu_pct": cpu_pct,
-                    "redis_pct": redis_usec(r) / (took * 1e6) * 100,
+                    "cpu_pct": (proc_cpu_s(proc.pid) - c0) / took * 100,
+                    "redis_pct": max(0.0, redis_share) * 100,
                 }
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -478,8 +487,8 @@ def report(args: argparse.Namespace, results: dict) -> str:
     if steady := results.get("steady"):
         lines += [
             "",
-            f"steady state ({args.steady_sec:.0f} s per rate; % of one core; Redis time from "
-            "INFO commandstats, the producer's XADD left out):",
+            f"steady state ({args.steady_sec:.0f} s per rate; % of one core; Redis: its main "
+            "thread's CPU with the consumer, less the same traffic with no consumer):",
             "",
             "| rate | p35 CPU | p35 Redis | naive CPU | naive Redis |",
             "|---|---:|---:|---:|---:|",

@@ -127,13 +127,15 @@ async def find_group(client: aioredis.Redis, stream: str, group: str) -> dict[st
         row = await script(keys=[], args=[stream, group])
     except ResponseError:
         return None
-    if not row:
-        return None
+    return group_row(row) if row else None
+
+
+def group_row(row: list[Any]) -> dict[str, Any]:
+    """group_state()'s reply (lib.lua) keyed as XINFO GROUPS keys it."""
     lag, pending, consumers, delivered, entries_read, last_id, oldest = (
         v.decode() if isinstance(v, bytes) else str(v) for v in row
     )
     return {
-        "name": group,
         "lag": int(lag) if lag else None,
         "pending": int(pending),
         "consumers": int(consumers),

@@ -14,7 +14,17 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-NAMES = ("flush", "read", "lease", "release", "forget_consumer", "group_state", "snapshot", "alert")
+NAMES = (
+    "heartbeat",
+    "flush",
+    "read",
+    "lease",
+    "release",
+    "forget_consumer",
+    "group_state",
+    "snapshot",
+    "alert",
+)
 
 
 @functools.cache

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     group: str = Field("p35_decision_intel", min_length=1)
     consumer: str | None = Field(None, min_length=1, max_length=200)
     batch_size: int = Field(500, ge=1, le=100_000)
-    block_ms: int = Field(1000, ge=1, le=60_000)
+    block_ms: int = Field(5000, ge=1, le=60_000)
     ack_interval_sec: PositiveSeconds = 10
     claim_min_idle_sec: PositiveSeconds = 60
     snapshot_interval_sec: PositiveSeconds = 10

@@ -12,14 +12,12 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-import redis.asyncio as aioredis
-
-from decision_intel import __version__, keys
+from decision_intel import __version__
 from decision_intel.metrics import Metrics
 from decision_intel.settings import Settings
-from decision_intel.store import LeaseLost, Store
+from decision_intel.store import Store
 
 CONSUMER_STATUS_TTL_S = 30
 
@@ -57,41 +55,10 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def write_heartbeat(
-    client: aioredis.Redis,
-    *,
-    consumer: str,
-    start_ts: float,
-    counted: int,
-    rate: float,
-    group: dict[str, Any],
-    state: str,
-) -> None:
-    now = time.time()
-    mine = {
-        "consumer_name": consumer,
-        "service_start_ts": f"{start_ts:.3f}",
-        "last_ts": f"{now:.3f}",
-        "rate": f"{rate:.1f}",
-        "version": __version__,
-        "state": state,
-    }
-    per_consumer = {
-        **mine,
-        "counted": counted,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-    }
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hset(keys.STATUS, mapping=cast(Any, {**group, **mine}))
-        pipe.hset(keys.consumer_status(consumer), mapping=cast(Any, per_consumer))
-        pipe.expire(keys.consumer_status(consumer), CONSUMER_STATUS_TTL_S)
-        await pipe.execute()
-
-
 class Heartbeat:
     """One daemon's periodic status work: renew the lease on its name, read the group's
-    state, write both status hashes, and say how a backlog drains."""
+    state, write both status hashes (one script, one round trip), and say how a backlog
+    drains."""
 
     def __init__(self, settings: Settings, store: Store, metrics: Metrics):
         self.s = settings
@@ -103,39 +70,32 @@ class Heartbeat:
         self.group: dict[str, Any] = {}
 
     async def beat(self, counted: int, state: str = "running") -> None:
-        if not await self.store.take_lease():
-            raise LeaseLost(self.s.consumer_name)
-        await self._read_group(counted)
+        """Raises LeaseLost when another process holds this consumer name."""
         now = time.time()
+        self.rate = self.meter.sample(time.monotonic(), counted)
+        mine = {
+            "consumer_name": self.s.consumer_name,
+            "service_start_ts": f"{self.start_ts:.3f}",
+            "last_ts": f"{now:.3f}",
+            "rate": f"{self.rate:.1f}",
+            "version": __version__,
+            "state": state,
+        }
+        own = {"counted": str(counted), "host": socket.gethostname(), "pid": str(os.getpid())}
+        info = await self.store.heartbeat(mine, own, CONSUMER_STATUS_TTL_S)
+        self.group = group_fields(info)
+        self.group["oldest_pending_age_s"] = info["oldest_pending_age_s"] if info else 0
         self.metrics.group(
             lag=self.group["lag"] if isinstance(self.group["lag"], int) else None,
             pending=int(self.group["pending_estimate"]),
             oldest_pending_age_s=self.group["oldest_pending_age_s"],
         )
         self.metrics.heartbeat(now)
-        await write_heartbeat(
-            self.store.client,
-            consumer=self.s.consumer_name,
-            start_ts=self.start_ts,
-            counted=counted,
-            rate=self.rate,
-            group=self.group,
-            state=state,
-        )
-
-    async def _read_group(self, counted: int) -> None:
-        info = await self.store.group_info()
-        self.group = group_fields(info)
-        oldest = info.get("oldest-pending-id") if info else None
-        oldest_ms = keys.id_parts(oldest)[0] if oldest else None
-        self.group["oldest_pending_age_s"] = (
-            0 if oldest_ms is None else round(max(0.0, time.time() - oldest_ms / 1000), 1)
-        )
-        self.rate = self.meter.sample(time.monotonic(), counted)
 
     async def progress(self, counted: int, caught_up: bool) -> dict[str, Any] | None:
         """While a backlog drains, the fields of a progress line (fresh rate, lag, ETA)."""
-        await self._read_group(counted)
+        self.group.update(group_fields(await self.store.group_info()))
+        self.rate = self.meter.sample(time.monotonic(), counted)
         lag = self.group.get("lag")
         if not isinstance(lag, int) or (lag == 0 and caught_up):
             return None

@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from decision_intel import keys, permissions, scripts
 from decision_intel.batch import Batch
-from decision_intel.client import Entry, find_group, parse_entries
+from decision_intel.client import Entry, find_group, group_row, parse_entries
 from decision_intel.flush import APPLIED, LEASE_LOST, REFUSED, FlushResult, flush_args
 from decision_intel.settings import Settings
 
@@ -43,6 +43,7 @@ class Store:
         self._release = scripts.load(client, "release")
         self._forget = scripts.load(client, "forget_consumer")
         self._read = scripts.load(client, "read")
+        self._heartbeat = scripts.load(client, "heartbeat")
         self.clock_offset_ms = 0
         """Redis's clock minus ours, as of the last `server_time_ms()`."""
 
@@ -182,6 +183,29 @@ class Store:
             keys=[keys.lease_of(name)], args=[self.s.stream, self.s.group, name]
         )
         return bool(done)
+
+    async def heartbeat(
+        self, mine: dict[str, str], own: dict[str, str], ttl_s: int
+    ) -> dict[str, Any] | None:
+        """Renew the lease, read the group's state, write both status hashes: one round
+        trip (`lua/heartbeat.lua`). Returns the group's state as `find_group` gives it (None:
+        no group); raises LeaseLost when another process holds the name."""
+        args: list[Any] = [self.s.stream, self.s.group, self.token, self.lease_ms, ttl_s]
+        for fields in (mine, own):
+            args.append(len(fields))
+            for name, value in fields.items():
+                args += [name, value]
+        reply: Any = await self._heartbeat(
+            keys=[keys.STATUS, keys.consumer_status(self.consumer), keys.lease(self.consumer)],
+            args=args,
+        )
+        if int(reply[0]) == 0:
+            raise LeaseLost(self.consumer)
+        if len(reply) == 1:
+            return None
+        info = group_row(reply[1:8])
+        info["oldest_pending_age_s"] = float(reply[8])
+        return info
 
     async def group_info(self) -> dict[str, Any] | None:
         return await find_group(self.client, self.s.stream, self.s.group)

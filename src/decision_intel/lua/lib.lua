@@ -15,3 +15,34 @@ local function cursor(first)
   function c.at() return pos end
   return c
 end
+
+-- group_state(stream, group): the group's state without entry contents (XINFO STREAM's
+-- first and last entries stay in Redis: producers may make them any size). Lag is
+-- derived: a Redis restarted from a rewritten AOF can restore a stale entries-read
+-- (redis/redis#10569, #12898) and its lag stays wrong for good; once the group has
+-- delivered the stream's last ID, the lag is 0 whatever Redis reports.
+-- Returns {} when the stream or the group is missing, else {lag or '', pending,
+-- consumers, last_delivered_id, entries_read or '', last_generated_id, oldest_pending_id or ''}.
+local function group_state(stream, group)
+  local ok, info = pcall(redis.call, 'XINFO', 'STREAM', stream)
+  if not ok then return {} end
+  local last_generated = ''
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last_generated = info[i + 1] end
+  end
+  local row
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local fields = {}
+    for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
+    if fields['name'] == group then row = fields end
+  end
+  if not row then return {} end
+  local lag = row['lag']
+  if row['last-delivered-id'] == last_generated then lag = 0 end
+  local summary = redis.call('XPENDING', stream, group)
+  return {
+    lag and tostring(lag) or '', tostring(row['pending']), tostring(row['consumers']),
+    row['last-delivered-id'], row['entries-read'] and tostring(row['entries-read']) or '',
+    last_generated, summary[2] or '',
+  }
+end
