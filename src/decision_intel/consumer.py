@@ -49,6 +49,8 @@ class Consumer:
         self._claim_due = 0.0
         self._claim_every_s = min(max(settings.claim_min_idle_sec / 2, 0.5), 10.0)
         self._caught_up = False
+        self._flowing = False
+        """The last linger's read found entries: the next one needs no blocking read."""
         self._bounded_until = 0.0
         self._skew_ms = settings.max_id_skew_sec * 1000
 
@@ -288,15 +290,18 @@ class Consumer:
         # read it all at once. One read, one flush per linger whatever the rate, so the
         # cost per entry falls with the rate instead of rising. A full read ends the
         # linger's work: the loop is behind again and reads ahead without waiting.
-        first = await self._wait_and_read(stop)
+        # While entries keep coming, the wait is the linger alone: no blocking read first.
+        first = [] if self._flowing else await self._wait_and_read(stop)
         room = self.s.batch_size - len(first)
-        if not first or room <= 0 or self.s.flush_linger_ms == 0:
+        if (not first and not self._flowing) or room <= 0 or self.s.flush_linger_ms == 0:
             return first
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), self.s.flush_linger_ms / 1000)
         if stop.is_set():
             return first  # flushed by finish(), with the rest re-read there
-        return first + await self.store.read_new(room, None)
+        entries = first + await self.store.read_new(room, None)
+        self._flowing = bool(entries)
+        return entries
 
     async def _wait_and_read(self, stop: asyncio.Event) -> list[Entry]:
         # Idle: block, but give way at once to a stop request. A read cancelled after
