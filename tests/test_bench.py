@@ -35,6 +35,8 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
             "20",
             "--reasons",
             "10",
+            "--steady-sec",
+            "1",
             "--json",
             str(out),
         ],
@@ -51,5 +53,9 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
     assert results["backlog"]["counted"] == 4000
     assert results["latency"]["entries"] >= 350
     assert results["snapshot"]["fields_per_bucket"] == 1 + 10 + 20 * (4 + 5)
-    for line in ("| p35 |", "p35 / ceiling:", "latency at 200/s", "backlog of 4,000", "snapshots"):
+    steady = results["steady"]
+    assert set(steady) == {"p35", "naive"} and set(steady["p35"]) == {"0", "100", "1000"}
+    assert all(v["cpu_pct"] >= 0 for who in steady.values() for v in who.values())
+    for line in ("| p35 |", "p35 / ceiling:", "latency at 200/s", "backlog of 4,000", "snapshots",
+                 "| 1,000/s |"):  # fmt: skip
         assert line in run.stdout

@@ -57,6 +57,9 @@ def test_spec_examples(line: str, want: tuple[str, str, str]) -> None:
         ("position_too_large:$1234>$500_cap", "position_too_large"),
         ("RETRYABLE_RATE_LIMIT: APIError(code=-1003)", "retryable_rate_limit"),
         ("Duplicate plan_id", "duplicate_plan"),
+        ("position_limit_reached_10/10", "position_limit_reached"),
+        ("kill_score_critical,p33_permit_denied", "kill_score_critical"),
+        ("layer4_kelly_25usdt", "layer4_kelly_25usdt"),
     ],
 )
 def test_spec_normalization_examples(raw: str, want: str) -> None:
@@ -80,7 +83,11 @@ CASES: list[tuple[str, dict[str, object], tuple[str, str, str | None]]] = [
     ("fail word", entry(decision="\tfail\n"), ("ERROR", "none", None)),
     ("error word", entry(decision="error"), ("ERROR", "none", None)),
     ("decision beats executed", entry(decision="SKIP", executed="true"), ("SKIP", "none", None)),
-    ("unknown word is UNKNOWN", entry(decision="HOLD", executed="true"), ("UNKNOWN", "none", None)),
+    (
+        "a word of the producer's own falls to executed",
+        entry(decision="HOLD", executed="true"),
+        ("EXECUTE", "none", None),
+    ),
     # UNKNOWN / empty decision count as absent: fall through to executed
     (
         "decision UNKNOWN falls through",
@@ -247,9 +254,12 @@ def test_enough_own_cases() -> None:
     ("fields", "cause"),
     [
         (entry(plan_id="x"), "no decision and no executed field"),
-        (entry(decision="hold"), "unrecognized decision 'hold'"),
+        (entry(decision="hold"), "unrecognized decision 'hold' and no executed field"),
         (entry(executed="perhaps"), "unrecognized executed value 'perhaps'"),
-        (entry(decision="Q" * 500), "unrecognized decision '" + "Q" * 64 + "...'"),
+        (
+            entry(decision="Q" * 500),
+            "unrecognized decision '" + "Q" * 64 + "...' and no executed field",
+        ),
     ],
 )
 def test_unknown_carries_a_readable_cause(fields: dict[bytes, bytes], cause: str) -> None:
@@ -258,8 +268,98 @@ def test_unknown_carries_a_readable_cause(fields: dict[bytes, bytes], cause: str
 
 def test_caches_do_not_change_answers() -> None:
     """The same inputs classify the same way after the caches fill and reset."""
-    first = [classify(entry(decision="BLOCKED", error=f"gate_{i}:x")).reason for i in range(10_000)]
-    second = [
-        classify(entry(decision="BLOCKED", error=f"gate_{i}:y")).reason for i in range(10_000)
+    first = [
+        classify(entry(decision="BLOCKED", error=f"gate_{i}_x:a")).reason for i in range(10_000)
     ]
-    assert first == second == [f"gate_{i}" for i in range(10_000)]
+    second = [
+        classify(entry(decision="BLOCKED", error=f"gate_{i}_x:b")).reason for i in range(10_000)
+    ]
+    assert first == second == [f"gate_{i}_x" for i in range(10_000)]
+
+
+# -- SPEC section 4, second revision (issue 13) -----------------------------------------
+
+REVISED = [
+    ("RECONCILE_CLOSE executed", entry(decision="RECONCILE_CLOSE", executed="True"),
+     ("EXECUTE", "none", None)),
+    ("RECONCILE_CLOSE not executed, no reason", entry(decision="RECONCILE_CLOSE", executed="False"),
+     ("SKIP", "none", None)),
+    ("RECONCILE_CLOSE not executed, a gate", entry(decision="RECONCILE_CLOSE", executed="false", error="risk_paused"),
+     ("BLOCKED", "risk_paused", None)),
+    ("guard BLOCKED in details, own word as error", entry(executed="false", details=json.dumps({"decision": "BLOCKED", "error": "blocked"})),
+     ("BLOCKED", "none", None)),
+    ("guard SKIP in details, own word as error", entry(executed="false", details=json.dumps({"decision": "SKIP", "error": "skip"})),
+     ("SKIP", "none", None)),
+    ("a producer's word as its own reason", entry(decision="DENIED", error="denied"), ("BLOCKED", "none", None)),
+    ("reason_codes: the first one", entry(executed="false", error="kill_score_critical,p33_permit_denied"),
+     ("BLOCKED", "kill_score_critical", None)),
+    ("counts dropped", entry(executed="false", error="position_limit_reached_12/10"),
+     ("BLOCKED", "position_limit_reached", None)),
+    ("a decimal parameter dropped", entry(executed="false", error="slippage_above_3.5"),
+     ("BLOCKED", "slippage_above", None)),
+    ("a number inside stays", entry(executed="false", error="layer4_kelly_25usdt"),
+     ("BLOCKED", "layer4_kelly_25usdt", None)),
+    ("JSON false as error is empty", entry(executed="false", details=json.dumps({"error": False})),
+     ("SKIP", "none", None)),
+    ("JSON 0 as error is empty", entry(executed="false", details=json.dumps({"error": 0, "reason": "risk_paused"})),
+     ("BLOCKED", "risk_paused", None)),
+    ("JSON true as executed", entry(details=json.dumps({"executed": True})), ("EXECUTE", "none", None)),
+    ("JSON array is empty", entry(executed="false", details=json.dumps({"error": ["a"], "reason": "x_gate"})),
+     ("BLOCKED", "x_gate", None)),
+    ("JSON object is empty", entry(details=json.dumps({"decision": {"a": 1}, "executed": "yes"})),
+     ("EXECUTE", "none", None)),
+    ("zero-width around a decision", entry(decision="\u200bSKIP\ufeff"), ("SKIP", "none", None)),
+    ("zero-width around executed", entry(executed="\u200dtrue\u200c"), ("EXECUTE", "none", None)),
+    ("zero-width around a symbol", entry(decision="SKIP", symbol="\ufeffbtcusdt\u200b"), ("SKIP", "none", "BTCUSDT")),
+    ("ASCII letters only in symbols", entry(decision="SKIP", symbol="btcu\u017fdt"), ("SKIP", "none", None)),
+    ("a dotless i is no I", entry(decision="SKIP", symbol="\u0131cpusdt"), ("SKIP", "none", None)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "fields", "want"), REVISED, ids=[c[0] for c in REVISED])
+def test_revised_rules(
+    name: str, fields: dict[bytes, bytes], want: tuple[str, str, str | None]
+) -> None:
+    got = classify(fields)
+    assert (got.decision, got.reason, got.symbol) == want
+    assert got.cause is None
+
+
+def test_operators_vocabulary_wins_over_the_built_in_one() -> None:
+    from decision_intel.classify import Classifier, Vocabulary
+
+    c = Classifier(
+        Vocabulary.with_operators(
+            skip=frozenset({"churn_global_freeze", "retryable_rate_limit"}),
+            error=frozenset({"learning_plane_down", "no_position"}),
+            aliases={"risk_booting": "risk_layer0_fail", "duplicate_plan_id": "dup"},
+            words={"HOLD": "SKIP", "EXECUTE": "BLOCKED"},
+        )
+    )
+    not_executed = {"executed": "false"}
+    assert c.classify(entry(**not_executed, error="churn_global_freeze")).decision == "SKIP"
+    assert c.classify(entry(**not_executed, error="RETRYABLE_RATE_LIMIT: x")).decision == "SKIP"
+    assert c.classify(entry(**not_executed, error="learning_plane_down")).decision == "ERROR"
+    assert c.classify(entry(**not_executed, error="no_position")).decision == "ERROR"
+    assert c.classify(entry(**not_executed, error="risk_booting")).reason == "risk_layer0_fail"
+    assert c.classify(entry(**not_executed, error="duplicate_plan_id")).reason == "dup"
+    assert c.classify(entry(decision="hold")).decision == "SKIP"
+    assert c.classify(entry(decision="execute")).decision == "BLOCKED"
+    assert classify(entry(decision="hold")).decision == "UNKNOWN"  # the built-in one is unchanged
+
+
+def test_explain_says_which_rule_and_layer() -> None:
+    from decision_intel.classify import Classifier
+
+    got = Classifier().explain(
+        entry(symbol="ETHUSDT", executed="false",
+              details=json.dumps({"decision": "DENIED", "error": "NOT_EXIT_OWNER:source=manual"}))
+    )  # fmt: skip
+    assert (got["decision"], got["reason"], got["symbol"], got["rule"]) == (
+        "BLOCKED", "not_exit_owner", "ETHUSDT", "decision"
+    )  # fmt: skip
+    assert got["fields"]["decision"] == {"value": "DENIED", "layer": "details"}
+    assert got["fields"]["error"]["layer"] == "details"
+    assert got["fields"]["symbol"] == {"value": "ETHUSDT", "layer": "top"}
+    flag = Classifier().explain(entry(decision="RECONCILE_CLOSE", executed="True"))
+    assert flag["rule"] == "executed" and flag["fields"]["executed"]["layer"] == "top"

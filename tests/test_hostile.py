@@ -241,3 +241,36 @@ def test_an_alert_storm_is_capped_keeping_the_highest_severity_and_summing_the_r
     per_symbol = list(r.scan_iter("quantum:p35:symbol:*"))
     assert 0 < len(per_symbol) <= 50 * 4 * 2
     assert d.terminate_and_wait()[0] == 0
+
+
+def test_the_daemon_counts_producers_current_words_with_the_operators_vocabulary(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """SPEC 4, second revision, through the real daemon: RECONCILE_CLOSE falls through to
+    `executed` (it used to be UNKNOWN, and land in the invalid stream), and the env file's
+    vocabulary decides new gates and words without a release."""
+    rows = [
+        ({"decision": "RECONCILE_CLOSE", "executed": "True"}, "EXECUTE"),
+        ({"decision": "RECONCILE_CLOSE", "executed": "False", "error": "risk_paused"}, "BLOCKED"),
+        ({"decision": "HOLD"}, "SKIP"),  # P35_DECISION_WORDS
+        ({"executed": "false", "error": "churn_global_freeze"}, "SKIP"),  # P35_SKIP_REASONS
+        ({"executed": "false", "error": "position_limit_reached_12/10"}, "BLOCKED"),
+    ]
+    for fields, _ in rows:
+        r.xadd(STREAM, {"symbol": "BTCUSDT", **fields})
+    env = {**base_env, "P35_DECISION_WORDS": "HOLD=SKIP", "P35_SKIP_REASONS": "churn_global_freeze"}
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: drained(r, len(rows)), 30, "the entries counted")
+    assert d.terminate_and_wait()[0] == 0
+    sec, _ = r.time()
+    got = decisions_in(r, range(sec // 60 - 2, sec // 60 + 1))
+    want: Counter[str] = Counter(f"decision:{decision}" for _, decision in rows)
+    assert got == want
+    assert r.xlen("quantum:p35:invalid") == 0
+    reasons = Counter()
+    for m in range(sec // 60 - 2, sec // 60 + 1):
+        for k, v in r.hgetall(f"quantum:p35:bucket:{minute_label(m)}").items():
+            if k.startswith(b"reason:"):
+                reasons[k.decode()] += int(v)
+    assert reasons["reason:position_limit_reached"] == 1

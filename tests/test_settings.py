@@ -184,3 +184,34 @@ def test_p35_run_with_an_unencoded_hash_in_the_password_exits_78_not_1() -> None
     assert proc.returncode == 78, proc.stderr
     [line] = (proc.stdout + proc.stderr).strip().splitlines()
     assert "P35_REDIS_URL" in line and "percent-encode" in line and "secret" not in line
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("P35_SKIP_REASONS", "churn_global_freeze,Not A Code"),
+        ("P35_ERROR_REASONS", "ok,bad/code"),
+        ("P35_REASON_ALIASES", "risk_booting"),
+        ("P35_DECISION_WORDS", "HOLD=MAYBE"),
+    ],
+)
+def test_a_malformed_vocabulary_stops_p35_run_with_78_naming_it(name: str, value: str) -> None:
+    proc = subprocess.run(
+        [p35_executable(), "run"],
+        env={"PATH": "/usr/bin:/bin", name: value, "P35_REDIS_URL": "redis://127.0.0.1:1/0"},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 78
+    [line] = (proc.stdout + proc.stderr).strip().splitlines()
+    assert name in line
+
+
+def test_the_vocabulary_settings_reach_the_classifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("P35_SKIP_REASONS", "churn_global_freeze")
+    monkeypatch.setenv("P35_ERROR_REASONS", "no_position")
+    monkeypatch.setenv("P35_REASON_ALIASES", "risk_booting=risk_layer0_fail")
+    monkeypatch.setenv("P35_DECISION_WORDS", "HOLD=SKIP")
+    v = load().vocabulary
+    assert "churn_global_freeze" in v.skip and "no_position" in v.error
+    assert "no_position" not in v.skip  # theirs win over the built-in SKIP set
+    assert v.aliases["risk_booting"] == "risk_layer0_fail" and v.words["HOLD"] == "SKIP"

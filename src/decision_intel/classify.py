@@ -1,8 +1,10 @@
 """Classification of one apply.result entry into (decision, reason, symbol): SPEC section 4.
 
-Pure: no I/O, no clock. The hot path is `classify(fields)`; it is called once per
-stream entry, so the string work that repeats across entries (decision words,
-reason prefixes) is cached in small bounded dicts.
+Pure: no I/O, no clock. A `Classifier` holds the vocabulary (the built-in SKIP and
+ERROR sets, aliases and decision words, with the operators' additions from the env file
+winning) and small bounded memos; `classify(entry)` is the hot path, called once per
+stream entry. `explain(entry)` runs the same rules and also says which rule decided and
+where each field it used came from (`p35 explain`).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 EXECUTE, SKIP, BLOCKED, ERROR, UNKNOWN = "EXECUTE", "SKIP", "BLOCKED", "ERROR", "UNKNOWN"
 DECISIONS = (EXECUTE, SKIP, BLOCKED, ERROR, UNKNOWN)
 NO_REASON = "none"
 
-_DECISION_WORDS = {
+DECISION_WORDS = {
     "EXECUTE": EXECUTE,
     "EXECUTED": EXECUTE,
     "EXEC": EXECUTE,
@@ -30,10 +33,6 @@ _DECISION_WORDS = {
     "FAILED": ERROR,
     "FAIL": ERROR,
 }
-_TRUE = frozenset({"true", "1", "yes", "t", "y"})
-_FALSE = frozenset({"false", "0", "no", "f", "n"})
-_EMPTY_REASONS = frozenset({"none", "null", "nil"})
-
 SKIP_REASONS = frozenset({"no_position", "duplicate_plan", "not_in_allowlist", "action_hold"})
 ERROR_REASONS = frozenset(
     {
@@ -55,13 +54,22 @@ REASON_ALIASES = {
     "p33_permit_missing_or_denied": "p33_permit_denied",
 }
 
+_TRUE = frozenset({"true", "1", "yes", "t", "y"})
+_FALSE = frozenset({"false", "0", "no", "f", "n"})
+_EMPTY_REASONS = frozenset({"none", "null", "nil"})
+_EMPTY_DECISIONS = frozenset({"unknown"})
+_STRIP = re.compile(r"^[\s\u200b-\u200d\ufeff]+|[\s\u200b-\u200d\ufeff]+$")
 _REASON_BAD_CHARS = re.compile(r"[^a-z0-9_.-]+")
+_TRAILING_NUMBER = re.compile(r"(?:_[0-9]+(?:\.[0-9]+)?)+$")
 _SYMBOL = re.compile(r"[A-Z0-9]{2,30}")
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _REASON_MAX = 64
 _CACHE_MAX = 4096
 """Entries per memo. With the length limits below, the memos hold at most about
 4096 x (64 + 256 + 7 x 256) bytes of keys: a few MB, whatever producers write."""
 _WORD_MAX = 64
+_KEY_PART_MAX = 256
+LAYERS = ("top", "payload", "details")
 
 
 class Classification(NamedTuple):
@@ -72,16 +80,58 @@ class Classification(NamedTuple):
     """Why the entry ended UNKNOWN (None otherwise); recorded in quantum:p35:invalid."""
 
 
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the rules know: built-in words and codes, the operators' entries winning."""
+
+    skip: frozenset[str] = SKIP_REASONS
+    error: frozenset[str] = ERROR_REASONS
+    aliases: Mapping[str, str] = field(default_factory=lambda: dict(REASON_ALIASES))
+    words: Mapping[str, str] = field(default_factory=lambda: dict(DECISION_WORDS))
+
+    @classmethod
+    def with_operators(
+        cls,
+        *,
+        skip: frozenset[str] = frozenset(),
+        error: frozenset[str] = frozenset(),
+        aliases: Mapping[str, str] | None = None,
+        words: Mapping[str, str] | None = None,
+    ) -> Vocabulary:
+        """The built-in vocabulary with the operators' entries added; where they differ
+        from a built-in one (a code moved from SKIP to ERROR, say), theirs win."""
+        return cls(
+            skip=(SKIP_REASONS - error) | skip,
+            error=(ERROR_REASONS - skip) | error,
+            aliases={**REASON_ALIASES, **(aliases or {})},
+            words={**DECISION_WORDS, **(words or {})},
+        )
+
+
+def strip(text: str) -> str:
+    """Unicode whitespace and the zero-width characters U+200B-U+200D, U+FEFF, both ends."""
+    return _STRIP.sub("", text) if text else text
+
+
 def _text(value: object) -> str:
-    """A field value as text: bytes decode as UTF-8 with replacement; JSON scalars as JSON."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _json_object(raw: object) -> dict[str, object] | None:
+def _json_value(value: object, reason_like: bool) -> str | None:
+    """A JSON value as text, or None when it counts as empty: null, arrays and objects
+    (and `false` and `0` for error and reason)."""
+    if value is None or isinstance(value, (list, dict)):
+        return None
+    if isinstance(value, bool):
+        return None if (reason_like and not value) else ("true" if value else "false")
+    if isinstance(value, (int, float)):
+        if reason_like and value == 0:
+            return None
+        return json.dumps(value)
+    return value if isinstance(value, str) else None
+
+
+def _json_object(raw: object) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
@@ -96,81 +146,55 @@ def _json_object(raw: object) -> dict[str, object] | None:
 class _Fields:
     """Field lookup across the three layers: top level, then `payload`, then `details`.
 
-    The JSON layers are parsed lazily: most entries answer from the top level.
+    The JSON layers are parsed lazily: most entries answer from the top level. When
+    `trace` is given, each value found is recorded with the layer it came from.
     """
 
-    __slots__ = ("_details", "_payload", "_top")
+    __slots__ = ("_layers_parsed", "_top", "trace")
 
-    def __init__(self, top: Mapping[bytes, bytes]) -> None:
+    def __init__(self, top: Mapping[bytes, bytes], trace: dict[str, Any] | None = None):
         self._top = top
-        self._payload: dict[str, object] | bool | None = False
-        self._details: dict[str, object] | bool | None = False
+        self._layers_parsed: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
+        self.trace = trace
 
-    def _layers(self) -> tuple[dict[str, object] | None, dict[str, object] | None]:
-        if self._payload is False:
-            self._payload = _json_object(self._top.get(b"payload"))
-            self._details = _json_object(self._top.get(b"details"))
-        return self._payload, self._details  # type: ignore[return-value]
+    def _layers(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        if self._layers_parsed is None:
+            self._layers_parsed = (
+                _json_object(self._top.get(b"payload")),
+                _json_object(self._top.get(b"details")),
+            )
+        return self._layers_parsed
 
-    def get(self, name: bytes, absent: frozenset[str] = frozenset()) -> str | None:
-        """First value of `name` that is non-empty (after strip) and not in `absent`."""
+    def get(
+        self, name: bytes, absent: frozenset[str] = frozenset(), reason_like: bool = False
+    ) -> str | None:
+        """The first value of `name` that is non-empty once stripped and not in `absent`."""
         value = self._top.get(name)
         if value is not None:
             text = _text(value)
-            stripped = text.strip()
+            stripped = strip(text)
             if stripped and stripped.lower() not in absent:
-                return text
+                return self._found(name, text, "top")
         key = name.decode()
-        for layer in self._layers():
-            if layer is None:
+        for layer_name, layer in zip(LAYERS[1:], self._layers(), strict=True):
+            if layer is None or key not in layer:
                 continue
-            found = layer.get(key)
-            if found is None:
+            text_or_none = _json_value(layer[key], reason_like)
+            if text_or_none is None:
                 continue
-            text = _text(found)
-            stripped = text.strip()
+            stripped = strip(text_or_none)
             if stripped and stripped.lower() not in absent:
-                return text
+                return self._found(name, text_or_none, layer_name)
         return None
 
-
-_decision_cache: dict[str, str] = {}
-_reason_cache: dict[str, str] = {}
-
-
-def _remember(cache: dict[str, str], key: str, value: str) -> str:
-    if len(cache) >= _CACHE_MAX:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
-def decision_word(value: str) -> str:
-    """Map a `decision` value to one of DECISIONS (UNKNOWN for words we do not know)."""
-    hit = _decision_cache.get(value)
-    if hit is None:
-        hit = _DECISION_WORDS.get(value.strip().upper(), UNKNOWN)
-        if len(value) <= _WORD_MAX:  # remember words, not arbitrary producer data
-            _remember(_decision_cache, value, hit)
-    return hit
-
-
-def normalize_reason(value: str | None) -> str:
-    """SPEC section 4 normalization: prefix before ':', lower, [a-z0-9_.-], 64 chars, aliases."""
-    if value is None:
-        return NO_REASON
-    prefix = value.partition(":")[0]
-    hit = _reason_cache.get(prefix)
-    if hit is None:
-        text = _REASON_BAD_CHARS.sub("_", prefix.lower()).strip("_")[:_REASON_MAX]
-        text = REASON_ALIASES.get(text, text) or NO_REASON
-        # Only short prefixes are worth keeping: a 1 MB prefix is a one-off.
-        hit = _remember(_reason_cache, prefix, text) if len(prefix) <= 256 else text
-    return hit
+    def _found(self, name: bytes, text: str, layer: str) -> str:
+        if self.trace is not None:
+            self.trace[name.decode()] = {"value": text[:200], "layer": layer}
+        return text
 
 
 def parse_flag(value: str) -> bool | None:
-    word = value.strip().lower()
+    word = strip(value).lower()
     if word in _TRUE:
         return True
     if word in _FALSE:
@@ -180,10 +204,6 @@ def parse_flag(value: str) -> bool | None:
 
 def _preview(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-_result_cache: dict[tuple[object, ...], Classification] = {}
-_KEY_PART_MAX = 256
 
 
 def _reason_part(value: object) -> object:
@@ -203,77 +223,157 @@ def _small_bytes(part: object) -> bool:
     return part is None or (type(part) is bytes and len(part) <= _KEY_PART_MAX)
 
 
-def classify(entry: Mapping[bytes, bytes]) -> Classification:
-    """Classify one stream entry given as its field map (bytes keys, as redis-py returns them).
+class Classifier:
+    """SPEC section 4 with one vocabulary, and memos bounded in entries and in bytes."""
 
-    Producers repeat themselves, so results are remembered by every field value the
-    rules read (`error`/`reason` only up to the first ':', where parameters start):
-    a repeat costs a few dict lookups. Large values are never remembered.
-    """
-    get = entry.get
-    key = (
-        get(b"decision"),
-        get(b"executed"),
-        _reason_part(get(b"error")),
-        _reason_part(get(b"reason")),
-        get(b"symbol"),
-        get(b"payload"),
-        get(b"details"),
-    )
-    try:
-        hit = _result_cache.get(key)
-    except TypeError:  # an unhashable value (only from callers other than redis-py)
-        return _classify(entry)
-    if hit is None:
-        hit = _classify(entry)
-        if all(_small_bytes(part) for part in key):
-            if len(_result_cache) >= _CACHE_MAX:
-                _result_cache.clear()
-            _result_cache[key] = hit
-    return hit
+    def __init__(self, vocabulary: Vocabulary | None = None):
+        self.vocab = vocabulary or Vocabulary()
+        self._results: dict[tuple[object, ...], Classification] = {}
+        self._words: dict[str, str | None] = {}
+        self._reasons: dict[str, str] = {}
 
+    def classify(self, entry: Mapping[bytes, bytes]) -> Classification:
+        """Classify one entry given as its field map (bytes keys, as redis-py returns them).
 
-def _classify(entry: Mapping[bytes, bytes]) -> Classification:
-    fields = _Fields(entry)
-    reason = normalize_reason(
-        fields.get(b"error", _EMPTY_REASONS) or fields.get(b"reason", _EMPTY_REASONS)
-    )
-    symbol = _symbol(fields.get(b"symbol"))
+        Producers repeat themselves, so results are remembered by every field value the
+        rules read (`error`/`reason` only up to the first ':', where parameters start):
+        a repeat costs a few dict lookups. Large values are never remembered.
+        """
+        get = entry.get
+        key = (
+            get(b"decision"),
+            get(b"executed"),
+            _reason_part(get(b"error")),
+            _reason_part(get(b"reason")),
+            get(b"symbol"),
+            get(b"payload"),
+            get(b"details"),
+        )
+        try:
+            hit = self._results.get(key)
+        except TypeError:  # an unhashable value (only from callers other than redis-py)
+            return self._classify(entry)
+        if hit is None:
+            hit = self._classify(entry)
+            if all(_small_bytes(part) for part in key):
+                if len(self._results) >= _CACHE_MAX:
+                    self._results.clear()
+                self._results[key] = hit
+        return hit
 
-    raw_decision = fields.get(b"decision", frozenset({"unknown"}))
-    if raw_decision is not None:
-        decision = decision_word(raw_decision)
-        if decision is UNKNOWN:
-            cause = f"unrecognized decision {_preview(raw_decision.strip())!r}"
-            return Classification(UNKNOWN, reason, symbol, cause)
-        return Classification(decision, reason, symbol, None)
+    def explain(self, entry: Mapping[bytes, bytes]) -> dict[str, Any]:
+        """The classification, the rule that decided (`decision`, `executed` or none) and
+        each field the rules used, with the layer it came from (`p35 explain`)."""
+        trace: dict[str, Any] = {}
+        result = self._classify(entry, trace)
+        rule = trace.pop("_rule", None)
+        return {
+            "decision": result.decision,
+            "reason": result.reason,
+            "symbol": result.symbol,
+            "rule": rule,
+            "cause": result.cause,
+            "fields": trace,
+        }
 
-    raw_executed = fields.get(b"executed")
-    if raw_executed is None:
-        return Classification(UNKNOWN, reason, symbol, "no decision and no executed field")
-    executed = parse_flag(raw_executed)
-    if executed is None:
-        cause = f"unrecognized executed value {_preview(raw_executed.strip())!r}"
+    def _classify(
+        self, entry: Mapping[bytes, bytes], trace: dict[str, Any] | None = None
+    ) -> Classification:
+        fields = _Fields(entry, trace)
+        raw_reason = fields.get(b"error", _EMPTY_REASONS, reason_like=True) or fields.get(
+            b"reason", _EMPTY_REASONS, reason_like=True
+        )
+        reason = self.normalize_reason(raw_reason)
+        symbol = _symbol(fields.get(b"symbol"))
+
+        # Rule 1: a decision word we know.
+        word = fields.get(b"decision", _EMPTY_DECISIONS)
+        foreign = None
+        if word is not None:
+            decision = self.decision_word(word)
+            if decision is not None:
+                if trace is not None:
+                    trace["_rule"] = "decision"
+                own_words = {decision.lower(), self.normalize_reason(word)}
+                if reason in own_words:  # `decision=BLOCKED, error=blocked`: no reason given
+                    reason = NO_REASON
+                return Classification(decision, reason, symbol, None)
+            foreign = _preview(strip(word))  # a word of the producer's own: rule 2 decides
+
+        # Rule 2: the executed flag.
+        raw_executed = fields.get(b"executed")
+        executed = None if raw_executed is None else parse_flag(raw_executed)
+        if executed is not None:
+            if trace is not None:
+                trace["_rule"] = "executed"
+            decision = EXECUTE if executed else self.decision_for_reason(reason)
+            return Classification(decision, reason, symbol, None)
+
+        # Rule 3: nothing to decide by.
+        if raw_executed is None:
+            why = "no executed field"
+        else:
+            why = f"unrecognized executed value {_preview(strip(raw_executed))!r}"
+        if foreign is not None:
+            cause = f"unrecognized decision {foreign!r} and {why}"
+        elif raw_executed is None:
+            cause = "no decision and no executed field"
+        else:
+            cause = why
         return Classification(UNKNOWN, reason, symbol, cause)
-    if executed:
-        return Classification(EXECUTE, reason, symbol, None)
-    return Classification(decision_for_reason(reason), reason, symbol, None)
 
+    def decision_word(self, value: str) -> str | None:
+        """The decision a `decision` value names, or None for a word we do not know."""
+        if value in self._words:
+            return self._words[value]
+        found = self.vocab.words.get(strip(value).upper())
+        if len(value) <= _WORD_MAX:  # remember words, not arbitrary producer data
+            if len(self._words) >= _CACHE_MAX:
+                self._words.clear()
+            self._words[value] = found
+        return found
 
-def decision_for_reason(reason: str) -> str:
-    """The decision of a not-executed entry, by its (normalized) reason."""
-    if reason == NO_REASON or reason in SKIP_REASONS:
-        return SKIP
-    if reason in ERROR_REASONS:
-        return ERROR
-    return BLOCKED
+    def normalize_reason(self, value: str | None) -> str:
+        """SPEC section 4: before ':' then ',', lower, [a-z0-9_.-], no trailing numeric
+        parameter, 64 characters, aliases."""
+        if value is None:
+            return NO_REASON
+        prefix = value.partition(":")[0]
+        hit = self._reasons.get(prefix)
+        if hit is None:
+            text = prefix.partition(",")[0].lower()
+            text = _REASON_BAD_CHARS.sub("_", text).strip("_")
+            number = _TRAILING_NUMBER.search(text)
+            if number is not None and number.start() > 0:
+                text = text[: number.start()]
+            text = text[:_REASON_MAX] or NO_REASON
+            hit = self.vocab.aliases.get(text, text)
+            if len(prefix) <= _KEY_PART_MAX:  # a 1 MB prefix is a one-off
+                if len(self._reasons) >= _CACHE_MAX:
+                    self._reasons.clear()
+                self._reasons[prefix] = hit
+        return hit
+
+    def decision_for_reason(self, reason: str) -> str:
+        """The decision of a not-executed entry, by its (normalized) reason."""
+        if reason == NO_REASON or reason in self.vocab.skip:
+            return SKIP
+        if reason in self.vocab.error:
+            return ERROR
+        return BLOCKED
 
 
 def _symbol(value: str | None) -> str | None:
     if value is None:
         return None
-    text = value.strip()
-    if len(text) > 30:  # never a symbol; spares upper() and the regex on huge values
+    text = strip(value)
+    if len(text) > 30:  # never a symbol; spares the rest on huge values
         return None
-    text = text.upper()
+    text = text.translate(_ASCII_UPPER)  # ASCII letters only: nothing else changes
     return text if _SYMBOL.fullmatch(text) else None
+
+
+_default = Classifier()
+classify = _default.classify
+"""The built-in vocabulary's classifier (the daemon builds its own from the settings)."""
+normalize_reason = _default.normalize_reason

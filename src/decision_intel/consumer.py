@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from decision_intel.batch import Batch
-from decision_intel.classify import UNKNOWN, Classification, classify
+from decision_intel.classify import UNKNOWN, Classification, Classifier
 from decision_intel.client import Entry, ReplyTooLarge
 from decision_intel.flush import FlushResult
 from decision_intel.keys import id_parts
@@ -38,6 +38,7 @@ class Consumer:
         self.log = log
         self.metrics = metrics or Metrics()
         self.batch = Batch(settings.symbol_breakdown)
+        self.classify = Classifier(settings.vocabulary).classify
         self.counted = 0
         self.excluded = 0
         self._last_flush = time.monotonic()
@@ -93,7 +94,7 @@ class Consumer:
                 )
             else:
                 try:
-                    result = classify(fields)
+                    result = self.classify(fields)
                 except Exception as exc:  # never let one entry stop the loop
                     result = Classification(UNKNOWN, "none", None, f"classifier error: {exc!r}")
             self.batch.add(entry_id, fields, result, reclaimed=reclaimed)

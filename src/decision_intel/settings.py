@@ -6,6 +6,7 @@ Built once by the CLI and passed down; no other module reads the environment.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from typing import Annotated, Literal
@@ -21,6 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from decision_intel.classify import Vocabulary
 from decision_intel.keys import WINDOWS
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -76,6 +78,10 @@ class Settings(BaseSettings):
     max_entry_fields: int = Field(256, ge=8, le=100_000)
     alerts_max_per_eval: int = Field(20, ge=1, le=10_000)
     snapshot_symbols: int = Field(100, ge=0, le=100_000)
+    skip_reasons: str = ""
+    error_reasons: str = ""
+    reason_aliases: str = ""
+    decision_words: str = ""
     metrics_port: int | None = Field(None, ge=1, le=65_535)
     metrics_addr: str = Field("127.0.0.1", min_length=1)
 
@@ -107,6 +113,41 @@ class Settings(BaseSettings):
                 raise ValueError("has no host")
         return value
 
+    @field_validator("skip_reasons", "error_reasons")
+    @classmethod
+    def _codes(cls, value: str) -> str:
+        _parse_codes(value)
+        return value
+
+    @field_validator("reason_aliases")
+    @classmethod
+    def _aliases(cls, value: str) -> str:
+        _parse_pairs(value, "from=to")
+        return value
+
+    @field_validator("decision_words")
+    @classmethod
+    def _words(cls, value: str) -> str:
+        for word, decision in _parse_pairs(value, "WORD=DECISION", codes=False).items():
+            if decision.upper() not in ("EXECUTE", "SKIP", "BLOCKED", "ERROR"):
+                raise ValueError(
+                    f"{word}={decision}: the decision must be EXECUTE, SKIP, BLOCKED or ERROR"
+                )
+        return value
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The classification vocabulary: built-in, with the operators' entries winning."""
+        return Vocabulary.with_operators(
+            skip=frozenset(_parse_codes(self.skip_reasons)),
+            error=frozenset(_parse_codes(self.error_reasons)),
+            aliases=_parse_pairs(self.reason_aliases, "from=to"),
+            words={
+                w.upper(): d.upper()
+                for w, d in _parse_pairs(self.decision_words, "WORD=DECISION", codes=False).items()
+            },
+        )
+
     @field_validator("alert_windows")
     @classmethod
     def _known_windows(cls, value: str) -> str:
@@ -124,6 +165,11 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.lease_sec < 2 * self.heartbeat_interval_sec:
             raise ValueError("P35_LEASE_SEC must be at least twice P35_HEARTBEAT_INTERVAL_SEC")
+        both = set(_parse_codes(self.skip_reasons)) & set(_parse_codes(self.error_reasons))
+        if both:
+            raise ValueError(
+                f"P35_SKIP_REASONS and P35_ERROR_REASONS both list {', '.join(sorted(both))}"
+            )
         if self.flush_linger_ms >= self.ack_interval_sec * 1000:
             raise ValueError("P35_FLUSH_LINGER_MS must be shorter than P35_ACK_INTERVAL_SEC")
         if 4 * self.max_entry_bytes > self.read_budget_bytes:
@@ -163,6 +209,31 @@ class Settings(BaseSettings):
         if self.legacy_redis_password is not None:
             found.append(self.legacy_redis_password.get_secret_value())
         return [s for s in found if s]
+
+
+_CODE = re.compile(r"[a-z0-9_.-]{1,64}")
+
+
+def _parse_codes(value: str) -> list[str]:
+    """Comma-separated reason codes, as normalized reasons look (lower case, [a-z0-9_.-])."""
+    codes = [c.strip() for c in value.split(",") if c.strip()]
+    for code in codes:
+        if not _CODE.fullmatch(code):
+            raise ValueError(f"{code!r} is not a reason code (lower-case letters, digits, _ . -)")
+    return codes
+
+
+def _parse_pairs(value: str, shape: str, *, codes: bool = True) -> dict[str, str]:
+    """`a=b,c=d` as a dict; each side a reason code when `codes`."""
+    out = {}
+    for item in (i.strip() for i in value.split(",") if i.strip()):
+        left, sep, right = (part.strip() for part in item.partition("="))
+        if not sep or not left or not right:
+            raise ValueError(f"{item!r} is not {shape}")
+        if codes:
+            _parse_codes(f"{left},{right}")
+        out[left] = right
+    return out
 
 
 _SECRET_PARAMS = frozenset({"password", "pass", "passwd", "auth"})
@@ -237,6 +308,8 @@ def load(**overrides: object) -> Settings:
         field = _field_of(loc)
         name = _env_name(field, os.environ) if field else loc
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        if not name:  # a rule across several settings: its message names them
+            raise ConfigError(f"invalid settings: {err['msg']}{more}") from None
         raise ConfigError(f"invalid setting {name}: {err['msg']}{more}") from None
 
 
