@@ -220,7 +220,7 @@ def test_unknown_entries_are_counted_and_copied_to_the_invalid_stream(
     rows = r.xrange(keys.INVALID)
     assert [row[1][b"cause"] for row in rows] == [
         b"no decision and no executed field",
-        b"unrecognized decision 'PERHAPS'",
+        b"unrecognized decision 'PERHAPS' and no executed field",
     ]
     assert len(rows[0][1][b"raw"]) < 2_000, "the invalid copy must be bounded"
     assert int(r.hget(keys.STATUS, "invalid_total")) == 2
