@@ -149,3 +149,31 @@ def test_no_password_in_output_when_redis_is_unreachable(base_env: dict[str, str
     assert out.returncode == 69
     assert secret not in out.stdout + out.stderr
     assert "p35:***@" in out.stderr
+
+
+def test_p35_explain_shows_the_rule_and_the_layers(
+    r: redis.Redis, base_env: dict[str, str]
+) -> None:
+    """`p35 explain ID` classifies with the daemon's rules and the env's vocabulary, and says
+    which rule decided and where each field came from; exit 1 for an ID not in the stream."""
+    details = json.dumps({"decision": "DENIED", "error": "NOT_EXIT_OWNER:source=manual"})
+    entry_id = r.xadd(
+        "quantum:stream:apply.result",
+        {"symbol": "ETHUSDT", "executed": "false", "details": details},
+    ).decode()
+    hold_id = r.xadd("quantum:stream:apply.result", {"decision": "HOLD"}).decode()
+    out = run_p35(base_env, "explain", entry_id, "--json")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert set(got) == {"id", "decision", "reason", "symbol", "rule", "cause", "fields"}
+    assert (got["id"], got["decision"], got["reason"], got["symbol"], got["rule"]) == (
+        entry_id, "BLOCKED", "not_exit_owner", "ETHUSDT", "decision"
+    )  # fmt: skip
+    assert got["fields"]["decision"] == {"value": "DENIED", "layer": "details"}
+    text = run_p35(base_env, "explain", entry_id)
+    assert "decided by the decision word" in text.stdout and "from details" in text.stdout
+    unknown = json.loads(run_p35(base_env, "explain", hold_id, "--json").stdout)
+    assert unknown["decision"] == "UNKNOWN" and "HOLD" in unknown["cause"]
+    vocab = {**base_env, "P35_DECISION_WORDS": "HOLD=SKIP"}
+    assert json.loads(run_p35(vocab, "explain", hold_id, "--json").stdout)["decision"] == "SKIP"
+    assert run_p35(base_env, "explain", "1-1").returncode == 1

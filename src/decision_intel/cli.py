@@ -15,7 +15,7 @@ from decision_intel import __version__, keys, logs
 from decision_intel.alerts import GATE_SHARE_MIN
 from decision_intel.notify import Notifier
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
-from decision_intel.text import safe_map
+from decision_intel.text import safe, safe_map
 
 T = TypeVar("T")
 
@@ -214,6 +214,48 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """How one stream entry is classified, with the daemon's rules and vocabulary."""
+    from redis.exceptions import RedisError
+
+    from decision_intel.classify import Classifier
+
+    settings = _settings()
+
+    async def read(client: Any) -> Any:
+        return await client.xrange(settings.stream, args.entry_id, args.entry_id, count=1)
+
+    try:
+        rows = _query(settings, read)
+    except (RedisError, OSError) as exc:
+        print(f"p35 explain: {type(exc).__name__}: {safe(exc)}", file=sys.stderr)
+        return os.EX_UNAVAILABLE
+    if not rows:
+        print(f"p35 explain: no entry {safe(args.entry_id)} in {settings.stream}", file=sys.stderr)
+        return 1
+    entry_id, fields = rows[0]
+    size = sum(map(len, fields)) + sum(map(len, fields.values()))
+    if len(fields) > settings.max_entry_fields or size > settings.max_entry_bytes:
+        out: dict[str, Any] = {
+            "decision": "UNKNOWN", "reason": "oversize", "symbol": None, "rule": None,
+            "cause": f"oversize: {len(fields)} fields, {size} bytes", "fields": {},
+        }  # fmt: skip
+    else:
+        out = Classifier(settings.vocabulary).explain(fields)
+    out = {"id": safe(entry_id), **out}
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    print(f"{out['id']}: {out['decision']}, reason {out['reason']}, symbol {out['symbol'] or '-'}")
+    rule = {"decision": "the decision word", "executed": "the executed flag"}.get(
+        out["rule"] or "", "no rule could decide"
+    )
+    print(f"  decided by {rule}" + (f" ({safe(out['cause'])})" if out["cause"] else ""))
+    for name, used in out["fields"].items():
+        print(f"  {name:9} {safe(used['value'])!r} from {used['layer']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p35", description="P3.5 Decision Intelligence")
     parser.add_argument("--version", action="version", version=f"p35 {__version__}")
@@ -249,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--day", help="YYYYMMDD (default: today, UTC)")
     rep.add_argument("--json", action="store_true", help="machine-readable output")
     rep.set_defaults(func=cmd_report)
+    explain = sub.add_parser("explain", help="how one stream entry is classified, and why")
+    explain.add_argument("entry_id", help="the entry's stream ID, e.g. 1769929091000-0")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+    explain.set_defaults(func=cmd_explain)
     alerts = sub.add_parser("alerts", help="list recent alerts (quantum:p35:alerts), newest first")
     alerts.add_argument("-n", "--count", type=int, default=20, help="how many events")
     alerts.add_argument("--json", action="store_true", help="machine-readable output")
