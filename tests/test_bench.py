@@ -56,6 +56,12 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
     steady = results["steady"]
     assert set(steady) == {"p35", "naive"} and set(steady["p35"]) == {"0", "100", "1000"}
     assert all(v["cpu_pct"] >= 0 for who in steady.values() for v in who.values())
-    for line in ("| p35 |", "p35 / ceiling:", "latency at 200/s", "backlog of 4,000", "snapshots",
-                 "| 1,000/s |"):  # fmt: skip
+    for line in (
+        "| p35 |",
+        "p35 / ceiling:",
+        "latency at 200/s",
+        "backlog of 4,000",
+        "snapshots",
+        "| 1,000/s |",
+    ):
         assert line in run.stdout

@@ -279,6 +279,7 @@ def test_caches_do_not_change_answers() -> None:
 
 # -- SPEC section 4, second revision (issue 13) -----------------------------------------
 
+# One case per line: the table reads better unwrapped.
 REVISED = [
     ("RECONCILE_CLOSE executed", entry(decision="RECONCILE_CLOSE", executed="True"),
      ("EXECUTE", "none", None)),
@@ -352,12 +353,18 @@ def test_explain_says_which_rule_and_layer() -> None:
     from decision_intel.classify import Classifier
 
     got = Classifier().explain(
-        entry(symbol="ETHUSDT", executed="false",
-              details=json.dumps({"decision": "DENIED", "error": "NOT_EXIT_OWNER:source=manual"}))
-    )  # fmt: skip
+        entry(
+            symbol="ETHUSDT",
+            executed="false",
+            details=json.dumps({"decision": "DENIED", "error": "NOT_EXIT_OWNER:source=manual"}),
+        )
+    )
     assert (got["decision"], got["reason"], got["symbol"], got["rule"]) == (
-        "BLOCKED", "not_exit_owner", "ETHUSDT", "decision"
-    )  # fmt: skip
+        "BLOCKED",
+        "not_exit_owner",
+        "ETHUSDT",
+        "decision",
+    )
     assert got["fields"]["decision"] == {"value": "DENIED", "layer": "details"}
     assert got["fields"]["error"]["layer"] == "details"
     assert got["fields"]["symbol"] == {"value": "ETHUSDT", "layer": "top"}

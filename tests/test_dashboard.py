@@ -167,8 +167,12 @@ def test_p35_explain_shows_the_rule_and_the_layers(
     got = json.loads(out.stdout)
     assert set(got) == {"id", "decision", "reason", "symbol", "rule", "cause", "fields"}
     assert (got["id"], got["decision"], got["reason"], got["symbol"], got["rule"]) == (
-        entry_id, "BLOCKED", "not_exit_owner", "ETHUSDT", "decision"
-    )  # fmt: skip
+        entry_id,
+        "BLOCKED",
+        "not_exit_owner",
+        "ETHUSDT",
+        "decision",
+    )
     assert got["fields"]["decision"] == {"value": "DENIED", "layer": "details"}
     text = run_p35(base_env, "explain", entry_id)
     assert "decided by the decision word" in text.stdout and "from details" in text.stdout

@@ -43,8 +43,11 @@ def run_deploy(
     """scripts/deploy_p35.sh with this environment, its output captured."""
     return subprocess.run(
         [str(ROOT / "scripts/deploy_p35.sh"), *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def tree_state(root: Path) -> dict[str, str]:

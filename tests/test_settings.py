@@ -199,8 +199,10 @@ def test_a_malformed_vocabulary_stops_p35_run_with_78_naming_it(name: str, value
     proc = subprocess.run(
         [p35_executable(), "run"],
         env={"PATH": "/usr/bin:/bin", name: value, "P35_REDIS_URL": "redis://127.0.0.1:1/0"},
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 78
     [line] = (proc.stdout + proc.stderr).strip().splitlines()
     assert name in line

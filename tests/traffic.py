@@ -41,22 +41,45 @@ def _templates(rng: random.Random, symbol: str) -> list[Template]:
 
     return [
         (apply(decision="SKIP", executed="False", error="no_position"), "SKIP", "no_position"),
-        (apply(action="PARTIAL_75", executed="False", error="duplicate_plan"),
-         "SKIP", "duplicate_plan"),
+        (
+            apply(action="PARTIAL_75", executed="False", error="duplicate_plan"),
+            "SKIP",
+            "duplicate_plan",
+        ),
         (apply(executed="True", order_status="FILLED"), "EXECUTE", "none"),
         (executor(f"p33_permit_denied:leverage {cap}", None), "BLOCKED", "p33_permit_denied"),
         (executor("NOT_EXIT_OWNER:source=manual", "DENIED"), "BLOCKED", "not_exit_owner"),
-        (apply(decision="BLOCKED", executed="False",
-               error=f"risk_paused:drawdown {rng.random() * 10:.1f}%"), "BLOCKED", "risk_paused"),
-        (apply(executed="false", error=f"position_too_large:${cap}>$500_cap"),
-         "BLOCKED", "position_too_large"),
-        (apply(executed="False", error="RETRYABLE_RATE_LIMIT: APIError(code=-1003)"),
-         "ERROR", "retryable_rate_limit"),
-        ({"plan_id": f"{rng.getrandbits(64):016x}", "timestamp": ts,
-          "payload": json.dumps({"symbol": symbol, "decision": "EXECUTED"})}, "EXECUTE", "none"),
+        (
+            apply(
+                decision="BLOCKED",
+                executed="False",
+                error=f"risk_paused:drawdown {rng.random() * 10:.1f}%",
+            ),
+            "BLOCKED",
+            "risk_paused",
+        ),
+        (
+            apply(executed="false", error=f"position_too_large:${cap}>$500_cap"),
+            "BLOCKED",
+            "position_too_large",
+        ),
+        (
+            apply(executed="False", error="RETRYABLE_RATE_LIMIT: APIError(code=-1003)"),
+            "ERROR",
+            "retryable_rate_limit",
+        ),
+        (
+            {
+                "plan_id": f"{rng.getrandbits(64):016x}",
+                "timestamp": ts,
+                "payload": json.dumps({"symbol": symbol, "decision": "EXECUTED"}),
+            },
+            "EXECUTE",
+            "none",
+        ),
         (apply(note="no decision here"), "UNKNOWN", "none"),
         (apply(decision="MAYBE", reason="Duplicate plan_id"), "UNKNOWN", "duplicate_plan"),
-    ]  # fmt: skip
+    ]
 
 
 def entries(n: int, seed: int = 7) -> Iterator[tuple[dict[str, str], str, str, str]]:

@@ -237,9 +237,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     size = sum(map(len, fields)) + sum(map(len, fields.values()))
     if len(fields) > settings.max_entry_fields or size > settings.max_entry_bytes:
         out: dict[str, Any] = {
-            "decision": "UNKNOWN", "reason": "oversize", "symbol": None, "rule": None,
-            "cause": f"oversize: {len(fields)} fields, {size} bytes", "fields": {},
-        }  # fmt: skip
+            "decision": "UNKNOWN",
+            "reason": "oversize",
+            "symbol": None,
+            "rule": None,
+            "cause": f"oversize: {len(fields)} fields, {size} bytes",
+            "fields": {},
+        }
     else:
         out = Classifier(settings.vocabulary).explain(fields)
     out = {"id": safe(entry_id), **out}
