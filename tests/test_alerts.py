@@ -278,3 +278,74 @@ def test_alerts_are_sent_once_across_a_restart_and_two_daemons(
     assert not [e for d in (restarted, second) for e in d.events() if e["event"] == "alert"]
     for d in (restarted, second):
         assert d.terminate_and_wait()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("unknown", "severity"), [(4, None), (5, "MEDIUM"), (19, "MEDIUM"), (20, "HIGH")]
+)
+def test_unknown_high_says_producers_drifted(unknown: int, severity: str | None) -> None:
+    """UNKNOWN at 5 % of the mix window is MEDIUM, at 20 % HIGH (issue 13)."""
+    from decision_intel.alerts import decision_mix
+
+    counts = Counts({"UNKNOWN": unknown, "EXECUTE": 100 - unknown}, {"none": 100})
+    hits = [f for f in decision_mix("15m", counts, 50) if f.subject == "unknown_high"]
+    assert [f.severity for f in hits] == ([severity] if severity else [])
+
+
+def test_new_gate_fires_only_for_gates_no_rollup_of_the_week_holds() -> None:
+    from decision_intel.alerts import GateHistory, new_gate_candidates, new_gates
+
+    counts = window(200, {"brand_new": 20, "old_gate": 100, "tiny_new": 5})
+    assert new_gate_candidates(counts, 100) == ["brand_new", "old_gate"]  # tiny_new < 5 %
+    history = GateHistory("20261122", frozenset({"old_gate"}), any_history=True)
+    [hit] = new_gates(counts, 100, history)
+    assert (hit.type, hit.subject, hit.window, hit.fields["share"]) == (
+        "new_gate",
+        "brand_new",
+        "20261122",
+        "0.1000",
+    )
+    fresh_install = GateHistory("20261122", frozenset(), any_history=False)
+    assert new_gates(counts, 100, fresh_install) == []
+    assert new_gates(counts, 500, history) == []  # too few decisions to judge
+
+
+@pytest.mark.e2e
+def test_new_gate_and_unknown_high_through_the_daemon(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Yesterday's rollup holds `old_gate`; today `brand_new` and `old_gate` share the
+    traffic and a quarter is UNKNOWN: one new_gate event (brand_new), an unknown_high event
+    at HIGH naming the producers' cause, and no second new_gate on later evaluations."""
+    sec, _ = r.time()
+    r.hset(keys.daily(sec // 86_400 - 1), "reason:old_gate", 7)
+    for i in range(200):
+        if i % 4 == 0:
+            fields = {"symbol": "BTCUSDT", "note": "no decision here"}
+        else:
+            fields = {
+                "symbol": "BTCUSDT",
+                "executed": "false",
+                "error": "brand_new" if i % 2 else "old_gate",
+            }
+        r.xadd(STREAM, fields)
+    d = Daemon({**base_env, "P35_ALERT_MIN_DECISIONS": "100"}, tmp_path / "d.log").start()
+    daemons.append(d)
+
+    def events() -> list[dict[bytes, bytes]]:
+        return [f for _, f in r.xrange("quantum:p35:alerts")]
+
+    wait_for(lambda: any(e[b"type"] == b"new_gate" for e in events()), 30, "a new_gate event")
+    wait_for(lambda: len(run_p35(base_env, "alerts", "--json").stdout) > 2, 10, "alerts listed")
+    snapshot_ts = float(r.hget("quantum:p35:status", "snapshot_ts") or 0)
+    wait_for(
+        lambda: float(r.hget("quantum:p35:status", "snapshot_ts") or 0) > snapshot_ts + 1,
+        20,
+        "two more evaluations",
+    )
+    new = [e for e in events() if e[b"type"] == b"new_gate"]
+    assert [(e[b"subject"], e[b"state"]) for e in new] == [(b"brand_new", b"firing")]
+    [unknown] = [e for e in events() if e.get(b"subject") == b"unknown_high"]
+    assert unknown[b"severity"] == b"HIGH"
+    assert b"no decision and no executed field" in unknown[b"top_causes"]
+    assert d.terminate_and_wait()[0] == 0

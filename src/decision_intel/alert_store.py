@@ -7,12 +7,25 @@ holds across restarts and across several daemons.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from decision_intel import keys, scripts
-from decision_intel.alerts import SEVERITY_RANK, AlertKey, Evaluation, StreamClock, evaluate
+from decision_intel.alerts import (
+    NEW_GATE,
+    NEW_GATE_DEDUP_MS,
+    NEW_GATE_WINDOW,
+    SEVERITY_RANK,
+    UNKNOWN_HIGH,
+    AlertKey,
+    Evaluation,
+    GateHistory,
+    StreamClock,
+    evaluate,
+    new_gate_candidates,
+)
 from decision_intel.metrics import Metrics
 from decision_intel.settings import Settings
 from decision_intel.text import safe, safe_map
@@ -47,7 +60,11 @@ class AlertStore:
             min_decisions=self.s.alert_min_decisions,
             stuck_min_decisions=self.s.stuck_min_decisions,
             clock=await self.stream_clock(now_ms),
+            history=await self.gate_history(windows, now_ms),
         )
+        for f in evaluation.firing:
+            if f.subject == UNKNOWN_HIGH:
+                f.fields["top_causes"] = await self.top_causes()
         by_key = {f.key: f for f in evaluation.firing}
         for key, severity, state in await self.apply(evaluation, now_ms):
             alert_type, window, subject = AlertKey.parse(key)
@@ -65,6 +82,29 @@ class AlertStore:
             else:
                 self.log.info("alert.resolved", type=alert_type, window=window, subject=subject)
 
+    async def gate_history(self, windows: dict[str, Counts], now_ms: int) -> GateHistory:
+        """Which of the window's big gates the daily rollups of the 7 days before today
+        hold: one pipelined round trip, only when there is a candidate."""
+        today = now_ms // 86_400_000
+        candidates = new_gate_candidates(windows[NEW_GATE_WINDOW], self.s.alert_min_decisions)
+        if not candidates:
+            return GateHistory(keys.day_label(today), frozenset(), any_history=False)
+        fields = [f"reason:{g}" for g in candidates]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for day in range(today - 7, today):
+                pipe.exists(keys.daily(day))
+                pipe.hmget(keys.daily(day), fields)
+            replies: Any = await pipe.execute()
+        exists, values = replies[0::2], replies[1::2]
+        known = {g for row in values for g, v in zip(candidates, row, strict=True) if v}
+        return GateHistory(keys.day_label(today), frozenset(known), any_history=any(exists))
+
+    async def top_causes(self, scan: int = 200, top: int = 3) -> str:
+        """The commonest causes among the newest invalid records (a bounded read)."""
+        rows: Any = await self.client.xrevrange(keys.INVALID, count=scan)
+        causes = Counter(safe(fields.get(b"cause", b""))[:80] for _, fields in rows)
+        return "; ".join(f"{cause} ({n})" for cause, n in causes.most_common(top))
+
     async def stream_clock(self, now_ms: int) -> StreamClock:
         total, last = await self.client.hmget(keys.STATUS, "future_ids_total", "future_id_last_ms")
         return StreamClock(int(total or 0), int(last) if last else None, now_ms)
@@ -79,7 +119,9 @@ class AlertStore:
         ]
         for f in evaluation.firing:
             extra = {"subject": f.subject, **f.fields}
-            args += [f.key, f.type, f.window, f.severity, SEVERITY_RANK[f.severity], len(extra)]
+            own_dedup_ms = NEW_GATE_DEDUP_MS if f.type == NEW_GATE else 0
+            args += [f.key, f.type, f.window, f.severity, SEVERITY_RANK[f.severity], own_dedup_ms]
+            args.append(len(extra))
             for name, value in extra.items():
                 args += [name, value]
         args.append(len(evaluation.resolved))

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from decision_intel.classify import BLOCKED, ERROR, EXECUTE, NO_REASON, SKIP
+from decision_intel.classify import BLOCKED, ERROR, EXECUTE, NO_REASON, SKIP, UNKNOWN
 from decision_intel.windows import Counts
 
 GATE_EXPLOSION, STUCK, DECISION_MIX = "gate_explosion", "stuck", "decision_mix"
-STREAM_CLOCK, SUPPRESSED = "stream_clock", "suppressed"
+STREAM_CLOCK, SUPPRESSED, NEW_GATE = "stream_clock", "suppressed", "new_gate"
 """SUPPRESSED: the one event that counts what an evaluation over the cap did not send."""
 MEDIUM, HIGH, CRITICAL = "MEDIUM", "HIGH", "CRITICAL"
 SEVERITY_RANK = {MEDIUM: 1, HIGH: 2, CRITICAL: 3}
@@ -47,6 +47,13 @@ class AlertKey(NamedTuple):
 
 
 STUCK_WINDOW = "15m"
+UNKNOWN_HIGH = "unknown_high"
+UNKNOWN_SHARES = ((0.20, HIGH), (0.05, MEDIUM))
+"""UNKNOWN's share of the mix window, highest first: producers drifted from the contract."""
+NEW_GATE_WINDOW = "15m"
+NEW_GATE_SHARE = 0.05
+NEW_GATE_DEDUP_MS = 86_400_000
+"""A new gate is announced once per gate per UTC day."""
 CLOCK_WINDOW = "15m"
 CLOCK_WINDOW_MS = 15 * 60_000
 """A stream_clock alert holds while an entry ID ahead of Redis's clock came in this long ago."""
@@ -206,7 +213,75 @@ def decision_mix(window: str, counts: Counts, min_decisions: int) -> list[Firing
                     },
                 )
             )
+    unknown = counts.decisions.get(UNKNOWN, 0)
+    if unknown >= UNKNOWN_SHARES[-1][0] * total:  # producers drifted from the contract
+        severity = next(sev for share, sev in UNKNOWN_SHARES if unknown >= share * total)
+        out.append(
+            Firing(
+                DECISION_MIX,
+                UNKNOWN_HIGH,
+                window,
+                severity,
+                {
+                    "decision": UNKNOWN,
+                    "score": str(unknown),
+                    "total": str(total),
+                    "share": _share(unknown, total),
+                    "threshold": f"above {UNKNOWN_SHARES[-1][0]:.2f}",
+                },
+            )
+        )
     return out
+
+
+@dataclass(frozen=True)
+class GateHistory:
+    """What the new-gate rule needs beyond the windows: today's UTC day label, and which
+    of today's candidate gates a daily rollup of the 7 days before holds."""
+
+    today: str
+    known: frozenset[str]
+    """Candidates seen in any rollup of the 7 days before today."""
+    any_history: bool
+    """Whether any rollup of those days exists (a fresh install has none: no alert)."""
+
+
+def new_gates(counts: Counts, min_decisions: int, history: GateHistory) -> list[Firing]:
+    """Gates holding at least 5 % of the window that no rollup of the last 7 days holds."""
+    total = counts.total
+    if total < min_decisions or not history.any_history:
+        return []
+    return [
+        Firing(
+            NEW_GATE,
+            reason,
+            history.today,
+            MEDIUM,
+            {
+                "reason": reason,
+                "score": str(n),
+                "total": str(total),
+                "share": _share(n, total),
+                "measured_over": NEW_GATE_WINDOW,
+            },
+        )
+        for reason, n in sorted(counts.reasons.items())
+        if reason not in (NO_REASON, "other")
+        and n >= NEW_GATE_SHARE * total
+        and reason not in history.known
+    ]
+
+
+def new_gate_candidates(counts: Counts, min_decisions: int) -> list[str]:
+    """The gates whose history the store must look up (those big enough to count)."""
+    total = counts.total
+    if total < min_decisions:
+        return []
+    return sorted(
+        r
+        for r, n in counts.reasons.items()
+        if r not in (NO_REASON, "other") and n >= NEW_GATE_SHARE * total
+    )
 
 
 def mix_resolved(counts: Counts, subject: str, min_decisions: int) -> bool:
@@ -232,6 +307,7 @@ def evaluate(
     min_decisions: int,
     stuck_min_decisions: int,
     clock: StreamClock | None = None,
+    history: GateHistory | None = None,
 ) -> Evaluation:
     """Every rule that holds now, and which open alerts (by key) are resolved."""
     firing: list[Firing] = []
@@ -241,6 +317,8 @@ def evaluate(
             firing.append(hit)
     firing += stuck_symbols(windows[STUCK_WINDOW], stuck_min_decisions)
     firing += decision_mix(mix_window, windows[mix_window], min_decisions)
+    if history is not None:
+        firing += new_gates(windows[NEW_GATE_WINDOW], min_decisions, history)
     clock_hit = stream_clock(clock) if clock is not None else None
     if clock_hit is not None:
         firing.append(clock_hit)
@@ -251,6 +329,10 @@ def evaluate(
             continue
         if key.startswith(f"{STREAM_CLOCK}|"):
             if clock is not None:  # known, and not firing
+                resolved.append(key)
+        elif key.startswith(f"{NEW_GATE}|"):
+            # Open for its whole day (once per gate per day), closed when the day is over.
+            if history is not None and AlertKey.parse(key).window != history.today:
                 resolved.append(key)
         elif _over(key, windows, min_decisions):
             resolved.append(key)

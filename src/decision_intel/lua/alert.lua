@@ -11,7 +11,8 @@
 --
 -- KEYS[1] state hash (field: alert key -> JSON)  KEYS[2] alerts stream
 -- ARGV: now_ms, dedup_ms, maxlen, max_events, n_firing,
---       { key, type, window, severity, rank, n_fields, {name, value}... }...,
+--       { key, type, window, severity, rank, own_dedup_ms (0: dedup_ms), n_fields,
+--         {name, value}... }...,
 --       n_resolved, { key }...
 -- Returns {key, severity, state} for every event emitted.
 
@@ -32,6 +33,8 @@ end
 
 for _ = 1, tonumber(ARGV[5]) do
   local key, kind, window, severity, rank = take(), take(), take(), take(), tonumber(take())
+  local own_dedup = tonumber(take())
+  local this_dedup = own_dedup > 0 and own_dedup or dedup
   local extra = {}
   for _ = 1, tonumber(take()) do
     extra[#extra + 1] = take()
@@ -39,7 +42,7 @@ for _ = 1, tonumber(ARGV[5]) do
   end
   local raw = redis.call('HGET', state_key, key)
   local st = raw and cjson.decode(raw)
-  local emit = (not st) or rank > st.rank or now - st.last >= dedup
+  local emit = (not st) or rank > st.rank or now - st.last >= this_dedup
   local id = st and st.id or (key .. '|' .. ts)
   if emit and over(kind, rank, severity) then
     emit = false
