@@ -94,8 +94,19 @@ async def _ceiling(url: str, group: str, _cap_s: float) -> int:
     return done
 
 
+async def _naive_count(r: aioredis.Redis, group: str, entry_id: bytes, fields: dict) -> None:
+    """The original design, per entry: five commands, each its own round trip."""
+    c = classify(fields)
+    key = keys.bucket(keys.minute_of_id(entry_id))
+    await r.hincrby(key, f"decision:{c.decision}", 1)
+    await r.hincrby(key, f"reason:{c.reason}", 1)
+    await r.hincrby(key, f"symbol_reason:{c.symbol}:{c.reason}", 1)
+    await r.expire(key, 172_800)
+    await r.xack(STREAM, group, entry_id)
+
+
 async def _naive(url: str, group: str, cap_s: float) -> int:
-    """The original design's shape: one round trip per command, five per entry."""
+    """The naive design draining a backlog, for at most cap_s."""
     r = aioredis.from_url(url)
     done = 0
     deadline = time.monotonic() + cap_s
@@ -104,13 +115,7 @@ async def _naive(url: str, group: str, cap_s: float) -> int:
         if not reply or not reply[0][1]:
             break
         for entry_id, fields in reply[0][1]:
-            c = classify(fields)
-            key = keys.bucket(keys.minute_of_id(entry_id))
-            await r.hincrby(key, f"decision:{c.decision}", 1)
-            await r.hincrby(key, f"reason:{c.reason}", 1)
-            await r.hincrby(key, f"symbol_reason:{c.symbol}:{c.reason}", 1)
-            await r.expire(key, 172_800)
-            await r.xack(STREAM, group, entry_id)
+            await _naive_count(r, group, entry_id, fields)
             done += 1
     await r.aclose()
     return done
@@ -122,13 +127,7 @@ async def _naive_live(url: str, group: str, _cap_s: float) -> int:
     while True:
         reply = await r.xreadgroup(group, "naive", {STREAM: ">"}, count=100, block=1000)
         for entry_id, fields in reply[0][1] if reply else []:
-            c = classify(fields)
-            key = keys.bucket(keys.minute_of_id(entry_id))
-            await r.hincrby(key, f"decision:{c.decision}", 1)
-            await r.hincrby(key, f"reason:{c.reason}", 1)
-            await r.hincrby(key, f"symbol_reason:{c.symbol}:{c.reason}", 1)
-            await r.expire(key, 172_800)
-            await r.xack(STREAM, group, entry_id)
+            await _naive_count(r, group, entry_id, fields)
 
 
 def reader_child(kind: str, url: str, group: str, cap_s: float) -> None:
