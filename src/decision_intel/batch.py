@@ -50,6 +50,17 @@ def raw_copy(entry: Mapping[bytes, bytes]) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
+def oversize(
+    entry: Mapping[bytes, bytes], max_fields: int, max_bytes: int
+) -> tuple[int, int] | None:
+    """(fields, bytes) of an entry over the limits (names and values count, as in
+    lua/read.lua), or None. The field count is checked first: it is free."""
+    if len(entry) > max_fields:
+        return len(entry), -1
+    size = sum(map(len, entry)) + sum(map(len, entry.values()))
+    return (len(entry), size) if size > max_bytes else None
+
+
 def _cut(text: str) -> str:
     return text if len(text) <= RAW_VALUE_MAX else f"{text[:RAW_VALUE_MAX]}...[{len(text)} chars]"
 

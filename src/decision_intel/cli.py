@@ -218,6 +218,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """How one stream entry is classified, with the daemon's rules and vocabulary."""
     from redis.exceptions import RedisError
 
+    from decision_intel.batch import oversize
     from decision_intel.classify import Classifier
 
     settings = _settings()
@@ -234,14 +235,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"p35 explain: no entry {safe(args.entry_id)} in {settings.stream}", file=sys.stderr)
         return 1
     entry_id, fields = rows[0]
-    size = sum(map(len, fields)) + sum(map(len, fields.values()))
-    if len(fields) > settings.max_entry_fields or size > settings.max_entry_bytes:
+    size = oversize(fields, settings.max_entry_fields, settings.max_entry_bytes)
+    if size is not None:  # as the daemon counts it
         out: dict[str, Any] = {
             "decision": "UNKNOWN",
             "reason": "oversize",
             "symbol": None,
             "rule": None,
-            "cause": f"oversize: {len(fields)} fields, {size} bytes",
+            "cause": f"oversize: {size[0]} fields, {size[1]} bytes",
             "fields": {},
         }
     else:

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from decision_intel.batch import Batch
+from decision_intel.batch import oversize as entry_oversize
 from decision_intel.classify import UNKNOWN, Classification, Classifier
 from decision_intel.client import Entry, ReplyTooLarge
 from decision_intel.flush import FlushResult
@@ -76,10 +77,8 @@ class Consumer:
                 continue
             seen = deliveries.get(entry_id, 0) if deliveries else 0
             size = oversize.get(entry_id) if oversize else None
-            if size is None and len(fields) > max_fields:
-                size = (len(fields), -1)
-            elif size is None and sum(map(len, fields.values())) > max_bytes:
-                size = (len(fields), sum(map(len, fields.values())) + sum(map(len, fields)))
+            if size is None:
+                size = entry_oversize(fields, max_fields, max_bytes)
             if size is not None:
                 what = f"{size[0]} fields" + (f", {size[1]} bytes" if size[1] >= 0 else "")
                 result = Classification(

@@ -269,7 +269,7 @@ class Service:
         built = await self.snapshotter.maybe_run(time.monotonic())
         if built is not None:
             windows, now_ms = built
-            self.store.clock_offset_ms = now_ms - int(time.time() * 1000)
+            self.store.observe_clock(now_ms)
             self.metrics.snapshot(time.perf_counter() - t0)
             await self.alert_store.run(windows, now_ms)
 

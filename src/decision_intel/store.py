@@ -213,5 +213,9 @@ class Store:
     async def server_time_ms(self) -> int:
         sec, usec = await self.client.time()
         now_ms = int(sec) * 1000 + int(usec) // 1000
-        self.clock_offset_ms = now_ms - int(time.time() * 1000)
+        self.observe_clock(now_ms)
         return now_ms
+
+    def observe_clock(self, redis_now_ms: int) -> None:
+        """Remember how far Redis's clock is from ours (`now_ms()` adds it)."""
+        self.clock_offset_ms = redis_now_ms - int(time.time() * 1000)
