@@ -220,6 +220,9 @@ def test_the_watchdog_kills_a_frozen_daemon(ns: SystemdNamespace) -> None:
 
 
 def test_a_clean_stop_exits_0_and_writes_the_final_status(ns: SystemdNamespace) -> None:
+    # READY=1 comes before Redis is reached: wait until this process has taken its name
+    # and written its first status, or the stop lands before it has anything to finish.
+    ns.wait(lambda: ns.show(UNIT, "StatusText").startswith("counted "), 30, "ready")
     ns.systemctl("stop", UNIT)
     assert ns.show(UNIT, "Result") == "success"
     assert redis_cli(ns, "HGET", "quantum:p35:status", "state") == "stopped"
