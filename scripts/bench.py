@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -446,6 +447,96 @@ def snapshot_round(symbols: int, reasons: int, repeats: int) -> dict[str, float]
         return out
 
 
+# -- p35 why over 48 h of wide buckets ------------------------------------------------------
+
+
+def plant_history(url: str, symbols: int, reasons: int, now_minute: int, hours: int) -> None:
+    """`hours` of minute buckets (and metas) of `symbols` x `reasons`: a steady gate
+    (gate_000, about 15 %, so its onset walk goes back to the horizon) and, for the last
+    90 minutes, kill_switch_active at about 60 %. Built as a few templates, DUMPed once
+    and RESTOREd into every minute: planting millions of fields one by one takes minutes."""
+    r = redis.Redis.from_url(url)
+    rng = random.Random(5)
+    names = [f"gate_{i:03d}" for i in range(reasons)]
+    syms = [f"SYM{i:03d}USDT" for i in range(symbols)]
+    templates = []
+    for gated in (False, True):
+        for _variant in range(3):
+            fields: dict[str, int] = {f"reason:{n}": rng.randint(1, 50) for n in names}
+            fields["reason:gate_000"] = 4000
+            fields["decision:EXECUTE"] = 4000
+            if gated:
+                fields["reason:kill_switch_active"] = 15_000
+            fields["decision:BLOCKED"] = sum(v for k, v in fields.items() if k[:7] == "reason:")
+            for s in syms:
+                for d in ("EXECUTE", "SKIP", "BLOCKED", "ERROR"):
+                    fields[f"symbol_decision:{s}:{d}"] = rng.randint(1, 9)
+                for n in rng.sample(names, 5) + (["kill_switch_active"] if gated else []):
+                    fields[f"symbol_reason:{s}:{n}"] = rng.randint(1, 30)
+            meta: dict[str, int] = {"v": 1, "reasons": reasons, "symbols": symbols}
+            meta.update((f"s:{s}", 1) for s in syms)
+            meta.update((k, v) for k, v in fields.items() if k.startswith(("decision:", "reason:")))
+            r.delete("tmpl", "tmplmeta")
+            r.hset("tmpl", mapping=fields)
+            r.hset("tmplmeta", mapping=meta)
+            templates.append((gated, r.dump("tmpl"), r.dump("tmplmeta")))
+    r.delete("tmpl", "tmplmeta")
+    pipe = r.pipeline(transaction=False)
+    for i, minute in enumerate(range(now_minute - hours * 60 + 1, now_minute + 1)):
+        gated = minute > now_minute - 90
+        choices = [t for t in templates if t[0] == gated]
+        _, bucket, meta_dump = choices[i % len(choices)]
+        pipe.restore(keys.bucket(minute), 0, bucket, replace=True)
+        pipe.restore(keys.bucket_meta(minute), 0, meta_dump, replace=True)
+        if i % 100 == 99:
+            pipe.execute()
+    pipe.execute()
+    write_backlog(r, random.Random(1), 2000, 5)
+    r.hset(keys.STATUS, mapping={"last_ts": f"{time.time():.3f}", "lag": 0})
+    r.close()
+
+
+async def _snapshot_once(url: str) -> None:
+    client = aioredis.from_url(url)
+    sec, usec = await client.time()
+    await Snapshotter(load_settings(redis_url=url), client, "bench").run(sec * 1000 + usec // 1000)
+    await client.aclose()
+
+
+async def _why_times(url: str, repeats: int) -> dict[str, Any]:
+    from decision_intel.why import why
+
+    settings = load_settings(redis_url=url)
+    client = aioredis.from_url(url)
+    times = []
+    doc: dict = {}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        doc = await why(client, settings, "1h", None)
+        times.append((time.perf_counter() - t0) * 1000)
+    await client.aclose()
+    gates = [f"{g['reason']} ({g['where'] or 'no symbols'})" for g in doc["gates"]]
+    return {"ms": statistics.median(times), "gates": gates, "verdict": doc["verdict"]}
+
+
+def why_round(symbols: int, reasons: int, hours: int) -> dict:
+    with redis_server() as url:
+        r = redis.Redis.from_url(url)
+        plant_history(url, symbols, reasons, int(r.time()[0]) // 60, hours)
+        asyncio.run(_snapshot_once(url))  # the per-symbol keys attribution reads
+        fields = r.hlen(keys.bucket(int(r.time()[0]) // 60))
+        r.config_resetstat()
+        out = asyncio.run(_why_times(url, 3))
+        out["redis_ms"] = sum(v["usec"] for v in r.info("commandstats").values()) / 3000
+        env = p35_env(url, "p35_decision_intel")
+        t0 = time.perf_counter()
+        subprocess.run([P35, "why", "--window", "1h"], env=env, capture_output=True, check=False)
+        out["cli_ms"] = (time.perf_counter() - t0) * 1000
+        out["fields_per_bucket"] = fields
+        r.close()
+        return out
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
@@ -516,6 +607,15 @@ def report(args: argparse.Namespace, results: dict) -> str:
             f"  with per-symbol keys for every symbol: {snap['cold_ms']:.0f} / "
             f"{snap['warm_ms']:.0f} ms",
         ]
+    if w := results.get("why"):
+        lines += [
+            "",
+            f"p35 why --window 1h over {args.why_hours} h of buckets x "
+            f"{w['fields_per_bucket']:,} fields ({args.symbols} symbols, {args.reasons} "
+            f"reasons): {w['ms']:.0f} ms in process (median of 3; Redis "
+            f"{w['redis_ms']:.0f} ms of it), {w['cli_ms']:.0f} ms as a command; "
+            f"gates {', '.join(w['gates'])}",
+        ]
     return "\n".join(lines)
 
 
@@ -547,6 +647,9 @@ def main() -> None:
         metavar="P35_NAME=VALUE",
         help="a setting for the p35 runs (repeatable)",
     )
+    p.add_argument(
+        "--why-hours", type=int, default=48, help="hours of buckets for p35 why; 0 skips it"
+    )
     p.add_argument("--json", type=Path, help="also write the raw results here")
     args = p.parse_args()
     EXTRA_ENV.update(item.split("=", 1) for item in args.set)
@@ -569,6 +672,9 @@ def main() -> None:
     if args.symbols > 0:
         print("snapshots ...", file=sys.stderr, flush=True)
         results["snapshot"] = snapshot_round(args.symbols, args.reasons, 5)
+    if args.why_hours > 0 and args.symbols > 0:
+        print(f"p35 why over {args.why_hours} h ...", file=sys.stderr, flush=True)
+        results["why"] = why_round(args.symbols, args.reasons, args.why_hours)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print(report(args, results))

@@ -36,6 +36,9 @@ echo "-- daemon log (one JSON event per line):"
 cut -c1-220 "$work/p35.log"
 
 echo
+echo "== p35 why   (the verdict, its gates, since when, where, what to do)"
+P35_REDIS_URL="$url" "$P35" why || true   # exit 0-3 is the verdict (Nagios style)
+echo
 echo "== p35 status"
 P35_REDIS_URL="$url" "$P35" status
 echo

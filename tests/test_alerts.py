@@ -17,6 +17,7 @@ from decision_intel.alerts import (
     HIGH,
     MEDIUM,
     decision_mix,
+    diagnosis_fields,
     evaluate,
     gate_explosion,
     stuck_symbols,
@@ -24,7 +25,7 @@ from decision_intel.alerts import (
 from decision_intel.client import connect
 from decision_intel.settings import Settings
 from decision_intel.testing import RedisServer
-from decision_intel.windows import Counts
+from decision_intel.windows import Counts, window_counts
 from tests.helpers import Daemon, run_p35, wait_for
 from tests.traffic import STREAM
 
@@ -88,6 +89,39 @@ def test_stuck_symbol_at_and_under_the_minimum_and_with_one_execute() -> None:
     assert hits["BTCUSDT"].fields["reason"] == "p33_permit_denied"
     assert hits["BTCUSDT"].fields["share"] == "0.7000"
     assert hits["XRPUSDT"].fields["reason"] == "none"
+
+
+def test_gate_explosions_and_stuck_symbols_carry_their_onset_and_top_symbols() -> None:
+    """The last hour's buckets: risk_paused on SOLUSDT and ETHUSDT from minute `jump` on."""
+    now = 29_000_000
+    jump = now - 20
+    minutes = {}
+    for m in range(now - 59, now + 1):
+        c = Counts()
+        for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"):
+            gated = m >= jump and symbol in ("ETHUSDT", "SOLUSDT")
+            per = (
+                Counts({"BLOCKED": 30}, {"risk_paused": 30})
+                if gated
+                else Counts({"EXECUTE": 30}, {"none": 30})
+            )
+            c.symbols[symbol] = per
+            c.add(Counts(dict(per.decisions), dict(per.reasons)))
+        minutes[m] = c
+    windows = window_counts(minutes, now)
+    hits = evaluate(
+        windows, [], alert_windows=["5m"], mix_window="15m", min_decisions=100,
+        stuck_min_decisions=10,
+    ).firing  # fmt: skip
+    explosion = next(f for f in hits if f.type == "gate_explosion")
+    stuck = next(f for f in hits if f.type == "stuck" and f.subject == "SOLUSDT")
+    for f in (explosion, stuck):
+        diagnosis_fields(f, windows, minutes, now)
+        assert f.fields["since"] == str(jump * 60), f
+    assert explosion.fields["top_symbols"] in (
+        "ETHUSDT:0.50,SOLUSDT:0.50",
+        "SOLUSDT:0.50,ETHUSDT:0.50",
+    )
 
 
 @pytest.mark.parametrize(

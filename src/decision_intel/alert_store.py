@@ -23,6 +23,7 @@ from decision_intel.alerts import (
     Evaluation,
     GateHistory,
     StreamClock,
+    diagnosis_fields,
     evaluate,
     new_gate_candidates,
 )
@@ -49,9 +50,12 @@ class AlertStore:
         found: Any = await self.client.hkeys(keys.ALERT_STATE)
         return [k.decode() for k in found]
 
-    async def run(self, windows: dict[str, Counts], now_ms: int) -> None:
+    async def run(
+        self, windows: dict[str, Counts], now_ms: int, minutes: dict[int, Counts] | None = None
+    ) -> None:
         """Evaluate the rules on the windows just built (once per interval per group), send
-        what the state in Redis says to send, and log one line per event sent."""
+        what the state in Redis says to send, and log one line per event sent. `minutes`
+        (the buckets the windows were built from) dates gate explosions and stuck symbols."""
         evaluation = evaluate(
             windows,
             await self.open_keys(),
@@ -62,9 +66,12 @@ class AlertStore:
             clock=await self.stream_clock(now_ms),
             history=await self.gate_history(windows, now_ms),
         )
+        memo: dict[tuple[str, str], str] = {}
         for f in evaluation.firing:
             if f.subject == UNKNOWN_HIGH:
                 f.fields["top_causes"] = await self.top_causes()
+            elif minutes is not None:
+                diagnosis_fields(f, windows, minutes, now_ms // 60_000, memo)
         by_key = {f.key: f for f in evaluation.firing}
         for key, severity, state in await self.apply(evaluation, now_ms):
             alert_type, window, subject = AlertKey.parse(key)

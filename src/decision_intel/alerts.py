@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from decision_intel.classify import BLOCKED, ERROR, EXECUTE, NO_REASON, SKIP, UNKNOWN
+from decision_intel.diagnose import attribute, onset
+from decision_intel.keys import LONGEST_WINDOW_MIN, WINDOWS
 from decision_intel.windows import Counts
 
 GATE_EXPLOSION, STUCK, DECISION_MIX = "gate_explosion", "stuck", "decision_mix"
@@ -144,6 +146,38 @@ def stuck_symbols(counts: Counts, min_decisions: int) -> list[Firing]:
                 )
             )
     return out
+
+
+def diagnosis_fields(
+    firing: Firing,
+    windows: Mapping[str, Counts],
+    minutes: Mapping[int, Counts],
+    now_minute: int,
+    memo: dict[tuple[str, str], str] | None = None,
+) -> None:
+    """Add `p35 why`'s diagnosis to a gate explosion or a stuck symbol: `since` (epoch
+    seconds of the minute the gate reached its level, within the hour the snapshots
+    read; "" when older or not found) and `top_symbols` (`SYMBOL:share_of_gate`...)."""
+    if firing.type not in (GATE_EXPLOSION, STUCK):
+        return
+    reason = firing.fields.get("reason", "")
+    window = windows[firing.window]
+    length = WINDOWS[firing.window]
+    if firing.type == STUCK:
+        symbol = firing.subject
+        series = {m: c.symbols[symbol] for m, c in minutes.items() if symbol in c.symbols}
+    else:
+        series = dict(minutes)
+    found = onset(series, reason, now_minute, now_minute - LONGEST_WINDOW_MIN + 1, length)
+    firing.fields["since"] = (
+        str(found.since_minute * 60) if found.since_minute is not None and not found.at_edge else ""
+    )
+    memo = {} if memo is None else memo  # stuck symbols share a few gates: attribute once
+    key = (firing.window, reason)
+    if key not in memo:
+        symbols, _where = attribute(window, reason)
+        memo[key] = ",".join(f"{s['symbol']}:{s['share_of_gate']:.2f}" for s in symbols)
+    firing.fields["top_symbols"] = memo[key]
 
 
 def stuck_resolved(counts: Counts, symbol: str) -> bool:

@@ -193,6 +193,12 @@ class _Fields:
         return text
 
 
+def _raw_reason(fields: _Fields) -> str | None:
+    return fields.get(b"error", _EMPTY_REASONS, reason_like=True) or fields.get(
+        b"reason", _EMPTY_REASONS, reason_like=True
+    )
+
+
 def parse_flag(value: str) -> bool | None:
     word = strip(value).lower()
     if word in _TRUE:
@@ -276,14 +282,16 @@ class Classifier:
             "fields": trace,
         }
 
+    def detail(self, entry: Mapping[bytes, bytes]) -> str | None:
+        """The raw `error`/`reason` text an entry's reason comes from, parameters and all
+        (`p35 why` shows the most common ones)."""
+        return _raw_reason(_Fields(entry))
+
     def _classify(
         self, entry: Mapping[bytes, bytes], trace: dict[str, Any] | None = None
     ) -> Classification:
         fields = _Fields(entry, trace)
-        raw_reason = fields.get(b"error", _EMPTY_REASONS, reason_like=True) or fields.get(
-            b"reason", _EMPTY_REASONS, reason_like=True
-        )
-        reason = self.normalize_reason(raw_reason)
+        reason = self.normalize_reason(_raw_reason(fields))
         symbol = _symbol(fields.get(b"symbol"))
 
         # Rule 1: a decision word we know.

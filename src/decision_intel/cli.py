@@ -184,6 +184,45 @@ def cmd_dash(args: argparse.Namespace) -> int:
     return 2 if dashboard.drift_found(views) else 0
 
 
+def cmd_why(args: argparse.Namespace) -> int:
+    """Why are we (not) trading: a verdict, its gates and what to do; Nagios exit status
+    (0 trading, 1 degraded, 2 not trading, 3 unknown)."""
+    from redis.exceptions import RedisError
+
+    from decision_intel.diagnose import EXIT_CODES, UNKNOWN
+    from decision_intel.why import why
+
+    settings = _settings()
+    symbol = args.symbol.upper() if args.symbol else None
+    try:
+        doc = _query(settings, lambda client: why(client, settings, args.window, symbol))
+    except (RedisError, OSError) as exc:
+        print(
+            f"UNKNOWN — cannot reach Redis at {settings.redacted_url}: {type(exc).__name__}",
+            file=sys.stderr,
+        )
+        return EXIT_CODES[UNKNOWN]
+    print(json.dumps(doc, indent=2, sort_keys=True) if args.json else doc["text"])
+    return int(doc["exit_code"])
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    """A live view for a terminal; q quits, w cycles the window."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print(
+            "p35 top needs a terminal; for scripts use `p35 dash a` or `p35 why --json`",
+            file=sys.stderr,
+        )
+        return os.EX_USAGE
+    if args.interval < 0.2:
+        print("p35 top: --interval must be at least 0.2 seconds", file=sys.stderr)
+        return os.EX_USAGE
+    from decision_intel import top
+
+    settings = _settings()
+    return asyncio.run(top.run(settings, args.window, args.interval))
+
+
 def _day_number(text: str) -> int:
     """Days since the epoch of a UTC `YYYYMMDD`."""
     from datetime import UTC, datetime
@@ -275,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--consumer", help="consumer name (overrides P35_CONSUMER; systemd templates pass %%i)"
     )
     run.set_defaults(func=cmd_run)
+    why = sub.add_parser(
+        "why",
+        help="why are we not trading: verdict, gates, since when, where, what to do "
+        "(exit 0 trading, 1 degraded, 2 not trading, 3 unknown)",
+    )
+    why.add_argument("--window", choices=["5m", "15m", "1h"], default="5m")
+    why.add_argument("--symbol", help="the same for one symbol")
+    why.add_argument("--json", action="store_true", help="machine output (docs/dashboard.md)")
+    why.set_defaults(func=cmd_why)
+    top = sub.add_parser("top", help="a live view: verdict, mix, gates, symbols, alerts")
+    top.add_argument("--window", choices=["5m", "15m", "1h"], default="5m")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    top.set_defaults(func=cmd_top)
     status = sub.add_parser("status", help="show the status heartbeat and window snapshots")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)

@@ -18,6 +18,7 @@ from decision_intel import keys
 from decision_intel.alerts import GATE_SHARE_MIN
 from decision_intel.classify import NO_REASON, SKIP
 from decision_intel.client import find_group
+from decision_intel.keys import WINDOW_WORDS
 from decision_intel.settings import Settings
 from decision_intel.text import safe, safe_map
 
@@ -26,7 +27,6 @@ UNIT = "quantum-p35-decision-intelligence"
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MAX_NAME_CHARS = 80
 """Consumer names are anyone's to choose: shown escaped and cut to this."""
-WINDOW_WORDS = {"1m": "minute", "5m": "5 minutes", "15m": "15 minutes", "1h": "hour"}
 
 
 # -- Redis -> data --------------------------------------------------------------------------

@@ -17,6 +17,8 @@ ALERT_STATE = f"{PREFIX}:alertstate"
 INVALID = f"{PREFIX}:invalid"
 
 WINDOWS: dict[str, int] = {"1m": 1, "5m": 5, "15m": 15, "1h": 60}
+WINDOW_WORDS = {"1m": "minute", "5m": "5 minutes", "15m": "15 minutes", "1h": "hour"}
+"""How the CLI says a window in a sentence ("in the last 5 minutes")."""
 """Window name -> number of minute buckets it sums, the current minute included."""
 
 LONGEST_WINDOW_MIN = max(WINDOWS.values())

@@ -24,6 +24,7 @@ NAMES = (
     "group_state",
     "snapshot",
     "alert",
+    "recent",
 )
 
 

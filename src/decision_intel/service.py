@@ -271,7 +271,7 @@ class Service:
             windows, now_ms = built
             self.store.observe_clock(now_ms)
             self.metrics.snapshot(time.perf_counter() - t0)
-            await self.alert_store.run(windows, now_ms)
+            await self.alert_store.run(windows, now_ms, self.snapshotter.minutes)
 
     async def _progress(self) -> None:
         line = await self.heartbeat.progress(self.consumer.counted, self.consumer.caught_up)

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     mix_window: Literal["1m", "5m", "15m", "1h"] = "15m"
     alerts_maxlen: int = Field(1000, ge=10)
     max_id_skew_sec: int = Field(3600, ge=60, le=366 * 86_400)
+    why_not_trading_below: float = Field(0.05, ge=0, le=1)
+    why_degraded_below: float = Field(0.20, ge=0, le=1)
+    why_gate_dominant: float = Field(0.40, gt=0, le=1)
+    why_gate_listed: float = Field(0.10, gt=0, le=1)
+    why_recent_entries: int = Field(2000, ge=0, le=100_000)
     read_budget_bytes: int = Field(8 << 20, ge=1 << 20, le=128 << 20)
     max_entry_bytes: int = Field(64 << 10, ge=1 << 10, le=16 << 20)
     max_entry_fields: int = Field(256, ge=8, le=100_000)
@@ -172,6 +177,8 @@ class Settings(BaseSettings):
             )
         if self.flush_linger_ms >= self.ack_interval_sec * 1000:
             raise ValueError("P35_FLUSH_LINGER_MS must be shorter than P35_ACK_INTERVAL_SEC")
+        if self.why_not_trading_below > self.why_degraded_below:
+            raise ValueError("P35_WHY_NOT_TRADING_BELOW must not exceed P35_WHY_DEGRADED_BELOW")
         if 4 * self.max_entry_bytes > self.read_budget_bytes:
             raise ValueError("P35_READ_BUDGET_BYTES must be at least 4 x P35_MAX_ENTRY_BYTES")
         return self

@@ -32,6 +32,8 @@ class Snapshotter:
         self._cache: dict[int, tuple[bytes, Counts]] = {}
         self._next_try_s = 0.0
         self._script = scripts.load(client, "snapshot")
+        self.minutes: dict[int, Counts] = {}
+        """The last rebuild's minute buckets (the last hour), for the alerts' onsets."""
 
     async def maybe_run(self, now_s: float) -> tuple[dict[str, Counts], int] | None:
         """Rebuild the snapshots if no daemon in the group has done so this interval: the
@@ -56,6 +58,7 @@ class Snapshotter:
     async def run(self, now_ms: int) -> dict[str, Counts]:
         now_minute = now_ms // 60_000
         buckets = await self._load(now_minute)
+        self.minutes = buckets
         windows = window_counts(buckets, now_minute)
         await self._write(windows, now_ms)
         return windows

@@ -16,6 +16,21 @@ local function cursor(first)
   return c
 end
 
+-- measure(flat, max_fields, max_bytes): an entry's flat field list and its size in bytes
+-- (names and values). Producers are untrusted: an entry over the limits comes back cut
+-- down to its first few fields, each cut short, with {n_fields, n_bytes} as a third
+-- result. Fields past the limit are counted, never copied.
+local KEEP_PAIRS, KEEP_BYTES = 8, 256
+local function measure(flat, max_fields, max_bytes)
+  local n, size = #flat, 0
+  for i = 1, math.min(n, 2 * max_fields + 2) do size = size + #flat[i] end
+  if n <= 2 * max_fields and size <= max_bytes then return flat, size, nil end
+  for i = 2 * max_fields + 3, n do size = size + #flat[i] end
+  local cut = {}
+  for i = 1, math.min(n, 2 * KEEP_PAIRS) do cut[i] = string.sub(flat[i], 1, KEEP_BYTES) end
+  return cut, 2 * KEEP_PAIRS * KEEP_BYTES, {n / 2, size}
+end
+
 -- group_state(stream, group): the group's state without entry contents (XINFO STREAM's
 -- first and last entries stay in Redis: producers may make them any size). Lag is
 -- derived: a Redis restarted from a rewritten AOF can restore a stale entries-read

@@ -2,8 +2,8 @@
 --
 -- Producers are untrusted, so an entry may hold any number of fields of any size.
 -- Used when a plain XREADGROUP reply would pass the byte budget (and on recovery):
--- an entry over max_fields or max_bytes comes back cut down to its first few fields,
--- each cut short, and is listed as oversize; the read stops once the entries
+-- an entry over max_fields or max_bytes comes back cut down (lib.lua's measure()) and
+-- is listed as oversize; the read stops once the entries
 -- returned add up to budget_bytes. Reading one entry per call keeps this script's
 -- own memory to about one entry, whatever the entries hold.
 --
@@ -16,8 +16,6 @@
 local stream, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local after, count = ARGV[4], tonumber(ARGV[5])
 local max_fields, max_bytes, budget = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local KEEP_PAIRS, KEEP_BYTES = 8, 256
-
 local entries, oversize, total = {}, {}, 0
 while #entries < count and total < budget do
   local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
@@ -27,16 +25,9 @@ while #entries < count and total < budget do
   local id, flat = got[1], got[2]
   if after ~= '>' then after = id end
   if flat then
-    local n, size = #flat, 0
-    for i = 1, math.min(n, 2 * max_fields + 2) do size = size + #flat[i] end
-    if n > 2 * max_fields or size > max_bytes then
-      for i = 1, n do size = size + (i > 2 * max_fields + 2 and #flat[i] or 0) end
-      local cut = {}
-      for i = 1, math.min(n, 2 * KEEP_PAIRS) do cut[i] = string.sub(flat[i], 1, KEEP_BYTES) end
-      oversize[#oversize + 1] = {id, n / 2, size}
-      flat = cut
-      size = 2 * KEEP_PAIRS * KEEP_BYTES
-    end
+    local size, cut
+    flat, size, cut = measure(flat, max_fields, max_bytes)
+    if cut then oversize[#oversize + 1] = {id, cut[1], cut[2]} end
     total = total + size
   end
   entries[#entries + 1] = {id, flat}

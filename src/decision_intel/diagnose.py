@@ -1,0 +1,390 @@
+"""`p35 why`'s reasoning: from counts already read to a verdict and a paragraph. Pure.
+
+why.py reads Redis and calls these in turn: `gates` picks the gates that matter in
+the window, `onset` dates each one by walking minute counts back, `attribute` finds
+the symbols that carry it, and `diagnose` puts the verdict, the JSON document
+(docs/dashboard.md) and the text together. A gate's decision is the one its name
+gets from the vocabulary (SKIP, ERROR, else BLOCKED): buckets count reasons and
+decisions apart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from decision_intel import gates as gate_data
+from decision_intel.classify import EXECUTE, NO_REASON
+from decision_intel.keys import WINDOW_WORDS
+from decision_intel.windows import Counts
+
+TRADING, DEGRADED, NOT_TRADING, UNKNOWN = "trading", "degraded", "not_trading", "unknown"
+EXIT_CODES = {TRADING: 0, DEGRADED: 1, NOT_TRADING: 2, UNKNOWN: 3}
+"""Nagios-style: what monitoring wrappers expect of a check."""
+HEADLINES = {
+    TRADING: "TRADING",
+    DEGRADED: "DEGRADED",
+    NOT_TRADING: "NOT TRADING",
+    UNKNOWN: "UNKNOWN",
+}
+LOW_RUN = 2
+"""Consecutive minutes under half a gate's level that end its run (one is noise)."""
+LEVEL_MINUTES = 5
+"""The minutes a gate's current level is measured over."""
+CONCENTRATED = 0.9
+"""The share of a gate that up to three symbols must carry to be named as its carriers."""
+MOSTLY = 0.5
+"""Otherwise, the share the top three must carry to be named with their shares."""
+EVERYWHERE_LIFT = (2 / 3, 3 / 2)
+EVERYWHERE_SHARE = 0.8
+"""A gate is "on every symbol" when entries of symbols whose lift lies in this range
+make up this share of the window's entries."""
+TOP_SYMBOLS = 5
+EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    not_trading_below: float = 0.05
+    degraded_below: float = 0.20
+    gate_dominant: float = 0.40
+    gate_listed: float = 0.10
+    min_decisions: int = 100
+    stale_after_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class Onset:
+    since_minute: int | None
+    """The first minute of the gate's run at its level (None: not at its level now)."""
+    share_before: float | None
+    """The gate's share in the window-long span before the onset (None: no traffic)."""
+    at_edge: bool
+    """The run reaches the oldest minute read: it may have started earlier."""
+
+
+@dataclass
+class Baseline:
+    total: int
+    execute_share: float
+    gate_shares: dict[str, float | None]
+    source: str
+    """`buckets` (the same minutes then) or `daily` (that whole UTC day's rollup)."""
+
+
+@dataclass
+class Evidence:
+    """What why.py read, as plain data."""
+
+    window: str
+    window_minutes: int
+    symbol: str | None
+    now_s: float
+    counts: Counts
+    """The window's counts (one symbol's, with --symbol); `symbols` filled for all."""
+    series: dict[int, Counts]
+    """Minute -> counts of the window and of the history read for onsets."""
+    onsets: dict[str, Onset]
+    baselines: dict[str, Baseline | None]
+    recent: list[tuple[str, str, str]]
+    """(entry ID, reason, raw detail) of the newest stream entries in scope."""
+    status: dict[str, str]
+    gate_decision: Callable[[str], str]
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+def share(part: int, total: int) -> float:
+    return part / total if total else 0.0
+
+
+def gates(counts: Counts, min_share: float) -> list[tuple[str, int]]:
+    """Reasons other than `none` holding more than `min_share` of the window, largest first."""
+    total = counts.total
+    found = [
+        (reason, n)
+        for reason, n in counts.reasons.items()
+        if reason != NO_REASON and total and n > min_share * total
+    ]
+    return sorted(found, key=lambda item: (-item[1], item[0]))
+
+
+def _points(series: Mapping[int, Counts], reason: str) -> dict[int, tuple[int, int]]:
+    """minute -> (the gate's count, all decisions), for minutes with traffic."""
+    out = {}
+    for m, c in series.items():
+        total = c.total
+        if total:
+            out[m] = (c.reasons.get(reason, 0), total)
+    return out
+
+
+def _share_over(points: Mapping[int, tuple[int, int]], minutes: range) -> float | None:
+    hits = total = 0
+    for m in minutes:
+        p = points.get(m)
+        if p is not None:
+            hits += p[0]
+            total += p[1]
+    return hits / total if total else None
+
+
+def current_level(series: Mapping[int, Counts], reason: str, newest: int) -> float:
+    """The gate's share over the last LEVEL_MINUTES minutes: its level now (a window's
+    average understates a gate that began a few minutes into an hour)."""
+    recent = range(newest - LEVEL_MINUTES + 1, newest + 1)
+    return _share_over(_points(series, reason), recent) or 0.0
+
+
+def onset(series: Mapping[int, Counts], reason: str, newest: int, oldest: int, span: int) -> Onset:
+    """Since which minute the gate has held its level (`current_level`): walk back from
+    `newest` while minutes keep at least half of it; LOW_RUN minutes under it end the
+    run, and a run that does not reach `newest` means the gate is not at its level now.
+    A minute's share is taken over it and its two neighbours (noise at low rates blurs a
+    change by at most a minute); minutes without traffic neither extend nor end a run.
+    `span`: the minutes before the onset that `share_before` covers."""
+    points = _points(series, reason)
+    recent = _share_over(points, range(newest - LEVEL_MINUTES + 1, newest + 1))
+    floor = (recent or 0.0) / 2
+    if floor == 0:
+        return Onset(None, None, False)
+    since = None
+    low = 0
+    minute = newest
+    while minute >= oldest:
+        if minute in points:
+            near = _share_over(points, range(max(oldest, minute - 1), min(newest, minute + 1) + 1))
+            if near is not None and near >= floor:
+                since, low = minute, 0
+            else:
+                low += 1
+                if low >= LOW_RUN:
+                    break
+        minute -= 1
+    if since is None:
+        return Onset(None, None, False)
+    before = _share_over(points, range(since - span, since))
+    return Onset(since, before, minute < oldest)
+
+
+def attribute(counts: Counts, reason: str) -> tuple[list[dict[str, Any]], str]:
+    """The symbols carrying a gate (share of the gate, lift) and how to say where it is."""
+    gate_n = counts.reasons.get(reason, 0)
+    total = counts.total
+    if not gate_n or not counts.symbols:
+        return [], ""
+    base = gate_n / total
+    rows: list[tuple[str, int, float]] = []  # (symbol, hits, lift)
+    near_one = 0
+    for symbol, per in counts.symbols.items():
+        n_s = per.total
+        hits = per.reasons.get(reason, 0)
+        lift = share(hits, n_s) / base if n_s else 0.0
+        if n_s and EVERYWHERE_LIFT[0] <= lift <= EVERYWHERE_LIFT[1]:
+            near_one += n_s
+        if hits:
+            rows.append((symbol, hits, lift))
+    rows.sort(key=lambda r: (-r[1], r[0]))
+    out = [
+        {"symbol": sym, "share_of_gate": round(hits / gate_n, 4), "lift": round(lift, 2)}
+        for sym, hits, lift in rows[:TOP_SYMBOLS]
+    ]
+    carried = 0
+    for k, (_sym, hits, _lift) in enumerate(rows[:3], start=1):
+        carried += hits
+        if carried >= CONCENTRATED * gate_n:
+            return out, "on " + _and([r[0] for r in rows[:k]])
+    if len(counts.symbols) >= 3 and near_one >= EVERYWHERE_SHARE * total:
+        return out, "on every symbol"
+    if sum(hits for _, hits, _ in rows[:3]) >= MOSTLY * gate_n:
+        named = ", ".join(f"{sym} ({_pct(hits / gate_n)})" for sym, hits, _ in rows[:3])
+        return out, f"mostly on {named}"
+    return out, f"spread over {len(rows)} symbols"
+
+
+def examples(recent: Sequence[tuple[str, str, str]], reason: str) -> list[dict[str, Any]]:
+    """The most common raw details of a gate among the newest entries, with the newest ID
+    of each."""
+    seen: dict[str, list[Any]] = {}
+    for entry_id, r, detail in recent:
+        if r != reason:
+            continue
+        row = seen.get(detail)
+        if row is None:
+            seen[detail] = [entry_id, 1]
+        else:
+            row[1] += 1
+    ranked = sorted(seen.items(), key=lambda item: -item[1][1])[:EXAMPLES]
+    return [{"id": i, "detail": d, "count": n} for d, (i, n) in ranked]
+
+
+def verdict(
+    total: int, execute_share: float, top_gate_share: float, age_s: float | None, th: Thresholds
+) -> tuple[str, str | None]:
+    """The verdict, and for `unknown` the words saying why."""
+    if age_s is None:
+        return UNKNOWN, "no service status in Redis: the service has not run against it"
+    if age_s > th.stale_after_s:
+        return UNKNOWN, f"the service's status is {age_s:.0f} s old, so the counts may lag"
+    if total < th.min_decisions:
+        return UNKNOWN, f"only {total:,} decisions, fewer than the {th.min_decisions:,} needed"
+    if execute_share < th.not_trading_below:
+        return NOT_TRADING, None
+    if top_gate_share >= th.gate_dominant or execute_share < th.degraded_below:
+        return DEGRADED, None
+    return TRADING, None
+
+
+def diagnose(ev: Evidence) -> dict[str, Any]:
+    """The `p35 why --json` document; its `text` is the paragraph `p35 why` prints."""
+    th = ev.thresholds
+    counts = ev.counts
+    total = counts.total
+    execute_share = share(counts.decisions.get(EXECUTE, 0), total)
+    listed = gates(counts, th.gate_listed)
+    top_share = share(listed[0][1], total) if listed else 0.0
+    last_ts = ev.status.get("last_ts")
+    age_s = round(ev.now_s - float(last_ts), 1) if last_ts else None
+    name, why_unknown = verdict(total, execute_share, top_share, age_s, th)
+    gate_docs = []
+    for reason, n in listed:
+        found = ev.onsets.get(reason)
+        symbols, where = attribute(counts, reason) if ev.symbol is None else ([], "")
+        entry = gate_data.lookup(reason)
+        gate_docs.append(
+            {
+                "reason": reason,
+                "decision": ev.gate_decision(reason),
+                "count": n,
+                "share": round(share(n, total), 4),
+                "since": None
+                if found is None or found.since_minute is None
+                else found.since_minute * 60,
+                "since_at_least": bool(found and found.at_edge),
+                "share_before": None
+                if found is None or found.share_before is None
+                else round(found.share_before, 4),
+                "symbols": symbols,
+                "where": where,
+                "examples": examples(ev.recent, reason),
+                "action": None
+                if entry is None
+                else {
+                    "meaning": entry.meaning,
+                    "todo": entry.todo,
+                    "diagnose": entry.diagnose,
+                    "doc": entry.link,
+                },
+            }
+        )
+    doc: dict[str, Any] = {
+        "verdict": name,
+        "exit_code": EXIT_CODES[name],
+        "unknown_because": why_unknown,
+        "window": ev.window,
+        "symbol": ev.symbol,
+        "total": total,
+        "execute_share": round(execute_share, 4),
+        "baseline": {
+            key: None
+            if b is None
+            else {
+                "total": b.total,
+                "execute_share": round(b.execute_share, 4),
+                "gate_shares": {
+                    g: None if s is None else round(s, 4) for g, s in b.gate_shares.items()
+                },
+                "source": b.source,
+            }
+            for key, b in ev.baselines.items()
+        },
+        "gates": gate_docs,
+        "service": {
+            "status_age_s": age_s,
+            "lag": _int(ev.status.get("lag")),
+            "pending": _int(ev.status.get("pending_estimate")),
+        },
+    }
+    doc["text"] = text(doc, ev)
+    return doc
+
+
+def text(doc: Mapping[str, Any], ev: Evidence) -> str:
+    """The paragraph an operator pastes into a chat."""
+    words = WINDOW_WORDS.get(ev.window, ev.window)
+    who = f"{ev.symbol}: " if ev.symbol else ""
+    head = f"{who}{HEADLINES[doc['verdict']]} — "
+    total = doc["total"]
+    if doc["verdict"] == UNKNOWN:
+        head += f"{doc['unknown_because']}. "
+    if not total:
+        return head + f"No decisions in the last {words}."
+    parts = [
+        head + f"{_pct(doc['execute_share'])} of {total:,} decisions executed in the last "
+        f"{words}{_baseline_words(doc['baseline'])}."
+    ]
+    for i, g in enumerate(doc["gates"]):
+        sentence = f"{_pct(g['share'])} {'were' if i == 0 else 'also'} {g['decision']} by "
+        sentence += f"`{g['reason']}`"
+        if g["since"] is not None:
+            since = time.strftime("%H:%M UTC", time.gmtime(g["since"]))
+            minutes = max(1, round((ev.now_s - g["since"]) / 60))
+            lead = "for at least" if g["since_at_least"] else "since"
+            clause = f" {lead} {since} ({_duration(minutes)}"
+            if g["share_before"] is not None and not g["since_at_least"]:
+                clause += f"; {_pct(g['share_before'])} before"
+            sentence += clause + ")"
+        if g["where"]:
+            sentence += f", {g['where']}"
+        parts.append(sentence + ".")
+        if g["examples"] and i == 0:
+            ex = g["examples"]
+            seen = sum(e["count"] for e in ex)
+            shown = "; ".join(
+                f"`{e['detail']}` ({'all' if e['count'] == seen and len(ex) == 1 else e['count']})"
+                for e in ex
+            )
+            parts.append(f"Recent detail: {shown}.")
+    if doc["gates"]:
+        top = doc["gates"][0]
+        if top["action"] is not None:
+            parts.append(f"What to do: {top['action']['todo']} ({top['action']['doc']}).")
+        else:
+            parts.append(
+                f"What to do: `{top['reason']}` has no entry in {gate_data.DOC}; "
+                f"run `p35 explain ID` on a recent entry to see where it comes from."
+            )
+    return " ".join(parts)
+
+
+def _baseline_words(baseline: Mapping[str, Any]) -> str:
+    said = []
+    day, week = baseline.get("day_before"), baseline.get("week_before")
+    if day is not None:
+        said.append(f"{_pct(day['execute_share'])} at this time yesterday")
+    if week is not None:
+        when = "a week ago" if week["source"] == "buckets" else "that day a week ago"
+        said.append(f"{_pct(week['execute_share'])} {when}")
+    return f" ({', '.join(said)})" if said else ""
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.0f} %" if x >= 0.01 or x == 0 else f"{x * 100:.1f} %"
+
+
+def _and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _duration(minutes: int) -> str:
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None

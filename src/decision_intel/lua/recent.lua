@@ -1,0 +1,21 @@
+-- The newest entries of the input stream, newest first, bounded like read.lua: one
+-- entry per XREVRANGE, each measured (lib.lua's measure()) before it is kept, and the
+-- read stops at `count` entries or once they add up to budget_bytes (`p35 why`'s
+-- recent details). Producers are untrusted: an entry may be any size.
+--
+-- No KEYS (the input stream is only read: see flush.lua)
+-- ARGV: stream, count, max_fields, max_bytes, budget_bytes
+-- Returns {id, flat}... newest first; entries over the limits come back cut down.
+
+local stream, count = ARGV[1], tonumber(ARGV[2])
+local max_fields, max_bytes, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local out, total, before = {}, 0, '+'
+while #out < count and total < budget do
+  local got = redis.call('XREVRANGE', stream, before, '-', 'COUNT', 1)[1]
+  if not got then break end
+  local flat, size = measure(got[2], max_fields, max_bytes)
+  total = total + size
+  out[#out + 1] = {got[1], flat}
+  before = '(' .. got[1]
+end
+return out

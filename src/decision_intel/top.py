@@ -1,0 +1,429 @@
+"""`p35 top`: a live terminal view an operator can leave open (rich's Live).
+
+`Reader.frame()` is the only code here that talks to Redis. Each refresh is a bounded
+set of reads: the change counters of the last hour's meta hashes (and the contents
+of the ones that changed), the status hash, the window's per-symbol snapshot keys,
+a few fields per symbol for the heatmap's minutes that changed, and the last alerts.
+`render()` turns a frame into what the screen shows; it is pure. `run()` owns the
+terminal: cbreak mode for the keys, the alternate screen, signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import termios
+import time
+import tty
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from decision_intel import keys
+from decision_intel.classify import BLOCKED, DECISIONS, ERROR, EXECUTE, SKIP, UNKNOWN
+from decision_intel.client import connect
+from decision_intel.diagnose import HEADLINES, Thresholds, gates, onset, verdict
+from decision_intel.settings import Settings
+from decision_intel.text import safe
+from decision_intel.why import redis_now_s, thresholds
+from decision_intel.windows import Counts, parse_bucket
+
+WINDOW_CYCLE = ("5m", "15m", "1h")
+HISTORY_MIN = 60
+HEATMAP_MIN = 30
+MAX_SYMBOLS = 20
+HEATMAP_GATES = 5
+"""The window's top gates a heatmap cell can name (as a letter, see the legend)."""
+ALERTS_READ = 8
+STYLE = {EXECUTE: "green", SKIP: "blue", BLOCKED: "red", ERROR: "magenta", UNKNOWN: "white"}
+MONO = {EXECUTE: "E", SKIP: "s", BLOCKED: "B", ERROR: "x", UNKNOWN: "?"}
+"""Without color (NO_COLOR), each decision has its own character."""
+TREND_POINTS = 0.05
+"""A gate's share must move this much against the previous window to get an arrow."""
+
+
+@dataclass
+class Frame:
+    """What one refresh read."""
+
+    window: str
+    now_s: float = 0.0
+    minutes: dict[int, Counts] = field(default_factory=dict)
+    """Decisions and reasons per minute (the meta copies), the last hour or two windows."""
+    status: dict[str, str] = field(default_factory=dict)
+    symbols: list[tuple[str, int]] = field(default_factory=list)
+    """The window's busiest symbols and their decisions, busiest first."""
+    heat_gates: list[str] = field(default_factory=list)
+    cells: dict[tuple[str, int], Counts] = field(default_factory=dict)
+    alerts: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
+    """Why Redis could not be read, when it could not."""
+
+
+# -- Redis -> frame -------------------------------------------------------------------------
+
+
+class Reader:
+    """Reads frames, keeping each minute's contents until its change counter moves."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings):
+        self.client = client
+        self.s = settings
+        self._metas: dict[int, tuple[bytes, Counts]] = {}
+        self._cells: dict[int, tuple[Any, dict[tuple[str, int], Counts]]] = {}
+
+    async def frame(self, window: str) -> Frame:
+        now_s = await redis_now_s(self.client)
+        now_minute = int(now_s // 60)
+        span = max(HISTORY_MIN, 2 * keys.WINDOWS[window])
+        minutes = range(now_minute - span + 1, now_minute + 1)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for m in minutes:
+                pipe.hget(keys.bucket_meta(m), "v")
+            pipe.hgetall(keys.STATUS)
+            pipe.smembers(keys.symbols_in(window))
+            pipe.xrevrange(keys.ALERTS, "+", "-", count=ALERTS_READ)
+            replies = await pipe.execute()
+        versions = dict(zip(minutes, replies[: len(minutes)], strict=True))
+        status, members, alerts = replies[len(minutes) :]
+        await self._read_metas(versions)
+        frame = Frame(
+            window=window,
+            now_s=now_s,
+            minutes={m: self._metas[m][1] for m, v in versions.items() if v is not None},
+            status={safe(k): safe(v) for k, v in status.items()},
+            alerts=[{safe(k): safe(v) for k, v in fields.items()} for _id, fields in alerts],
+        )
+        frame.symbols = await self._busiest(window, sorted(safe(m) for m in members))
+        counts = window_counts(frame, 0)
+        frame.heat_gates = [g for g, _ in gates(counts, 0.0)][:HEATMAP_GATES]
+        heat = {m: versions[m] for m in range(now_minute - HEATMAP_MIN + 1, now_minute + 1)}
+        frame.cells = await self._read_cells(heat, [s for s, _ in frame.symbols], frame.heat_gates)
+        return frame
+
+    async def _read_metas(self, versions: Mapping[int, bytes | None]) -> None:
+        stale = [
+            m for m, v in versions.items() if v is not None and self._metas.get(m, (None,))[0] != v
+        ]
+        if stale:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for m in stale:
+                    pipe.hgetall(keys.bucket_meta(m))
+                contents = await pipe.execute()
+            for m, fields in zip(stale, contents, strict=True):
+                self._metas[m] = (versions[m] or b"", parse_bucket(fields))
+        self._metas = {m: self._metas[m] for m in versions if m in self._metas}
+
+    async def _busiest(self, window: str, names: list[str]) -> list[tuple[str, int]]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(keys.symbol_decision_counts(name, window))
+            replies = await pipe.execute()
+        totals = [(n, sum(int(v) for v in r.values())) for n, r in zip(names, replies, strict=True)]
+        totals = [t for t in totals if t[1] > 0]
+        return sorted(totals, key=lambda t: (-t[1], t[0]))[:MAX_SYMBOLS]
+
+    async def _read_cells(
+        self, versions: Mapping[int, bytes | None], symbols: list[str], heat_gates: list[str]
+    ) -> dict[tuple[str, int], Counts]:
+        """Each symbol's decisions and its counts of the heatmap's gates, per minute."""
+        fields = [f"symbol_decision:{s}:{d}" for s in symbols for d in DECISIONS]
+        fields += [f"symbol_reason:{s}:{g}" for s in symbols for g in heat_gates]
+        want = {m: (v, tuple(symbols), tuple(heat_gates)) for m, v in versions.items() if v}
+        stale = [m for m, tag in want.items() if self._cells.get(m, (None,))[0] != tag]
+        if stale and fields:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for m in stale:
+                    pipe.hmget(keys.bucket(m), fields)
+                replies = await pipe.execute()
+            for m, values in zip(stale, replies, strict=True):
+                cells: dict[tuple[str, int], Counts] = {}
+                for name, v in zip(fields, values, strict=True):
+                    if v is None:
+                        continue
+                    kind, symbol, what = name.split(":", 2)
+                    c = cells.setdefault((symbol, m), Counts())
+                    (c.decisions if kind == "symbol_decision" else c.reasons)[what] = int(v)
+                self._cells[m] = (want[m], cells)
+        self._cells = {m: self._cells[m] for m in want if m in self._cells}
+        return {k: c for _, cells in self._cells.values() for k, c in cells.items()}
+
+
+# -- frame -> screen (pure) ------------------------------------------------------------------
+
+
+def window_counts(frame: Frame, back: int) -> Counts:
+    """The window's counts, or (back=1) those of the window before it."""
+    length = keys.WINDOWS[frame.window]
+    newest = int(frame.now_s // 60) - back * length
+    total = Counts()
+    for m in range(newest - length + 1, newest + 1):
+        if m in frame.minutes:
+            total.add(frame.minutes[m])
+    return total
+
+
+def verdict_line(frame: Frame, th: Thresholds) -> tuple[str, str]:
+    """`p35 why`'s verdict in one line (onsets within the hour read), and its style."""
+    counts = window_counts(frame, 0)
+    total = counts.total
+    execute = counts.decisions.get(EXECUTE, 0) / total if total else 0.0
+    listed = gates(counts, th.gate_listed)
+    top_share = listed[0][1] / total if listed else 0.0
+    last_ts = frame.status.get("last_ts")
+    age = frame.now_s - float(last_ts) if last_ts else None
+    name, why_unknown = verdict(total, execute, top_share, age, th)
+    line = f"{HEADLINES[name]} — {execute * 100:.0f} % of {total:,} executed ({frame.window})"
+    if why_unknown:
+        line = f"{HEADLINES[name]} — {why_unknown}"
+    if listed:
+        gate, n = listed[0]
+        now_minute = int(frame.now_s // 60)
+        found = onset(frame.minutes, gate, now_minute, now_minute - HISTORY_MIN + 1, 5)
+        since = ""
+        if found.since_minute is not None:
+            stamp = time.strftime("%H:%M UTC", time.gmtime(found.since_minute * 60))
+            since = " for over an hour" if found.at_edge else f" since {stamp}"
+        line += f" · {gate} {n / total * 100:.0f} %{since}"
+    style = {"trading": "green", "degraded": "yellow", "not_trading": "bold red"}.get(name, "")
+    return line, style
+
+
+def health_line(frame: Frame, stale_after_s: float) -> tuple[str, bool]:
+    st = frame.status
+    if not st:
+        return "no service status: the service has not run against this Redis", True
+    age = frame.now_s - float(st.get("last_ts", 0) or 0)
+    stale = age > stale_after_s
+    parts = [
+        f"status {age:.0f} s old" + (" (stale)" if stale else ""),
+        f"lag {st.get('lag', '?') or '?'}",
+        f"pending {st.get('pending_estimate', '?')}",
+        f"{st.get('rate', '?')}/s",
+        f"{st.get('consumers', '?')} consumer(s)",
+        f"state {st.get('state', '?')}",
+    ]
+    return " · ".join(parts), stale
+
+
+def _decision_at(counts: Counts, level: float) -> str | None:
+    """Which decision a stacked column shows at `level` (0 = bottom, 1 = top)."""
+    total = counts.total
+    acc = 0.0
+    for d in DECISIONS:
+        acc += counts.decisions.get(d, 0) / total
+        if level < acc:
+            return d
+    return None
+
+
+def mix_chart(frame: Frame, rows: int, color: bool) -> list[Text]:
+    """One column per minute of the last hour, stacked by decision, oldest left."""
+    now_minute = int(frame.now_s // 60)
+    columns = [frame.minutes.get(m) for m in range(now_minute - HISTORY_MIN + 1, now_minute + 1)]
+    lines = []
+    for row in range(rows - 1, -1, -1):
+        line = Text()
+        for c in columns:
+            if c is None or not c.total:
+                line.append("·" if row == 0 else " ")
+                continue
+            d = _decision_at(c, (row + 0.5) / rows)
+            if d is None:
+                line.append(" ")
+            elif color:
+                line.append("█", style=STYLE[d])
+            else:
+                line.append(MONO[d])
+        lines.append(line)
+    return lines
+
+
+def totals_lines(counts: Counts, color: bool, with_counts: bool) -> list[Text]:
+    total = counts.total
+    out = []
+    for d in DECISIONS:
+        n = counts.decisions.get(d, 0)
+        share = f"{n / total * 100:3.0f} %" if total else "  - "
+        mark = Text("█ " if color else f"{MONO[d]} ", style=STYLE[d] if color else "")
+        out.append(mark + Text(f"{d:<8}{share}" + (f" {n:>8,}" if with_counts else "")))
+    return out
+
+
+def gate_lines(frame: Frame, n: int, width: int) -> list[Text]:
+    now, before = window_counts(frame, 0), window_counts(frame, 1)
+    total, total_before = now.total, before.total
+    out = []
+    for gate, count in gates(now, 0.0)[:n]:
+        share = count / total
+        if total_before and gate in before.reasons:
+            change = share - before.reasons[gate] / total_before
+            arrow = "↑" if change > TREND_POINTS else "↓" if change < -TREND_POINTS else "→"
+        else:
+            arrow = "new" if total_before else ""
+        name = gate[: max(10, width - 30)]
+        out.append(
+            Text(f"  {name:<{max(10, width - 30)}} {count:>8,} {share * 100:4.0f} %  {arrow}")
+        )
+    if not out:
+        out.append(Text("  no gates in this window" if total else "  no decisions in this window"))
+    return out
+
+
+def heatmap_lines(frame: Frame, rows: int, color: bool) -> list[Text]:
+    """The busiest symbols x the last 30 minutes: a cell is the minute's EXECUTE share in
+    tenths (0-9), or the letter of a gate holding over half of it."""
+    now_minute = int(frame.now_s // 60)
+    minutes = range(now_minute - HEATMAP_MIN + 1, now_minute + 1)
+    letters = {g: chr(ord("a") + i) for i, g in enumerate(frame.heat_gates)}
+    out = []
+    for symbol, _total in frame.symbols[:rows]:
+        line = Text(f"{symbol[:11]:<12}")
+        for m in minutes:
+            c = frame.cells.get((symbol, m))
+            total = c.total if c is not None else 0
+            if not total:
+                line.append(" ·")
+                continue
+            top = max(c.reasons.items(), key=lambda kv: kv[1], default=("", 0))  # type: ignore[union-attr]
+            if top[1] * 2 > total and top[0] in letters:
+                line.append(f" {letters[top[0]]}", style="bold red" if color else "")
+                continue
+            tenths = min(9, int(c.decisions.get(EXECUTE, 0) * 10 / total))  # type: ignore[union-attr]
+            line.append(f" {tenths}", style=("green" if tenths >= 2 else "yellow") if color else "")
+        out.append(line)
+    if not out:
+        out.append(Text("  no per-symbol data for this window yet"))
+    return out
+
+
+def alert_lines(frame: Frame, n: int) -> list[Text]:
+    out = []
+    for a in frame.alerts[:n]:
+        when = time.strftime("%H:%M:%S", time.gmtime(float(a.get("timestamp", 0) or 0)))
+        subject = a.get("reason") or a.get("symbol") or a.get("subject", "")
+        line = f"  {when} {a.get('state', '?'):<8} {a.get('severity', ''):<8} "
+        line += f"{a.get('type', '')} {a.get('window', '')} {subject}"
+        out.append(Text(line, style="red" if a.get("state") == "firing" else "dim"))
+    return out or [Text("  none")]
+
+
+def layout(height: int, symbols: int) -> dict[str, int]:
+    """Rows per section: the 80x24 minimum, then what a taller terminal adds."""
+    rows = {"chart": 5, "gates": 3, "heat": min(5, max(1, symbols)), "alerts": 2}
+    extra = max(0, height - 24)
+    for part, most in (("heat", MAX_SYMBOLS), ("chart", 10), ("gates", 8), ("alerts", 5)):
+        room = (min(most, symbols) if part == "heat" else most) - rows[part]
+        add = max(0, min(extra, room))
+        rows[part] += add
+        extra -= add
+    return rows
+
+
+def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -> Group:
+    w = max(60, width)
+    if frame.error is not None:
+        return Group(
+            Text(f"p35 top — {frame.error}", style="bold red"),
+            Text("retrying every refresh; q quits"),
+        )
+    line, style = verdict_line(frame, th)
+    health, stale = health_line(frame, th.stale_after_s)
+    rows = layout(height, len(frame.symbols))
+    chart = mix_chart(frame, rows["chart"], color)
+    totals = totals_lines(window_counts(frame, 0), color, with_counts=w >= HISTORY_MIN + 30)
+    body: list[Any] = [
+        Text(line[:w], style=style if color else ""),
+        Text(health[:w], style=("bold red" if stale else "dim") if color else ""),
+        Text(f"decision mix, last hour (a column a minute) · totals {frame.window}", style="bold"),
+    ]
+    for i, chart_line in enumerate(chart):
+        side = totals[i] if i < len(totals) else Text("")
+        body.append(chart_line + Text("  ") + side)
+    body.append(
+        Text(
+            f"top gates, last {keys.WINDOW_WORDS[frame.window]} (trend against the window before)",
+            style="bold",
+        )
+    )
+    body += gate_lines(frame, rows["gates"], w)
+    legend = " ".join(f"{chr(ord('a') + i)}={g}" for i, g in enumerate(frame.heat_gates))
+    body.append(
+        Text("symbols, last 30 min: EXECUTE share in tenths, or a gate over half", style="bold")
+    )
+    body += heatmap_lines(frame, rows["heat"], color)
+    body.append(Text(f"  {legend}"[:w], style="dim" if color else ""))
+    body.append(Text("recent alerts · q quit · w window", style="bold"))
+    body += alert_lines(frame, rows["alerts"])
+    return Group(*body)
+
+
+# -- the terminal ------------------------------------------------------------------------------
+
+
+async def run(settings: Settings, window: str, interval: float) -> int:
+    console = Console()  # honours NO_COLOR, and the terminal's size on every refresh
+    color = console.color_system is not None and not console.no_color
+    th = thresholds(settings)
+    client = connect(settings)
+    reader = Reader(client, settings)
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    wake = asyncio.Event()
+    pressed: list[bytes] = []
+    stop = False
+
+    def on_key() -> None:
+        pressed.append(os.read(fd, 64))
+        wake.set()
+
+    def on_signal() -> None:
+        nonlocal stop
+        stop = True
+        wake.set()
+
+    tty.setcbreak(fd)
+    loop.add_reader(fd, on_key)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGWINCH, wake.set)
+    try:
+        with Live(console=console, screen=True, auto_refresh=False) as live:
+            while not stop:
+                try:
+                    async with asyncio.timeout(max(5.0, interval * 2)):
+                        frame = await reader.frame(window)
+                except (RedisError, OSError, TimeoutError) as exc:
+                    frame = Frame(
+                        window,
+                        error=f"Redis at {settings.redacted_url} unreachable "
+                        f"({type(exc).__name__})",
+                    )
+                size = console.size
+                live.update(render(frame, size.width, size.height, color, th), refresh=True)
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), interval)
+                keys_in = b"".join(pressed)
+                pressed.clear()
+                if b"q" in keys_in or b"Q" in keys_in:
+                    break
+                if b"w" in keys_in or b"W" in keys_in:
+                    window = WINDOW_CYCLE[(WINDOW_CYCLE.index(window) + 1) % len(WINDOW_CYCLE)]
+    finally:
+        loop.remove_reader(fd)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGWINCH):
+            loop.remove_signal_handler(sig)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        await client.aclose()
+    return 0

@@ -1,0 +1,267 @@
+"""`p35 why`: the reads behind the diagnosis (diagnose.py does the reasoning).
+
+Bounded: the window's buckets (at most 60), then for the gates that matter a few
+fields per minute of history (the meta hash's decision/reason copy, or one symbol's
+fields), read back in growing chunks only as far as a gate's run goes (at most the
+buckets' 48 h); the same minutes a day and a week before, or that day's rollup; and
+one bounded read of the newest stream entries (lua/recent.lua).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from decision_intel import keys, scripts
+from decision_intel.classify import DECISIONS, Classifier
+from decision_intel.client import find_group
+from decision_intel.diagnose import Baseline, Evidence, Onset, Thresholds, diagnose, gates, onset
+from decision_intel.settings import Settings
+from decision_intel.text import safe
+from decision_intel.windows import Counts, parse_bucket
+
+FIRST_CHUNK_MIN = 60
+"""History read before the window at first; each further read doubles it."""
+DETAIL_MAX = 120
+RECENT_BUDGET_BYTES = 4 << 20
+
+
+async def redis_now_s(client: aioredis.Redis) -> float:
+    """Redis's clock: entry IDs, and so buckets, run on it (the CLI's host may not)."""
+    sec, usec = await client.time()
+    return sec + usec / 1e6
+
+
+async def _window(client: aioredis.Redis, minutes: range, symbol: str | None) -> dict[int, Counts]:
+    """Each minute's decisions and reasons (one symbol's with `symbol`). The meta hashes
+    carry the bucket's decision/reason copy; one symbol's fields are then picked out of
+    the buckets by name, for the reasons its minute has."""
+    async with client.pipeline(transaction=False) as pipe:
+        for m in minutes:
+            pipe.hgetall(keys.bucket_meta(m))
+        replies = await pipe.execute()
+    series = {m: parse_bucket(f) for m, f in zip(minutes, replies, strict=True) if f}
+    if symbol is not None:
+        mine = {m: list(c.reasons) for m, c in series.items()}
+        series = await _series_by_reasons(client, mine, symbol)
+    return series
+
+
+async def _series_by_reasons(
+    client: aioredis.Redis, reasons: dict[int, list[str]], symbol: str
+) -> dict[int, Counts]:
+    """One symbol's counts of each minute, for the reasons that minute has."""
+    async with client.pipeline(transaction=False) as pipe:
+        for m, names in reasons.items():
+            pipe.hmget(keys.bucket(m), _fields(symbol, names))
+        replies = await pipe.execute()
+    out = {}
+    for (m, names), values in zip(reasons.items(), replies, strict=True):
+        out[m] = _counts(_fields(symbol, names), values)
+    return out
+
+
+async def _per_symbol(client: aioredis.Redis, window: str, reasons: list[str]) -> dict[str, Counts]:
+    """Each symbol's decisions and its counts of `reasons` in the window, from the
+    per-symbol snapshot keys (the busiest P35_SNAPSHOT_SYMBOLS symbols, rebuilt every
+    P35_SNAPSHOT_INTERVAL_SEC). A gate over 10 % of a symbol's decisions is always among
+    its top 10 reasons there; one missing from them counts as 0."""
+    names = sorted(safe(m) for m in await client.smembers(keys.symbols_in(window)))
+    async with client.pipeline(transaction=False) as pipe:
+        for sym in names:
+            pipe.hgetall(keys.symbol_decision_counts(sym, window))
+            pipe.zmscore(keys.symbol_reason_top(sym, window), reasons)
+        replies = await pipe.execute()
+    out = {}
+    for i, sym in enumerate(names):
+        decisions, scores = replies[2 * i], replies[2 * i + 1]
+        if decisions:
+            out[sym] = Counts(
+                {k.decode(): int(v) for k, v in decisions.items()},
+                {r: int(n) for r, n in zip(reasons, scores or [], strict=False) if n},
+            )
+    return out
+
+
+def _counts(fields: list[str], values: list[Any]) -> Counts:
+    c = Counts()
+    for name, v in zip(fields, values, strict=True):
+        if v is not None:
+            kind, _, rest = name.rpartition(":")
+            target = c.decisions if "decision" in kind else c.reasons
+            target[rest] = int(v)
+    return c
+
+
+def _fields(symbol: str | None, reasons: list[str]) -> list[str]:
+    if symbol is None:
+        return [f"decision:{d}" for d in DECISIONS] + [f"reason:{r}" for r in reasons]
+    return [f"symbol_decision:{symbol}:{d}" for d in DECISIONS] + [
+        f"symbol_reason:{symbol}:{r}" for r in reasons
+    ]
+
+
+async def _series(
+    client: aioredis.Redis, minutes: range, symbol: str | None, reasons: list[str]
+) -> dict[int, Counts]:
+    """The decisions and the given reasons' counts of each minute, a few fields each."""
+    fields = _fields(symbol, reasons)
+    key = keys.bucket_meta if symbol is None else keys.bucket
+    out: dict[int, Counts] = {}
+    for start in range(0, len(minutes), 240):
+        chunk = minutes[start : start + 240]
+        async with client.pipeline(transaction=False) as pipe:
+            for m in chunk:
+                pipe.hmget(key(m), fields)
+            replies = await pipe.execute()
+        for m, values in zip(chunk, replies, strict=True):
+            if any(v is not None for v in values):
+                out[m] = _counts(fields, values)
+    return out
+
+
+def _baseline(series: dict[int, Counts], reasons: list[str], source: str) -> Baseline | None:
+    total = Counts()
+    for c in series.values():
+        total.add(c)
+    if not total.total:
+        return None
+    n = total.total
+    return Baseline(
+        n,
+        total.decisions.get("EXECUTE", 0) / n,
+        {r: total.reasons.get(r, 0) / n for r in reasons},
+        source,
+    )
+
+
+async def _daily(
+    client: aioredis.Redis, day: int, symbol: str | None, reasons: list[str]
+) -> Baseline | None:
+    fields = cast("dict[bytes, bytes]", await client.hgetall(keys.daily(day)))  # decode off
+    if not fields:
+        return None
+    counts = parse_bucket(fields)
+    if symbol is not None:
+        per = counts.symbols.get(symbol)
+        if per is None or not per.total:
+            return None
+        n = per.total
+        return Baseline(n, per.decisions.get("EXECUTE", 0) / n, dict.fromkeys(reasons), "daily")
+    return _baseline({0: counts}, reasons, "daily")
+
+
+async def _recent(
+    client: aioredis.Redis, s: Settings, classifier: Classifier, symbol: str | None
+) -> list[tuple[str, str, str]]:
+    if s.why_recent_entries == 0:
+        return []
+    rows = await scripts.load(client, "recent")(
+        args=[
+            s.stream,
+            s.why_recent_entries,
+            s.max_entry_fields,
+            s.max_entry_bytes,
+            RECENT_BUDGET_BYTES,
+        ]
+    )
+    out = []
+    for entry_id, flat in rows:
+        entry = dict(zip(flat[::2], flat[1::2], strict=True))
+        result = classifier.classify(entry)
+        if symbol is not None and result.symbol != symbol:
+            continue
+        detail = safe(" ".join((classifier.detail(entry) or result.reason).split()))
+        if len(detail) > DETAIL_MAX:
+            detail = detail[:DETAIL_MAX] + "..."
+        out.append((safe(entry_id), result.reason, detail))
+    return out
+
+
+def thresholds(s: Settings, symbol: str | None = None) -> Thresholds:
+    """The verdict's thresholds. One symbol needs as many decisions as a `stuck` alert
+    does (P35_STUCK_MIN_DECISIONS), the whole stream P35_ALERT_MIN_DECISIONS."""
+    return Thresholds(
+        not_trading_below=s.why_not_trading_below,
+        degraded_below=s.why_degraded_below,
+        gate_dominant=s.why_gate_dominant,
+        gate_listed=s.why_gate_listed,
+        min_decisions=s.alert_min_decisions if symbol is None else s.stuck_min_decisions,
+        stale_after_s=max(15.0, 3 * s.heartbeat_interval_sec),
+    )
+
+
+async def why(
+    client: aioredis.Redis, s: Settings, window: str, symbol: str | None
+) -> dict[str, Any]:
+    """Read what the diagnosis needs and return its document (diagnose.diagnose)."""
+    now_s = await redis_now_s(client)
+    now_minute = int(now_s // 60)
+    length = keys.WINDOWS[window]
+    window_minutes = range(now_minute - length + 1, now_minute + 1)
+    series = await _window(client, window_minutes, symbol)
+    counts = Counts()
+    for c in series.values():
+        counts.add(c)
+    th = thresholds(s, symbol)
+    listed = [r for r, _ in gates(counts, th.gate_listed)]
+    if symbol is None and listed:
+        counts.symbols = await _per_symbol(client, window, listed)
+
+    # Onsets: read history back in growing chunks while a gate's run reaches its edge.
+    horizon = now_minute - s.bucket_ttl_sec // 60
+    oldest = window_minutes.start
+    onsets: dict[str, Onset] = {}
+    chunk = FIRST_CHUNK_MIN
+    pending = list(listed)
+    exhausted = False  # a whole chunk without data: nothing older was recorded
+    while pending:
+        lo = max(horizon, oldest - chunk)
+        if lo < oldest:
+            older = await _series(client, range(lo, oldest), symbol, listed)
+            exhausted = not older
+            series.update(older)
+            oldest = lo
+        still = []
+        for r in pending:
+            found = onset(series, r, now_minute, oldest, length)
+            onsets[r] = found
+            needs_more = found.at_edge or (
+                found.since_minute is not None and found.since_minute - length < oldest
+            )
+            if needs_more and oldest > horizon and not exhausted:
+                still.append(r)
+        pending = still
+        chunk *= 2
+
+    baselines: dict[str, Baseline | None] = {}
+    for name, back in (("day_before", 1440), ("week_before", 10_080)):
+        then = range(window_minutes.start - back, window_minutes.stop - back)
+        found_b = _baseline(await _series(client, then, symbol, listed), listed, "buckets")
+        if found_b is None and name == "week_before":
+            found_b = await _daily(client, (now_minute - back) // 1440, symbol, listed)
+        baselines[name] = found_b
+
+    classifier = Classifier(s.vocabulary)
+    recent = await _recent(client, s, classifier, symbol)
+    status = {safe(k): safe(v) for k, v in (await client.hgetall(keys.STATUS)).items()}
+    group = await find_group(client, s.stream, s.group)  # live, not the last heartbeat's
+    if group is not None:
+        status["lag"] = "" if group["lag"] is None else str(group["lag"])
+        status["pending_estimate"] = str(group["pending"])
+    evidence = Evidence(
+        window=window,
+        window_minutes=length,
+        symbol=symbol,
+        now_s=now_s,
+        counts=counts,
+        series=series,
+        onsets=onsets,
+        baselines=baselines,
+        recent=recent,
+        status=status,
+        gate_decision=classifier.decision_for_reason,
+        thresholds=th,
+    )
+    return diagnose(evidence)

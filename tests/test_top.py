@@ -1,0 +1,182 @@
+"""`p35 top` driven in a real terminal (tmux) against a real redis-server and daemon."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from decision_intel import producers
+from tests.helpers import STREAM, Daemon, drained, p35_executable, run_p35, wait_for
+
+_ids = itertools.count()
+COLOR_CODES = {str(c) for c in [*range(30, 38), 38, *range(40, 48), 48, *range(90, 98)]}
+
+
+class Pane:
+    """One tmux session (on a socket of its own) running `p35 top`."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], width: int, height: int, *args: str):
+        tmux = shutil.which("tmux")
+        if tmux is None:
+            pytest.fail("tmux is not installed (apt-get install tmux)")
+        self.tmux = [tmux, "-L", f"p35test{next(_ids)}", "-f", "/dev/null"]
+        self.exit_file = tmp_path / f"top_exit_{next(_ids)}"
+        # The terminal's size is the pane's: no COLUMNS/LINES from the test's environment.
+        env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+        command = " ".join(
+            ["env", "-u", "COLUMNS", "-u", "LINES"]
+            + [*(shlex.quote(f"{k}={v}") for k, v in env.items()), p35_executable(), "top"]
+            + [shlex.quote(a) for a in args]
+        )
+        script = f"{command}; echo $? > {self.exit_file}; sleep 60"
+        subprocess.run(
+            [
+                *self.tmux,
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                str(width),
+                "-y",
+                str(height),
+                script,
+            ],
+            check=True,
+        )
+
+    def screen(self, escapes: bool = False) -> str:
+        args = ["capture-pane", "-p", "-t", "t"] + (["-e"] if escapes else [])
+        return subprocess.run([*self.tmux, *args], capture_output=True, text=True).stdout
+
+    def wait(self, cond: Callable[[str], bool], what: str, timeout: float = 20) -> str:
+        try:
+            wait_for(lambda: cond(self.screen()), timeout, what, every=0.1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the screen:\n{self.screen()}") from None
+        return self.screen()
+
+    def press(self, key: str) -> None:
+        subprocess.run([*self.tmux, "send-keys", "-t", "t", key], check=True)
+
+    def exit_status(self, timeout: float = 10) -> int:
+        wait_for(self.exit_file.exists, timeout, "p35 top to exit")
+        return int(self.exit_file.read_text().strip())
+
+    def close(self) -> None:
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+
+
+@pytest.fixture
+def panes() -> Iterator[list[Pane]]:
+    opened: list[Pane] = []
+    yield opened
+    for p in opened:
+        p.close()
+
+
+def kill_switch_traffic(r: redis.Redis) -> int:
+    """40 minutes of both producers' traffic, the last 10 with the kill switch at 70 %."""
+    sec, _ = r.time()
+    now = int(sec) // 60
+    rng = random.Random(4)
+    pipe = r.pipeline(transaction=False)
+    n = 0
+    for minute in range(now - 40, now):
+        for i in range(60):
+            ms = minute * 60_000 + i * 1000
+            symbol = rng.choice(producers.SYMBOLS)
+            if minute >= now - 10 and rng.random() < 0.7:
+                fields = producers.apply_layer(
+                    rng, symbol, f"{ms / 1000:.3f}", executed="false", error="kill_switch_active"
+                )
+            elif rng.random() < 0.4:
+                fields = producers.apply_layer(rng, symbol, f"{ms / 1000:.3f}", executed="true")
+            else:
+                fields = producers.entry(rng, symbol, ms / 1000)
+            pipe.xadd(STREAM, fields, id=f"{ms}-0")
+            n += 1
+    pipe.execute()
+    return n
+
+
+def test_top_shows_verdict_gates_and_heatmap_follows_traffic_and_keys(
+    r: redis.Redis,
+    base_env: dict[str, str],
+    daemons: list[Daemon],
+    panes: list[Pane],
+    tmp_path: Path,
+) -> None:
+    total = kill_switch_traffic(r)
+    daemons.append(Daemon(base_env, tmp_path / "d.log").start())
+    wait_for(lambda: drained(r, total), 60, "the traffic counted")
+    pane = Pane(tmp_path, base_env, 120, 40, "--interval", "0.5")
+    panes.append(pane)
+    screen = pane.wait(
+        lambda s: "kill_switch_active" in s and all(sym in s for sym in producers.SYMBOLS),
+        "the verdict, the gate and every symbol's heatmap row",
+    )
+    first_line = screen.splitlines()[0]
+    assert first_line.startswith(("NOT TRADING — ", "DEGRADED — ")), first_line
+    assert "(5m)" in first_line and "kill_switch_active" in first_line and " since " in first_line
+    heat_rows = [ln for ln in screen.splitlines() if ln[:8].strip() in producers.SYMBOLS]
+    assert len(heat_rows) == len(producers.SYMBOLS)  # 7 symbols: a taller screen shows all
+    assert any(" a a a" in row for row in heat_rows)  # the kill switch holds their minutes
+    # New traffic: a gate nobody had appears on the screen by itself.
+    for _ in range(400):
+        r.xadd(STREAM, {"symbol": "SOLUSDT", "executed": "false", "error": "churn_global_freeze"})
+    pane.wait(lambda s: "churn_global_freeze" in s, "the new gate on the screen")
+    pane.press("w")
+    pane.wait(lambda s: "(15m)" in s.splitlines()[0], "the 15m window after w")
+    pane.press("q")
+    assert pane.exit_status() == 0
+
+
+def test_top_fits_80x24_honours_no_color_and_waits_out_redis_down(
+    r: redis.Redis,
+    base_env: dict[str, str],
+    daemons: list[Daemon],
+    panes: list[Pane],
+    tmp_path: Path,
+) -> None:
+    total = kill_switch_traffic(r)
+    daemons.append(Daemon(base_env, tmp_path / "d.log").start())
+    wait_for(lambda: drained(r, total), 60, "the traffic counted")
+    pane = Pane(tmp_path, dict(base_env, NO_COLOR="1", TERM="xterm-256color"), 80, 24)
+    panes.append(pane)
+    screen = pane.wait(lambda s: "recent alerts" in s and "kill_switch_active" in s, "80x24")
+    lines = screen.splitlines()
+    assert len(lines) <= 24 and all(len(ln) <= 80 for ln in lines)
+    assert lines[0].startswith(("NOT TRADING", "DEGRADED")) and lines[0].endswith("UTC")
+    assert any(ln.startswith("  a=kill_switch_active") for ln in lines)
+    sgr = re.findall(r"\x1b\[([0-9;]*)m", pane.screen(escapes=True))
+    colors = {p for seq in sgr for p in seq.split(";") if p in COLOR_CODES}
+    assert not colors, colors  # bold and resets, never a color
+    assert any(ln.startswith("·") or "E" in ln for ln in lines[3:8])  # decisions by letter
+    pane.press("C-c")  # Ctrl-C quits cleanly too
+    assert pane.exit_status() == 0
+
+    down = dict(base_env, P35_REDIS_URL="redis://127.0.0.1:1/0")
+    pane = Pane(tmp_path, down, 80, 24, "--interval", "0.5")
+    panes.append(pane)
+    pane.wait(lambda s: "unreachable" in s and "retrying" in s, "the Redis-down screen")
+    pane.wait(lambda s: "unreachable" in s, "still there after retries", timeout=3)
+    pane.press("q")
+    assert pane.exit_status() == 0
+
+
+def test_top_refuses_a_non_terminal_with_a_hint(base_env: dict[str, str]) -> None:
+    out = run_p35(base_env, "top")
+    assert out.returncode == 64
+    assert out.stderr.strip() == (
+        "p35 top needs a terminal; for scripts use `p35 dash a` or `p35 why --json`"
+    )
