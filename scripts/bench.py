@@ -537,6 +537,46 @@ def why_round(symbols: int, reasons: int, hours: int) -> dict:
         return out
 
 
+# -- p35 top: one refresh ---------------------------------------------------------------------
+
+
+async def _top_times(url: str, repeats: int) -> dict[str, float]:
+    from decision_intel.top import Reader
+
+    settings = load_settings(redis_url=url)
+    client = aioredis.from_url(url)
+    sec, _ = await client.time()
+    cold, warm, redis_us = [], [], []
+    for _ in range(repeats):
+        reader = Reader(client, settings)
+        t0 = time.perf_counter()
+        await reader.frame("5m")
+        cold.append((time.perf_counter() - t0) * 1000)
+        # The steady state: the current minute changed since the last refresh.
+        await client.hincrby(keys.bucket_meta(int(sec) // 60), "v", 1)
+        await client.config_resetstat()
+        t0 = time.perf_counter()
+        await reader.frame("5m")
+        warm.append((time.perf_counter() - t0) * 1000)
+        stats = await client.info("commandstats")
+        redis_us.append(sum(v["usec"] for k, v in stats.items() if "resetstat" not in k))
+    await client.aclose()
+    return {
+        "cold_ms": statistics.median(cold),
+        "warm_ms": statistics.median(warm),
+        "warm_redis_ms": statistics.median(redis_us) / 1000,
+    }
+
+
+def top_round(symbols: int, reasons: int) -> dict[str, float]:
+    with redis_server() as url:
+        r = redis.Redis.from_url(url)
+        plant_wide_buckets(url, symbols, reasons, int(r.time()[0]) // 60)
+        asyncio.run(_snapshot_once(url))
+        r.close()
+        return asyncio.run(_top_times(url, 5))
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
@@ -607,6 +647,13 @@ def report(args: argparse.Namespace, results: dict) -> str:
             f"  with per-symbol keys for every symbol: {snap['cold_ms']:.0f} / "
             f"{snap['warm_ms']:.0f} ms",
         ]
+    if t := results.get("top"):
+        lines += [
+            "",
+            f"p35 top, one refresh over 60 buckets x {args.symbols} symbols x {args.reasons} "
+            f"reasons: first {t['cold_ms']:.0f} ms, then {t['warm_ms']:.0f} ms with "
+            f"{t['warm_redis_ms']:.2f} ms of Redis time (one minute changed)",
+        ]
     if w := results.get("why"):
         lines += [
             "",
@@ -672,6 +719,9 @@ def main() -> None:
     if args.symbols > 0:
         print("snapshots ...", file=sys.stderr, flush=True)
         results["snapshot"] = snapshot_round(args.symbols, args.reasons, 5)
+    if args.symbols > 0:
+        print("p35 top refresh ...", file=sys.stderr, flush=True)
+        results["top"] = top_round(args.symbols, args.reasons)
     if args.why_hours > 0 and args.symbols > 0:
         print(f"p35 why over {args.why_hours} h ...", file=sys.stderr, flush=True)
         results["why"] = why_round(args.symbols, args.reasons, args.why_hours)

@@ -37,6 +37,8 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
             "10",
             "--steady-sec",
             "1",
+            "--why-hours",
+            "3",
             "--json",
             str(out),
         ],
@@ -56,7 +58,11 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
     steady = results["steady"]
     assert set(steady) == {"p35", "naive"} and set(steady["p35"]) == {"0", "100", "1000"}
     assert all(v["cpu_pct"] >= 0 for who in steady.values() for v in who.values())
+    assert results["top"]["warm_redis_ms"] > 0
+    assert results["why"]["gates"][0].startswith("kill_switch_active")  # planted 90 min ago
     for line in (
+        "p35 top, one refresh",
+        "p35 why --window 1h over 3 h",
         "| p35 |",
         "p35 / ceiling:",
         "latency at 200/s",

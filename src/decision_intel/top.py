@@ -356,12 +356,17 @@ def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -
         )
     )
     body += gate_lines(frame, rows["gates"], w)
-    legend = " ".join(f"{chr(ord('a') + i)}={g}" for i, g in enumerate(frame.heat_gates))
+    legend = ""
+    for i, g in enumerate(frame.heat_gates):  # the letters that fit, whole
+        item = f"{' ' if legend else ''}{chr(ord('a') + i)}={g}"
+        if len(legend) + len(item) + 2 > w:
+            break
+        legend += item
     body.append(
         Text("symbols, last 30 min: EXECUTE share in tenths, or a gate over half", style="bold")
     )
     body += heatmap_lines(frame, rows["heat"], color)
-    body.append(Text(f"  {legend}"[:w], style="dim" if color else ""))
+    body.append(Text(f"  {legend}", style="dim" if color else ""))
     body.append(Text("recent alerts · q quit · w window", style="bold"))
     body += alert_lines(frame, rows["alerts"])
     return Group(*body)
