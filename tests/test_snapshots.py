@@ -261,3 +261,31 @@ def test_rebuild_rereads_only_buckets_that_changed(
         return first, unchanged, changed
 
     assert asyncio.run(go()) == (2, 2, 6)
+
+
+def test_an_unchanged_hour_is_not_rebuilt_within_its_minute(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """Idle: no bucket changed since the last rebuild in this minute, so only snapshot_ts
+    moves and nothing is handed to the alerts; a change, or the next minute, rebuilds."""
+    now_ms = 1_795_000_000_000 + 5_000
+    minute = now_ms // 60_000
+
+    async def go() -> list[object]:
+        s = Settings(redis_url=redis_server.url)  # type: ignore[arg-type]
+        client = connect(s)
+        for key in (keys.bucket(minute), keys.bucket_meta(minute)):
+            await client.hset(key, mapping={"decision:SKIP": 2, "reason:a": 2})
+        await client.hset(keys.bucket_meta(minute), "v", 1)
+        snap = Snapshotter(s, client, "x")
+        out: list[object] = []
+        for step_ms, change in ((0, False), (1_000, False), (2_000, True), (60_000, False)):
+            if change:
+                await client.hincrby(keys.bucket_meta(minute), "v", 1)
+            built = await snap.run(now_ms + step_ms, skip_unchanged=True)
+            ts = float(await client.hget(keys.STATUS, "snapshot_ts") or 0)
+            out.append((built is not None, ts == (now_ms + step_ms) / 1000))
+        await client.aclose()
+        return out
+
+    assert asyncio.run(go()) == [(True, True), (False, True), (True, True), (True, True)]

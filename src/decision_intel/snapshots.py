@@ -33,6 +33,8 @@ class Snapshotter:
         self._next_try_s = 0.0
         self._script = scripts.load(client, "snapshot")
         self.minutes: dict[int, Counts] = {}
+        self._built: tuple[Any, ...] | None = None
+        """What the last rebuild was made from (see `run`)."""
         """The last rebuild's minute buckets (the last hour), for the alerts' onsets."""
 
     async def maybe_run(self, now_s: float) -> tuple[dict[str, Counts], int] | None:
@@ -53,17 +55,28 @@ class Snapshotter:
             return None  # another daemon's turn; try again next tick
         self._next_try_s = now_s + interval_ms / 1000
         now_ms = int(sec) * 1000 + int(usec) // 1000
-        return await self.run(now_ms), now_ms
+        windows = await self.run(now_ms, skip_unchanged=True)
+        return None if windows is None else (windows, now_ms)
 
-    async def run(self, now_ms: int) -> dict[str, Counts]:
+    async def run(self, now_ms: int, skip_unchanged: bool = False) -> dict[str, Counts] | None:
+        """Rebuild every window from the buckets. With `skip_unchanged`, when no bucket
+        changed since this process's last rebuild in the same minute, the windows would
+        come out the same: only `snapshot_ts` moves (the keys say they are current), and
+        None tells the caller there is nothing new to judge. Idle, that is most runs."""
         now_minute = now_ms // 60_000
-        buckets = await self._load(now_minute)
+        buckets, signature = await self._load(now_minute)
+        if skip_unchanged and signature == self._built:
+            await self.client.hset(keys.STATUS, "snapshot_ts", f"{now_ms / 1000:.3f}")
+            return None
         self.minutes = buckets
         windows = window_counts(buckets, now_minute)
         await self._write(windows, now_ms)
+        self._built = signature
         return windows
 
-    async def _load(self, now_minute: int) -> dict[int, Counts]:
+    async def _load(self, now_minute: int) -> tuple[dict[int, Counts], tuple[Any, ...]]:
+        """The live buckets of the last hour, and what identifies their contents (the
+        minute and each bucket's change counter)."""
         minutes = range(now_minute - keys.LONGEST_WINDOW_MIN + 1, now_minute + 1)
         async with self.client.pipeline(transaction=False) as pipe:
             for minute in minutes:
@@ -92,7 +105,7 @@ class Snapshotter:
             if version is not None and minute in self._cache
         }
         self._cache = {m: self._cache[m] for m in live}
-        return live
+        return live, (now_minute, *versions)
 
     async def _write(self, windows: dict[str, Counts], now_ms: int) -> None:
         args: list[Any] = [self.s.snapshot_ttl_sec, f"{now_ms / 1000:.3f}", len(windows)]

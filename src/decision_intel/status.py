@@ -93,7 +93,11 @@ class Heartbeat:
         self.metrics.heartbeat(now)
 
     async def progress(self, counted: int, caught_up: bool) -> dict[str, Any] | None:
-        """While a backlog drains, the fields of a progress line (fresh rate, lag, ETA)."""
+        """While a backlog drains, the fields of a progress line (fresh rate, lag, ETA).
+        Caught up with no lag at the last heartbeat, there is nothing to report and
+        nothing is read."""
+        if caught_up and self.group.get("lag") == 0:
+            return None
         self.group.update(group_fields(await self.store.group_info()))
         self.rate = self.meter.sample(time.monotonic(), counted)
         lag = self.group.get("lag")
