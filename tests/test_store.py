@@ -154,6 +154,15 @@ def test_reasons_beyond_the_bucket_bound_fold_into_other(
             assert "reason:other" in reasons
         sym_reasons = {f.split(":")[-1] for f in fields if f.startswith("symbol_reason:")}
         assert sym_reasons <= {f.split(":", 1)[1] for f in reasons}
+        # The meta copy has the same reason fields, and both keys got their expiry.
+        meta_key = key.replace(b":bucket:", b":bucketmeta:")
+        meta = {k.decode(): int(v) for k, v in r.hgetall(meta_key).items()}
+        assert {f: n for f, n in meta.items() if f.startswith("reason:")} == {
+            f: fields[f] for f in reasons
+        }
+        assert r.ttl(key) > 0 and r.ttl(meta_key) > 0
+    days = list(r.scan_iter("quantum:p35:daily*"))
+    assert days and all(r.ttl(k) > 0 for k in days)  # each rollup and its meta
     assert bucket_total(r, "reason:") == 12
     assert bucket_total(r, "symbol_reason:") == 12
 

@@ -137,20 +137,30 @@ end
 -- A reason new to `hash` is admitted while fewer than max_reasons distinct ones are
 -- there (`other` included); past that it is counted as `other`. `seen` carries the
 -- distinct count (`n`) and this flush's verdicts (`map`), so each is judged once.
-local function reason_name(hash, r, seen)
+-- The increment itself tells whether the field is new (it then equals `n`: counts
+-- are never 0), so the common case is one command; a reason over the bound is taken
+-- back (HDEL) and counted as `other`. Returns the name counted and whether `hash`
+-- already has the increment.
+local function add_reason(hash, r, n, seen)
   local name = seen.map[r]
-  if name == nil then
-    if r == 'other' or redis.call('HEXISTS', hash, 'reason:' .. r) == 1 then
-      name = r
-    elseif seen.n >= max_reasons - 1 then
-      name = 'other'
-    else
-      seen.n = seen.n + 1
-      name = r
-    end
-    seen.map[r] = name
+  if name ~= nil then return name, false end
+  if r == 'other' then
+    seen.map[r] = r
+    return r, false
   end
-  return name
+  local field = 'reason:' .. r
+  if redis.call('HINCRBY', hash, field, n) ~= n then
+    seen.map[r] = r
+    return r, true
+  end
+  if seen.n >= max_reasons - 1 then
+    redis.call('HDEL', hash, field)
+    seen.map[r] = 'other'
+    return 'other', false
+  end
+  seen.n = seen.n + 1
+  seen.map[r] = r
+  return r, true
 end
 
 -- A symbol new to `meta`'s registry is admitted while fewer than max_symbols are known.
@@ -168,16 +178,19 @@ local function symbol_kept(meta, sym, seen)
   return keep
 end
 
+-- The distinct counts kept in `meta`, and whether it is new (its keys get their
+-- expiry then: it is fixed by the minute or the day, so once is enough).
 local function counters(meta)
   local m = redis.call('HMGET', meta, 'reasons', 'symbols')
-  return {n = tonumber(m[1]) or 0, map = {}}, {n = tonumber(m[2]) or 0, map = {}}
+  return {n = tonumber(m[1]) or 0, map = {}}, {n = tonumber(m[2]) or 0, map = {}}, not m[1]
 end
 
 -- Adds the next group of increments (decisions, reasons, symbols; see ARGV) to
 -- `hash`, bounded by the distinct counts kept in `meta`. `copy`, when given, also
--- gets the decision and reason fields. Returns how many symbols the bound left out.
+-- gets the decision and reason fields. Returns how many symbols the bound left out,
+-- and whether the keys are new.
 local function add_counts(hash, meta, copy, with_symbol_reasons)
-  local reasons, symbols = counters(meta)
+  local reasons, symbols, fresh = counters(meta)
   local function incr(field, n)
     redis.call('HINCRBY', hash, field, n)
     if copy then redis.call('HINCRBY', copy, field, n) end
@@ -188,7 +201,9 @@ local function add_counts(hash, meta, copy, with_symbol_reasons)
   end
   for _ = 1, tonumber(take()) do
     local r, n = take(), take()
-    incr('reason:' .. reason_name(hash, r, reasons), n)
+    local name, done = add_reason(hash, r, n, reasons)
+    if not done then redis.call('HINCRBY', hash, 'reason:' .. name, n) end
+    if copy then redis.call('HINCRBY', copy, 'reason:' .. name, n) end
   end
   local dropped = 0
   for _ = 1, tonumber(take()) do
@@ -203,24 +218,26 @@ local function add_counts(hash, meta, copy, with_symbol_reasons)
       for _ = 1, tonumber(take()) do
         local r, n = take(), take()
         if keep then
-          local field = 'symbol_reason:' .. sym .. ':' .. reason_name(hash, r, reasons)
+          local field = 'symbol_reason:' .. sym .. ':' .. (reasons.map[r] or 'other')
           redis.call('HINCRBY', hash, field, n)
         end
       end
     end
   end
   redis.call('HSET', meta, 'reasons', reasons.n, 'symbols', symbols.n)
-  return dropped
+  return dropped, fresh
 end
 
 -- Minute buckets; the meta hash also keeps the decision/reason copy and a change counter.
 for _ = 1, tonumber(take()) do
   local bucket, meta, expire_at = take(), take(), take()
-  local dropped = add_counts(bucket, meta, meta, true)
+  local dropped, fresh = add_counts(bucket, meta, meta, true)
   redis.call('HINCRBY', meta, 'v', 1)
   if dropped > 0 then redis.call('HINCRBY', meta, 'symbols_dropped', dropped) end
-  redis.call('EXPIREAT', bucket, expire_at)
-  redis.call('EXPIREAT', meta, expire_at)
+  if fresh then
+    redis.call('EXPIREAT', bucket, expire_at)
+    redis.call('EXPIREAT', meta, expire_at)
+  end
 end
 
 -- Daily rollups: decision and reason totals and per-symbol decision totals per UTC
@@ -228,9 +245,11 @@ end
 -- Counted here, with the XACK, so they are exact like the buckets.
 for _ = 1, tonumber(take()) do
   local daily, meta, expire_at = take(), take(), take()
-  add_counts(daily, meta, nil, false)
-  redis.call('EXPIREAT', daily, expire_at)
-  redis.call('EXPIREAT', meta, expire_at)
+  local _, fresh = add_counts(daily, meta, nil, false)
+  if fresh then
+    redis.call('EXPIREAT', daily, expire_at)
+    redis.call('EXPIREAT', meta, expire_at)
+  end
 end
 
 local n_invalid = tonumber(take())
