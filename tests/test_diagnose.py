@@ -196,6 +196,25 @@ def test_the_document_and_its_paragraph() -> None:
     assert "docs/action-mapping.md#kill_switch_active" in text
 
 
+def test_a_run_that_reaches_the_oldest_minute_read_says_or_earlier() -> None:
+    rng = random.Random(2)
+    now = 29_000_000
+    series = {m: minute_counts(rng, 200, 0.5) for m in range(now - 60, now + 1)}
+    counts = Counts()
+    for m in range(now - 4, now + 1):
+        counts.add(series[m])
+    found = onset(series, GATE, now, now - 60, 5)
+    assert found.at_edge
+    ev = Evidence(
+        "5m", 5, None, now * 60.0, counts, series, {GATE: found},
+        {"day_before": None, "week_before": None}, [], {"last_ts": str(now * 60)},
+        Classifier().decision_for_reason,
+    )  # fmt: skip
+    text = diagnose(ev)["text"]
+    assert f"by `{GATE}` since " in text and " or earlier (" in text and "or more)" in text
+    assert "before)" not in text  # no share before a start that was not seen
+
+
 def test_a_gate_without_an_entry_points_at_p35_explain() -> None:
     counts = Counts({"BLOCKED": 200}, {"brand_new_gate": 200})
     ev = Evidence(

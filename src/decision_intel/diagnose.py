@@ -330,10 +330,12 @@ def text(doc: Mapping[str, Any], ev: Evidence) -> str:
         if g["since"] is not None:
             since = time.strftime("%H:%M UTC", time.gmtime(g["since"]))
             minutes = max(1, round((ev.now_s - g["since"]) / 60))
-            lead = "for at least" if g["since_at_least"] else "since"
-            clause = f" {lead} {since} ({_duration(minutes)}"
-            if g["share_before"] is not None and not g["since_at_least"]:
-                clause += f"; {_pct(g['share_before'])} before"
+            if g["since_at_least"]:  # the run reaches the oldest minute read
+                clause = f" since {since} or earlier ({_duration(minutes)} or more"
+            else:
+                clause = f" since {since} ({_duration(minutes)}"
+                if g["share_before"] is not None:
+                    clause += f"; {_pct(g['share_before'])} before"
             sentence += clause + ")"
         if g["where"]:
             sentence += f", {g['where']}"
