@@ -5,6 +5,8 @@ The ACL comes from docs/security.md itself, so the documented line is the tested
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import shutil
 import subprocess
@@ -67,6 +69,20 @@ def everything_in_redis(r: redis.Redis) -> str:
     return "\n".join(out)
 
 
+async def top_frame(url: str) -> None:
+    from decision_intel.client import connect
+    from decision_intel.settings import load as load_settings
+    from decision_intel.top import Reader
+
+    settings = load_settings(redis_url=url)
+    client = connect(settings)
+    try:
+        frame = await Reader(client, settings).frame("1h")
+        assert frame.status and frame.error is None
+    finally:
+        await client.aclose()
+
+
 def test_the_documented_acl_runs_the_whole_daemon_and_cli_and_no_secret_leaks(
     acl_server: RedisServer, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
@@ -90,6 +106,10 @@ def test_the_documented_acl_runs_the_whole_daemon_and_cli_and_no_secret_leaks(
     check = run_p35(env, "check", "--max-age", "30")
     assert status.returncode == 0, status.stderr
     assert check.returncode == 0, check.stdout + check.stderr
+    why = run_p35(env, "why", "--window", "1h", "--json")
+    why_one = run_p35(env, "why", "--symbol", "BTCUSDT")
+    assert json.loads(why.stdout)["verdict"] and not why.stderr and not why_one.stderr
+    asyncio.run(top_frame(env["P35_REDIS_URL"]))  # what one `p35 top` refresh reads
     acl_server.restart()  # an outage; the user lives on the command line, data in the AOF
     admin = redis.Redis(port=acl_server.port)
     wait_for(lambda: any(e["event"] == "redis.available" for e in d.events()), 30, "back")
@@ -105,7 +125,16 @@ def test_the_documented_acl_runs_the_whole_daemon_and_cli_and_no_secret_leaks(
     assert "invalid username-password pair" in str(denied["detail"])
 
     printed = "\n".join(
-        [d.output(), wrong.output(), status.stdout, status.stderr, check.stdout, check.stderr]
+        [
+            d.output(),
+            wrong.output(),
+            status.stdout,
+            status.stderr,
+            check.stdout,
+            check.stderr,
+            why.stdout,
+            why_one.stdout,
+        ]
     )
     assert "p35:***@" in d.output()  # the URL is logged, redacted
     assert PASSWORD not in printed
