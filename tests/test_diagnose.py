@@ -168,11 +168,9 @@ def test_the_document_and_its_paragraph() -> None:
         counts.add(series[m])
     ev = Evidence(
         window="15m",
-        window_minutes=15,
         symbol=None,
         now_s=now_minute * 60 + 30,
         counts=counts,
-        series=series,
         onsets={GATE: onset(series, GATE, now_minute, now_minute - 60, 15)},
         baselines={"day_before": None, "week_before": None},
         recent=[("1-0", GATE, GATE)],
@@ -206,7 +204,7 @@ def test_a_run_that_reaches_the_oldest_minute_read_says_or_earlier() -> None:
     found = onset(series, GATE, now, now - 60, 5)
     assert found.at_edge
     ev = Evidence(
-        "5m", 5, None, now * 60.0, counts, series, {GATE: found},
+        "5m", None, now * 60.0, counts, {GATE: found},
         {"day_before": None, "week_before": None}, [], {"last_ts": str(now * 60)},
         Classifier().decision_for_reason,
     )  # fmt: skip
@@ -218,7 +216,7 @@ def test_a_run_that_reaches_the_oldest_minute_read_says_or_earlier() -> None:
 def test_a_gate_without_an_entry_points_at_p35_explain() -> None:
     counts = Counts({"BLOCKED": 200}, {"brand_new_gate": 200})
     ev = Evidence(
-        "5m", 5, None, 600.0, counts, {}, {"brand_new_gate": Onset(None, None, False)},
+        "5m", None, 600.0, counts, {"brand_new_gate": Onset(None, None, False)},
         {"day_before": None, "week_before": None}, [], {"last_ts": "599"},
         Classifier().decision_for_reason,
     )  # fmt: skip

@@ -16,6 +16,7 @@ import redis
 
 from decision_intel import producers
 from tests.helpers import STREAM, Daemon, drained, p35_executable, run_p35, wait_for
+from tests.traffic import Make, blocked, normal, now_minute, write_minutes
 
 _ids = itertools.count()
 COLOR_CODES = {str(c) for c in [*range(30, 38), 38, *range(40, 48), 48, *range(90, 98)]}
@@ -84,41 +85,31 @@ def panes() -> Iterator[list[Pane]]:
         p.close()
 
 
-def kill_switch_traffic(r: redis.Redis) -> int:
-    """40 minutes of both producers' traffic, the last 10 with the kill switch at 70 %."""
-    sec, _ = r.time()
-    now = int(sec) // 60
-    rng = random.Random(4)
-    pipe = r.pipeline(transaction=False)
-    n = 0
-    for minute in range(now - 40, now):
-        for i in range(60):
-            ms = minute * 60_000 + i * 1000
-            symbol = rng.choice(producers.SYMBOLS)
-            if minute >= now - 10 and rng.random() < 0.7:
-                fields = producers.apply_layer(
-                    rng, symbol, f"{ms / 1000:.3f}", executed="false", error="kill_switch_active"
-                )
-            elif rng.random() < 0.4:
-                fields = producers.apply_layer(rng, symbol, f"{ms / 1000:.3f}", executed="true")
-            else:
-                fields = producers.entry(rng, symbol, ms / 1000)
-            pipe.xadd(STREAM, fields, id=f"{ms}-0")
-            n += 1
-    pipe.execute()
-    return n
+@pytest.fixture
+def kill_switch_counted(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """40 minutes of both producers' traffic, the last 10 with the kill switch at 70 %,
+    counted by a running daemon."""
+    now = now_minute(r)
+
+    def pick(rng: random.Random, minute: int, _symbol: str) -> Make:
+        if minute >= now - 10 and rng.random() < 0.7:
+            return blocked("kill_switch_active")
+        return normal
+
+    total = write_minutes(r, range(now - 40, now), 60, pick, seed=4)
+    daemons.append(Daemon(base_env, tmp_path / "d.log").start())
+    wait_for(lambda: drained(r, total), 60, "the traffic counted")
 
 
 def test_top_shows_verdict_gates_and_heatmap_follows_traffic_and_keys(
     r: redis.Redis,
     base_env: dict[str, str],
-    daemons: list[Daemon],
+    kill_switch_counted: None,
     panes: list[Pane],
     tmp_path: Path,
 ) -> None:
-    total = kill_switch_traffic(r)
-    daemons.append(Daemon(base_env, tmp_path / "d.log").start())
-    wait_for(lambda: drained(r, total), 60, "the traffic counted")
     pane = Pane(tmp_path, base_env, 120, 40, "--interval", "0.5")
     panes.append(pane)
     screen = pane.wait(
@@ -144,13 +135,10 @@ def test_top_shows_verdict_gates_and_heatmap_follows_traffic_and_keys(
 def test_top_fits_80x24_honours_no_color_and_waits_out_redis_down(
     r: redis.Redis,
     base_env: dict[str, str],
-    daemons: list[Daemon],
+    kill_switch_counted: None,
     panes: list[Pane],
     tmp_path: Path,
 ) -> None:
-    total = kill_switch_traffic(r)
-    daemons.append(Daemon(base_env, tmp_path / "d.log").start())
-    wait_for(lambda: drained(r, total), 60, "the traffic counted")
     pane = Pane(tmp_path, dict(base_env, NO_COLOR="1", TERM="xterm-256color"), 80, 24)
     panes.append(pane)
     screen = pane.wait(lambda s: "recent alerts" in s and "kill_switch_active" in s, "80x24")

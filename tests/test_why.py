@@ -14,51 +14,7 @@ import redis
 
 from decision_intel import producers
 from tests.helpers import STREAM, Daemon, drained, run_p35, wait_for
-
-Make = Callable[[random.Random, str, float], dict[str, str]]
-"""(rng, symbol, timestamp) -> one entry."""
-
-
-def normal(rng: random.Random, symbol: str, ts: float) -> dict[str, str]:
-    """Both producers' mix, with 40 % executed (the mix alone has few executions)."""
-    if rng.random() < 0.4:
-        return producers.apply_layer(rng, symbol, f"{ts:.6f}", decision="EXECUTE", executed="true")
-    return producers.entry(rng, symbol, ts)
-
-
-def blocked(error: str) -> Make:
-    def make(rng: random.Random, symbol: str, ts: float) -> dict[str, str]:
-        return producers.apply_layer(rng, symbol, f"{ts:.6f}", executed="false", error=error)
-
-    return make
-
-
-def write_minutes(
-    r: redis.Redis,
-    minutes: range,
-    per_minute: int,
-    pick: Callable[[random.Random, int, str], Make],
-    seed: int = 1,
-) -> int:
-    """per_minute entries in each minute, with explicit IDs; pick(rng, minute, symbol)
-    chooses each entry's shape. Returns how many were written."""
-    rng = random.Random(seed)
-    pipe = r.pipeline(transaction=False)
-    n = 0
-    for minute in minutes:
-        for i in range(per_minute):
-            ms = minute * 60_000 + i * (60_000 // per_minute)
-            symbol = rng.choice(producers.SYMBOLS)
-            make = pick(rng, minute, symbol)
-            pipe.xadd(STREAM, make(rng, symbol, ms / 1000), id=f"{ms}-0")
-            n += 1
-    pipe.execute()
-    return n
-
-
-def now_minute(r: redis.Redis) -> int:
-    sec, _usec = r.time()
-    return int(sec) // 60
+from tests.traffic import Make, blocked, normal, now_minute, write_minutes
 
 
 def count_and_why(

@@ -79,13 +79,10 @@ class Evidence:
     """What why.py read, as plain data."""
 
     window: str
-    window_minutes: int
     symbol: str | None
     now_s: float
     counts: Counts
     """The window's counts (one symbol's, with --symbol); `symbols` filled for all."""
-    series: dict[int, Counts]
-    """Minute -> counts of the window and of the history read for onsets."""
     onsets: dict[str, Onset]
     baselines: dict[str, Baseline | None]
     recent: list[tuple[str, str, str]]
@@ -130,19 +127,14 @@ def _share_over(points: Mapping[int, tuple[int, int]], minutes: range) -> float 
     return hits / total if total else None
 
 
-def current_level(series: Mapping[int, Counts], reason: str, newest: int) -> float:
-    """The gate's share over the last LEVEL_MINUTES minutes: its level now (a window's
-    average understates a gate that began a few minutes into an hour)."""
-    recent = range(newest - LEVEL_MINUTES + 1, newest + 1)
-    return _share_over(_points(series, reason), recent) or 0.0
-
-
 def onset(series: Mapping[int, Counts], reason: str, newest: int, oldest: int, span: int) -> Onset:
-    """Since which minute the gate has held its level (`current_level`): walk back from
-    `newest` while minutes keep at least half of it; LOW_RUN minutes under it end the
-    run, and a run that does not reach `newest` means the gate is not at its level now.
-    A minute's share is taken over it and its two neighbours (noise at low rates blurs a
-    change by at most a minute); minutes without traffic neither extend nor end a run.
+    """Since which minute the gate has held its level, its share over the last
+    LEVEL_MINUTES minutes (a window's average understates a gate that began a few minutes
+    into an hour): walk back from `newest` while minutes keep at least half of it;
+    LOW_RUN minutes under it end the run, and a run that does not reach `newest` means
+    the gate is not at its level now. A minute's share is taken over it and its two
+    neighbours (noise at low rates blurs a change by at most a minute); minutes without
+    traffic neither extend nor end a run.
     `span`: the minutes before the onset that `share_before` covers."""
     points = _points(series, reason)
     recent = _share_over(points, range(newest - LEVEL_MINUTES + 1, newest + 1))
@@ -236,19 +228,38 @@ def verdict(
     return TRADING, None
 
 
-def diagnose(ev: Evidence) -> dict[str, Any]:
-    """The `p35 why --json` document; its `text` is the paragraph `p35 why` prints."""
-    th = ev.thresholds
-    counts = ev.counts
+@dataclass(frozen=True)
+class Judgement:
+    """A window judged: the verdict and what it was judged on."""
+
+    name: str
+    why_unknown: str | None
+    execute_share: float
+    listed: list[tuple[str, int]]
+    """The gates over `gate_listed`, largest first."""
+    age_s: float | None
+    """Age of the service's status, in seconds (None: no status)."""
+
+
+def judge(counts: Counts, status: Mapping[str, str], now_s: float, th: Thresholds) -> Judgement:
+    """The verdict on a window's counts and the service's status (`p35 why`, `p35 top`)."""
     total = counts.total
     execute_share = share(counts.decisions.get(EXECUTE, 0), total)
     listed = gates(counts, th.gate_listed)
     top_share = share(listed[0][1], total) if listed else 0.0
-    last_ts = ev.status.get("last_ts")
-    age_s = round(ev.now_s - float(last_ts), 1) if last_ts else None
+    last_ts = status.get("last_ts")
+    age_s = round(now_s - float(last_ts), 1) if last_ts else None
     name, why_unknown = verdict(total, execute_share, top_share, age_s, th)
+    return Judgement(name, why_unknown, execute_share, listed, age_s)
+
+
+def diagnose(ev: Evidence) -> dict[str, Any]:
+    """The `p35 why --json` document; its `text` is the paragraph `p35 why` prints."""
+    counts = ev.counts
+    total = counts.total
+    j = judge(counts, ev.status, ev.now_s, ev.thresholds)
     gate_docs = []
-    for reason, n in listed:
+    for reason, n in j.listed:
         found = ev.onsets.get(reason)
         symbols, where = attribute(counts, reason) if ev.symbol is None else ([], "")
         entry = gate_data.lookup(reason)
@@ -279,13 +290,13 @@ def diagnose(ev: Evidence) -> dict[str, Any]:
             }
         )
     doc: dict[str, Any] = {
-        "verdict": name,
-        "exit_code": EXIT_CODES[name],
-        "unknown_because": why_unknown,
+        "verdict": j.name,
+        "exit_code": EXIT_CODES[j.name],
+        "unknown_because": j.why_unknown,
         "window": ev.window,
         "symbol": ev.symbol,
         "total": total,
-        "execute_share": round(execute_share, 4),
+        "execute_share": round(j.execute_share, 4),
         "baseline": {
             key: None
             if b is None
@@ -301,7 +312,7 @@ def diagnose(ev: Evidence) -> dict[str, Any]:
         },
         "gates": gate_docs,
         "service": {
-            "status_age_s": age_s,
+            "status_age_s": j.age_s,
             "lag": _int(ev.status.get("lag")),
             "pending": _int(ev.status.get("pending_estimate")),
         },

@@ -31,7 +31,7 @@ from rich.text import Text
 from decision_intel import keys
 from decision_intel.classify import BLOCKED, DECISIONS, ERROR, EXECUTE, SKIP, UNKNOWN
 from decision_intel.client import connect
-from decision_intel.diagnose import HEADLINES, Thresholds, gates, onset, verdict
+from decision_intel.diagnose import HEADLINES, Thresholds, gates, judge, onset
 from decision_intel.settings import Settings
 from decision_intel.text import safe
 from decision_intel.why import redis_now_s, thresholds
@@ -176,17 +176,15 @@ def verdict_line(frame: Frame, th: Thresholds) -> tuple[str, str]:
     """`p35 why`'s verdict in one line (onsets within the hour read), and its style."""
     counts = window_counts(frame, 0)
     total = counts.total
-    execute = counts.decisions.get(EXECUTE, 0) / total if total else 0.0
-    listed = gates(counts, th.gate_listed)
-    top_share = listed[0][1] / total if listed else 0.0
-    last_ts = frame.status.get("last_ts")
-    age = frame.now_s - float(last_ts) if last_ts else None
-    name, why_unknown = verdict(total, execute, top_share, age, th)
-    line = f"{HEADLINES[name]} — {execute * 100:.0f} % of {total:,} executed ({frame.window})"
-    if why_unknown:
-        line = f"{HEADLINES[name]} — {why_unknown}"
-    if listed:
-        gate, n = listed[0]
+    j = judge(counts, frame.status, frame.now_s, th)
+    name = j.name
+    line = (
+        f"{HEADLINES[name]} — {j.execute_share * 100:.0f} % of {total:,} executed ({frame.window})"
+    )
+    if j.why_unknown:
+        line = f"{HEADLINES[name]} — {j.why_unknown}"
+    if j.listed:
+        gate, n = j.listed[0]
         now_minute = int(frame.now_s // 60)
         found = onset(frame.minutes, gate, now_minute, now_minute - HISTORY_MIN + 1, 5)
         since = ""

@@ -252,11 +252,9 @@ async def why(
         status["pending_estimate"] = str(group["pending"])
     evidence = Evidence(
         window=window,
-        window_minutes=length,
         symbol=symbol,
         now_s=now_s,
         counts=counts,
-        series=series,
         onsets=onsets,
         baselines=baselines,
         recent=recent,
