@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from decision_intel.testing import free_port
-from tests.helpers import Daemon, drained, wait_for
+from tests.helpers import Daemon, drained, run_p35, wait_for
 from tests.traffic import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -380,6 +380,34 @@ def test_proof_passes_with_the_daemon_running_and_fails_without(
     assert bad.returncode == 1
     assert "FAIL heartbeat" in bad.stdout and "FAIL windows" in bad.stdout
     assert "proof FAILED: heartbeat windows" in bad.stdout
+
+
+@pytest.mark.e2e
+def test_check_waits_for_the_rebuild_that_covers_traffic_newer_than_the_last_one(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Traffic lands in a closed minute just after a rebuild (a first entry, a backlog):
+    its snapshot keys are rightly absent for up to one interval. `p35 check` run then
+    waits for the next rebuild instead of failing a healthy service."""
+    env = {**base_env, "P35_SNAPSHOT_INTERVAL_SEC": "6"}
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: r.hget("quantum:p35:status", "snapshot_ts") is not None, 30, "a rebuild")
+    first = r.hget("quantum:p35:status", "snapshot_ts")
+    wait_for(lambda: r.hget("quantum:p35:status", "snapshot_ts") != first, 30, "the next one")
+    sec, _ = r.time()
+    minute_ms = (int(sec) // 60 - 1) * 60_000  # the closed minute before this one
+    for i in range(50):
+        r.xadd(
+            "quantum:stream:apply.result",
+            {"symbol": "BTCUSDT", "executed": "false", "error": "risk_paused"},
+            id=f"{minute_ms + i}-0",
+        )
+    wait_for(lambda: drained(r, 50), 30, "the 50 entries counted")
+    assert not r.exists("quantum:p35:decision:counts:15m")  # the race this test is about
+    check = run_p35(env, "check")
+    assert check.returncode == 0, check.stdout
+    assert "windows: traffic in 1 of the last 60 minutes; snapshots present" in check.stdout
 
 
 def test_env_template_lists_every_setting_with_its_default() -> None:
