@@ -370,3 +370,39 @@ def test_explain_says_which_rule_and_layer() -> None:
     assert got["fields"]["symbol"] == {"value": "ETHUSDT", "layer": "top"}
     flag = Classifier().explain(entry(decision="RECONCILE_CLOSE", executed="True"))
     assert flag["rule"] == "executed" and flag["fields"]["executed"]["layer"] == "top"
+
+
+# -- what the fast paths must not change -------------------------------------------------
+
+
+def test_strip_removes_exactly_unicode_whitespace_and_the_zero_width_characters() -> None:
+    from decision_intel.classify import strip
+
+    whitespace = [c for c in map(chr, range(0x110000)) if c.isspace()]
+    for c in [*whitespace, "\u200b", "\u200c", "\u200d", "\ufeff"]:
+        assert strip(f"{c}{c}risk{c}paused{c}") == f"risk{c}paused", repr(c)
+    for c in ["\u200e", "\u00ad", "\u2060", "_", "x"]:  # look blank or are not: kept
+        assert strip(f"{c}a{c}") == f"{c}a{c}", repr(c)
+
+
+# JSON that orjson refuses and the standard library reads (and SPEC wants read): the
+# classifier's fallback must give what it always gave.
+REFUSED_BY_ORJSON = [
+    ("invalid UTF-8 is replaced", b'{"error": "risk_paused\xff:x", "decision": "BLOCKED"}',
+     ("BLOCKED", "risk_paused", None)),
+    ("NaN", b'{"error": "risk_paused", "qty": NaN}', ("BLOCKED", "risk_paused", None)),
+    ("a lone surrogate", b'{"error": "gate\\ud800_x:1"}', ("BLOCKED", "gate__x", None)),
+    ("an integer past 64 bits", b'{"error": 123456789012345678901234567890}',
+     ("BLOCKED", "123456789012345678901234567890", None)),
+    ("a float", b'{"error": 1.5e300}', ("BLOCKED", "1.5e", None)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "details", "want"), REFUSED_BY_ORJSON, ids=[c[0] for c in REFUSED_BY_ORJSON]
+)
+def test_json_that_orjson_refuses_is_read_as_the_standard_library_reads_it(
+    name: str, details: bytes, want: tuple[str, str, str | None]
+) -> None:
+    got = classify(entry(executed="false", details=details))
+    assert (got.decision, got.reason, got.symbol) == want
