@@ -41,13 +41,10 @@ def test_flush_args_layout_is_the_one_the_script_reads() -> None:
         123, 1, 0,  # now_ms, reclaimed, future
         2, e0, e1,  # counted IDs
         1, t0,  # trimmed IDs
-        1, keys.bucket(MIN), keys.bucket_meta(MIN), MIN * 60 + 172_800,  # one bucket
+        1, MIN, keys.bucket(MIN), keys.bucket_meta(MIN), MIN * 60 + 172_800,  # one bucket
+        keys.daily(day), keys.daily_meta(day), (day + 1 + 90) * 86_400,  # and its day
         2, "SKIP", 1, "UNKNOWN", 1,  # decisions
         2, "no_position", 1, "none", 1,  # reasons
         1, "BTCUSDT", 1, "SKIP", 1, 1, "no_position", 1,  # one symbol, both groups
-        1, keys.daily(day), keys.daily_meta(day), (day + 1 + 90) * 86_400,  # one day
-        2, "SKIP", 1, "UNKNOWN", 1,
-        2, "no_position", 1, "none", 1,
-        1, "BTCUSDT", 1, "SKIP", 1,  # days carry no symbol reasons
         1, e1, "why", '{"x": "y"}',  # invalid records
     ]  # fmt: skip

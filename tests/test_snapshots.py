@@ -85,6 +85,9 @@ def test_snapshot_values_are_the_sums_of_the_right_buckets(
         got = {k.decode(): int(v) for k, v in r.hgetall(keys.decision_counts(window)).items()}
         assert got == dict(decisions), window
         top = r.zrevrange(keys.reason_top(window), 0, -1, withscores=True)
+        if not decisions:  # 1m, when `now` is a minute's first second: no keys
+            assert not top
+            continue
         assert len(top) == min(3, len(reasons))
         for reason, score in top:
             assert reasons[reason.decode()] == score

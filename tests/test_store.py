@@ -14,6 +14,7 @@ import structlog
 from decision_intel import keys
 from decision_intel.client import connect
 from decision_intel.consumer import Consumer
+from decision_intel.rollup import Roller
 from decision_intel.settings import Settings
 from decision_intel.store import LeaseLost, Store
 from decision_intel.testing import RedisServer
@@ -131,7 +132,7 @@ def test_reasons_beyond_the_bucket_bound_fold_into_other(
 ) -> None:
     """With a bound of 5, 12 distinct reasons leave 4 named + `other`; the sums still hold."""
     ids = [
-        r.xadd(STREAM, {"symbol": "BTCUSDT", "executed": "false", "error": f"gate_{i}"})
+        r.xadd(STREAM, {"symbol": "BTCUSDT", "executed": "false", "error": f"gate_{chr(97 + i)}"})
         for i in range(12)
     ]
     assert len({i.split(b"-")[0][:-4] for i in ids}) >= 1
@@ -143,15 +144,18 @@ def test_reasons_beyond_the_bucket_bound_fold_into_other(
         await c.flush()
         c.ingest(await store.read_new(100, None))
         await c.flush()
+        await Roller(store.s, store.client).run(everything=True)  # the daily rollups too
         await close(store)
 
     run(go)
+    widest = 0
     for key in r.scan_iter("quantum:p35:bucket:*"):
         fields = {k.decode(): int(v) for k, v in r.hgetall(key).items()}
         reasons = {f for f in fields if f.startswith("reason:")}
         assert len(reasons) <= 5
         if len(reasons) == 5:
             assert "reason:other" in reasons
+        widest = max(widest, len(reasons))
         sym_reasons = {f.split(":")[-1] for f in fields if f.startswith("symbol_reason:")}
         assert sym_reasons <= {f.split(":", 1)[1] for f in reasons}
         # The meta copy has the same reason fields, and both keys got their expiry.
@@ -163,6 +167,10 @@ def test_reasons_beyond_the_bucket_bound_fold_into_other(
         assert r.ttl(key) > 0 and r.ttl(meta_key) > 0
     days = list(r.scan_iter("quantum:p35:daily*"))
     assert days and all(r.ttl(k) > 0 for k in days)  # each rollup and its meta
+    for day in r.scan_iter("quantum:p35:daily:*"):
+        reasons = {f for f in r.hkeys(day) if f.startswith(b"reason:")}
+        assert len(reasons) <= 5 and (len(reasons) < 5 or b"reason:other" in reasons)
+    assert widest == 5  # 12 reasons in at most two buckets: one of them reached the bound
     assert bucket_total(r, "reason:") == 12
     assert bucket_total(r, "symbol_reason:") == 12
 
@@ -340,3 +348,86 @@ def test_a_script_redis_lost_is_loaded_again(r: redis.Redis, redis_server: Redis
 
     assert run(go) == 4
     assert int(r.hget(keys.STATUS, "processed_total")) == 4
+
+
+# -- the daily roll-up -------------------------------------------------------------------
+
+
+def rollup_view(fields: dict[bytes, bytes]) -> dict[str, int]:
+    """What of a bucket a daily rollup sums: decision, reason and symbol_decision fields."""
+    return {
+        k.decode(): int(v)
+        for k, v in fields.items()
+        if k.startswith((b"decision:", b"reason:", b"symbol_decision:"))
+    }
+
+
+def test_each_count_reaches_the_daily_rollup_once_by_the_roll_up_or_by_a_late_flush(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    sec, _ = r.time()
+    now_minute = sec // 60
+    late, old = now_minute - 5, now_minute - (2880 - 5)  # old: its bucket expires in 5 min
+    day_of = {m: keys.daily(m // 1440) for m in (late, old)}
+
+    def xadd(minute: int, seq: int, **fields: str) -> None:
+        r.xadd(STREAM, fields, id=f"{minute * 60_000 + seq}-0")
+
+    async def go() -> None:
+        store, c = await ready(redis_server, "A")
+        roller = Roller(store.s, store.client)
+
+        async def count() -> None:
+            c.ingest(await store.read_new(100, None))
+            await c.flush()
+
+        # A bucket about to expire is not left for the roll-up: counted into its day at once.
+        xadd(old, 1, symbol="ETHUSDT", executed="true")
+        await count()
+        assert rollup_view(r.hgetall(day_of[old])) == rollup_view(r.hgetall(keys.bucket(old)))
+        assert r.hget(keys.bucket_meta(old), "rolled") == b"1"
+        assert not r.hexists(keys.UNROLLED, str(old))
+
+        # A bucket is listed until the roll-up adds it, once.
+        for i in range(3):
+            xadd(late, i + 1, symbol="BTCUSDT", executed="false", error="risk_paused")
+        await count()
+        assert r.hexists(keys.UNROLLED, str(late))
+        late_day_before = rollup_view(r.hgetall(day_of[late]))
+        assert await roller.run(now_minute) == 1
+        assert await roller.run(now_minute) == 0  # struck off: nothing twice
+        assert not r.hexists(keys.UNROLLED, str(late))
+
+        # A late entry for the rolled minute: its flush adds it to the rollup itself.
+        xadd(late, 10, symbol="BTCUSDT", decision="SKIP", error="no_position")
+        await count()
+        assert await roller.run(now_minute, everything=True) == 0
+        await close(store)
+        got = rollup_view(r.hgetall(day_of[late]))
+        want = dict(late_day_before)
+        for field, n in rollup_view(r.hgetall(keys.bucket(late))).items():
+            want[field] = want.get(field, 0) + n
+        assert got == want
+        assert got["decision:BLOCKED"] - late_day_before.get("decision:BLOCKED", 0) == 3
+        assert got["decision:SKIP"] - late_day_before.get("decision:SKIP", 0) == 1
+
+    run(go)
+
+
+def test_the_roll_up_leaves_the_current_minute_until_it_is_quiet(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    async def go() -> None:
+        store, c = await ready(redis_server, "A")
+        roller = Roller(store.s, store.client)
+        add(r, 4)
+        c.ingest(await store.read_new(100, None))
+        await c.flush()
+        (minute,) = (int(m) for m in r.hkeys(keys.UNROLLED))
+        assert await roller.run(minute) == 0  # the current minute, still changing
+        assert await roller.run(minute, quiet={minute}) == 1
+        await close(store)
+        day = keys.daily(minute // 1440)
+        assert rollup_view(r.hgetall(day)) == rollup_view(r.hgetall(keys.bucket(minute)))
+
+    run(go)

@@ -162,7 +162,13 @@ def assert_exact(r: redis.Redis, expected: dict[str, Counter[str]]) -> None:
             if k.startswith((b"decision:", b"reason:"))
         }
         assert meta == {f: v for f, v in want.items() if f.startswith(("decision:", "reason:"))}
-    # Daily rollups: the day's decision, reason and per-symbol decision totals.
+    # Daily rollups: the day's decision, reason and per-symbol decision totals, once the
+    # daemons have rolled every bucket up (a quiet minute within about two snapshot
+    # intervals; a daemon that stops rolls everything).
+    deadline = time.monotonic() + 30
+    while r.hlen("quantum:p35:unrolled") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not r.hlen("quantum:p35:unrolled"), "buckets left out of the daily rollups"
     days: dict[str, Counter[str]] = {}
     for key, want in expected.items():
         day = days.setdefault(f"quantum:p35:daily:{key.rsplit(':', 1)[1][:8]}", Counter())

@@ -185,14 +185,13 @@ class Batch:
         self.trimmed.clear()
         self.newest = self._oldest_new = self._other_range = None
 
-    def deltas(self, minutes_per_key: int = 1) -> dict[int, BucketDelta]:
-        """Increments per minute (or per day, with minutes_per_key=1440) from the entries held."""
+    def deltas(self) -> dict[int, BucketDelta]:
+        """Increments per minute from the entries held."""
         out: dict[int, BucketDelta] = {}
         for (minute, decision, reason, symbol), n in self.counts.items():
-            key = minute // minutes_per_key
-            delta = out.get(key)
+            delta = out.get(minute)
             if delta is None:
-                delta = out[key] = BucketDelta()
+                delta = out[minute] = BucketDelta()
             delta.decisions[decision] = delta.decisions.get(decision, 0) + n
             delta.reasons[reason] = delta.reasons.get(reason, 0) + n
             if symbol is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from decision_intel import keys
 from decision_intel.batch import Batch, BucketDelta
+from decision_intel.rollup import daily_expire_at
 from decision_intel.settings import Settings
 
 APPLIED, NOT_OURS, LEASE_LOST, REFUSED = 0, 1, 2, 3
@@ -36,16 +37,15 @@ def _pairs(args: list[Any], counts: dict[str, int]) -> None:
         args += [name, n]
 
 
-def _delta_args(args: list[Any], d: BucketDelta, *, symbol_reasons: bool) -> None:
-    """One bucket's (or day's) increments in the flush script's layout."""
+def _delta_args(args: list[Any], d: BucketDelta) -> None:
+    """One bucket's increments in the scripts' layout (lua/lib.lua, `add_counts`)."""
     _pairs(args, d.decisions)
     _pairs(args, d.reasons)
     args.append(len(d.symbol_decisions))
     for symbol, by_decision in d.symbol_decisions.items():
         args.append(symbol)
         _pairs(args, by_decision)
-        if symbol_reasons:
-            _pairs(args, d.symbol_reasons[symbol])
+        _pairs(args, d.symbol_reasons[symbol])
 
 
 def flush_args(
@@ -77,15 +77,11 @@ def flush_args(
     deltas = batch.deltas()
     args.append(len(deltas))
     for minute, d in deltas.items():
-        args += [keys.bucket(minute), keys.bucket_meta(minute)]
+        day = minute // 1440
+        args += [minute, keys.bucket(minute), keys.bucket_meta(minute)]
         args.append(minute * 60 + s.bucket_ttl_sec)
-        _delta_args(args, d, symbol_reasons=True)
-    days = batch.deltas(minutes_per_key=1440)
-    args.append(len(days))
-    for day, d in days.items():
-        args += [keys.daily(day), keys.daily_meta(day)]
-        args.append((day + 1 + s.daily_ttl_days) * 86_400)
-        _delta_args(args, d, symbol_reasons=False)
+        args += [keys.daily(day), keys.daily_meta(day), daily_expire_at(s, day)]
+        _delta_args(args, d)
     records = batch.invalid_records()
     args.append(len(records))
     for entry_id, cause, raw in records:

@@ -24,6 +24,8 @@ WINDOW_WORDS = {"1m": "minute", "5m": "5 minutes", "15m": "15 minutes", "1h": "h
 LONGEST_WINDOW_MIN = max(WINDOWS.values())
 
 SNAPSHOT_LOCK = f"{PREFIX}:lock:snapshot"
+UNROLLED = f"{PREFIX}:unrolled"
+"""Minute buckets whose counts are not in their day's rollup yet: minute -> expiry (s)."""
 
 
 def id_parts(entry_id: bytes | str) -> tuple[int, int]:

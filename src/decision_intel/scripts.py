@@ -25,6 +25,7 @@ NAMES = (
     "snapshot",
     "alert",
     "recent",
+    "roll",
 )
 
 

@@ -27,6 +27,7 @@ from decision_intel.client import connect, drop_idle_connections
 from decision_intel.consumer import Consumer
 from decision_intel.metrics import MetricsPortError, MetricsServer
 from decision_intel.notify import Notifier
+from decision_intel.rollup import Roller
 from decision_intel.settings import Settings
 from decision_intel.snapshots import Snapshotter
 from decision_intel.status import Heartbeat
@@ -65,6 +66,7 @@ class Service:
         self.consumer = Consumer(settings, self.store, self.log, self.metrics)
         self.heartbeat = Heartbeat(settings, self.store, self.metrics)
         self.snapshotter = Snapshotter(settings, self.client, settings.consumer_name)
+        self.roller = Roller(settings, self.client)
         self.alert_store = AlertStore(settings, self.client, self.log, self.metrics)
         self._metrics_server: MetricsServer | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -184,6 +186,7 @@ class Service:
             try:
                 async with asyncio.timeout(GRACE_S):
                     await self.consumer.finish()
+                    await self.roller.run(everything=True)
                     await self.heartbeat.beat(self.consumer.counted, state="stopped")
                     await self.store.release_lease()
             except TimeoutError:
@@ -267,6 +270,8 @@ class Service:
     async def _snapshot(self) -> None:
         t0 = time.perf_counter()
         built = await self.snapshotter.maybe_run(time.monotonic())
+        if self.snapshotter.turn_ms is not None:  # this daemon's turn: it rolls up too
+            await self.roller.run(self.snapshotter.turn_ms // 60_000, self.snapshotter.quiet)
         if built is not None:
             windows, now_ms = built
             self.store.observe_clock(now_ms)

@@ -33,9 +33,14 @@ class Snapshotter:
         self._next_try_s = 0.0
         self._script = scripts.load(client, "snapshot")
         self.minutes: dict[int, Counts] = {}
+        """The last rebuild's minute buckets (the last hour), for the alerts' onsets."""
         self._built: tuple[Any, ...] | None = None
         """What the last rebuild was made from (see `run`)."""
-        """The last rebuild's minute buckets (the last hour), for the alerts' onsets."""
+        self._versions: dict[int, bytes] = {}
+        self.quiet: frozenset[int] = frozenset()
+        """Minutes whose bucket did not change between this process's last two runs."""
+        self.turn_ms: int | None = None
+        """Redis's time when this call took the group's turn (None: not this process's)."""
 
     async def maybe_run(self, now_s: float) -> tuple[dict[str, Counts], int] | None:
         """Rebuild the snapshots if no daemon in the group has done so this interval: the
@@ -44,6 +49,7 @@ class Snapshotter:
         `now_s` is this process's monotonic clock: while the lock it took last is still
         held, asking again is pointless, so it asks once per interval, not every tick. The
         lock attempt and Redis's time travel in one round trip."""
+        self.turn_ms = None
         if now_s < self._next_try_s:
             return None
         interval_ms = max(1, int(self.s.snapshot_interval_sec * 1000))
@@ -54,7 +60,7 @@ class Snapshotter:
         if not got:
             return None  # another daemon's turn; try again next tick
         self._next_try_s = now_s + interval_ms / 1000
-        now_ms = int(sec) * 1000 + int(usec) // 1000
+        now_ms = self.turn_ms = int(sec) * 1000 + int(usec) // 1000
         windows = await self.run(now_ms, skip_unchanged=True)
         return None if windows is None else (windows, now_ms)
 
@@ -82,6 +88,9 @@ class Snapshotter:
             for minute in minutes:
                 pipe.hget(keys.bucket_meta(minute), "v")
             versions = await pipe.execute()
+        seen = {m: v for m, v in zip(minutes, versions, strict=True) if v is not None}
+        self.quiet = frozenset(m for m, v in seen.items() if self._versions.get(m) == v)
+        self._versions = seen
         stale = [
             (minute, version)
             for minute, version in zip(minutes, versions, strict=True)

@@ -134,7 +134,7 @@ class Store:
         excluded = 0
         while len(batch):
             reply = await self._flush(
-                keys=[keys.STATUS, keys.lease(self.consumer), keys.INVALID],
+                keys=[keys.STATUS, keys.lease(self.consumer), keys.INVALID, keys.UNROLLED],
                 args=flush_args(
                     self.s,
                     batch,

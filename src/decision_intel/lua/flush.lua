@@ -6,19 +6,15 @@
 -- the script then changes nothing and returns those IDs so the caller can drop
 -- them and flush the rest. That is what makes counting exactly-once.
 --
--- KEYS[1] status hash  KEYS[2] lease  KEYS[3] invalid stream
+-- KEYS[1] status hash  KEYS[2] lease  KEYS[3] invalid stream  KEYS[4] unrolled buckets (hash)
 -- ARGV: stream (not a KEY: the ACL lets this user read and acknowledge the input stream,
 --       never write it, and a declared key would need write access), group, consumer, token, lease_ms, max_reasons, max_symbols, invalid_maxlen,
 --       min_id, max_id (bounding every ID in the batch),
 --       newest_id ('' when the batch holds only reclaimed entries), now_ms, reclaimed,
 --       future (entries whose ID lay too far ahead of Redis's clock),
 --       n_ids, ids..., n_trimmed, trimmed_ids...,
---       n_buckets, { bucket, meta, expire_at_s,
---                    n_dec, {decision, n}..., n_rea, {reason, n}...,
---                    n_sym, {symbol, n_sd, {decision, n}..., n_sr, {reason, n}...}... }...,
---       n_days, { daily, daily_meta, expire_at_s,
---                 n_dec, {decision, n}..., n_rea, {reason, n}...,
---                 n_sym, {symbol, n_sd, {decision, n}...}... }...,
+--       n_buckets, { minute, bucket, meta, expire_at_s, daily, daily_meta, daily_expire_at_s,
+--                    increments (lib.lua: n_dec, {decision, n}..., n_rea, ...) }...,
 --       n_invalid, {id, cause, raw}...
 -- Returns {0, counted, trimmed} applied; {1, id...} IDs not ours, nothing applied; {2} lease lost;
 -- {3, why} an argument or a key would make a write fail, nothing applied.
@@ -26,7 +22,7 @@
 -- Redis does not undo a script's earlier writes when a later command fails, so
 -- everything that can fail is checked before the first write.
 
-local status, lease, invalid = KEYS[1], KEYS[2], KEYS[3]
+local status, lease, invalid, unrolled = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local stream, group, consumer, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local lease_ms = tonumber(ARGV[5])
 local max_reasons, max_symbols = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -72,7 +68,10 @@ if #missing > 0 then
   return missing
 end
 
--- (c) everything a write below could fail on: key types and numbers.
+-- (c) everything a write below could fail on: key types and the numbers that are not
+-- counts (counts are the daemon's own integers, never producer input). The reads that
+-- follow need doing anyway (a bucket's distinct counts, whether it is rolled up, the
+-- last ID) and fail on a wrong type themselves.
 local function check_type(key, want)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then error('wrong type', 0) end
@@ -81,31 +80,47 @@ local function check_number(v, low, high)
   local n = tonumber(v)
   if not n or n ~= math.floor(n) or n < low or n > high then error('bad number', 0) end
 end
+local function skip_pairs(c) c.skip(2 * tonumber(c.take())) end
 local MAX_EXPIRE_S = 2 ^ 40  -- EXPIREAT refuses times past this range
+-- A new bucket this close to its expiry is not left for the roll-up (roll.lua), which
+-- might come after it is gone: its counts go to the daily rollup at once.
+local ROLL_MARGIN_S = 600
+local plan = {}
+local last_id, n_invalid, invalid_at
 local ok, why = pcall(function()
-  check_type(status, 'hash')
-  check_type(invalid, 'stream')
   check_number(now_ms, 0, 2 ^ 50)
-  local nxt = cursor(args.at()).take  -- a second cursor: the writes below read again
-  local function counts(with_symbol_reasons)
-    for _ = 1, 2 do
-      for _ = 1, tonumber(nxt()) do nxt(); check_number(nxt(), 1, 2 ^ 50) end
+  local now_s = tonumber(now_ms) / 1000
+  last_id = redis.call('HGET', status, 'last_id')
+  local c = cursor(args.at())
+  for i = 1, tonumber(c.take()) do
+    local p = {minute = c.take(), bucket = c.take(), meta = c.take(), expire_at = c.take(),
+               daily = c.take(), daily_meta = c.take(), daily_expire_at = c.take()}
+    check_number(p.expire_at, 0, MAX_EXPIRE_S)
+    check_number(p.daily_expire_at, 0, MAX_EXPIRE_S)
+    check_type(p.bucket, 'hash')
+    p.counters = redis.call('HMGET', p.meta, 'reasons', 'symbols', 'rolled')
+    p.fresh = not p.counters[1]
+    -- Rolled up already: later counts go to the daily rollup directly, in this script.
+    p.direct = p.counters[3] ~= false
+      or (p.fresh and tonumber(p.expire_at) <= now_s + ROLL_MARGIN_S)
+    if p.fresh and not p.direct then check_type(unrolled, 'hash') end
+    if p.direct then
+      check_type(p.daily, 'hash')
+      p.daily_counters = redis.call('HMGET', p.daily_meta, 'reasons', 'symbols')
     end
-    for _ = 1, tonumber(nxt()) do
-      nxt()
-      for _ = 1, (with_symbol_reasons and 2 or 1) do
-        for _ = 1, tonumber(nxt()) do nxt(); check_number(nxt(), 1, 2 ^ 50) end
-      end
+    p.at = c.at()
+    skip_pairs(c)
+    skip_pairs(c)
+    for _ = 1, tonumber(c.take()) do
+      c.skip(1)
+      skip_pairs(c)
+      skip_pairs(c)
     end
+    plan[i] = p
   end
-  for _, with_symbol_reasons in ipairs({true, false}) do
-    for _ = 1, tonumber(nxt()) do
-      check_type(nxt(), 'hash')
-      check_type(nxt(), 'hash')
-      check_number(nxt(), 0, MAX_EXPIRE_S)
-      counts(with_symbol_reasons)
-    end
-  end
+  n_invalid = tonumber(c.take())
+  invalid_at = c.at()
+  if n_invalid > 0 then check_type(invalid, 'stream') end
 end)
 if not ok then return {3, tostring(why)} end
 
@@ -129,134 +144,40 @@ if #trimmed_owned > 0 then
   redis.call('HINCRBY', status, 'trimmed_total', #trimmed_owned)
 end
 
--- Buckets. Reasons beyond max_reasons distinct ones fold into `other`; symbols
--- beyond max_symbols distinct ones get no symbol fields. The private meta hash
--- holds the distinct counts, the symbols seen, a change counter, and a copy of the
--- bucket's decision and reason fields (what snapshots read with the symbol
--- breakdown off).
--- A reason new to `hash` is admitted while fewer than max_reasons distinct ones are
--- there (`other` included); past that it is counted as `other`. `seen` carries the
--- distinct count (`n`) and this flush's verdicts (`map`), so each is judged once.
--- The increment itself tells whether the field is new (it then equals `n`: counts
--- are never 0), so the common case is one command; a reason over the bound is taken
--- back (HDEL) and counted as `other`. Returns the name counted and whether `hash`
--- already has the increment.
-local function add_reason(hash, r, n, seen)
-  local name = seen.map[r]
-  if name ~= nil then return name, false end
-  if r == 'other' then
-    seen.map[r] = r
-    return r, false
-  end
-  local field = 'reason:' .. r
-  if redis.call('HINCRBY', hash, field, n) ~= n then
-    seen.map[r] = r
-    return r, true
-  end
-  if seen.n >= max_reasons - 1 then
-    redis.call('HDEL', hash, field)
-    seen.map[r] = 'other'
-    return 'other', false
-  end
-  seen.n = seen.n + 1
-  seen.map[r] = r
-  return r, true
-end
-
--- A symbol new to `meta`'s registry is admitted while fewer than max_symbols are known.
-local function symbol_kept(meta, sym, seen)
-  local keep = seen.map[sym]
-  if keep == nil then
-    local known = redis.call('HEXISTS', meta, 's:' .. sym) == 1
-    keep = known or seen.n < max_symbols
-    if keep and not known then
-      redis.call('HSET', meta, 's:' .. sym, 1)
-      seen.n = seen.n + 1
-    end
-    seen.map[sym] = keep
-  end
-  return keep
-end
-
--- The distinct counts kept in `meta`, and whether it is new (its keys get their
--- expiry then: it is fixed by the minute or the day, so once is enough).
-local function counters(meta)
-  local m = redis.call('HMGET', meta, 'reasons', 'symbols')
-  return {n = tonumber(m[1]) or 0, map = {}}, {n = tonumber(m[2]) or 0, map = {}}, not m[1]
-end
-
--- Adds the next group of increments (decisions, reasons, symbols; see ARGV) to
--- `hash`, bounded by the distinct counts kept in `meta`. `copy`, when given, also
--- gets the decision and reason fields. Returns how many symbols the bound left out,
--- and whether the keys are new.
-local function add_counts(hash, meta, copy, with_symbol_reasons)
-  local reasons, symbols, fresh = counters(meta)
-  local function incr(field, n)
-    redis.call('HINCRBY', hash, field, n)
-    if copy then redis.call('HINCRBY', copy, field, n) end
-  end
-  for _ = 1, tonumber(take()) do
-    local d, n = take(), take()
-    incr('decision:' .. d, n)
-  end
-  for _ = 1, tonumber(take()) do
-    local r, n = take(), take()
-    local name, done = add_reason(hash, r, n, reasons)
-    if not done then redis.call('HINCRBY', hash, 'reason:' .. name, n) end
-    if copy then redis.call('HINCRBY', copy, 'reason:' .. name, n) end
-  end
-  local dropped = 0
-  for _ = 1, tonumber(take()) do
-    local sym = take()
-    local keep = symbol_kept(meta, sym, symbols)
-    if not keep then dropped = dropped + 1 end
-    for _ = 1, tonumber(take()) do
-      local d, n = take(), take()
-      if keep then redis.call('HINCRBY', hash, 'symbol_decision:' .. sym .. ':' .. d, n) end
-    end
-    if with_symbol_reasons then
-      for _ = 1, tonumber(take()) do
-        local r, n = take(), take()
-        if keep then
-          local field = 'symbol_reason:' .. sym .. ':' .. (reasons.map[r] or 'other')
-          redis.call('HINCRBY', hash, field, n)
-        end
-      end
+-- Minute buckets. The private meta hash also keeps a copy of the bucket's decision and
+-- reason fields (what snapshots and readers of many minutes read), a change counter
+-- (`v`) and `rolled` once the bucket's counts are in its day's rollup. A new bucket is
+-- listed in the unrolled hash: the roll-up (roll.lua) adds it to the daily rollup once
+-- it is quiet, in one step with `rolled`, so each count reaches the daily rollup once,
+-- from the roll-up or from here.
+local limits = {reasons = max_reasons, symbols = max_symbols}
+for _, p in ipairs(plan) do
+  local dropped, verdicts = add_counts(
+    cursor(p.at).take, p.bucket, p.meta, p.meta, true, p.counters, limits, nil)
+  redis.call('HINCRBY', p.meta, 'v', 1)
+  if dropped > 0 then redis.call('HINCRBY', p.meta, 'symbols_dropped', dropped) end
+  if p.fresh then
+    redis.call('EXPIREAT', p.bucket, p.expire_at)
+    redis.call('EXPIREAT', p.meta, p.expire_at)
+    if p.direct then
+      redis.call('HSET', p.meta, 'rolled', 1)
+    else
+      redis.call('HSET', unrolled, p.minute, p.expire_at)
     end
   end
-  redis.call('HSET', meta, 'reasons', reasons.n, 'symbols', symbols.n)
-  return dropped, fresh
-end
-
--- Minute buckets; the meta hash also keeps the decision/reason copy and a change counter.
-for _ = 1, tonumber(take()) do
-  local bucket, meta, expire_at = take(), take(), take()
-  local dropped, fresh = add_counts(bucket, meta, meta, true)
-  redis.call('HINCRBY', meta, 'v', 1)
-  if dropped > 0 then redis.call('HINCRBY', meta, 'symbols_dropped', dropped) end
-  if fresh then
-    redis.call('EXPIREAT', bucket, expire_at)
-    redis.call('EXPIREAT', meta, expire_at)
+  if p.direct then
+    add_counts(cursor(p.at).take, p.daily, p.daily_meta, nil, false, p.daily_counters,
+      limits, verdicts)
+    if not p.daily_counters[1] then
+      redis.call('EXPIREAT', p.daily, p.daily_expire_at)
+      redis.call('EXPIREAT', p.daily_meta, p.daily_expire_at)
+    end
   end
 end
 
--- Daily rollups: decision and reason totals and per-symbol decision totals per UTC
--- day, bounded like buckets (their own distinct counts in the day's meta hash).
--- Counted here, with the XACK, so they are exact like the buckets.
-for _ = 1, tonumber(take()) do
-  local daily, meta, expire_at = take(), take(), take()
-  local _, fresh = add_counts(daily, meta, nil, false)
-  if fresh then
-    redis.call('EXPIREAT', daily, expire_at)
-    redis.call('EXPIREAT', meta, expire_at)
-  end
-end
-
-local n_invalid = tonumber(take())
-for _ = 1, n_invalid do
-  local id, cause, raw = take(), take(), take()
+for i = invalid_at, invalid_at + 3 * n_invalid - 1, 3 do
   redis.call('XADD', invalid, 'MAXLEN', '~', invalid_maxlen, '*',
-    'id', id, 'cause', cause, 'raw', raw, 'consumer', consumer, 'ts_ms', now_ms)
+    'id', ARGV[i], 'cause', ARGV[i + 1], 'raw', ARGV[i + 2], 'consumer', consumer, 'ts_ms', now_ms)
 end
 
 -- Group-wide totals, exact because they move with the XACK.
@@ -282,8 +203,7 @@ local function newer(a, b)
   return greater(as, bs)
 end
 if newest_id ~= '' then
-  local last = redis.call('HGET', status, 'last_id')
-  if not last or newer(newest_id, last) then
+  if not last_id or newer(newest_id, last_id) then
     redis.call('HSET', status, 'last_id', newest_id)
   end
 end

@@ -1,19 +1,119 @@
 -- Helpers every script shares; scripts.py puts this file in front of each script.
 --
--- cursor(first): reads ARGV in order from index `first`. The scripts' arguments are
--- variable-length groups (counts followed by that many items), so each is read with
--- take(); skip(n) passes over n values and at() tells where the next one is.
-local function cursor(first)
+-- cursor(first, list): reads `list` (ARGV when not given) in order from index `first`.
+-- The scripts' arguments are variable-length groups (counts followed by that many
+-- items), so each is read with take(); skip(n) passes over n values and at() tells
+-- where the next one is.
+local function cursor(first, list)
+  local src = list or ARGV
   local pos = first
   local c = {}
   function c.take()
-    local v = ARGV[pos]
+    local v = src[pos]
     pos = pos + 1
     return v
   end
   function c.skip(n) pos = pos + n end
   function c.at() return pos end
   return c
+end
+
+-- Counting into a minute bucket or a daily rollup (flush.lua, roll.lua). A group of
+-- increments is laid out as
+--   n_dec, {decision, n}..., n_rea, {reason, n}...,
+--   n_sym, {symbol, n_sd, {decision, n}..., n_sr, {reason, n}...}...
+-- Bounds: reasons beyond `limits.reasons` distinct ones (`other` included) fold into
+-- `other`; symbols beyond `limits.symbols` distinct ones get no symbol fields. The
+-- meta hash keeps the distinct counts (`reasons`, `symbols`) and the symbols admitted
+-- (`s:<symbol>`).
+
+-- A reason new to `hash` is admitted while fewer than `max` distinct ones are there;
+-- past that it is counted as `other`. `seen` carries the distinct count (`n`) and this
+-- script's verdicts (`map`), so each is judged once. The increment itself tells whether
+-- the field is new (it then equals `n`: counts are never 0), so the common case is one
+-- command; a reason over the bound is taken back (HDEL) and counted as `other`.
+-- Returns the name counted and whether `hash` already has the increment.
+local function add_reason(hash, r, n, seen, max)
+  local name = seen.map[r]
+  if name ~= nil then return name, false end
+  if r == 'other' then
+    seen.map[r] = r
+    return r, false
+  end
+  local field = 'reason:' .. r
+  -- n arrives as text (ARGV): compared as a number, or it never equals the reply.
+  if redis.call('HINCRBY', hash, field, n) ~= tonumber(n) then
+    seen.map[r] = r
+    return r, true
+  end
+  if seen.n >= max - 1 then
+    redis.call('HDEL', hash, field)
+    seen.map[r] = 'other'
+    return 'other', false
+  end
+  seen.n = seen.n + 1
+  seen.map[r] = r
+  return r, true
+end
+
+-- A symbol new to `meta`'s registry is admitted while fewer than `max` are known.
+local function symbol_kept(meta, sym, seen, max)
+  local keep = seen.map[sym]
+  if keep == nil then
+    local known = redis.call('HEXISTS', meta, 's:' .. sym) == 1
+    keep = known or seen.n < max
+    if keep and not known then
+      redis.call('HSET', meta, 's:' .. sym, 1)
+      seen.n = seen.n + 1
+    end
+    seen.map[sym] = keep
+  end
+  return keep
+end
+
+-- Adds the group of increments `take` reads to `hash`, bounded by the distinct counts
+-- `counters` (HMGET of `meta`'s 'reasons', 'symbols'; false when new). `copy`, when
+-- given, also gets the decision and reason fields; symbol reason fields are written
+-- only with `symbol_reasons`. `via`, the verdicts of a count of the same group into a
+-- bucket, makes this count follow it: each reason is named as the bucket counted it,
+-- and a symbol the bucket left out is left out (a daily rollup is the sum of its
+-- buckets). Returns how many symbols the bound left out and this count's verdicts.
+local function add_counts(take, hash, meta, copy, symbol_reasons, counters, limits, via)
+  local reasons = {n = tonumber(counters[1]) or 0, map = {}}
+  local symbols = {n = tonumber(counters[2]) or 0, map = {}}
+  local reasons_before, symbols_before = reasons.n, symbols.n
+  for _ = 1, tonumber(take()) do
+    local field, n = 'decision:' .. take(), take()
+    redis.call('HINCRBY', hash, field, n)
+    if copy then redis.call('HINCRBY', copy, field, n) end
+  end
+  for _ = 1, tonumber(take()) do
+    local r, n = take(), take()
+    if via then r = via.reasons[r] end
+    local name, done = add_reason(hash, r, n, reasons, limits.reasons)
+    if not done then redis.call('HINCRBY', hash, 'reason:' .. name, n) end
+    if copy then redis.call('HINCRBY', copy, 'reason:' .. name, n) end
+  end
+  local dropped = 0
+  for _ = 1, tonumber(take()) do
+    local sym = take()
+    local keep = (not via or via.symbols[sym]) and symbol_kept(meta, sym, symbols, limits.symbols)
+    if not keep then dropped = dropped + 1 end
+    for _ = 1, tonumber(take()) do
+      local d, n = take(), take()
+      if keep then redis.call('HINCRBY', hash, 'symbol_decision:' .. sym .. ':' .. d, n) end
+    end
+    for _ = 1, tonumber(take()) do
+      local r, n = take(), take()
+      if keep and symbol_reasons then
+        redis.call('HINCRBY', hash, 'symbol_reason:' .. sym .. ':' .. (reasons.map[r] or 'other'), n)
+      end
+    end
+  end
+  if not counters[1] or reasons.n ~= reasons_before or symbols.n ~= symbols_before then
+    redis.call('HSET', meta, 'reasons', reasons.n, 'symbols', symbols.n)
+  end
+  return dropped, {reasons = reasons.map, symbols = symbols.map}
 end
 
 -- measure(flat, max_fields, max_bytes): an entry's flat field list and its size in bytes

@@ -1,0 +1,67 @@
+"""The daily roll-up: minute buckets into their day's rollup (`lua/roll.lua`), each once.
+
+A flush counts into minute buckets only, and lists each new bucket in
+`quantum:p35:unrolled`. Once a bucket is quiet (its minute closed, or nothing changed
+in it since the last snapshot run) the roll-up adds its counts to the daily rollup and
+marks it rolled; a late entry for a rolled minute is added to the rollup by its own
+flush. The daemon that takes the snapshot turn rolls after each rebuild, and a daemon
+that stops rolls everything still listed, so a stopped service leaves its rollups
+complete. Each flush thus writes one hash per minute instead of two, and the rollup
+costs a few commands per minute, whatever the rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from decision_intel import keys, scripts
+from decision_intel.classify import DECISIONS
+from decision_intel.settings import Settings
+
+MINUTES_PER_SCRIPT = 60
+"""Bounds one script's run (and so how long it holds Redis) on a long backlog."""
+
+
+def daily_expire_at(s: Settings, day: int) -> int:
+    """When a day's rollup expires (Unix seconds): `P35_DAILY_TTL_DAYS` after the day ends."""
+    return (day + 1 + s.daily_ttl_days) * 86_400
+
+
+class Roller:
+    def __init__(self, settings: Settings, client: aioredis.Redis):
+        self.s = settings
+        self.client = client
+        self._script = scripts.load(client, "roll")
+
+    async def run(
+        self, now_minute: int | None = None, quiet: Container[int] = (), everything: bool = False
+    ) -> int:
+        """Roll every listed minute before `now_minute` and those in `quiet` (all of them
+        with `everything`). Returns how many buckets were rolled."""
+        listed = await self.client.hkeys(keys.UNROLLED)
+        minutes = sorted(int(m) for m in listed if m.isdigit())
+        due = [
+            m
+            for m in minutes
+            if everything or (now_minute is not None and m < now_minute) or m in quiet
+        ]
+        rolled = 0
+        for i in range(0, len(due), MINUTES_PER_SCRIPT):
+            chunk = due[i : i + MINUTES_PER_SCRIPT]
+            args: list[Any] = [
+                self.s.max_reasons_per_bucket,
+                self.s.max_symbols_per_bucket,
+                len(DECISIONS),
+                *DECISIONS,
+                len(chunk),
+            ]
+            for minute in chunk:
+                day = minute // 1440
+                args += [minute, keys.bucket(minute), keys.bucket_meta(minute)]
+                args += [keys.daily(day), keys.daily_meta(day), daily_expire_at(self.s, day)]
+            reply = await self._script(keys=[keys.UNROLLED], args=args)
+            rolled += int(reply[0])
+        return rolled
