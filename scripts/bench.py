@@ -131,8 +131,22 @@ async def _naive_live(url: str, group: str, _cap_s: float) -> int:
             await _naive_count(r, group, entry_id, fields)
 
 
+async def _ceiling_live(url: str, group: str, _cap_s: float) -> int:
+    """The raw reader live: what reading and acknowledging the entries costs at all."""
+    r = aioredis.from_url(url)
+    while True:
+        reply = await r.xreadgroup(group, "ceiling", {STREAM: ">"}, count=1000, block=1000)
+        if reply and reply[0][1]:
+            await r.xack(STREAM, group, *[entry_id for entry_id, _ in reply[0][1]])
+
+
 def reader_child(kind: str, url: str, group: str, cap_s: float) -> None:
-    fn = {"ceiling": _ceiling, "naive": _naive, "naive-live": _naive_live}[kind]
+    fn = {
+        "ceiling": _ceiling,
+        "naive": _naive,
+        "naive-live": _naive_live,
+        "ceiling-live": _ceiling_live,
+    }[kind]
     t0, c0 = time.perf_counter(), time.process_time()
     done = asyncio.run(fn(url, group, cap_s))
     print(
@@ -336,9 +350,10 @@ def _at_rate(r: redis.Redis, rng: random.Random, rate: int, seconds: float) -> N
 
 
 def steady_round(kind: str, rates: list[int], seconds: float) -> dict[str, dict[str, float]]:
-    """One contender (p35 or naive) at each rate: its CPU as % of a core (from /proc) and
-    the Redis time it causes as % of Redis's core: Redis's main-thread CPU with the
-    contender running, less the same producer traffic with no consumer, measured first."""
+    """One contender (p35, naive or the raw reader) at each rate: its CPU as % of a core
+    (from /proc) and the Redis time it causes as % of Redis's core: Redis's main-thread
+    CPU with the contender running, less the same producer traffic with no consumer,
+    measured first."""
     with redis_server() as url:
         r = redis.Redis.from_url(url)
         rng = random.Random(11)
@@ -356,7 +371,7 @@ def steady_round(kind: str, rates: list[int], seconds: float) -> dict[str, dict[
             while not r.exists("quantum:p35:status:consumer:bench"):
                 time.sleep(0.02)
         else:
-            cmd = [sys.executable, __file__, "--child", "naive-live", url, "bench_live", "0"]
+            cmd = [sys.executable, __file__, "--child", f"{kind}-live", url, "bench_live", "0"]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         out: dict[str, dict[str, float]] = {}
         try:
@@ -620,16 +635,17 @@ def report(args: argparse.Namespace, results: dict) -> str:
             f"steady state ({args.steady_sec:.0f} s per rate; % of one core; Redis: its main "
             "thread's CPU with the consumer, less the same traffic with no consumer):",
             "",
-            "| rate | p35 CPU | p35 Redis | naive CPU | naive Redis |",
-            "|---|---:|---:|---:|---:|",
+            "| rate | p35 CPU | p35 Redis | naive CPU | naive Redis "
+            "| raw reader CPU | raw reader Redis |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for rate in steady["p35"]:
-            p, n = steady["p35"][rate], steady["naive"][rate]
             label = "idle" if rate == "0" else f"{int(rate):,}/s"
-            lines.append(
-                f"| {label} | {p['cpu_pct']:.2f} % | {p['redis_pct']:.3f} % "
-                f"| {n['cpu_pct']:.2f} % | {n['redis_pct']:.3f} % |"
-            )
+            cells = [
+                f"{steady[who][rate]['cpu_pct']:.2f} % | {steady[who][rate]['redis_pct']:.3f} %"
+                for who in ("p35", "naive", "ceiling")
+            ]
+            lines.append(f"| {label} | {' | '.join(cells)} |")
     if big := results.get("backlog"):
         lines += [
             "",
@@ -708,7 +724,8 @@ def main() -> None:
     if args.steady_sec > 0:
         print("steady state: idle, 100/s, 1000/s ...", file=sys.stderr, flush=True)
         results["steady"] = {
-            kind: steady_round(kind, [0, 100, 1000], args.steady_sec) for kind in ("p35", "naive")
+            kind: steady_round(kind, [0, 100, 1000], args.steady_sec)
+            for kind in ("p35", "naive", "ceiling")
         }
     if args.latency_sec > 0:
         print(f"latency at {args.rate}/s for {args.latency_sec:.0f} s ...", file=sys.stderr)

@@ -56,7 +56,7 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
     assert results["latency"]["entries"] >= 350
     assert results["snapshot"]["fields_per_bucket"] == 1 + 10 + 20 * (4 + 5)
     steady = results["steady"]
-    assert set(steady) == {"p35", "naive"} and set(steady["p35"]) == {"0", "100", "1000"}
+    assert set(steady) == {"p35", "naive", "ceiling"} and set(steady["p35"]) == {"0", "100", "1000"}
     assert all(v["cpu_pct"] >= 0 for who in steady.values() for v in who.values())
     assert results["top"]["warm_redis_ms"] > 0
     assert results["why"]["gates"][0].startswith("kill_switch_active")  # planted 90 min ago

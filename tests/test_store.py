@@ -414,6 +414,30 @@ def test_each_count_reaches_the_daily_rollup_once_by_the_roll_up_or_by_a_late_fl
     run(go)
 
 
+def test_a_bucket_from_before_the_roll_up_keeps_counting_into_its_day_directly(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """Its counts went to its day with each flush (no `rolled` in its meta): after an
+    upgrade, later ones must too, since no roll-up will ever take them there."""
+    sec, _ = r.time()
+    minute = sec // 60 - 3
+    day = keys.daily(minute // 1440)
+    r.hset(keys.bucket(minute), mapping={"decision:EXECUTE": 2})
+    r.hset(keys.bucket_meta(minute), mapping={"decision:EXECUTE": 2, "reasons": 1, "v": 1})
+    r.hset(day, mapping={"decision:EXECUTE": 2})
+    r.xadd(STREAM, {"symbol": "BTCUSDT", "executed": "true"}, id=f"{minute * 60_000 + 1}-0")
+
+    async def go() -> None:
+        store, c = await ready(redis_server, "A")
+        c.ingest(await store.read_new(10, None))
+        await c.flush()
+        await close(store)
+
+    run(go)
+    assert r.hget(day, "decision:EXECUTE") == b"3"
+    assert not r.hexists(keys.UNROLLED, str(minute))
+
+
 def test_the_roll_up_leaves_the_current_minute_until_it_is_quiet(
     r: redis.Redis, redis_server: RedisServer
 ) -> None:

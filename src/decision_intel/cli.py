@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
-from decision_intel import __version__, keys, logs
+from decision_intel import __version__, keys
 from decision_intel.alerts import GATE_SHARE_MIN
 from decision_intel.notify import Notifier
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
@@ -23,6 +23,8 @@ T = TypeVar("T")
 def _config_error(message: str) -> NoReturn:
     """One line naming the problem, then exit 78. Under systemd (stderr is the journal)
     the line carries the error priority, so `journalctl -p err` shows it."""
+    from decision_intel import logs
+
     prefix = "<3>" if logs.detect_mode(os.environ, sys.stderr) == "journal" else ""
     print(f"{prefix}p35: {message}", file=sys.stderr, flush=True)
     raise SystemExit(os.EX_CONFIG)
@@ -36,6 +38,10 @@ def _settings(**overrides: object) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # structlog imports rich, when it is installed, to draw tracebacks. `p35 top` needs
+    # rich; the daemon draws none, and rich would be 5 of its 48 MB: kept out.
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+    from decision_intel import logs
     from decision_intel.service import Service
 
     settings = _settings(consumer=args.consumer)

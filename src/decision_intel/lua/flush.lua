@@ -100,9 +100,15 @@ local ok, why = pcall(function()
     check_type(p.bucket, 'hash')
     p.counters = redis.call('HMGET', p.meta, 'reasons', 'symbols', 'rolled')
     p.fresh = not p.counters[1]
-    -- Rolled up already: later counts go to the daily rollup directly, in this script.
-    p.direct = p.counters[3] ~= false
-      or (p.fresh and tonumber(p.expire_at) <= now_s + ROLL_MARGIN_S)
+    -- `rolled` is 0 while the roll-up has a bucket's counts still to add to its day,
+    -- 1 once it has. A bucket rolled up already, or from before there was a roll-up (no
+    -- `rolled`: its counts went to its day with each flush), takes later counts to
+    -- its day directly, in this script.
+    if p.fresh then
+      p.direct = tonumber(p.expire_at) <= now_s + ROLL_MARGIN_S
+    else
+      p.direct = p.counters[3] ~= '0'
+    end
     if p.fresh and not p.direct then check_type(unrolled, 'hash') end
     if p.direct then
       check_type(p.daily, 'hash')
@@ -146,7 +152,7 @@ end
 
 -- Minute buckets. The private meta hash also keeps a copy of the bucket's decision and
 -- reason fields (what snapshots and readers of many minutes read), a change counter
--- (`v`) and `rolled` once the bucket's counts are in its day's rollup. A new bucket is
+-- (`v`) and `rolled` (1 once the bucket's counts are in its day's rollup). A new bucket is
 -- listed in the unrolled hash: the roll-up (roll.lua) adds it to the daily rollup once
 -- it is quiet, in one step with `rolled`, so each count reaches the daily rollup once,
 -- from the roll-up or from here.
@@ -159,11 +165,8 @@ for _, p in ipairs(plan) do
   if p.fresh then
     redis.call('EXPIREAT', p.bucket, p.expire_at)
     redis.call('EXPIREAT', p.meta, p.expire_at)
-    if p.direct then
-      redis.call('HSET', p.meta, 'rolled', 1)
-    else
-      redis.call('HSET', unrolled, p.minute, p.expire_at)
-    end
+    redis.call('HSET', p.meta, 'rolled', p.direct and 1 or 0)
+    if not p.direct then redis.call('HSET', unrolled, p.minute, p.expire_at) end
   end
   if p.direct then
     add_counts(cursor(p.at).take, p.daily, p.daily_meta, nil, false, p.daily_counters,

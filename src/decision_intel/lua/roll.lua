@@ -1,12 +1,13 @@
 -- The daily roll-up: adds minute buckets to their day's rollup, each once.
 --
 -- A minute listed in the unrolled hash has counts that are not in its day's rollup
--- yet. For each minute given: when its meta hash is gone (the bucket expired) or it is
--- rolled already, it is only struck off the list; otherwise its decision and reason
--- fields (the meta hash's copy) and its symbol_decision fields go to the daily rollup,
--- bounded as a flush bounds them, `rolled` is set and it is struck off. From then on
--- flush.lua adds that minute's late entries to the rollup itself. Both are scripts, so
--- each count reaches the rollup once: through this script or through a flush.
+-- yet (its meta hash says `rolled` 0). For each minute given: when its meta hash is
+-- gone (the bucket expired) or it is rolled up already, it is only struck off the
+-- list; otherwise its decision and reason fields (the meta hash's copy) and its
+-- symbol_decision fields go to the daily rollup, bounded as a flush bounds them,
+-- `rolled` becomes 1 and it is struck off. From then on flush.lua adds that minute's
+-- late entries to the rollup itself. Both are scripts, so each count reaches the
+-- rollup once: through this script or through a flush.
 --
 -- KEYS[1] unrolled hash
 -- ARGV: max_reasons, max_symbols, n_decisions, decisions..., n_minutes,
@@ -29,7 +30,7 @@ for _ = 1, tonumber(args.take()) do
   local flat = redis.call('HGETALL', meta)
   local m = {}
   for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
-  if not m['reasons'] or m['rolled'] then
+  if m['rolled'] ~= '0' then  -- gone (expired), or rolled up already
     gone = gone + 1
   else
     -- The bucket's increments in the layout add_counts reads.
