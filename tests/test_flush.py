@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from decision_intel import keys
 from decision_intel.batch import Batch
 from decision_intel.classify import Classification
@@ -34,6 +36,14 @@ def test_flush_args_layout_is_the_one_the_script_reads() -> None:
         f"{MIN * 60_000 - 5}-0".encode(),
     )
     # One line per group of the script's ARGV: the layout reads better as a table.
+    BUCKETS = args[19]
+    assert json.loads(BUCKETS) == [
+        1, MIN, keys.bucket(MIN), keys.bucket_meta(MIN), MIN * 60 + 172_800,  # one bucket
+        keys.daily(day), keys.daily_meta(day), (day + 1 + 90) * 86_400,  # and its day
+        2, "SKIP", 1, "UNKNOWN", 1,  # decisions
+        2, "no_position", 1, "none", 1,  # reasons
+        1, "BTCUSDT", 1, "SKIP", 1, 1, "no_position", 1,  # one symbol, both groups
+    ]  # fmt: skip
     assert args == [
         s.stream, s.group, "c1", "t0k", 15_000, 200, 500, 10_000,
         t0, e1,  # lowest and highest ID held
@@ -41,10 +51,6 @@ def test_flush_args_layout_is_the_one_the_script_reads() -> None:
         123, 1, 0,  # now_ms, reclaimed, future
         2, e0, e1,  # counted IDs
         1, t0,  # trimmed IDs
-        1, MIN, keys.bucket(MIN), keys.bucket_meta(MIN), MIN * 60 + 172_800,  # one bucket
-        keys.daily(day), keys.daily_meta(day), (day + 1 + 90) * 86_400,  # and its day
-        2, "SKIP", 1, "UNKNOWN", 1,  # decisions
-        2, "no_position", 1, "none", 1,  # reasons
-        1, "BTCUSDT", 1, "SKIP", 1, 1, "no_position", 1,  # one symbol, both groups
+        BUCKETS,  # the increments, one JSON argument (below)
         1, e1, "why", '{"x": "y"}',  # invalid records
     ]  # fmt: skip

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from decision_intel import keys
 from decision_intel.batch import Batch, BucketDelta
 from decision_intel.rollup import daily_expire_at
@@ -74,14 +76,18 @@ def flush_args(
         len(batch.trimmed),
         *batch.trimmed,
     ]
+    # The increments travel as one JSON argument (the script decodes it with cjson):
+    # a flush's hundred-odd small values cost redis-py an encoding each, and this
+    # process a quarter of its CPU at live rates.
     deltas = batch.deltas()
-    args.append(len(deltas))
+    counts: list[Any] = [len(deltas)]
     for minute, d in deltas.items():
         day = minute // 1440
-        args += [minute, keys.bucket(minute), keys.bucket_meta(minute)]
-        args.append(minute * 60 + s.bucket_ttl_sec)
-        args += [keys.daily(day), keys.daily_meta(day), daily_expire_at(s, day)]
-        _delta_args(args, d)
+        counts += [minute, keys.bucket(minute), keys.bucket_meta(minute)]
+        counts.append(minute * 60 + s.bucket_ttl_sec)
+        counts += [keys.daily(day), keys.daily_meta(day), daily_expire_at(s, day)]
+        _delta_args(counts, d)
+    args.append(orjson.dumps(counts))
     records = batch.invalid_records()
     args.append(len(records))
     for entry_id, cause, raw in records:

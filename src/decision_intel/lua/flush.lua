@@ -13,8 +13,9 @@
 --       newest_id ('' when the batch holds only reclaimed entries), now_ms, reclaimed,
 --       future (entries whose ID lay too far ahead of Redis's clock),
 --       n_ids, ids..., n_trimmed, trimmed_ids...,
---       n_buckets, { minute, bucket, meta, expire_at_s, daily, daily_meta, daily_expire_at_s,
---                    increments (lib.lua: n_dec, {decision, n}..., n_rea, ...) }...,
+--       buckets: one JSON array, [n_buckets, { minute, bucket, meta, expire_at_s, daily,
+--                daily_meta, daily_expire_at_s, increments (lib.lua: n_dec, {decision, n}...,
+--                n_rea, ...) }...],
 --       n_invalid, {id, cause, raw}...
 -- Returns {0, counted, trimmed} applied; {1, id...} IDs not ours, nothing applied; {2} lease lost;
 -- {3, why} an argument or a key would make a write fail, nothing applied.
@@ -86,12 +87,13 @@ local MAX_EXPIRE_S = 2 ^ 40  -- EXPIREAT refuses times past this range
 -- might come after it is gone: its counts go to the daily rollup at once.
 local ROLL_MARGIN_S = 600
 local plan = {}
-local last_id, n_invalid, invalid_at
+local last_id, buckets, n_invalid, invalid_at
 local ok, why = pcall(function()
   check_number(now_ms, 0, 2 ^ 50)
   local now_s = tonumber(now_ms) / 1000
   last_id = redis.call('HGET', status, 'last_id')
-  local c = cursor(args.at())
+  buckets = cjson.decode(take())
+  local c = cursor(1, buckets)
   for i = 1, tonumber(c.take()) do
     local p = {minute = c.take(), bucket = c.take(), meta = c.take(), expire_at = c.take(),
                daily = c.take(), daily_meta = c.take(), daily_expire_at = c.take()}
@@ -124,8 +126,8 @@ local ok, why = pcall(function()
     end
     plan[i] = p
   end
-  n_invalid = tonumber(c.take())
-  invalid_at = c.at()
+  n_invalid = tonumber(take())
+  invalid_at = args.at()
   if n_invalid > 0 then check_type(invalid, 'stream') end
 end)
 if not ok then return {3, tostring(why)} end
@@ -159,7 +161,7 @@ end
 local limits = {reasons = max_reasons, symbols = max_symbols}
 for _, p in ipairs(plan) do
   local dropped, verdicts = add_counts(
-    cursor(p.at).take, p.bucket, p.meta, p.meta, true, p.counters, limits, nil)
+    cursor(p.at, buckets).take, p.bucket, p.meta, p.meta, true, p.counters, limits, nil)
   redis.call('HINCRBY', p.meta, 'v', 1)
   if dropped > 0 then redis.call('HINCRBY', p.meta, 'symbols_dropped', dropped) end
   if p.fresh then
@@ -169,7 +171,7 @@ for _, p in ipairs(plan) do
     if not p.direct then redis.call('HSET', unrolled, p.minute, p.expire_at) end
   end
   if p.direct then
-    add_counts(cursor(p.at).take, p.daily, p.daily_meta, nil, false, p.daily_counters,
+    add_counts(cursor(p.at, buckets).take, p.daily, p.daily_meta, nil, false, p.daily_counters,
       limits, verdicts)
     if not p.daily_counters[1] then
       redis.call('EXPIREAT', p.daily, p.daily_expire_at)
