@@ -414,6 +414,35 @@ def test_each_count_reaches_the_daily_rollup_once_by_the_roll_up_or_by_a_late_fl
     run(go)
 
 
+def test_two_buckets_of_one_day_counted_directly_in_one_flush_keep_its_distinct_counts(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """Both minutes are about to expire, so their counts go to their day at once, in one
+    script: the second must start from the day as the first left it."""
+    sec, _ = r.time()
+    first = sec // 60 - (2880 - 5)
+    if (first + 1) // 1440 != first // 1440:
+        first -= 1  # both minutes in one UTC day
+    for i, (minute, reason) in enumerate(
+        [(first, "gate_a"), (first, "gate_b"), (first + 1, "gate_c"), (first + 1, "gate_d")]
+    ):
+        body = {"symbol": f"S{i}USDT", "executed": "false", "error": reason}
+        r.xadd(STREAM, body, id=f"{minute * 60_000 + i + 1}-0")  # fmt: skip
+
+    async def go() -> None:
+        store, c = await ready(redis_server, "A")
+        c.ingest(await store.read_new(10, None))
+        await c.flush()
+        await close(store)
+
+    run(go)
+    day = first // 1440
+    fields = r.hkeys(keys.daily(day))
+    meta = r.hgetall(keys.daily_meta(day))
+    assert int(meta[b"reasons"]) == sum(f.startswith(b"reason:") for f in fields) == 4
+    assert int(meta[b"symbols"]) == sum(k.startswith(b"s:") for k in meta) == 4
+
+
 def test_a_bucket_from_before_the_roll_up_keeps_counting_into_its_day_directly(
     r: redis.Redis, redis_server: RedisServer
 ) -> None:

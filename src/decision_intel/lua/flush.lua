@@ -114,7 +114,7 @@ local ok, why = pcall(function()
     if p.fresh and not p.direct then check_type(unrolled, 'hash') end
     if p.direct then
       check_type(p.daily, 'hash')
-      p.daily_counters = redis.call('HMGET', p.daily_meta, 'reasons', 'symbols')
+      check_type(p.daily_meta, 'hash')
     end
     p.at = c.at()
     skip_pairs(c)
@@ -171,9 +171,11 @@ for _, p in ipairs(plan) do
     if not p.direct then redis.call('HSET', unrolled, p.minute, p.expire_at) end
   end
   if p.direct then
-    add_counts(cursor(p.at, buckets).take, p.daily, p.daily_meta, nil, false, p.daily_counters,
+    -- Read again: an earlier bucket of this flush may have counted into the same day.
+    local day_counters = redis.call('HMGET', p.daily_meta, 'reasons', 'symbols')
+    add_counts(cursor(p.at, buckets).take, p.daily, p.daily_meta, nil, false, day_counters,
       limits, verdicts)
-    if not p.daily_counters[1] then
+    if not day_counters[1] then
       redis.call('EXPIREAT', p.daily, p.daily_expire_at)
       redis.call('EXPIREAT', p.daily_meta, p.daily_expire_at)
     end
