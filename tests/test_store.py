@@ -48,6 +48,18 @@ async def close(*stores: Store) -> None:
         await st.reader.aclose()
 
 
+def count_all(server: RedisServer, **overrides: object) -> None:
+    """One consumer reads everything in the stream (up to 100 entries) and flushes it."""
+
+    async def go() -> None:
+        store, c = await ready(server, "A", **overrides)
+        c.ingest(await store.read_new(100, None))
+        await c.flush()
+        await close(store)
+
+    run(go)
+
+
 def add(r: redis.Redis, n: int, **fields: str) -> list[bytes]:
     body = fields or {"symbol": "BTCUSDT", "executed": "false", "error": "risk_paused:x"}
     return [r.xadd(STREAM, body) for _ in range(n)]
@@ -181,13 +193,7 @@ def test_symbols_beyond_the_bucket_bound_get_no_symbol_fields(
     for i in range(8):
         r.xadd(STREAM, {"symbol": f"SYM{i}USDT", "executed": "true"})
 
-    async def go() -> None:
-        store, c = await ready(redis_server, "A", max_symbols_per_bucket=3)
-        c.ingest(await store.read_new(100, None))
-        await c.flush()
-        await close(store)
-
-    run(go)
+    count_all(redis_server, max_symbols_per_bucket=3)
     symbols = set()
     for key in r.scan_iter("quantum:p35:bucket:*"):
         for f in r.hgetall(key):
@@ -227,13 +233,7 @@ def test_unknown_entries_are_counted_and_copied_to_the_invalid_stream(
     add(r, 1, plan_id="no-decision", blob=big)
     add(r, 1, decision="PERHAPS", symbol="ETHUSDT")
 
-    async def go() -> None:
-        store, c = await ready(redis_server, "A")
-        c.ingest(await store.read_new(100, None))
-        await c.flush()
-        await close(store)
-
-    run(go)
+    count_all(redis_server)
     rows = r.xrange(keys.INVALID)
     assert [row[1][b"cause"] for row in rows] == [
         b"no decision and no executed field",
@@ -318,13 +318,7 @@ def test_buckets_expire_at_their_minute_start_plus_the_ttl(
 ) -> None:
     [entry_id] = add(r, 1)
 
-    async def go() -> None:
-        store, c = await ready(redis_server, "A", bucket_ttl_sec=3600)
-        c.ingest(await store.read_new(10, None))
-        await c.flush()
-        await close(store)
-
-    run(go)
+    count_all(redis_server, bucket_ttl_sec=3600)
     minute = keys.minute_of_id(entry_id)
     bucket = keys.bucket(minute)
     assert r.execute_command("EXPIRETIME", bucket) == minute * 60 + 3600
@@ -429,13 +423,7 @@ def test_two_buckets_of_one_day_counted_directly_in_one_flush_keep_its_distinct_
         body = {"symbol": f"S{i}USDT", "executed": "false", "error": reason}
         r.xadd(STREAM, body, id=f"{minute * 60_000 + i + 1}-0")  # fmt: skip
 
-    async def go() -> None:
-        store, c = await ready(redis_server, "A")
-        c.ingest(await store.read_new(10, None))
-        await c.flush()
-        await close(store)
-
-    run(go)
+    count_all(redis_server)
     day = first // 1440
     fields = r.hkeys(keys.daily(day))
     meta = r.hgetall(keys.daily_meta(day))
@@ -456,13 +444,7 @@ def test_a_bucket_from_before_the_roll_up_keeps_counting_into_its_day_directly(
     r.hset(day, mapping={"decision:EXECUTE": 2})
     r.xadd(STREAM, {"symbol": "BTCUSDT", "executed": "true"}, id=f"{minute * 60_000 + 1}-0")
 
-    async def go() -> None:
-        store, c = await ready(redis_server, "A")
-        c.ingest(await store.read_new(10, None))
-        await c.flush()
-        await close(store)
-
-    run(go)
+    count_all(redis_server)
     assert r.hget(day, "decision:EXECUTE") == b"3"
     assert not r.hexists(keys.UNROLLED, str(minute))
 

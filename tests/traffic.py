@@ -19,6 +19,7 @@ from redis.retry import Retry
 
 from decision_intel import keys, producers
 from decision_intel.producers import apply_layer, intent_executor
+from tests.helpers import wait_for
 
 STREAM = "quantum:stream:apply.result"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT"]
@@ -165,10 +166,7 @@ def assert_exact(r: redis.Redis, expected: dict[str, Counter[str]]) -> None:
     # Daily rollups: the day's decision, reason and per-symbol decision totals, once the
     # daemons have rolled every bucket up (a quiet minute within about two snapshot
     # intervals; a daemon that stops rolls everything).
-    deadline = time.monotonic() + 30
-    while r.hlen("quantum:p35:unrolled") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not r.hlen("quantum:p35:unrolled"), "buckets left out of the daily rollups"
+    wait_for(lambda: not r.hlen(keys.UNROLLED), 30, "every bucket in its daily rollup")
     days: dict[str, Counter[str]] = {}
     for key, want in expected.items():
         day = days.setdefault(f"quantum:p35:daily:{key.rsplit(':', 1)[1][:8]}", Counter())

@@ -13,7 +13,6 @@ import orjson
 
 from decision_intel import keys
 from decision_intel.batch import Batch, BucketDelta
-from decision_intel.rollup import daily_expire_at
 from decision_intel.settings import Settings
 
 APPLIED, NOT_OURS, LEASE_LOST, REFUSED = 0, 1, 2, 3
@@ -50,6 +49,13 @@ def _delta_args(args: list[Any], d: BucketDelta) -> None:
         _pairs(args, d.symbol_reasons[symbol])
 
 
+def day_args(s: Settings, minute: int) -> list[Any]:
+    """A minute's daily rollup, its meta hash and when both expire (`P35_DAILY_TTL_DAYS`
+    after the day ends), as the flush and roll-up scripts take them."""
+    day = minute // 1440
+    return [keys.daily(day), keys.daily_meta(day), (day + 1 + s.daily_ttl_days) * 86_400]
+
+
 def flush_args(
     s: Settings, batch: Batch, *, consumer: str, token: str, lease_ms: int, now_ms: int
 ) -> list[Any]:
@@ -82,10 +88,9 @@ def flush_args(
     deltas = batch.deltas()
     counts: list[Any] = [len(deltas)]
     for minute, d in deltas.items():
-        day = minute // 1440
         counts += [minute, keys.bucket(minute), keys.bucket_meta(minute)]
         counts.append(minute * 60 + s.bucket_ttl_sec)
-        counts += [keys.daily(day), keys.daily_meta(day), daily_expire_at(s, day)]
+        counts += day_args(s, minute)
         _delta_args(counts, d)
     args.append(orjson.dumps(counts))
     records = batch.invalid_records()

@@ -19,15 +19,11 @@ import redis.asyncio as aioredis
 
 from decision_intel import keys, scripts
 from decision_intel.classify import DECISIONS
+from decision_intel.flush import day_args
 from decision_intel.settings import Settings
 
 MINUTES_PER_SCRIPT = 60
 """Bounds one script's run (and so how long it holds Redis) on a long backlog."""
-
-
-def daily_expire_at(s: Settings, day: int) -> int:
-    """When a day's rollup expires (Unix seconds): `P35_DAILY_TTL_DAYS` after the day ends."""
-    return (day + 1 + s.daily_ttl_days) * 86_400
 
 
 class Roller:
@@ -59,9 +55,8 @@ class Roller:
                 len(chunk),
             ]
             for minute in chunk:
-                day = minute // 1440
                 args += [minute, keys.bucket(minute), keys.bucket_meta(minute)]
-                args += [keys.daily(day), keys.daily_meta(day), daily_expire_at(self.s, day)]
+                args += day_args(self.s, minute)
             reply = await self._script(keys=[keys.UNROLLED], args=args)
             rolled += int(reply[0])
         return rolled

@@ -36,7 +36,6 @@ class Snapshotter:
         """The last rebuild's minute buckets (the last hour), for the alerts' onsets."""
         self._built: tuple[Any, ...] | None = None
         """What the last rebuild was made from (see `run`)."""
-        self._versions: dict[int, bytes] = {}
         self.quiet: frozenset[int] = frozenset()
         """Minutes whose bucket did not change between this process's last two runs."""
         self.turn_ms: int | None = None
@@ -88,14 +87,17 @@ class Snapshotter:
             for minute in minutes:
                 pipe.hget(keys.bucket_meta(minute), "v")
             versions = await pipe.execute()
-        seen = {m: v for m, v in zip(minutes, versions, strict=True) if v is not None}
-        self.quiet = frozenset(m for m, v in seen.items() if self._versions.get(m) == v)
-        self._versions = seen
         stale = [
             (minute, version)
             for minute, version in zip(minutes, versions, strict=True)
             if version is not None and self._cache.get(minute, (None,))[0] != version
         ]
+        # The cache holds each minute as the last run saw it: those it need not re-read
+        # did not change in between.
+        changed = {minute for minute, _ in stale}
+        self.quiet = frozenset(
+            m for m, v in zip(minutes, versions, strict=True) if v is not None and m not in changed
+        )
         if stale:
             # With the symbol breakdown, the bucket itself (it has every field); without
             # it, the meta hash's decision/reason copy is all there is to read.
