@@ -537,9 +537,10 @@ async def _why_times(url: str, repeats: int) -> dict[str, Any]:
 def why_round(symbols: int, reasons: int, hours: int) -> dict:
     with redis_server() as url:
         r = redis.Redis.from_url(url)
-        plant_history(url, symbols, reasons, int(r.time()[0]) // 60, hours)
+        planted_up_to = int(r.time()[0]) // 60
+        plant_history(url, symbols, reasons, planted_up_to, hours)
         asyncio.run(_snapshot_once(url))  # the per-symbol keys attribution reads
-        fields = r.hlen(keys.bucket(int(r.time()[0]) // 60))
+        fields = r.hlen(keys.bucket(planted_up_to))  # (the clock may be a minute on now)
         r.config_resetstat()
         out = asyncio.run(_why_times(url, 3))
         out["redis_ms"] = sum(v["usec"] for v in r.info("commandstats").values()) / 3000
