@@ -292,3 +292,40 @@ def test_an_unchanged_hour_is_not_rebuilt_within_its_minute(
         return out
 
     assert asyncio.run(go()) == [(True, True), (False, True), (True, True), (True, True)]
+
+
+@pytest.mark.parametrize("ttl_s, sees_change", [(172_800, False), (120, True)])
+def test_an_idle_turn_reads_no_bucket_while_processed_total_stands_still(
+    r: redis.Redis, redis_server: RedisServer, ttl_s: int, sees_change: bool
+) -> None:
+    """Every flush that changes a bucket moves the group's processed_total with it, so
+    a turn that finds the same total in the same minute reads no bucket: a change made
+    behind the flush's back goes unseen, which proves nothing was read. A new total,
+    or the next minute, rebuilds. With buckets that can expire inside a window (a TTL
+    under the hour), a window can change with no flush: the turn reads them again."""
+    now_ms = 1_795_000_000_000 + 5_000
+    minute = now_ms // 60_000
+
+    async def go() -> list[int | None]:
+        s = Settings(redis_url=redis_server.url, bucket_ttl_sec=ttl_s)  # type: ignore[arg-type]
+        client = connect(s)
+        for key in (keys.bucket(minute), keys.bucket_meta(minute)):
+            await client.hset(key, mapping={"decision:SKIP": 2, "reason:a": 2})
+        await client.hset(keys.bucket_meta(minute), "v", 1)
+        snap = Snapshotter(s, client, "x")
+        totals: list[int | None] = []
+        steps = ((0, b"7", False), (1_000, b"7", True), (2_000, b"8", False), (60_000, b"8", False))
+        for step_ms, processed, behind_the_back in steps:
+            if behind_the_back:  # not a flush: processed_total does not move
+                for key in (keys.bucket(minute), keys.bucket_meta(minute)):
+                    await client.hincrby(key, "decision:SKIP", 3)
+                await client.hincrby(keys.bucket_meta(minute), "v", 1)
+            built = await snap.run(now_ms + step_ms, skip_unchanged=True, processed=processed)
+            totals.append(None if built is None else built["1h"].total)
+            ts = float(await client.hget(keys.STATUS, "snapshot_ts") or 0)
+            assert ts == (now_ms + step_ms) / 1000  # the keys say they are current
+        await client.aclose()
+        return totals
+
+    expected = [2, 5, None, 5] if sees_change else [2, None, 5, 5]
+    assert asyncio.run(go()) == expected

@@ -459,8 +459,11 @@ def test_the_roll_up_leaves_the_current_minute_until_it_is_quiet(
         c.ingest(await store.read_new(100, None))
         await c.flush()
         (minute,) = (int(m) for m in r.hkeys(keys.UNROLLED))
+        assert roller.left is None  # not run yet: unknown
         assert await roller.run(minute) == 0  # the current minute, still changing
+        assert roller.left == 1  # ... and still listed: the service rolls again when idle
         assert await roller.run(minute, quiet={minute}) == 1
+        assert roller.left == 0
         await close(store)
         day = keys.daily(minute // 1440)
         assert rollup_view(r.hgetall(day)) == rollup_view(r.hgetall(keys.bucket(minute)))

@@ -31,6 +31,9 @@ class Roller:
         self.s = settings
         self.client = client
         self._script = scripts.load(client, "roll")
+        self.left: int | None = None
+        """Minutes the last run left listed (None: not run yet). With none left and
+        nothing counted since, the next run would find nothing to do."""
 
     async def run(
         self, now_minute: int | None = None, quiet: Container[int] = (), everything: bool = False
@@ -59,4 +62,5 @@ class Roller:
                 args += day_args(self.s, minute)
             reply = await self._script(keys=[keys.UNROLLED], args=args)
             rolled += int(reply[0])
+        self.left = len(minutes) - len(due)
         return rolled

@@ -242,10 +242,18 @@ class Service:
         ]
         last = [start] * len(jobs)
         while not self.should_exit:
-            await self._pause(tick_s)
+            # Sleep until the next job is due: the snapshot turn is asked for each tick,
+            # except while this daemon's own turn lasts (idle, that halves the wake-ups).
+            # A job that failed is overdue: it is tried again a tick later.
+            now = time.monotonic()
+            turn_s = self.snapshotter.next_try_s
+            due = [t + every_s for t, (every_s, _) in zip(last, jobs, strict=True) if every_s]
+            due.append(turn_s if turn_s > now else now + tick_s)
+            wait_s = min(due) - now
+            await self._pause(wait_s if wait_s > 0 else tick_s)
             if self.should_exit:
                 break
-            now = time.monotonic()
+            now = time.monotonic() + 0.001  # a timer may fire a hair early
             try:
                 for i, (every_s, job) in enumerate(jobs):
                     if now - last[i] >= every_s:
@@ -270,8 +278,11 @@ class Service:
     async def _snapshot(self) -> None:
         t0 = time.perf_counter()
         built = await self.snapshotter.maybe_run(time.monotonic())
-        if self.snapshotter.turn_ms is not None:  # this daemon's turn: it rolls up too
-            await self.roller.run(self.snapshotter.turn_ms // 60_000, self.snapshotter.quiet)
+        turn_ms = self.snapshotter.turn_ms
+        # This daemon's turn: it rolls up too, unless nothing was counted since a roll
+        # that left nothing listed (idle).
+        if turn_ms is not None and not (self.snapshotter.idle and self.roller.left == 0):
+            await self.roller.run(turn_ms // 60_000, self.snapshotter.quiet)
         if built is not None:
             windows, now_ms = built
             self.store.observe_clock(now_ms)

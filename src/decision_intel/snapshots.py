@@ -30,7 +30,8 @@ class Snapshotter:
         self.client = client
         self.owner = owner
         self._cache: dict[int, tuple[bytes, Counts]] = {}
-        self._next_try_s = 0.0
+        self.next_try_s = 0.0
+        """This process's monotonic time when its own turn lapses (asking before is pointless)."""
         self._script = scripts.load(client, "snapshot")
         self.minutes: dict[int, Counts] = {}
         """The last rebuild's minute buckets (the last hour), for the alerts' onsets."""
@@ -40,6 +41,13 @@ class Snapshotter:
         """Minutes whose bucket did not change between this process's last two runs."""
         self.turn_ms: int | None = None
         """Redis's time when this call took the group's turn (None: not this process's)."""
+        self.idle = False
+        """The last turn found nothing counted in the group since the one before."""
+        self._mark: tuple[int, bytes | None] | None = None
+        """(minute, the group's processed_total) as read before the last run's load."""
+        self._outlive = settings.bucket_ttl_sec >= (keys.LONGEST_WINDOW_MIN + 1) * 60
+        """Every bucket of a window outlives it: within a minute, a window changes only
+        when something is counted (a shorter TTL lets buckets expire inside windows)."""
 
     async def maybe_run(self, now_s: float) -> tuple[dict[str, Counts], int] | None:
         """Rebuild the snapshots if no daemon in the group has done so this interval: the
@@ -49,7 +57,7 @@ class Snapshotter:
         held, asking again is pointless, so it asks once per interval, not every tick. The
         lock attempt and Redis's time travel in one round trip."""
         self.turn_ms = None
-        if now_s < self._next_try_s:
+        if now_s < self.next_try_s:
             return None
         interval_ms = max(1, int(self.s.snapshot_interval_sec * 1000))
         async with self.client.pipeline(transaction=False) as pipe:
@@ -58,17 +66,28 @@ class Snapshotter:
             got, (sec, usec) = await pipe.execute()
         if not got:
             return None  # another daemon's turn; try again next tick
-        self._next_try_s = now_s + interval_ms / 1000
+        self.next_try_s = now_s + interval_ms / 1000
         now_ms = self.turn_ms = int(sec) * 1000 + int(usec) // 1000
         windows = await self.run(now_ms, skip_unchanged=True)
         return None if windows is None else (windows, now_ms)
 
-    async def run(self, now_ms: int, skip_unchanged: bool = False) -> dict[str, Counts] | None:
+    async def run(
+        self, now_ms: int, skip_unchanged: bool = False, processed: bytes | None = None
+    ) -> dict[str, Counts] | None:
         """Rebuild every window from the buckets. With `skip_unchanged`, when no bucket
         changed since this process's last rebuild in the same minute, the windows would
         come out the same: only `snapshot_ts` moves (the keys say they are current), and
-        None tells the caller there is nothing new to judge. Idle, that is most runs."""
+        None tells the caller there is nothing new to judge. Idle, that is most runs.
+        `processed`, the group's processed_total read just before, tells without reading
+        the buckets: the same as at the last run, in the same minute, nothing changed."""
         now_minute = now_ms // 60_000
+        mark = (now_minute, processed)
+        self.idle = skip_unchanged and processed is not None and mark == self._mark
+        if self.idle and self._outlive and self._built is not None:
+            self.quiet = frozenset(self._cache)
+            await self.client.hset(keys.STATUS, "snapshot_ts", f"{now_ms / 1000:.3f}")
+            return None
+        self._mark = mark
         buckets, signature = await self._load(now_minute)
         if skip_unchanged and signature == self._built:
             await self.client.hset(keys.STATUS, "snapshot_ts", f"{now_ms / 1000:.3f}")
