@@ -406,3 +406,32 @@ def test_json_that_orjson_refuses_is_read_as_the_standard_library_reads_it(
 ) -> None:
     got = classify(entry(executed="false", details=details))
     assert (got.decision, got.reason, got.symbol) == want
+
+
+def _executor(n: int, inner_error: str, **top: object) -> dict[bytes, bytes]:
+    """The Intent Executor's shape: a unique plan_id and timestamp inside `details`."""
+    result = {"plan_id": f"p{n}", "timestamp": f"{1769929091 + n}", "error": inner_error}
+    return entry(symbol="BTCUSDT", executed="false", details=json.dumps(result), **top)
+
+
+def test_the_memo_serves_what_the_top_level_decided_whatever_the_layers_hold() -> None:
+    from decision_intel.classify import Classifier
+
+    c = Classifier()
+    # The top level decides (decision word, error): the details never matter.
+    first = c.classify(_executor(0, "ignored", decision="SKIP", error="no_position"))
+    for n in range(1, 1000):
+        assert c.classify(_executor(n, "ignored", decision="SKIP", error="no_position")) is first
+    assert len(c._results) == 1 and not c._layered
+    # The reason lives in `details`: same top level, different results; never served
+    # from the top-level memo, and unique details fill only the small memo.
+    got = {c.classify(_executor(n, ("no_position", "risk_paused")[n % 2])) for n in range(5000)}
+    assert {(g.decision, g.reason) for g in got} == {
+        ("SKIP", "no_position"),
+        ("BLOCKED", "risk_paused"),
+    }
+    assert len(c._results) == 1
+    assert 0 < len(c._layered) <= 256
+    # A producer that repeats its layer is still served from the small memo.
+    again = entry(executed="false", payload='{"error": "risk_paused"}')
+    assert c.classify(again) is c.classify(dict(again))

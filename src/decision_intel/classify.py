@@ -76,7 +76,11 @@ _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRST
 _REASON_MAX = 64
 _CACHE_MAX = 4096
 """Entries per memo. With the length limits below, the memos hold at most about
-4096 x (64 + 256 + 7 x 256) bytes of keys: a few MB, whatever producers write."""
+4096 x (64 + 256 + 5 x 256) bytes of keys: a few MB, whatever producers write."""
+_LAYERED_MAX = 256
+"""Entries in the memo of results that depended on `payload` or `details`. Real
+producers put per-entry values there (plan_id, timestamp), so it rarely hits: kept
+small, it costs little memory and still serves a producer that repeats a layer."""
 _WORD_MAX = 64
 _KEY_PART_MAX = 256
 LAYERS = ("top", "payload", "details")
@@ -152,7 +156,7 @@ def _json_object(raw: object) -> dict[str, Any] | None:
         # value is: json.loads(bytes) would guess UTF-16/32 and reject the invalid UTF-8
         # SPEC says to replace.
         parsed = orjson.loads(raw) if isinstance(raw, (bytes, str)) else None
-        if isinstance(parsed, dict) and any(type(parsed.get(k)) is float for k in _READ):
+        if isinstance(parsed, dict) and float in map(type, map(parsed.get, _READ)):
             parsed = json.loads(_text(raw))
     except orjson.JSONDecodeError:
         try:
@@ -173,15 +177,22 @@ class _Fields:
 
     def __init__(self, top: Mapping[bytes, bytes], trace: dict[str, Any] | None = None):
         self._top = top
-        self._layers_parsed: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
+        self._layers_parsed: tuple[tuple[str, dict[str, Any]], ...] | None = None
+        """(name, object) of each JSON layer the entry has, once a lookup needed them."""
         self.trace = trace
 
-    def _layers(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    @property
+    def layered(self) -> bool:
+        """A lookup went past the top level: what was found may depend on the layers."""
+        return self._layers_parsed is not None
+
+    def _layers(self) -> tuple[tuple[str, dict[str, Any]], ...]:
         if self._layers_parsed is None:
-            self._layers_parsed = (
-                _json_object(self._top.get(b"payload")),
-                _json_object(self._top.get(b"details")),
+            parsed = (
+                (LAYERS[1], _json_object(self._top.get(b"payload"))),
+                (LAYERS[2], _json_object(self._top.get(b"details"))),
             )
+            self._layers_parsed = tuple((n, obj) for n, obj in parsed if obj is not None)
         return self._layers_parsed
 
     def get(
@@ -194,11 +205,13 @@ class _Fields:
             stripped = strip(text)
             if stripped and stripped.lower() not in absent:
                 return self._found(name, text, "top")
+        layers = self._layers()
+        if not layers:
+            return None
         key = name.decode()
-        for layer_name, layer in zip(LAYERS[1:], self._layers(), strict=True):
-            if layer is None or key not in layer:
-                continue
-            text_or_none = _json_value(layer[key], reason_like)
+        for layer_name, layer in layers:
+            found = layer.get(key)
+            text_or_none = found if type(found) is str else _json_value(found, reason_like)
             if text_or_none is None:
                 continue
             stripped = strip(text_or_none)
@@ -248,42 +261,62 @@ def _small_bytes(part: object) -> bool:
     return part is None or (type(part) is bytes and len(part) <= _KEY_PART_MAX)
 
 
+def _remember(
+    memo: dict[tuple[object, ...], Classification],
+    key: tuple[object, ...],
+    result: Classification,
+    size: int,
+) -> None:
+    if len(memo) >= size:
+        memo.clear()
+    memo[key] = result
+
+
 class Classifier:
     """SPEC section 4 with one vocabulary, and memos bounded in entries and in bytes."""
 
     def __init__(self, vocabulary: Vocabulary | None = None):
         self.vocab = vocabulary or Vocabulary()
         self._results: dict[tuple[object, ...], Classification] = {}
+        self._layered: dict[tuple[object, ...], Classification] = {}
         self._words: dict[str, str | None] = {}
         self._reasons: dict[str, str] = {}
 
     def classify(self, entry: Mapping[bytes, bytes]) -> Classification:
         """Classify one entry given as its field map (bytes keys, as redis-py returns them).
 
-        Producers repeat themselves, so results are remembered by every field value the
-        rules read (`error`/`reason` only up to the first ':', where parameters start):
-        a repeat costs a few dict lookups. Large values are never remembered.
+        Producers repeat themselves, so results are remembered by the top-level values
+        the rules read (`error`/`reason` only up to the first ':', where parameters
+        start) when those alone decided: a repeat costs a few dict lookups, whatever
+        its `payload` and `details` hold. Whether the rules look into those layers at
+        all depends on the top-level values alone, so the memo never serves an entry
+        whose layers would have mattered. Results that did depend on the layers go
+        to a small memo keyed by the layers too. Large values are never remembered.
         """
         get = entry.get
-        key = (
+        top = (
             get(b"decision"),
             get(b"executed"),
             _reason_part(get(b"error")),
             _reason_part(get(b"reason")),
             get(b"symbol"),
-            get(b"payload"),
-            get(b"details"),
         )
         try:
-            hit = self._results.get(key)
+            hit = self._results.get(top)
+            if hit is not None:
+                return hit
+            layered = (*top, get(b"payload"), get(b"details"))
+            hit = self._layered.get(layered)
         except TypeError:  # an unhashable value (only from callers other than redis-py)
             return self._classify(entry)
         if hit is None:
-            hit = self._classify(entry)
-            if all(_small_bytes(part) for part in key):
-                if len(self._results) >= _CACHE_MAX:
-                    self._results.clear()
-                self._results[key] = hit
+            fields = _Fields(entry)
+            hit = self._decide(fields)
+            if all(_small_bytes(part) for part in top):
+                if not fields.layered:
+                    _remember(self._results, top, hit, _CACHE_MAX)
+                elif _small_bytes(layered[5]) and _small_bytes(layered[6]):
+                    _remember(self._layered, layered, hit, _LAYERED_MAX)
         return hit
 
     def explain(self, entry: Mapping[bytes, bytes]) -> dict[str, Any]:
@@ -309,7 +342,10 @@ class Classifier:
     def _classify(
         self, entry: Mapping[bytes, bytes], trace: dict[str, Any] | None = None
     ) -> Classification:
-        fields = _Fields(entry, trace)
+        return self._decide(_Fields(entry, trace))
+
+    def _decide(self, fields: _Fields) -> Classification:
+        trace = fields.trace
         reason = self.normalize_reason(_raw_reason(fields))
         symbol = _symbol(fields.get(b"symbol"))
 
