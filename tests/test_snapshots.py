@@ -329,3 +329,44 @@ def test_an_idle_turn_reads_no_bucket_while_processed_total_stands_still(
 
     expected = [2, 5, None, 5] if sees_change else [2, None, 5, 5]
     assert asyncio.run(go()) == expected
+
+
+def test_the_turn_reads_processed_total_and_skips_the_buckets_while_it_stands_still(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """The daemon's own path (maybe_run): the turn's round trip carries processed_total.
+    A change behind the flush's back is not seen while the total stands still; once the
+    total moves, the turn rebuilds."""
+
+    async def turn(snap: Snapshotter) -> int | None:
+        snap.next_try_s = 0.0
+        r.delete(keys.SNAPSHOT_LOCK)
+        built = await snap.maybe_run(time.monotonic())
+        return None if built is None else built[0]["1h"].total
+
+    async def go() -> tuple[list[int | None], set[int]]:
+        s = Settings(redis_url=redis_server.url)  # type: ignore[arg-type]
+        client = connect(s)
+        sec, _ = r.time()
+        minute = int(sec) // 60
+        for key in (keys.bucket(minute), keys.bucket_meta(minute)):
+            await client.hset(key, mapping={"decision:SKIP": 2, "reason:a": 2})
+        await client.hset(keys.bucket_meta(minute), "v", 1)
+        snap = Snapshotter(s, client, "x")
+        got = [await turn(snap)]
+        for key in (keys.bucket(minute), keys.bucket_meta(minute)):
+            await client.hincrby(key, "decision:SKIP", 3)
+        await client.hincrby(keys.bucket_meta(minute), "v", 1)
+        got.append(await turn(snap))  # the total stood still (absent counts as 0)
+        await client.hincrby(keys.STATUS, "processed_total", 3)
+        got.append(await turn(snap))
+        minutes = {int(r.time()[0]) // 60, minute}
+        await client.aclose()
+        return got, minutes
+
+    for _ in range(3):  # a turn in the next minute rebuilds anyway: try again then
+        got, minutes = asyncio.run(go())
+        if len(minutes) == 1:
+            break
+        r.flushdb()
+    assert got == [2, None, 5]

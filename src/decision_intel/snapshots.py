@@ -55,7 +55,9 @@ class Snapshotter:
 
         `now_s` is this process's monotonic clock: while the lock it took last is still
         held, asking again is pointless, so it asks once per interval, not every tick. The
-        lock attempt and Redis's time travel in one round trip."""
+        lock attempt, Redis's time and the group's processed_total travel in one round
+        trip: every flush that changes a bucket moves that total in the same step, so
+        while it stands still within a minute (idle), the turn reads no bucket."""
         self.turn_ms = None
         if now_s < self.next_try_s:
             return None
@@ -63,12 +65,14 @@ class Snapshotter:
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.set(keys.SNAPSHOT_LOCK, self.owner, nx=True, px=interval_ms)
             pipe.time()
-            got, (sec, usec) = await pipe.execute()
+            pipe.hget(keys.STATUS, "processed_total")
+            got, (sec, usec), processed = await pipe.execute()
         if not got:
             return None  # another daemon's turn; try again next tick
         self.next_try_s = now_s + interval_ms / 1000
         now_ms = self.turn_ms = int(sec) * 1000 + int(usec) // 1000
-        windows = await self.run(now_ms, skip_unchanged=True)
+        # No total yet: nothing was ever counted, which is a total too.
+        windows = await self.run(now_ms, skip_unchanged=True, processed=processed or b"0")
         return None if windows is None else (windows, now_ms)
 
     async def run(
