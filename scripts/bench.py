@@ -349,11 +349,14 @@ def _at_rate(r: redis.Redis, rng: random.Random, rate: int, seconds: float) -> N
         time.sleep(seconds)
 
 
-def steady_round(kind: str, rates: list[int], seconds: float) -> dict[str, dict[str, float]]:
+def steady_round(
+    kind: str, rates: list[int], seconds: float, idle_s: float
+) -> dict[str, dict[str, float]]:
     """One contender (p35, naive or the raw reader) at each rate: its CPU as % of a core
     (from /proc) and the Redis time it causes as % of Redis's core: Redis's main-thread
     CPU with the contender running, less the same producer traffic with no consumer,
-    measured first."""
+    measured first. Idle (rate 0) is measured over `idle_s`: the kernel charges CPU in
+    10 ms ticks, and a few seconds idle hold only a few of them."""
     with redis_server() as url:
         r = redis.Redis.from_url(url)
         rng = random.Random(11)
@@ -361,7 +364,7 @@ def steady_round(kind: str, rates: list[int], seconds: float) -> dict[str, dict[
         for rate in rates:  # the producer alone: what Redis spends without any consumer
             _at_rate(r, rng, rate, 1)
             c0, t0 = redis_cpu_s(r), time.monotonic()
-            _at_rate(r, rng, rate, seconds)
+            _at_rate(r, rng, rate, seconds if rate else idle_s)
             base[rate] = (redis_cpu_s(r) - c0) / (time.monotonic() - t0)
         r.xgroup_create(STREAM, "bench_live", id="$", mkstream=True)
         if kind == "p35":
@@ -379,7 +382,7 @@ def steady_round(kind: str, rates: list[int], seconds: float) -> dict[str, dict[
             for rate in rates:
                 _at_rate(r, rng, rate, 2)  # warm-up
                 c0, rc0, t0 = proc_cpu_s(proc.pid), redis_cpu_s(r), time.monotonic()
-                _at_rate(r, rng, rate, seconds)
+                _at_rate(r, rng, rate, seconds if rate else idle_s)
                 took = time.monotonic() - t0
                 redis_share = (redis_cpu_s(r) - rc0) / took - base[rate]
                 out[str(rate)] = {
@@ -702,6 +705,7 @@ def main() -> None:
     p.add_argument(
         "--steady-sec", type=float, default=20.0, help="seconds per rate; 0 skips the steady state"
     )
+    p.add_argument("--idle-sec", type=float, default=60.0, help="seconds of the idle state")
     p.add_argument("--symbols", type=int, default=500)
     p.add_argument("--reasons", type=int, default=100)
     p.add_argument(
@@ -725,7 +729,7 @@ def main() -> None:
     if args.steady_sec > 0:
         print("steady state: idle, 100/s, 1000/s ...", file=sys.stderr, flush=True)
         results["steady"] = {
-            kind: steady_round(kind, [0, 100, 1000], args.steady_sec)
+            kind: steady_round(kind, [0, 100, 1000], args.steady_sec, args.idle_sec)
             for kind in ("p35", "naive", "ceiling")
         }
     if args.latency_sec > 0:

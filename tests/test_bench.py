@@ -37,6 +37,8 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
             "10",
             "--steady-sec",
             "1",
+            "--idle-sec",
+            "1",
             "--why-hours",
             "3",
             "--json",

@@ -32,6 +32,16 @@ BOUNDED_FOR_S = 60.0
 """After a reply passed the byte budget, read through the bounded script this long."""
 
 
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if `stop` is set first. Cheaper than asyncio.wait_for,
+    which makes a task of every wait: this runs at every linger and every tick."""
+    if stop.is_set():
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
+
 class Consumer:
     def __init__(self, settings: Settings, store: Store, log: Any, metrics: Metrics | None = None):
         self.s = settings
@@ -280,8 +290,7 @@ class Consumer:
             self.ingest(entries, oversize=oversize)
             return []  # ingested here, with their sizes
         if not entries and self._caught_up:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.s.block_ms / 1000)
+            await pause(stop, self.s.block_ms / 1000)
         return entries
 
     async def _read(self, stop: asyncio.Event) -> list[Entry]:
@@ -298,8 +307,7 @@ class Consumer:
         room = self.s.batch_size - len(first)
         if (not first and not self._flowing) or room <= 0 or self.s.flush_linger_ms == 0:
             return first
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), self.s.flush_linger_ms / 1000)
+        await pause(stop, self.s.flush_linger_ms / 1000)
         if stop.is_set():
             return first  # flushed by finish(), with the rest re-read there
         entries = first + await self.store.read_new(room, None)

@@ -24,7 +24,7 @@ from decision_intel import __version__, metrics
 from decision_intel.alert_store import AlertStore
 from decision_intel.backoff import ACCESS_DENIED, REDIS_DOWN, Connectivity
 from decision_intel.client import connect, drop_idle_connections
-from decision_intel.consumer import Consumer
+from decision_intel.consumer import Consumer, pause
 from decision_intel.metrics import MetricsPortError, MetricsServer
 from decision_intel.notify import Notifier
 from decision_intel.rollup import Roller
@@ -88,8 +88,7 @@ class Service:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once on a stop request."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+        await pause(self.stop, seconds)
 
     # -- lifecycle ----------------------------------------------------------------
 
