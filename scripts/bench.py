@@ -636,8 +636,9 @@ def report(args: argparse.Namespace, results: dict) -> str:
     if steady := results.get("steady"):
         lines += [
             "",
-            f"steady state ({args.steady_sec:.0f} s per rate; % of one core; Redis: its main "
-            "thread's CPU with the consumer, less the same traffic with no consumer):",
+            f"steady state ({args.steady_sec:.0f} s per rate, {args.idle_sec:.0f} s idle; "
+            "% of one core; Redis: its main thread's CPU with the consumer, less the same "
+            "traffic with no consumer):",
             "",
             "| rate | p35 CPU | p35 Redis | naive CPU | naive Redis "
             "| raw reader CPU | raw reader Redis |",

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -294,6 +295,20 @@ def test_an_unchanged_hour_is_not_rebuilt_within_its_minute(
     assert asyncio.run(go()) == [(True, True), (False, True), (True, True), (True, True)]
 
 
+async def _plant(client: Any, minute: int, skips: int) -> None:
+    """A bucket and its meta copy as a flush leaves them (version 1)."""
+    for key in (keys.bucket(minute), keys.bucket_meta(minute)):
+        await client.hset(key, mapping={"decision:SKIP": skips, "reason:a": skips})
+    await client.hset(keys.bucket_meta(minute), "v", 1)
+
+
+async def _add_behind_the_flush(client: Any, minute: int, skips: int) -> None:
+    """A change a flush would make, but not by a flush: processed_total stays."""
+    for key in (keys.bucket(minute), keys.bucket_meta(minute)):
+        await client.hincrby(key, "decision:SKIP", skips)
+    await client.hincrby(keys.bucket_meta(minute), "v", 1)
+
+
 @pytest.mark.parametrize("ttl_s, sees_change", [(172_800, False), (120, True)])
 def test_an_idle_turn_reads_no_bucket_while_processed_total_stands_still(
     r: redis.Redis, redis_server: RedisServer, ttl_s: int, sees_change: bool
@@ -309,17 +324,13 @@ def test_an_idle_turn_reads_no_bucket_while_processed_total_stands_still(
     async def go() -> list[int | None]:
         s = Settings(redis_url=redis_server.url, bucket_ttl_sec=ttl_s)  # type: ignore[arg-type]
         client = connect(s)
-        for key in (keys.bucket(minute), keys.bucket_meta(minute)):
-            await client.hset(key, mapping={"decision:SKIP": 2, "reason:a": 2})
-        await client.hset(keys.bucket_meta(minute), "v", 1)
+        await _plant(client, minute, 2)
         snap = Snapshotter(s, client, "x")
         totals: list[int | None] = []
         steps = ((0, b"7", False), (1_000, b"7", True), (2_000, b"8", False), (60_000, b"8", False))
         for step_ms, processed, behind_the_back in steps:
-            if behind_the_back:  # not a flush: processed_total does not move
-                for key in (keys.bucket(minute), keys.bucket_meta(minute)):
-                    await client.hincrby(key, "decision:SKIP", 3)
-                await client.hincrby(keys.bucket_meta(minute), "v", 1)
+            if behind_the_back:
+                await _add_behind_the_flush(client, minute, 3)
             built = await snap.run(now_ms + step_ms, skip_unchanged=True, processed=processed)
             totals.append(None if built is None else built["1h"].total)
             ts = float(await client.hget(keys.STATUS, "snapshot_ts") or 0)
@@ -349,14 +360,10 @@ def test_the_turn_reads_processed_total_and_skips_the_buckets_while_it_stands_st
         client = connect(s)
         sec, _ = r.time()
         minute = int(sec) // 60
-        for key in (keys.bucket(minute), keys.bucket_meta(minute)):
-            await client.hset(key, mapping={"decision:SKIP": 2, "reason:a": 2})
-        await client.hset(keys.bucket_meta(minute), "v", 1)
+        await _plant(client, minute, 2)
         snap = Snapshotter(s, client, "x")
         got = [await turn(snap)]
-        for key in (keys.bucket(minute), keys.bucket_meta(minute)):
-            await client.hincrby(key, "decision:SKIP", 3)
-        await client.hincrby(keys.bucket_meta(minute), "v", 1)
+        await _add_behind_the_flush(client, minute, 3)
         got.append(await turn(snap))  # the total stood still (absent counts as 0)
         await client.hincrby(keys.STATUS, "processed_total", 3)
         got.append(await turn(snap))

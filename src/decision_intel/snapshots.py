@@ -44,7 +44,8 @@ class Snapshotter:
         self.idle = False
         """The last turn found nothing counted in the group since the one before."""
         self._mark: tuple[int, bytes | None] | None = None
-        """(minute, the group's processed_total) as read before the last run's load."""
+        """(minute, the group's processed_total read before its load) of the last run that
+        completed: a run whose write failed leaves it, so the next one reads again."""
         self._outlive = settings.bucket_ttl_sec >= (keys.LONGEST_WINDOW_MIN + 1) * 60
         """Every bucket of a window outlives it: within a minute, a window changes only
         when something is counted (a shorter TTL lets buckets expire inside windows)."""
@@ -87,20 +88,20 @@ class Snapshotter:
         now_minute = now_ms // 60_000
         mark = (now_minute, processed)
         self.idle = skip_unchanged and processed is not None and mark == self._mark
-        if self.idle and self._outlive and self._built is not None:
-            self.quiet = frozenset(self._cache)
-            await self.client.hset(keys.STATUS, "snapshot_ts", f"{now_ms / 1000:.3f}")
-            return None
+        if self.idle and self._outlive:
+            self.quiet = frozenset(self._cache)  # nothing changed since the last run
+        else:
+            buckets, signature = await self._load(now_minute)
+            if not skip_unchanged or signature != self._built:
+                self.minutes = buckets
+                windows = window_counts(buckets, now_minute)
+                await self._write(windows, now_ms)
+                self._built = signature
+                self._mark = mark
+                return windows
         self._mark = mark
-        buckets, signature = await self._load(now_minute)
-        if skip_unchanged and signature == self._built:
-            await self.client.hset(keys.STATUS, "snapshot_ts", f"{now_ms / 1000:.3f}")
-            return None
-        self.minutes = buckets
-        windows = window_counts(buckets, now_minute)
-        await self._write(windows, now_ms)
-        self._built = signature
-        return windows
+        await self.client.hset(keys.STATUS, "snapshot_ts", f"{now_ms / 1000:.3f}")
+        return None
 
     async def _load(self, now_minute: int) -> tuple[dict[int, Counts], tuple[Any, ...]]:
         """The live buckets of the last hour, and what identifies their contents (the
