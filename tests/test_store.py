@@ -244,6 +244,41 @@ def test_unknown_entries_are_counted_and_copied_to_the_invalid_stream(
     assert bucket_total(r) == 2
 
 
+def test_a_read_measures_its_entries_as_redis_sent_them(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """Entries over the size limits are found while the reply is parsed: fields and bytes
+    of the entry as Redis holds it (a repeated field name counts each time, as in
+    lua/read.lua), and the flush records them as oversize."""
+    add(r, 2, decision="SKIP", reason="no_position", symbol="BTCUSDT")
+    wide = r.xadd(STREAM, {f"f{i}": "x" for i in range(300)})  # over the 256 fields
+    big = r.xadd(STREAM, {"decision": "SKIP", "blob": "y" * 70_000})  # over 64 KiB
+    # 40 KB under one name twice: a dict of it holds 40 KB, Redis holds 80 KB.
+    twice = r.execute_command("XADD", STREAM, "*", "a", "z" * 40_000, "a", "z" * 40_000)
+
+    async def go() -> None:
+        store, c = await ready(redis_server, "A")
+        first = await store.read_new(3, None)
+        assert first.oversize == {wide: (300, -1)}
+        rest = first.joined(await store.read_new(100, None))
+        assert len(rest) == 5
+        assert rest.oversize == {
+            wide: (300, -1),
+            big: (2, len("decisionSKIPblob") + 70_000),
+            twice: (2, 80_002),
+        }
+        c.ingest(rest, oversize=rest.oversize)
+        await c.flush()
+        await close(store)
+
+    run(go)
+    causes = {row[1][b"id"]: row[1][b"cause"] for row in r.xrange(keys.INVALID)}
+    assert sorted(causes) == sorted([wide, big, twice])
+    assert causes[twice] == b"oversize: 2 fields, 80002 bytes (limits 256 fields, 65536 bytes)"
+    assert causes[wide].startswith(b"oversize: 300 fields (limits")
+    assert bucket_total(r) == 5
+
+
 def test_poison_entry_is_counted_once_as_unknown_with_its_delivery_count(
     r: redis.Redis, redis_server: RedisServer
 ) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from decision_intel.batch import Batch
 from decision_intel.batch import oversize as entry_oversize
 from decision_intel.classify import UNKNOWN, Classification, Classifier
-from decision_intel.client import Entry, ReplyTooLarge
+from decision_intel.client import Entry, Read, ReplyTooLarge, Sizes
 from decision_intel.flush import FlushResult
 from decision_intel.keys import id_parts
 from decision_intel.metrics import Metrics
@@ -74,8 +74,11 @@ class Consumer:
         *,
         reclaimed: bool = False,
         deliveries: dict[bytes, int] | None = None,
-        oversize: dict[bytes, tuple[int, int]] | None = None,
+        oversize: Sizes | None = None,
     ) -> None:
+        """Classify entries into the batch. `oversize`: the entries over the size limits
+        when the read measured them (client.py, lua/read.lua); None, and each is measured
+        here."""
         self.batch.clock(self.store.now_ms(), self._skew_ms)
         max_fields, max_bytes = self.s.max_entry_fields, self.s.max_entry_bytes
         for entry_id, fields in entries:
@@ -86,9 +89,10 @@ class Consumer:
                 self.batch.add_trimmed(entry_id)
                 continue
             seen = deliveries.get(entry_id, 0) if deliveries else 0
-            size = oversize.get(entry_id) if oversize else None
-            if size is None:
+            if oversize is None:
                 size = entry_oversize(fields, max_fields, max_bytes)
+            else:
+                size = oversize.get(entry_id)
             if size is not None:
                 what = f"{size[0]} fields" + (f", {size[1]} bytes" if size[1] >= 0 else "")
                 result = Classification(
@@ -178,11 +182,11 @@ class Consumer:
         after = b"0"
         total = 0
         while True:
-            entries, oversize = await self.store.read_bounded(after, self.s.batch_size)
+            entries = await self.store.read_bounded(after, self.s.batch_size)
             if not entries:
                 break
             deliveries = await self._deliveries(entries)
-            self.ingest(entries, reclaimed=True, deliveries=deliveries, oversize=oversize)
+            self.ingest(entries, reclaimed=True, deliveries=deliveries, oversize=entries.oversize)
             total += len(entries)
             after = entries[-1][0]
             if len(self.batch) >= self.s.flush_max_entries:
@@ -229,7 +233,7 @@ class Consumer:
         """Consume until `stop` is set. Re-entrant: the service calls it again after an outage."""
         await self._settle_after_outage()
         await self.recover_own()
-        ahead: asyncio.Future[list[Entry]] | None = None
+        ahead: asyncio.Future[Read] | None = None
         try:
             while not stop.is_set():
                 if time.monotonic() >= self._claim_due:
@@ -249,7 +253,7 @@ class Consumer:
                     # Behind: Redis serves the next read while this batch is classified.
                     ahead = asyncio.ensure_future(self.store.read_new(self.s.batch_size, None))
                 if entries:
-                    self.ingest(entries)
+                    self.ingest(entries, oversize=entries.oversize)
                 # Let go of this reply before waiting for the next one (held by the
                 # read-ahead): a drain's peak memory is one reply lower.
                 del entries
@@ -284,16 +288,13 @@ class Consumer:
         self._bounded_until = time.monotonic() + BOUNDED_FOR_S
         await self.recover_own()
 
-    async def _read_bounded(self, stop: asyncio.Event) -> list[Entry]:
-        entries, oversize = await self.store.read_bounded(">", self.s.batch_size)
-        if oversize:
-            self.ingest(entries, oversize=oversize)
-            return []  # ingested here, with their sizes
+    async def _read_bounded(self, stop: asyncio.Event) -> Read:
+        entries = await self.store.read_bounded(">", self.s.batch_size)
         if not entries and self._caught_up:
             await pause(stop, self.s.block_ms / 1000)
         return entries
 
-    async def _read(self, stop: asyncio.Event) -> list[Entry]:
+    async def _read(self, stop: asyncio.Event) -> Read:
         if self.bounded:
             return await self._read_bounded(stop)
         if not self._caught_up:
@@ -303,18 +304,18 @@ class Consumer:
         # cost per entry falls with the rate instead of rising. A full read ends the
         # linger's work: the loop is behind again and reads ahead without waiting.
         # While entries keep coming, the wait is the linger alone: no blocking read first.
-        first = [] if self._flowing else await self._wait_and_read(stop)
+        first = Read((), {}) if self._flowing else await self._wait_and_read(stop)
         room = self.s.batch_size - len(first)
         if (not first and not self._flowing) or room <= 0 or self.s.flush_linger_ms == 0:
             return first
         await pause(stop, self.s.flush_linger_ms / 1000)
         if stop.is_set():
             return first  # flushed by finish(), with the rest re-read there
-        entries = first + await self.store.read_new(room, None)
+        entries = first.joined(await self.store.read_new(room, None))
         self._flowing = bool(entries)
         return entries
 
-    async def _wait_and_read(self, stop: asyncio.Event) -> list[Entry]:
+    async def _wait_and_read(self, stop: asyncio.Event) -> Read:
         # Idle: block, but give way at once to a stop request. A read cancelled after
         # Redis delivered it leaves entries pending under this name; `finish` re-reads them.
         read = asyncio.ensure_future(self.store.read_new(self.s.batch_size, self.s.block_ms))
@@ -326,7 +327,7 @@ class Consumer:
         read.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await read
-        return []
+        return Read((), {})
 
     async def finish(self) -> None:
         """On shutdown: flush what was read, then anything delivered but not yet received."""

@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from decision_intel import keys, permissions, scripts
 from decision_intel.batch import Batch
-from decision_intel.client import Entry, find_group, group_row, parse_entries
+from decision_intel.client import Entry, Read, find_group, group_row, parse_entries
 from decision_intel.flush import APPLIED, LEASE_LOST, REFUSED, FlushResult, flush_args
 from decision_intel.settings import Settings
 
@@ -68,18 +68,18 @@ class Store:
     async def release_lease(self) -> None:
         await self._release(keys=[keys.lease(self.consumer)], args=[self.token])
 
-    async def read_new(self, count: int, block_ms: int | None) -> list[Entry]:
+    async def read_new(self, count: int, block_ms: int | None) -> Read:
+        """New entries, measured against the size limits as they are parsed (client.py)."""
         entries: Any = await self.reader.xreadgroup(
             self.s.group, self.consumer, {self.s.stream: ">"}, count=count, block=block_ms
         )
-        return cast(list[Entry], entries)
+        return cast(Read, entries)
 
-    async def read_bounded(
-        self, after: bytes | str, count: int
-    ) -> tuple[list[Entry], dict[bytes, tuple[int, int]]]:
+    async def read_bounded(self, after: bytes | str, count: int) -> Read:
         """A read whose reply stays within the byte budget whatever the entries hold
         (`lua/read.lua`): new entries (`after` = '>') or this consumer's pending ones after
-        an ID. Returns the entries and, for those cut down, (fields, bytes) as written."""
+        an ID. The script measured every entry: those it cut down are in `oversize`, with
+        (fields, bytes) as written."""
         s = self.s
         reply = await self._read(
             keys=[],
@@ -94,9 +94,8 @@ class Store:
                 s.read_budget_bytes // 2,
             ],
         )
-        entries = parse_entries([[s.stream, reply[0]]])
         oversize = {row[0]: (int(row[1]), int(row[2])) for row in reply[1]}
-        return entries, oversize
+        return Read(parse_entries([[s.stream, reply[0]]]), oversize)
 
     def now_ms(self) -> int:
         """Redis's clock, estimated from ours and the last measured offset."""
