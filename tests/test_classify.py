@@ -414,6 +414,24 @@ def _executor(n: int, inner_error: str, **top: object) -> dict[bytes, bytes]:
     return entry(symbol="BTCUSDT", executed="false", details=json.dumps(result), **top)
 
 
+@pytest.mark.parametrize("order", [("none", "none: 3"), ("none: 3", "none")])
+def test_the_layer_memo_tells_a_whole_value_from_one_cut_at_its_colon(
+    order: tuple[str, str],
+) -> None:
+    """`error: none` in details counts as absent (the reason field decides); `none: 3`
+    is a reason of its own. Remembered by what precedes the ':', the two must not meet."""
+    from decision_intel.classify import Classifier
+
+    c = Classifier()
+    got = []
+    for n, error in enumerate(order):
+        inner = {"plan_id": f"p{n}", "error": error, "reason": "risk_paused"}
+        e = entry(symbol="BTCUSDT", executed="false", details=json.dumps(inner))
+        got.append(c.classify(e))
+        assert got[-1] == Classifier().classify(e)
+    assert {g.reason for g in got} == {"risk_paused", "none"}
+
+
 def test_the_memo_serves_what_the_top_level_decided_whatever_the_layers_hold() -> None:
     from decision_intel.classify import Classifier
 
@@ -424,14 +442,17 @@ def test_the_memo_serves_what_the_top_level_decided_whatever_the_layers_hold() -
         assert c.classify(_executor(n, "ignored", decision="SKIP", error="no_position")) is first
     assert len(c._results) == 1 and not c._layered
     # The reason lives in `details`: same top level, different results; never served
-    # from the top-level memo, and unique details fill only the small memo.
-    got = {c.classify(_executor(n, ("no_position", "risk_paused")[n % 2])) for n in range(5000)}
+    # from the top-level memo (it only says to look further). Unique details (plan_id,
+    # timestamp) are remembered by what the rules read there, a parameter after ':' aside.
+    errors = ("no_position", "risk_paused: 3 of 3", "risk_paused: 1 of 3")
+    got = {c.classify(_executor(n, errors[n % 3])) for n in range(5000)}
     assert {(g.decision, g.reason) for g in got} == {
         ("SKIP", "no_position"),
         ("BLOCKED", "risk_paused"),
     }
-    assert len(c._results) == 1
-    assert 0 < len(c._layered) <= 256
+    assert len(c._results) == 2
+    assert len(c._layered) == 2
+    assert len(got) == 2, "a remembered result is served, not rebuilt"
     # A producer that repeats its layer is still served from the small memo.
     again = entry(executed="false", payload='{"error": "risk_paused"}')
     assert c.classify(again) is c.classify(dict(again))

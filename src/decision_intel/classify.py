@@ -69,6 +69,7 @@ _STRIP_CHARS = (
 keeps the list whole) and the zero-width characters U+200B-U+200D, U+FEFF."""
 _READ = ("decision", "executed", "error", "reason", "symbol")
 """The fields the rules read, in any layer."""
+_REASON_LIKE = frozenset({"error", "reason"})
 _REASON_BAD_CHARS = re.compile(r"[^a-z0-9_.-]+")
 _TRAILING_NUMBER = re.compile(r"(?:_[0-9]+(?:\.[0-9]+)?)+$")
 _SYMBOL = re.compile(r"[A-Z0-9]{2,30}")
@@ -77,10 +78,12 @@ _REASON_MAX = 64
 _CACHE_MAX = 4096
 """Entries per memo. With the length limits below, the memos hold at most about
 4096 x (64 + 256 + 5 x 256) bytes of keys: a few MB, whatever producers write."""
-_LAYERED_MAX = 256
-"""Entries in the memo of results that depended on `payload` or `details`. Real
-producers put per-entry values there (plan_id, timestamp), so it rarely hits: kept
-small, it costs little memory and still serves a producer that repeats a layer."""
+_LAYERED_MAX = 512
+"""Entries in the memo of results that depended on `payload` or `details`, keyed by
+what the rules read there: at most 15 parts of 256 characters, under 8 MB whatever
+producers write.
+Real producers vary few of those values (symbol, error code, decision), so it hits
+whatever else a layer holds (a unique plan_id and timestamp)."""
 _WORD_MAX = 64
 _KEY_PART_MAX = 256
 LAYERS = ("top", "payload", "details")
@@ -156,7 +159,7 @@ def _json_object(raw: object) -> dict[str, Any] | None:
         # value is: json.loads(bytes) would guess UTF-16/32 and reject the invalid UTF-8
         # SPEC says to replace.
         parsed = orjson.loads(raw) if isinstance(raw, (bytes, str)) else None
-        if isinstance(parsed, dict) and float in map(type, map(parsed.get, _READ)):
+        if type(parsed) is dict and _has_float(parsed):
             parsed = json.loads(_text(raw))
     except orjson.JSONDecodeError:
         try:
@@ -164,6 +167,15 @@ def _json_object(raw: object) -> dict[str, Any] | None:
         except (ValueError, RecursionError):
             return None
     return parsed if isinstance(parsed, dict) else None
+
+
+def _has_float(obj: dict[str, Any]) -> bool:
+    get = obj.get
+    # A plain loop: `float in map(type, ...)` costs 3x (it compares types), any() 1.5x.
+    for name in _READ:  # noqa: SIM110
+        if type(get(name)) is float:
+            return True
+    return False
 
 
 class _Fields:
@@ -188,11 +200,14 @@ class _Fields:
 
     def _layers(self) -> tuple[tuple[str, dict[str, Any]], ...]:
         if self._layers_parsed is None:
-            parsed = (
-                (LAYERS[1], _json_object(self._top.get(b"payload"))),
-                (LAYERS[2], _json_object(self._top.get(b"details"))),
-            )
-            self._layers_parsed = tuple((n, obj) for n, obj in parsed if obj is not None)
+            get = self._top.get
+            payload, details = _json_object(get(b"payload")), _json_object(get(b"details"))
+            if payload is None:
+                self._layers_parsed = () if details is None else ((LAYERS[2], details),)
+            else:
+                self._layers_parsed = ((LAYERS[1], payload),) + (
+                    () if details is None else ((LAYERS[2], details),)
+                )
         return self._layers_parsed
 
     def get(
@@ -218,6 +233,28 @@ class _Fields:
             if stripped and stripped.lower() not in absent:
                 return self._found(name, text_or_none, layer_name)
         return None
+
+    def layer_key(self) -> tuple[str | None, ...] | None:
+        """What the rules can read in the JSON layers: each layer's name and the text
+        `get` would see for each field they read (`error`/`reason` up to the first ':',
+        as with the top level). None when a value is too long to remember."""
+        key: list[str | None] = []
+        for layer_name, layer in self._layers():
+            key.append(layer_name)
+            for name in _READ:
+                found = layer.get(name)
+                if found is None:
+                    key.append(None)
+                    continue
+                reason_like = name in _REASON_LIKE
+                text = found if type(found) is str else _json_value(found, reason_like)
+                if text is not None:
+                    if reason_like and (cut := text.find(":")) >= 0:
+                        text = text[: cut + 1]
+                    if len(text) > _KEY_PART_MAX:
+                        return None
+                key.append(text)
+        return tuple(key)
 
     def _found(self, name: bytes, text: str, layer: str) -> str:
         if self.trace is not None:
@@ -272,6 +309,10 @@ def _remember(
     memo[key] = result
 
 
+_SEE_LAYERS = Classification(UNKNOWN, NO_REASON, None, "see the layers")
+"""In the top-level memo: this top level leaves the result to `payload`/`details`."""
+
+
 class Classifier:
     """SPEC section 4 with one vocabulary, and memos bounded in entries and in bytes."""
 
@@ -290,8 +331,10 @@ class Classifier:
         start) when those alone decided: a repeat costs a few dict lookups, whatever
         its `payload` and `details` hold. Whether the rules look into those layers at
         all depends on the top-level values alone, so the memo never serves an entry
-        whose layers would have mattered. Results that did depend on the layers go
-        to a small memo keyed by the layers too. Large values are never remembered.
+        whose layers would have mattered: for such a top level it says so, and the
+        result is remembered by the top level and what the rules read in the layers
+        (the Intent Executor's `details` is unique, what it says is not). Large values
+        are never remembered.
         """
         get = entry.get
         top = (
@@ -303,20 +346,33 @@ class Classifier:
         )
         try:
             hit = self._results.get(top)
-            if hit is not None:
-                return hit
-            layered = (*top, get(b"payload"), get(b"details"))
-            hit = self._layered.get(layered)
         except TypeError:  # an unhashable value (only from callers other than redis-py)
             return self._classify(entry)
-        if hit is None:
-            fields = _Fields(entry)
-            hit = self._decide(fields)
-            if all(_small_bytes(part) for part in top):
-                if not fields.layered:
-                    _remember(self._results, top, hit, _CACHE_MAX)
-                elif _small_bytes(layered[5]) and _small_bytes(layered[6]):
-                    _remember(self._layered, layered, hit, _LAYERED_MAX)
+        if hit is not None and hit is not _SEE_LAYERS:
+            return hit
+        if hit is _SEE_LAYERS:  # this top level leaves the result to the layers
+            fields = None
+            if get(b"payload") or get(b"details"):
+                fields = _Fields(entry)
+                key = fields.layer_key()
+            else:
+                key = ()  # no layer: the top level is all there is to read
+            hit = None if key is None else self._layered.get((top, key))
+            if hit is None:
+                hit = self._decide(fields or _Fields(entry))
+                if key is not None:
+                    _remember(self._layered, (top, key), hit, _LAYERED_MAX)
+            return hit
+        fields = _Fields(entry)
+        hit = self._decide(fields)
+        if all(_small_bytes(part) for part in top):
+            if not fields.layered:
+                _remember(self._results, top, hit, _CACHE_MAX)
+            else:
+                _remember(self._results, top, _SEE_LAYERS, _CACHE_MAX)
+                key = fields.layer_key()
+                if key is not None:
+                    _remember(self._layered, (top, key), hit, _LAYERED_MAX)
         return hit
 
     def explain(self, entry: Mapping[bytes, bytes]) -> dict[str, Any]:
