@@ -135,23 +135,26 @@ def parse_entries(reply: Any, limits: tuple[int, int] | None = None, **_options:
     if not reply:
         return Read((), None if limits is None else {})
     streams = reply.values() if isinstance(reply, dict) else [s[1] for s in reply]
-    read = Read(
-        (entry_id, None if flat is None else dict(zip(it := iter(flat), it, strict=False)))
-        for entries in streams
-        for entry_id, flat in entries
+    read = Read(  # a list comprehension: a generator here costs a resume per entry
+        [
+            (entry_id, None if flat is None else dict(zip(it := iter(flat), it, strict=False)))
+            for entries in streams
+            for entry_id, flat in entries
+        ]
     )
     if limits is not None:
-        flats = [(i, f) for entries in streams for i, f in entries if f is not None]
-        read.oversize = _oversize(flats, *limits) if flats else {}
+        read.oversize = _oversize(streams, *limits)
     return read
 
 
-def _oversize(flats: list[tuple[bytes, list[bytes]]], max_fields: int, max_bytes: int) -> Sizes:
-    lists = [flat for _, flat in flats]
-    if max(map(len, lists)) <= 2 * max_fields and max(map(len, map(b"".join, lists))) <= max_bytes:
+def _oversize(streams: Any, max_fields: int, max_bytes: int) -> Sizes:
+    lists = [flat for entries in streams for _, flat in entries if flat is not None]
+    if not lists or (
+        max(map(len, lists)) <= 2 * max_fields and max(map(len, map(b"".join, lists))) <= max_bytes
+    ):
         return {}
     over: Sizes = {}
-    for entry_id, flat in flats:
+    for entry_id, flat in (e for entries in streams for e in entries if e[1] is not None):
         if len(flat) > 2 * max_fields:
             over[entry_id] = (len(flat) // 2, -1)  # counting the bytes too is not needed
         elif (size := len(b"".join(flat))) > max_bytes:
