@@ -134,21 +134,20 @@ if not ok then return {3, tostring(why)} end
 
 if holder ~= token then redis.call('SET', lease, token, 'PX', lease_ms) end
 
-local function ack(list)
-  for i = 1, #list, 500 do
-    redis.call('XACK', stream, group, unpack(list, i, math.min(i + 499, #list)))
+-- XACK list[first .. last], 500 IDs a call (unpack's stack has a limit).
+local function ack(list, first, last)
+  for i = first, last, 500 do
+    redis.call('XACK', stream, group, unpack(list, i, math.min(i + 499, last)))
   end
 end
-local counted = {}
-for i = ids_at, ids_at + n_ids - 1 do counted[#counted + 1] = ARGV[i] end
-ack(counted)
+ack(ARGV, ids_at, ids_at + n_ids - 1)
 
 local trimmed_owned = {}
 for i = trimmed_at, trimmed_at + n_trimmed - 1 do
   if owned[ARGV[i]] then trimmed_owned[#trimmed_owned + 1] = ARGV[i] end
 end
 if #trimmed_owned > 0 then
-  ack(trimmed_owned)
+  ack(trimmed_owned, 1, #trimmed_owned)
   redis.call('HINCRBY', status, 'trimmed_total', #trimmed_owned)
 end
 
