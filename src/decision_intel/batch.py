@@ -111,22 +111,21 @@ class Batch:
         *,
         reclaimed: bool = False,
     ) -> None:
-        if entry_id in self.items:
+        items = self.items
+        if entry_id in items:
             self._forget(entry_id)
         ms = id_ms(entry_id)
-        if self.latest_ms is not None and ms > self.latest_ms:
+        latest = self.latest_ms
+        if latest is not None and ms > latest:
             ms = self.read_ms
             self.future.add(entry_id)
-        key = (
-            ms // 60_000,
-            result.decision,
-            result.reason,
-            result.symbol if self.symbol_breakdown else None,
-        )
-        self.items[entry_id] = key
-        self.counts[key] = self.counts.get(key, 0) + 1
-        if result.cause is not None:
-            cause = result.cause[:RAW_VALUE_MAX].encode("ascii", "backslashreplace").decode()
+        decision, reason, symbol, cause = result  # one unpack: cheaper than four lookups
+        key = (ms // 60_000, decision, reason, symbol if self.symbol_breakdown else None)
+        items[entry_id] = key
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        if cause is not None:
+            cause = cause[:RAW_VALUE_MAX].encode("ascii", "backslashreplace").decode()
             self.invalid[entry_id] = (cause, raw_copy(entry))
         if reclaimed:
             self.reclaimed.add(entry_id)

@@ -79,20 +79,22 @@ class Consumer:
         """Classify entries into the batch. `oversize`: the entries over the size limits
         when the read measured them (client.py, lua/read.lua); None, and each is measured
         here."""
-        self.batch.clock(self.store.now_ms(), self._skew_ms)
+        batch = self.batch
+        batch.clock(self.store.now_ms(), self._skew_ms)
         max_fields, max_bytes = self.s.max_entry_fields, self.s.max_entry_bytes
+        max_deliveries, classify = self.s.max_deliveries, self.classify
         for entry_id, fields in entries:
-            if reclaimed and entry_id in self.batch.items:
+            if reclaimed and entry_id in batch.items:
                 continue  # re-read after a reconnect: already held, count it once
             if not fields:
                 # History reads return deleted (trimmed) entries with no content.
-                self.batch.add_trimmed(entry_id)
+                batch.add_trimmed(entry_id)
                 continue
-            seen = deliveries.get(entry_id, 0) if deliveries else 0
             if oversize is None:
                 size = entry_oversize(fields, max_fields, max_bytes)
             else:
-                size = oversize.get(entry_id)
+                size = oversize.get(entry_id) if oversize else None
+            seen = deliveries.get(entry_id, 0) if deliveries else 0
             if size is not None:
                 what = f"{size[0]} fields" + (f", {size[1]} bytes" if size[1] >= 0 else "")
                 result = Classification(
@@ -101,16 +103,16 @@ class Consumer:
                     None,
                     f"oversize: {what} (limits {max_fields} fields, {max_bytes} bytes)",
                 )
-            elif seen > self.s.max_deliveries:
+            elif seen > max_deliveries:
                 result = Classification(
                     UNKNOWN, "poison", None, f"delivered {seen} times without being counted"
                 )
             else:
                 try:
-                    result = self.classify(fields)
+                    result = classify(fields)
                 except Exception as exc:  # never let one entry stop the loop
                     result = Classification(UNKNOWN, "none", None, f"classifier error: {exc!r}")
-            self.batch.add(entry_id, fields, result, reclaimed=reclaimed)
+            batch.add(entry_id, fields, result, reclaimed=reclaimed)
 
     # -- flush ----------------------------------------------------------------
 
