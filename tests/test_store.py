@@ -267,7 +267,7 @@ def test_a_read_measures_its_entries_as_redis_sent_them(
             big: (2, len("decisionSKIPblob") + 70_000),
             twice: (2, 80_002),
         }
-        c.ingest(rest, oversize=rest.oversize)
+        c.ingest(rest)
         await c.flush()
         await close(store)
 

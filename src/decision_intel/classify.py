@@ -200,14 +200,12 @@ class _Fields:
 
     def _layers(self) -> tuple[tuple[str, dict[str, Any]], ...]:
         if self._layers_parsed is None:
-            get = self._top.get
-            payload, details = _json_object(get(b"payload")), _json_object(get(b"details"))
-            if payload is None:
-                self._layers_parsed = () if details is None else ((LAYERS[2], details),)
-            else:
-                self._layers_parsed = ((LAYERS[1], payload),) + (
-                    () if details is None else ((LAYERS[2], details),)
-                )
+            found = []
+            for name, field in ((LAYERS[1], b"payload"), (LAYERS[2], b"details")):
+                obj = _json_object(self._top.get(field))
+                if obj is not None:
+                    found.append((name, obj))
+            self._layers_parsed = tuple(found)
         return self._layers_parsed
 
     def get(

@@ -74,11 +74,10 @@ class Consumer:
         *,
         reclaimed: bool = False,
         deliveries: dict[bytes, int] | None = None,
-        oversize: Sizes | None = None,
     ) -> None:
-        """Classify entries into the batch. `oversize`: the entries over the size limits
-        when the read measured them (client.py, lua/read.lua); None, and each is measured
-        here."""
+        """Classify entries into the batch. A `Read` says which entries are over the size
+        limits (measured as it was parsed, or by lua/read.lua); others are measured here."""
+        oversize: Sizes | None = entries.oversize if isinstance(entries, Read) else None
         batch = self.batch
         batch.clock(self.store.now_ms(), self._skew_ms)
         max_fields, max_bytes = self.s.max_entry_fields, self.s.max_entry_bytes
@@ -188,7 +187,7 @@ class Consumer:
             if not entries:
                 break
             deliveries = await self._deliveries(entries)
-            self.ingest(entries, reclaimed=True, deliveries=deliveries, oversize=entries.oversize)
+            self.ingest(entries, reclaimed=True, deliveries=deliveries)
             total += len(entries)
             after = entries[-1][0]
             if len(self.batch) >= self.s.flush_max_entries:
@@ -255,7 +254,7 @@ class Consumer:
                     # Behind: Redis serves the next read while this batch is classified.
                     ahead = asyncio.ensure_future(self.store.read_new(self.s.batch_size, None))
                 if entries:
-                    self.ingest(entries, oversize=entries.oversize)
+                    self.ingest(entries)
                 # Let go of this reply before waiting for the next one (held by the
                 # read-ahead): a drain's peak memory is one reply lower.
                 del entries
