@@ -349,6 +349,9 @@ class Classifier:
         if hit is not None and hit is not _SEE_LAYERS:
             return hit
         if hit is _SEE_LAYERS:  # this top level leaves the result to the layers
+            # Most such entries have no layer at all (an Apply Layer entry without a
+            # `decision`) and need no _Fields: building one anyway took Apply Layer
+            # entries from 1.1 to 1.4-1.7 us on average.
             fields = None
             if get(b"payload") or get(b"details"):
                 fields = _Fields(entry)
