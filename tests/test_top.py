@@ -8,6 +8,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,10 @@ import pytest
 import redis
 
 from decision_intel import producers
+from decision_intel.classify import BLOCKED, EXECUTE
+from decision_intel.diagnose import Thresholds
+from decision_intel.top import Frame, verdict_line
+from decision_intel.windows import Counts
 from tests.helpers import STREAM, Daemon, drained, p35_executable, run_p35, wait_for
 from tests.traffic import Make, blocked, normal, now_minute, write_minutes
 
@@ -168,3 +173,35 @@ def test_top_refuses_a_non_terminal_with_a_hint(base_env: dict[str, str]) -> Non
     assert out.stderr.strip() == (
         "p35 top needs a terminal; for scripts use `p35 dash a` or `p35 why --json`"
     )
+
+
+# -- the verdict line (pure) -------------------------------------------------------------------
+
+
+def _minute(gate_n: int, execute_n: int) -> Counts:
+    return Counts(
+        decisions={BLOCKED: gate_n, EXECUTE: execute_n},
+        reasons={"kill_switch_active": gate_n, "none": execute_n},
+    )
+
+
+def _line(minutes: dict[int, Counts], now_minute: int) -> str:
+    frame = Frame("5m", now_s=now_minute * 60 + 30, minutes=minutes)
+    return verdict_line(frame, Thresholds())[0]
+
+
+def _hhmm(minute: int) -> str:
+    return time.strftime("%H:%M UTC", time.gmtime(minute * 60))
+
+
+def test_verdict_line_dates_a_gate_from_its_first_minute_of_traffic_not_an_hour_ago() -> None:
+    now = 29_000_000
+    # Traffic began two minutes ago: the gate has held since then, or earlier (unseen).
+    line = _line({now - 1: _minute(95, 5), now: _minute(95, 5)}, now)
+    assert f"kill_switch_active 95 % since {_hhmm(now - 1)} or earlier" in line
+    assert "hour" not in line
+    # Thirty minutes of trading before it: the onset is known exactly.
+    minutes = {m: _minute(0, 100) for m in range(now - 39, now - 9)}
+    minutes.update({m: _minute(95, 5) for m in range(now - 9, now + 1)})
+    line = _line(minutes, now)
+    assert line.endswith(f"kill_switch_active 95 % since {_hhmm(now - 9)}")

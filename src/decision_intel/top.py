@@ -190,7 +190,9 @@ def verdict_line(frame: Frame, th: Thresholds) -> tuple[str, str]:
         since = ""
         if found.since_minute is not None:
             stamp = time.strftime("%H:%M UTC", time.gmtime(found.since_minute * 60))
-            since = " for over an hour" if found.at_edge else f" since {stamp}"
+            # At the edge, the run reaches the oldest minute read: it began then or
+            # before (or traffic did), which is not the same as an hour ago.
+            since = f" since {stamp}" + (" or earlier" if found.at_edge else "")
         line += f" · {gate} {n / total * 100:.0f} %{since}"
     style = {"trading": "green", "degraded": "yellow", "not_trading": "bold red"}.get(name, "")
     return line, style
