@@ -27,7 +27,7 @@ test: $(STAMP) redis-server
 	$(VENV)/bin/python -m pytest
 
 # Operator paths under the real systemd, booted in namespaces of its own (root; about
-# 3 minutes; tests/sysd.py). Nothing on the host changes.
+# 2 minutes; tests/sysd.py). Nothing on the host changes.
 test-systemd: $(STAMP) redis-server
 	$(VENV)/bin/python -m pytest -m systemd -p no:cacheprovider -rP --timeout 900 tests/test_systemd.py
 
