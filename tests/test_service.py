@@ -13,7 +13,7 @@ import redis
 from decision_intel.settings import Settings
 from decision_intel.testing import RedisServer, free_port
 from tests.helpers import Daemon, drained, group_info, wait_for
-from tests.traffic import assert_exact, load
+from tests.traffic import Producer, assert_exact, load
 
 pytestmark = pytest.mark.e2e
 
@@ -96,6 +96,37 @@ def test_drain_logs_progress_and_no_line_per_message(
     assert moving, f"no progress line with a rate and an ETA: {progress[:3]}"
     info_lines = [e for e in evs if e["level"] == "info"]
     assert len(info_lines) < 100, f"{len(info_lines)} INFO lines for {n} entries"
+
+
+def test_live_traffic_caught_up_logs_no_progress_line(
+    r: redis.Redis,
+    redis_server: RedisServer,
+    base_env: dict[str, str],
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    """Caught up under live traffic the group's lag is what arrived during the linger,
+    never 0 for long: that is not a backlog, and a progress line for it every interval
+    would fill the journal (it logged one every 10 s at 1,000 entries/s)."""
+    env = {**base_env, "P35_PROGRESS_INTERVAL_SEC": "0.2"}
+    d = Daemon(env, tmp_path / "d.log", name="live").start()
+    daemons.append(d)
+    wait_for(lambda: bool(r.exists("quantum:p35:status:consumer:live")), 30, "ready")
+    producer = Producer(redis_server.port, rate=500)
+    producer.start()
+    try:
+        # About 4 s of traffic: some 20 progress intervals, each with entries in flight.
+        wait_for(
+            lambda: int(r.hget("quantum:p35:status", "processed_total") or 0) >= 2_000,
+            60,
+            "2,000 live entries counted",
+        )
+    finally:
+        producer.stop()
+    truth = producer.truth(r)
+    wait_for(lambda: drained(r, len(truth)), 30, "the rest counted")
+    assert d.terminate_and_wait()[0] == 0
+    assert [e for e in d.events() if e["event"] == "progress"] == []
 
 
 def test_a_second_process_with_a_name_in_use_is_refused(

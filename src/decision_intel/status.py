@@ -93,15 +93,16 @@ class Heartbeat:
         self.metrics.heartbeat(now)
 
     async def progress(self, counted: int, caught_up: bool) -> dict[str, Any] | None:
-        """While a backlog drains, the fields of a progress line (fresh rate, lag, ETA).
-        Caught up with no lag at the last heartbeat, there is nothing to report and
-        nothing is read."""
-        if caught_up and self.group.get("lag") == 0:
+        """While a backlog drains (the last read came back full), the fields of a progress
+        line (fresh rate, lag, ETA). Caught up, there is no backlog and nothing is read:
+        the group's lag is then only what arrived since the last read (about a linger's
+        worth under live traffic), and a line for it every interval would be noise."""
+        if caught_up:
             return None
         self.group.update(group_fields(await self.store.group_info()))
         self.rate = self.meter.sample(time.monotonic(), counted)
         lag = self.group.get("lag")
-        if not isinstance(lag, int) or (lag == 0 and caught_up):
+        if not isinstance(lag, int):
             return None
         return {
             "rate": round(self.rate, 1),
