@@ -8,6 +8,7 @@ a drain under the unit's CPU quota. Each of the eight defects of issue 11 has a 
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.sysd import REDIS_PORT, SystemdNamespace
+from tests.traffic import entries
 
 pytestmark = pytest.mark.systemd
 
@@ -93,6 +95,22 @@ def xadd(ns: SystemdNamespace, n: int) -> None:
     ns.run(
         "sh", "-c", f"redis-cli -p {REDIS_PORT} --pipe >/dev/null", env=_auth(ns), stdin=line * n
     )
+
+
+def xadd_realistic(ns: SystemdNamespace, n: int) -> None:
+    """n entries shaped as the producers write them (tests/traffic.py: a unique plan_id and
+    timestamp on each, the Intent Executor's whole result in `details`), as RESP through
+    redis-cli --pipe: identical entries would flatter the classifier's memo."""
+
+    def command(*args: str) -> str:
+        parts = "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+        return f"*{len(args)}\r\n{parts}"
+
+    stdin = "".join(
+        command("XADD", "quantum:stream:apply.result", "*", *itertools.chain(*fields.items()))
+        for fields, *_ in entries(n)
+    )
+    ns.run("sh", "-c", f"redis-cli -p {REDIS_PORT} --pipe >/dev/null", env=_auth(ns), stdin=stdin)
 
 
 def test_the_first_install_before_redis_runs_and_waits_then_counts(
@@ -276,7 +294,7 @@ def test_drain_under_the_units_cpu_quota(ns: SystemdNamespace) -> None:
     redis_cli(ns, "FLUSHALL")
     ns.systemctl("enable", UNIT)
     n = 100_000
-    xadd(ns, n)
+    xadd_realistic(ns, n)
     t0 = time.monotonic()
     ns.systemctl("start", UNIT)
     start_s = time.monotonic() - t0
