@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 import redis
@@ -71,9 +72,48 @@ def test_week_over_week_shares_and_movers(r: redis.Redis, base_env: dict[str, st
     ]
     assert all(g["reason"] != "none" for g in rep["top_gates"] + rep["rose"] + rep["fell"])
     assert rep["top_symbols"][0] == {"symbol": "BTCUSDT", "count": 200}
+    assert rep["partial"] is False
     text = report(base_env, "--day", DAY).stdout
     assert f"{DAY}: 500 decisions, against {WEEK_AGO} (400 decisions)" in text
     assert "+45.00 pp  risk_paused" in text and "BLOCKED        300   60.0%  +35.00 pp" in text
+    symbols = text.split("top symbols:\n")[1].splitlines()
+    assert [line.split() for line in symbols[:2]] == [["200", "BTCUSDT"], ["100", "ETHUSDT"]]
+
+
+def test_today_is_said_to_be_the_day_so_far(r: redis.Redis, base_env: dict[str, str]) -> None:
+    today = time.strftime("%Y%m%d", time.gmtime())
+    plant(r, today, {"decision:EXECUTE": 3, "reason:none": 3})
+    rep = json.loads(report(base_env, "--json").stdout)
+    text = report(base_env).stdout
+    if time.strftime("%Y%m%d", time.gmtime()) != today:
+        pytest.skip("UTC midnight passed during the test")
+    assert (rep["day"], rep["partial"], rep["total"]) == (today, True, 3)
+    assert text.startswith(f"{today} (today so far, the last minute or two not rolled up yet): 3")
+
+
+def test_names_planted_in_a_rollup_reach_no_terminal_raw(
+    r: redis.Redis, base_env: dict[str, str]
+) -> None:
+    """Rollup field names carry reasons and symbols: anyone who can write the key can
+    plant a title change, a screen clear, a C1 CSI, a bidi override or bytes that are not
+    UTF-8. Both outputs print them escaped."""
+    r.hset(
+        f"quantum:p35:daily:{DAY}",
+        mapping={
+            "decision:BLOCKED": 9,
+            "reason:gate\x1b]0;pwned\x07": 5,
+            "reason:\u202eevil": 4,
+            "symbol_decision:BTC\x9b2J:BLOCKED": 5,
+            b"symbol_decision:ETH\xff:BLOCKED": 4,
+        },
+    )
+    for args in (["--day", DAY], ["--day", DAY, "--json"]):
+        out = report(base_env, *args)
+        assert out.returncode == 0, out.stderr
+        for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+            assert raw not in out.stdout + out.stderr, (args, out.stdout)
+    text = report(base_env, "--day", DAY).stdout
+    assert "gate\\x1b]0;pwned\\x07" in text and "BTC\\x9b2J" in text
 
 
 def test_no_comparison_and_no_data_are_said_plainly(

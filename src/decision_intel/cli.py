@@ -253,7 +253,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     now_fields, before_fields = _query(settings, read)
     before = report.parse_daily(before_fields) if before_fields else None
     rep = report.compare(
-        keys.day_label(day), keys.day_label(day - 7), report.parse_daily(now_fields), before
+        keys.day_label(day),
+        keys.day_label(day - 7),
+        report.parse_daily(now_fields),
+        before,
+        partial=day == int(time.time()) // 86_400,
     )
     print(json.dumps(rep, indent=2, sort_keys=True) if args.json else report.render(rep))
     return 0

@@ -10,12 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from decision_intel.classify import NO_REASON
+from decision_intel.text import safe
 
 
 def parse_daily(fields: Mapping[bytes, bytes]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {"decisions": {}, "reasons": {}, "symbols": {}}
     for raw_name, raw_value in fields.items():
-        kind, _, rest = raw_name.decode("utf-8", "replace").partition(":")
+        # Names come from producers (and whoever can write the key): escaped here, once.
+        kind, _, rest = safe(raw_name).partition(":")
         if kind == "decision":
             out["decisions"][rest] = int(raw_value)
         elif kind == "reason":
@@ -35,8 +37,16 @@ def _shares(counts: Mapping[str, int], total: int) -> dict[str, float]:
 
 
 def compare(
-    day: str, week_ago: str, now: dict[str, Any], before: dict[str, Any] | None, movers: int = 5
+    day: str,
+    week_ago: str,
+    now: dict[str, Any],
+    before: dict[str, Any] | None,
+    movers: int = 5,
+    *,
+    partial: bool = False,
 ) -> dict[str, Any]:
+    """`partial`: the day is today, so its rollup holds the day so far, less the minutes
+    not rolled up yet (the current one and the one before, about)."""
     total = sum(now["decisions"].values())
     prev_total = sum(before["decisions"].values()) if before else 0
     shares = _shares(now["decisions"], total)
@@ -56,6 +66,7 @@ def compare(
     gate_shares = _shares(gates, total)
     out: dict[str, Any] = {
         "day": day,
+        "partial": partial,
         "compared_with": week_ago if before else None,
         "total": total,
         "previous_total": prev_total if before else None,
@@ -85,7 +96,8 @@ def render(rep: dict[str, Any]) -> str:
     day = rep["day"]
     if not rep["total"]:
         return f"no decisions recorded for {day} (quantum:p35:daily:{day})"
-    lines = [f"{day}: {rep['total']} decisions"]
+    so_far = " (today so far, the last minute or two not rolled up yet)" if rep["partial"] else ""
+    lines = [f"{day}{so_far}: {rep['total']} decisions"]
     if rep["compared_with"] is None:
         lines[0] += " (no rollup for the same weekday a week before: no comparison)"
     else:
@@ -96,6 +108,9 @@ def render(rep: dict[str, Any]) -> str:
     lines.append("top gates:")
     for g in rep["top_gates"]:
         lines.append(f"  {g['count']:9}  {100 * g['share']:5.1f}%  {g['reason']}")
+    if rep["top_symbols"]:
+        lines.append("top symbols:")
+        lines += [f"  {s['count']:9}  {s['symbol']}" for s in rep["top_symbols"]]
     for label in ("rose", "fell"):
         if rep[label]:
             lines.append(f"gates that {label}:")
