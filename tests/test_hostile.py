@@ -7,7 +7,11 @@ up, counts every entry exactly once, and stays inside its memory budget.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
+import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -201,6 +205,77 @@ def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
     assert not [e for e in d.events() if e["event"] == "tick.failed"]
     [removed] = [e for e in d.events() if e["event"] == "consumer.removed"]
     assert "\\x1b" in str(removed["removed"])
+
+
+async def _top_screen(url: str) -> str:
+    """What one `p35 top` refresh reads and draws, as text."""
+    from rich.console import Console
+
+    from decision_intel.client import connect
+    from decision_intel.diagnose import Thresholds
+    from decision_intel.settings import load as load_settings
+    from decision_intel.top import Reader, render
+
+    settings = load_settings(redis_url=url)
+    client = connect(settings)
+    try:
+        frame = await Reader(client, settings).frame("5m")
+    finally:
+        await client.aclose()
+    console = Console(file=io.StringIO(), width=120, height=40, color_system=None)
+    console.print(render(frame, 120, 40, False, Thresholds()))
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_values_planted_in_the_services_keys_break_no_view(
+    r: redis.Redis, base_env: dict[str, str]
+) -> None:
+    """Whoever can write `quantum:p35:*` (or an older or broken writer) can leave names
+    with control characters and values that are not numbers. Every view shows the rest,
+    escaped: `p35 why` printed a planted gate name raw, and a last_ts or a count that is
+    not a number stopped why, status, check, dash, alerts and report with a traceback."""
+    from tests.helpers import run_p35
+
+    name = HOSTILE_NAME.decode("utf-8", "replace")
+    now_s = r.time()[0]
+    minute, day = minute_label(now_s // 60), time.strftime("%Y%m%d", time.gmtime(now_s))
+    counts = {
+        "decision:BLOCKED": 150,
+        "decision:SKIP": "many",
+        b"reason:" + HOSTILE_NAME: 150,
+        "reason:bad": "1e3x",
+        b"symbol_decision:" + HOSTILE_NAME + b":BLOCKED": 150,
+    }
+    for key in (f"bucket:{minute}", f"bucketmeta:{minute}", f"daily:{day}"):
+        r.hset(f"quantum:p35:{key}", mapping=counts)
+    r.hset("quantum:p35:decision:counts:5m", mapping={"BLOCKED": 150, "SKIP": "many"})
+    r.zadd("quantum:p35:reason:top:5m", {HOSTILE_NAME: 150})
+    r.hset(
+        "quantum:p35:status",
+        mapping={"last_ts": "soon", "snapshot_ts": "nan", "processed_total": "y", "lag": "x"},
+    )
+    r.xadd(
+        "quantum:p35:alerts", {"type": "stuck", "subject": name, "timestamp": "zz", "share": "q"}
+    )
+    views = [
+        ["why"], ["why", "--json"], ["why", "--window", "1h"], ["status"], ["status", "--json"],
+        ["check"], ["dash", "all"], ["dash", "all", "--json"], ["alerts"], ["alerts", "--json"],
+        ["report"], ["report", "--json"],
+    ]  # fmt: skip
+    outputs = {" ".join(args): run_p35(base_env, *args) for args in views}
+    outputs["top"] = subprocess.CompletedProcess(
+        [], 0, asyncio.run(_top_screen(base_env["P35_REDIS_URL"])), ""
+    )
+    for view, proc in outputs.items():
+        printed = proc.stdout + proc.stderr
+        assert proc.returncode in (0, 1, 2, 3) and "Traceback" not in printed, (view, printed)
+        for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+            assert raw not in printed, (view, printed[:400])
+    # The planted gate is shown, escaped, where its count was readable.
+    for view in ("why", "report", "top"):
+        assert "\\x1b]0;pwned\\x07" in outputs[view].stdout, (view, outputs[view].stdout)
+    assert "150 decisions" in outputs["report"].stdout
+    assert "heartbeat: status last_ts is not a time: soon" in outputs["check"].stdout
 
 
 def test_an_alert_storm_is_capped_keeping_the_highest_severity_and_summing_the_rest(

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from decision_intel import keys
 from decision_intel.client import find_group
 from decision_intel.settings import Settings
+from decision_intel.text import number, safe
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,15 @@ async def run_checks(
         else Check("group", False, f"no group {settings.group} on {settings.stream}")
     )
 
-    last_ts = await client.hget(keys.STATUS, "last_ts")
+    raw_ts = await client.hget(keys.STATUS, "last_ts")
+    last_ts = number(raw_ts)
     alive = False
-    if last_ts is None:
+    if raw_ts is None:
         out.append(Check("heartbeat", False, "no status: the service has never run here"))
+    elif last_ts is None:
+        out.append(Check("heartbeat", False, f"status last_ts is not a time: {safe(raw_ts)[:40]}"))
     else:
-        age = now_s - float(last_ts)
+        age = now_s - last_ts
         alive = age <= max_age_s
         out.append(
             Check("heartbeat", age <= max_age_s, f"status is {age:.0f} s old (limit {max_age_s:g})")
@@ -68,8 +72,8 @@ async def _windows(client: aioredis.Redis, now_s: float, wait_s: float) -> Check
     deadline = time.monotonic() + wait_s
     while missing and time.monotonic() < deadline:
         await asyncio.sleep(0.25)
-        snapshot_ts = await client.hget(keys.STATUS, "snapshot_ts")
-        if snapshot_ts is not None and float(snapshot_ts) > now_s:
+        snapshot_ts = number(await client.hget(keys.STATUS, "snapshot_ts"))
+        if snapshot_ts is not None and snapshot_ts > now_s:
             missing, busy = await _missing_windows(client, int(now_s) // 60)
             break
     if not busy:

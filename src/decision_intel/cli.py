@@ -15,7 +15,7 @@ from decision_intel import __version__, keys
 from decision_intel.alerts import GATE_SHARE_MIN
 from decision_intel.notify import Notifier
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
-from decision_intel.text import safe, safe_map
+from decision_intel.text import number, safe, safe_map
 
 T = TypeVar("T")
 
@@ -90,8 +90,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not status:
         print("no status: the service has never run against this Redis")
         return 1
-    age = time.time() - float(status.get("last_ts", 0))
-    print(f"status ({age:.0f} s old, written by {status.get('consumer_name', '?')}):")
+    last_ts = number(status.get("last_ts"))
+    age = "age unknown" if last_ts is None else f"{time.time() - last_ts:.0f} s old"
+    print(f"status ({age}, written by {status.get('consumer_name', '?')}):")
     for name in sorted(status):
         print(f"  {name:18} {status[name]}")
     for window, view in data["windows"].items():  # type: ignore[attr-defined]
@@ -144,8 +145,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         print("no alerts in quantum:p35:alerts")
         return 0
     for e in events:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(e.get("timestamp", 0))))
-        share = f"{100 * float(e['share']):.0f}% of {e['total']}" if "share" in e else ""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(number(e.get("timestamp")) or 0))
+        fraction = number(e.get("share"))
+        share = "" if fraction is None else f"{100 * fraction:.0f}% of {e.get('total', '?')}"
         print(
             f"{when}Z  {e.get('state', ''):8} {e.get('severity', ''):8} "
             f"{e.get('type', ''):14} {e.get('window', ''):3}  {e.get('subject', '')}  {share}"

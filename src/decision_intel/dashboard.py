@@ -20,7 +20,7 @@ from decision_intel.classify import NO_REASON, SKIP
 from decision_intel.client import find_group
 from decision_intel.keys import WINDOW_WORDS
 from decision_intel.settings import Settings
-from decision_intel.text import safe, safe_map
+from decision_intel.text import count, number, safe, safe_map
 
 MODES = ("a", "b", "c", "d", "e")
 UNIT = "quantum-p35-decision-intelligence"
@@ -41,7 +41,7 @@ async def read_window(
         pipe.zrevrange(top_key, 0, n - 1, withscores=True)
         counts, ranked = await pipe.execute()
     return {
-        "decisions": {safe(k): int(v) for k, v in counts.items()},
+        "decisions": {safe(k): c for k, v in counts.items() if (c := count(v)) is not None},
         "reasons": [[safe(r), int(s)] for r, s in ranked],
     }
 
@@ -154,14 +154,13 @@ def view_d(data: dict[str, Any], threshold: float) -> dict[str, Any]:
 
 def view_e(data: dict[str, Any]) -> dict[str, Any]:
     status, now = data["status"], data["now"]
-    last_ts = float(status["last_ts"]) if status.get("last_ts") else None
-    snap_ts = float(status["snapshot_ts"]) if status.get("snapshot_ts") else None
+    last_ts, snap_ts = number(status.get("last_ts")), number(status.get("snapshot_ts"))
     group = data["group"]
     return {
         "status_age_s": None if last_ts is None else round(now - last_ts, 1),
         "snapshot_age_s": None if snap_ts is None else round(now - snap_ts, 1),
         "state": status.get("state"),
-        "processed_total": int(status.get("processed_total", 0) or 0),
+        "processed_total": count(status.get("processed_total")) or 0,
         "lag": None if group is None else group["lag"],
         "pending": None if group is None else group["pending"],
         "consumers": [

@@ -18,6 +18,7 @@ from typing import Any
 from decision_intel import gates as gate_data
 from decision_intel.classify import EXECUTE, NO_REASON
 from decision_intel.keys import WINDOW_WORDS
+from decision_intel.text import number
 from decision_intel.windows import Counts
 
 TRADING, DEGRADED, NOT_TRADING, UNKNOWN = "trading", "degraded", "not_trading", "unknown"
@@ -247,8 +248,8 @@ def judge(counts: Counts, status: Mapping[str, str], now_s: float, th: Threshold
     execute_share = share(counts.decisions.get(EXECUTE, 0), total)
     listed = gates(counts, th.gate_listed)
     top_share = share(listed[0][1], total) if listed else 0.0
-    last_ts = status.get("last_ts")
-    age_s = round(now_s - float(last_ts), 1) if last_ts else None
+    last_ts = number(status.get("last_ts"))
+    age_s = round(now_s - last_ts, 1) if last_ts else None
     name, why_unknown = verdict(total, execute_share, top_share, age_s, th)
     return Judgement(name, why_unknown, execute_share, listed, age_s)
 

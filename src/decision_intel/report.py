@@ -10,21 +10,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from decision_intel.classify import NO_REASON
-from decision_intel.text import safe
+from decision_intel.text import count, printable_ascii, safe
 
 
 def parse_daily(fields: Mapping[bytes, bytes]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {"decisions": {}, "reasons": {}, "symbols": {}}
+    plain = printable_ascii(fields)  # names reach terminals: escaped unless plainly printable
     for raw_name, raw_value in fields.items():
-        # Names come from producers (and whoever can write the key): escaped here, once.
-        kind, _, rest = safe(raw_name).partition(":")
+        kind, _, rest = (raw_name.decode() if plain else safe(raw_name)).partition(":")
+        n = count(raw_value)
+        if n is None:
+            continue
         if kind == "decision":
-            out["decisions"][rest] = int(raw_value)
+            out["decisions"][rest] = n
         elif kind == "reason":
-            out["reasons"][rest] = int(raw_value)
+            out["reasons"][rest] = n
         elif kind == "symbol_decision":
             symbol = rest.partition(":")[0]
-            out["symbols"][symbol] = out["symbols"].get(symbol, 0) + int(raw_value)
+            out["symbols"][symbol] = out["symbols"].get(symbol, 0) + n
     return out
 
 

@@ -33,7 +33,7 @@ from decision_intel.classify import BLOCKED, DECISIONS, ERROR, EXECUTE, SKIP, UN
 from decision_intel.client import connect
 from decision_intel.diagnose import HEADLINES, Thresholds, gates, judge, onset
 from decision_intel.settings import Settings
-from decision_intel.text import safe
+from decision_intel.text import count, number, safe
 from decision_intel.why import redis_now_s, thresholds
 from decision_intel.windows import Counts, parse_bucket
 
@@ -128,7 +128,9 @@ class Reader:
             for name in names:
                 pipe.hgetall(keys.symbol_decision_counts(name, window))
             replies = await pipe.execute()
-        totals = [(n, sum(int(v) for v in r.values())) for n, r in zip(names, replies, strict=True)]
+        totals = [
+            (n, sum(count(v) or 0 for v in r.values())) for n, r in zip(names, replies, strict=True)
+        ]
         totals = [t for t in totals if t[1] > 0]
         return sorted(totals, key=lambda t: (-t[1], t[0]))[:MAX_SYMBOLS]
 
@@ -148,11 +150,12 @@ class Reader:
             for m, values in zip(stale, replies, strict=True):
                 cells: dict[tuple[str, int], Counts] = {}
                 for name, v in zip(fields, values, strict=True):
-                    if v is None:
+                    n = count(v)
+                    if n is None:
                         continue
                     kind, symbol, what = name.split(":", 2)
                     c = cells.setdefault((symbol, m), Counts())
-                    (c.decisions if kind == "symbol_decision" else c.reasons)[what] = int(v)
+                    (c.decisions if kind == "symbol_decision" else c.reasons)[what] = n
                 self._cells[m] = (want[m], cells)
         self._cells = {m: self._cells[m] for m in want if m in self._cells}
         return {k: c for _, cells in self._cells.values() for k, c in cells.items()}
@@ -202,10 +205,11 @@ def health_line(frame: Frame, stale_after_s: float) -> tuple[str, bool]:
     st = frame.status
     if not st:
         return "no service status: the service has not run against this Redis", True
-    age = frame.now_s - float(st.get("last_ts", 0) or 0)
-    stale = age > stale_after_s
+    last_ts = number(st.get("last_ts"))
+    stale = last_ts is None or frame.now_s - last_ts > stale_after_s
+    age = "age unknown" if last_ts is None else f"{frame.now_s - last_ts:.0f} s old"
     parts = [
-        f"status {age:.0f} s old" + (" (stale)" if stale else ""),
+        f"status {age}" + (" (stale)" if stale else ""),
         f"lag {st.get('lag', '?') or '?'}",
         f"pending {st.get('pending_estimate', '?')}",
         f"{st.get('rate', '?')}/s",
@@ -263,8 +267,8 @@ def gate_lines(frame: Frame, n: int, width: int) -> list[Text]:
     now, before = window_counts(frame, 0), window_counts(frame, 1)
     total, total_before = now.total, before.total
     out = []
-    for gate, count in gates(now, 0.0)[:n]:
-        share = count / total
+    for gate, n_gate in gates(now, 0.0)[:n]:
+        share = n_gate / total
         if total_before and gate in before.reasons:
             change = share - before.reasons[gate] / total_before
             arrow = "↑" if change > TREND_POINTS else "↓" if change < -TREND_POINTS else "→"
@@ -272,7 +276,7 @@ def gate_lines(frame: Frame, n: int, width: int) -> list[Text]:
             arrow = "new" if total_before else ""
         name = gate[: max(10, width - 30)]
         out.append(
-            Text(f"  {name:<{max(10, width - 30)}} {count:>8,} {share * 100:4.0f} %  {arrow}")
+            Text(f"  {name:<{max(10, width - 30)}} {n_gate:>8,} {share * 100:4.0f} %  {arrow}")
         )
     if not out:
         out.append(Text("  no gates in this window" if total else "  no decisions in this window"))
@@ -309,7 +313,7 @@ def heatmap_lines(frame: Frame, rows: int, color: bool) -> list[Text]:
 def alert_lines(frame: Frame, n: int) -> list[Text]:
     out = []
     for a in frame.alerts[:n]:
-        when = time.strftime("%H:%M:%S", time.gmtime(float(a.get("timestamp", 0) or 0)))
+        when = time.strftime("%H:%M:%S", time.gmtime(number(a.get("timestamp")) or 0))
         subject = a.get("reason") or a.get("symbol") or a.get("subject", "")
         line = f"  {when} {a.get('state', '?'):<8} {a.get('severity', ''):<8} "
         line += f"{a.get('type', '')} {a.get('window', '')} {subject}"

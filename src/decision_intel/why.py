@@ -18,7 +18,7 @@ from decision_intel.classify import DECISIONS, Classifier
 from decision_intel.client import find_group
 from decision_intel.diagnose import Baseline, Evidence, Onset, Thresholds, diagnose, gates, onset
 from decision_intel.settings import Settings
-from decision_intel.text import safe
+from decision_intel.text import count, safe
 from decision_intel.windows import Counts, parse_bucket
 
 FIRST_CHUNK_MIN = 60
@@ -78,7 +78,7 @@ async def _per_symbol(client: aioredis.Redis, window: str, reasons: list[str]) -
         decisions, scores = replies[2 * i], replies[2 * i + 1]
         if decisions:
             out[sym] = Counts(
-                {k.decode(): int(v) for k, v in decisions.items()},
+                {safe(k): n for k, v in decisions.items() if (n := count(v)) is not None},
                 {r: int(n) for r, n in zip(reasons, scores or [], strict=False) if n},
             )
     return out
@@ -90,7 +90,9 @@ def _counts(fields: list[str], values: list[Any]) -> Counts:
         if v is not None:
             kind, _, rest = name.rpartition(":")
             target = c.decisions if "decision" in kind else c.reasons
-            target[rest] = int(v)
+            n = count(v)
+            if n is not None:
+                target[rest] = n
     return c
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from decision_intel.keys import WINDOWS
+from decision_intel.text import printable_ascii, safe
 
 
 @dataclass
@@ -52,19 +53,25 @@ def parse_bucket(fields: Mapping[bytes, bytes]) -> Counts:
     Symbols and reasons never contain ':', so `symbol_reason:<SYM>:<r>` splits cleanly.
     """
     out = Counts()
+    plain = printable_ascii(fields)  # names reach terminals: escaped unless plainly printable
     for raw_name, raw_value in fields.items():
-        kind, _, key = raw_name.decode("utf-8", "replace").partition(":")
+        kind, _, key = (raw_name.decode() if plain else safe(raw_name)).partition(":")
         if kind == "decision":
-            out.decisions[key] = int(raw_value)
+            target = out.decisions
         elif kind == "reason":
-            out.reasons[key] = int(raw_value)
+            target = out.reasons
         elif kind in ("symbol_decision", "symbol_reason"):
-            symbol, _, name = key.partition(":")
+            symbol, _, key = key.partition(":")
             counts = out.symbols.get(symbol)
             if counts is None:
                 counts = out.symbols[symbol] = Counts()
             target = counts.decisions if kind == "symbol_decision" else counts.reasons
-            target[name] = int(raw_value)
+        else:
+            continue
+        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per field)
+            target[key] = int(raw_value)
+        except ValueError:
+            pass  # not a count: not the daemon's writing (by hand, or a broken writer)
     return out
 
 
