@@ -149,6 +149,14 @@ def test_no_password_in_output_when_redis_is_unreachable(base_env: dict[str, str
     assert out.returncode == 69
     assert secret not in out.stdout + out.stderr
     assert "p35:***@" in out.stderr
+    # The views without an answer of their own for it: one line each, no traceback
+    # (status, alerts and report printed one).
+    for view in (["status"], ["status", "--json"], ["alerts"], ["report"]):
+        out = run_p35(env, *view)
+        assert out.returncode == 69, (view, out.stderr)
+        assert out.stdout == "" and secret not in out.stderr
+        assert out.stderr.startswith(f"p35 {view[0]}: Redis at redis://p35:***@127.0.0.1:")
+        assert "ConnectionError" in out.stderr and len(out.stderr.splitlines()) == 1
 
 
 def test_p35_explain_shows_the_rule_and_the_layers(

@@ -389,4 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.env_file:
         _load_env_file(args.env_file)
-    return int(args.func(args))
+    if args.command == "run":  # the daemon rides out Redis errors itself
+        return int(args.func(args))
+    from redis.exceptions import RedisError
+
+    try:
+        return int(args.func(args))
+    except (RedisError, OSError) as exc:
+        # Views that have no answer of their own for it (why, check and dash do): one line.
+        url = _settings().redacted_url
+        reason = safe(f"{type(exc).__name__}: {exc}")[:300]
+        print(f"p35 {args.command}: Redis at {url}: {reason}", file=sys.stderr)
+        return os.EX_UNAVAILABLE
