@@ -189,3 +189,28 @@ def test_p35_explain_shows_the_rule_and_the_layers(
     vocab = {**base_env, "P35_DECISION_WORDS": "HOLD=SKIP"}
     assert json.loads(run_p35(vocab, "explain", hold_id, "--json").stdout)["decision"] == "SKIP"
     assert run_p35(base_env, "explain", "1-1").returncode == 1
+
+
+def test_usage_errors_exit_64_never_a_verdict(base_env: dict[str, str]) -> None:
+    """argparse's own exit status, 2, is `p35 why`'s NOT TRADING and `p35 dash d`'s drift:
+    a monitor running a mistyped check read a verdict. Arguments are checked before
+    Redis is asked, and what was given is quoted escaped."""
+    cases = [
+        (["why", "--window", "2m"], "invalid choice: '2m'"),
+        (["why", "--symbol", "\x1b[2J"], "not a symbol (2 to 30 letters and digits): '\\x1b[2J'"),
+        (["dash", "d", "--window", "2h"], "invalid choice: '2h'"),
+        (["dash", "b", "BTC\x07"], "not a symbol (2 to 30 letters and digits): 'BTC\\x07'"),
+        (["explain", "garbage"], "not a stream entry ID (<ms>-<seq>): 'garbage'"),
+        (["explain", f"{2**64}-0"], "not a stream entry ID"),
+        (["report", "--day", "00010101"], "not a UTC day YYYYMMDD from 19700101"),
+        (["alerts", "-n", "0"], "must be a number above 0: '0'"),
+        (["top", "--interval", "-1"], "must be a number above 0: '-1'"),
+    ]
+    down = {**base_env, "P35_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    for args, said in cases:
+        out = run_p35(down, *args)
+        assert out.returncode == 64, (args, out.returncode, out.stderr)
+        assert said in out.stderr and "\x1b" not in out.stderr and "\x07" not in out.stderr, (
+            args,
+            out.stderr,
+        )

@@ -72,7 +72,8 @@ _READ = ("decision", "executed", "error", "reason", "symbol")
 _REASON_LIKE = frozenset({"error", "reason"})
 _REASON_BAD_CHARS = re.compile(r"[^a-z0-9_.-]+")
 _TRAILING_NUMBER = re.compile(r"(?:_[0-9]+(?:\.[0-9]+)?)+$")
-_SYMBOL = re.compile(r"[A-Z0-9]{2,30}")
+SYMBOL = re.compile(r"[A-Z0-9]{2,30}")
+"""What a symbol is, once upper-cased: anything else is no symbol (the CLI checks the same)."""
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _REASON_MAX = 64
 _CACHE_MAX = 4096
@@ -490,7 +491,7 @@ def _symbol(value: str | None) -> str | None:
     if len(text) > 30:  # never a symbol; spares the rest on huge values
         return None
     text = text.translate(_ASCII_UPPER)  # ASCII letters only: nothing else changes
-    return text if _SYMBOL.fullmatch(text) else None
+    return text if SYMBOL.fullmatch(text) else None
 
 
 _default = Classifier()

@@ -163,7 +163,11 @@ def cmd_dash(args: argparse.Namespace) -> int:
 
     settings = _settings()
     modes = list(dashboard.MODES) if args.mode == "all" else [args.mode]
-    symbols = [s.upper() for s in args.args] if args.mode == "b" else []
+    try:
+        symbols = [_symbol_arg(s) for s in args.args] if args.mode == "b" else []
+    except argparse.ArgumentTypeError as exc:
+        print(f"p35 dash b: error: {exc}", file=sys.stderr)
+        return os.EX_USAGE
     if args.mode == "all" or (args.mode == "b" and not symbols):
         symbols = list(dashboard.DEFAULT_SYMBOLS)
     threshold = GATE_SHARE_MIN
@@ -201,7 +205,7 @@ def cmd_why(args: argparse.Namespace) -> int:
     from decision_intel.why import why
 
     settings = _settings()
-    symbol = args.symbol.upper() if args.symbol else None
+    symbol = args.symbol
     try:
         doc = _query(settings, lambda client: why(client, settings, args.window, symbol))
     except (RedisError, OSError) as exc:
@@ -243,11 +247,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from decision_intel import report
 
     settings = _settings()
-    try:
-        day = _day_number(args.day) if args.day else int(time.time()) // 86_400
-    except ValueError:
-        print(f"p35 report: --day must be YYYYMMDD, got {args.day!r}", file=sys.stderr)
-        return os.EX_USAGE
+    day = int(time.time()) // 86_400 if args.day is None else args.day
 
     async def read(client: Any) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
         return await client.hgetall(keys.daily(day)), await client.hgetall(keys.daily(day - 7))
@@ -312,8 +312,58 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 64 (EX_USAGE), not argparse's 2: that is `p35 why`'s "not
+    trading" and `p35 dash d`'s "drift found" (a monitor reads 64 as UNKNOWN)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(os.EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _symbol_arg(text: str) -> str:
+    from decision_intel.classify import SYMBOL
+
+    symbol = text.upper()
+    if not SYMBOL.fullmatch(symbol):
+        raise argparse.ArgumentTypeError(f"not a symbol (2 to 30 letters and digits): {text!r}")
+    return symbol
+
+
+def _entry_id_arg(text: str) -> str:
+    parts = text.split("-")
+    if not (
+        1 <= len(parts) <= 2 and all(p.isascii() and p.isdigit() and int(p) < 2**64 for p in parts)
+    ):
+        raise argparse.ArgumentTypeError(f"not a stream entry ID (<ms>-<seq>): {text!r}")
+    return text
+
+
+def _day_arg(text: str) -> int:
+    try:
+        day = _day_number(text)
+    except ValueError:
+        day = -1
+    if day < 0:
+        raise argparse.ArgumentTypeError(f"not a UTC day YYYYMMDD from 19700101: {text!r}")
+    return day
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a number above 0: {text!r}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="p35", description="P3.5 Decision Intelligence")
+    parser = _Parser(prog="p35", description="P3.5 Decision Intelligence")
     parser.add_argument("--version", action="version", version=f"p35 {__version__}")
     parser.add_argument(
         "--env-file",
@@ -332,12 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit 0 trading, 1 degraded, 2 not trading, 3 unknown)",
     )
     why.add_argument("--window", choices=["5m", "15m", "1h"], default="5m")
-    why.add_argument("--symbol", help="the same for one symbol")
+    why.add_argument("--symbol", type=_symbol_arg, help="the same for one symbol")
     why.add_argument("--json", action="store_true", help="machine output (docs/dashboard.md)")
     why.set_defaults(func=cmd_why)
     top = sub.add_parser("top", help="a live view: verdict, mix, gates, symbols, alerts")
     top.add_argument("--window", choices=["5m", "15m", "1h"], default="5m")
-    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    top.add_argument(
+        "--interval", type=_positive(float), default=2.0, help="seconds between refreshes"
+    )
     top.set_defaults(func=cmd_top)
     status = sub.add_parser("status", help="show the status heartbeat and window snapshots")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -357,15 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--no-color", action="store_true", help="no color even on a terminal")
     dash.set_defaults(func=cmd_dash)
     rep = sub.add_parser("report", help="a UTC day's rollup against the same weekday before")
-    rep.add_argument("--day", help="YYYYMMDD (default: today, UTC)")
+    rep.add_argument("--day", type=_day_arg, help="YYYYMMDD (default: today, UTC)")
     rep.add_argument("--json", action="store_true", help="machine-readable output")
     rep.set_defaults(func=cmd_report)
     explain = sub.add_parser("explain", help="how one stream entry is classified, and why")
-    explain.add_argument("entry_id", help="the entry's stream ID, e.g. 1769929091000-0")
+    explain.add_argument(
+        "entry_id", type=_entry_id_arg, help="the entry's stream ID, e.g. 1769929091000-0"
+    )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(func=cmd_explain)
     alerts = sub.add_parser("alerts", help="list recent alerts (quantum:p35:alerts), newest first")
-    alerts.add_argument("-n", "--count", type=int, default=20, help="how many events")
+    alerts.add_argument("-n", "--count", type=_positive(int), default=20, help="how many events")
     alerts.add_argument("--json", action="store_true", help="machine-readable output")
     alerts.set_defaults(func=cmd_alerts)
     return parser
