@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from decision_intel.keys import id_parts
 from decision_intel.testing import RedisServer
 from tests.helpers import (
     GROUP,
@@ -351,4 +352,38 @@ def test_lag_is_right_after_a_redis_restart_that_restores_a_stale_entries_read(
     status = r.hgetall("quantum:p35:status")
     assert status[b"lag"] == b"0"
     assert not [e for e in d.events()[seen:] if e["event"] == "progress"]
+    assert d.terminate_and_wait()[0] == 0
+
+
+def test_a_group_or_stream_removed_while_running_is_made_again_counting_nothing_twice(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """XGROUP DESTROY, then DEL of the stream, under a running daemon. It crashed on the
+    first (exit 1), and the restarted daemon made the group from the stream's start and
+    counted everything again. Now it makes the group again after the newest entry
+    counted (from the start only for a stream begun anew) and goes on: every entry of
+    the three phases counted exactly once, one process throughout."""
+    sec, _ = r.time()
+    now_ms = sec * 1000
+    first = load_truth(r, 3_000, span_minutes=20, end_ms=now_ms - 15 * 60_000, seed=1)
+    d = Daemon(base_env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: drained(r, 3_000), 60, "the first phase counted")
+
+    r.xgroup_destroy(STREAM, GROUP)
+    second = load_truth(r, 2_000, span_minutes=10, end_ms=now_ms - 60_000, seed=2)
+    wait_for(lambda: drained(r, 5_000), 60, "the second phase counted")
+
+    r.delete(STREAM)
+    sec, _ = r.time()
+    third = load_truth(r, 1_000, span_minutes=0.5, end_ms=sec * 1000 - 1_000, seed=3)
+    wait_for(lambda: drained(r, 6_000), 60, "the third phase counted")
+
+    assert d.proc is not None and d.proc.poll() is None, "the daemon exited"
+    assert_exact(r, expected_buckets(first | second | third))
+    made = [e["starts_after"] for e in d.events() if e["event"] == "group.recreated"]
+    newest = [max(phase, key=id_parts) for phase in (first, second)]
+    # After the destroy: after the newest entry counted. After the DEL: from the start
+    # of the new stream, or after the newest counted if the new entries came first.
+    assert made[0] == newest[0] and made[1] in ("0", newest[1]) and len(made) == 2, made
     assert d.terminate_and_wait()[0] == 0

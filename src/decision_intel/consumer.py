@@ -131,6 +131,14 @@ class Consumer:
         if wait:
             await self.settle()
 
+    def drop_held(self) -> int:
+        """Forget the entries read and not yet counted; returns how many. Only for when
+        the group that delivered them is gone: the group made again delivers again
+        those after its start."""
+        held = len(self.batch)
+        self.batch = Batch(self.s.symbol_breakdown)
+        return held
+
     async def _timed_flush(self, batch: Batch) -> FlushResult:
         size, t0 = len(batch), time.perf_counter()
         result = await self.store.flush(batch, self.store.now_ms())

@@ -26,6 +26,7 @@ NAMES = (
     "alert",
     "recent",
     "roll",
+    "stream_end",
 )
 
 

@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from decision_intel import __version__, metrics
 from decision_intel.alert_store import AlertStore
 from decision_intel.backoff import ACCESS_DENIED, REDIS_DOWN, Connectivity
@@ -136,7 +138,7 @@ class Service:
         while not self.should_exit:
             try:
                 await self._check_permissions()
-                created = await self.store.ensure_group()
+                created = await self.store.ensure_group() is not None
                 await self.store.server_time_ms()  # Redis's clock, to judge entry IDs by
                 await self._acquire_name()
                 if self.should_exit:
@@ -194,6 +196,8 @@ class Service:
                 self.log.warning("shutdown.redis_unavailable", error=type(exc).__name__)
             except LeaseLost:
                 self.log.warning("shutdown.lease_lost", detail="not flushed: the name is taken")
+            except Exception:  # the group gone, a bug: entries stay pending, the exit goes on
+                self.log.exception("shutdown.flush_failed")
         for client in (self.client, self.reader):
             with contextlib.suppress(Exception):
                 await client.aclose()
@@ -210,8 +214,12 @@ class Service:
     # -- the three loops -----------------------------------------------------------
 
     async def _consume_loop(self) -> None:
+        group_lost = False
         while not self.should_exit:
             try:
+                if group_lost:
+                    await self._recreate_group()
+                    group_lost = False
                 await self.consumer.run(self.stop)
                 self.conn.ok()
             except ACCESS_DENIED as exc:  # before REDIS_DOWN: a kind of ConnectionError
@@ -223,11 +231,36 @@ class Service:
                     await asyncio.wait_for(self._either(self.stop, self.conn.back), delay)
             except LeaseLost:
                 self._lease_lost()
+            except ResponseError as exc:
+                # The group, or its stream, went while we ran (UNBLOCKED: during a
+                # blocking read; NOGROUP: at the next command, a script's included).
+                if "NOGROUP" in str(exc) or str(exc).startswith("UNBLOCKED"):
+                    group_lost = True
+                else:
+                    self._crashed()
             except Exception:
-                # Counting is broken in a way a retry will not mend: stop, and let systemd
-                # restart a clean process (entries stay pending; nothing is lost).
-                self.log.exception("consumer.crashed")
-                self.request_stop(1)
+                self._crashed()
+
+    def _crashed(self) -> None:
+        # Counting is broken in a way a retry will not mend: stop, and let systemd
+        # restart a clean process (entries stay pending; nothing is lost).
+        self.log.exception("consumer.crashed")
+        self.request_stop(1)
+
+    async def _recreate_group(self) -> None:
+        """The group was removed while this daemon ran (XGROUP DESTROY, or the stream
+        deleted): its pending entries went with it, so what this daemon read and had not
+        counted is dropped, and the group is made again after the newest entry counted
+        (`ensure_group`): the entries after it are delivered again, none twice."""
+        dropped = self.consumer.drop_held()
+        start = await self.store.ensure_group()
+        self.log.warning(
+            "group.recreated",
+            starts_after=start if start is not None else "(made again by another consumer)",
+            dropped_unflushed=dropped,
+            detail="the group or its stream was removed while running; entries pending "
+            "in it on other consumers, older than the newest counted, are not counted",
+        )
 
     async def _tick_loop(self) -> None:
         tick_s = min(1.0, self.s.snapshot_interval_sec / 2)

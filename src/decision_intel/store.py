@@ -6,6 +6,7 @@ through `scripts.py`; the flush script's arguments are laid out by `flush.py` (p
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from typing import Any, cast
@@ -44,6 +45,7 @@ class Store:
         self._forget = scripts.load(client, "forget_consumer")
         self._read = scripts.load(client, "read")
         self._heartbeat = scripts.load(client, "heartbeat")
+        self._stream_end = scripts.load(client, "stream_end")
         self.clock_offset_ms = 0
         """Redis's clock minus ours, as of the last `server_time_ms()`."""
 
@@ -51,15 +53,27 @@ class Store:
         """What this user may not do of what the daemon needs (permissions.py)."""
         return await permissions.denied(self.client, self.s, self.consumer)
 
-    async def ensure_group(self) -> bool:
-        """Create the group (and the stream) when missing, from the stream's beginning."""
+    async def ensure_group(self) -> str | None:
+        """Create the group (and the stream) when missing; return the ID it starts after
+        (None: it was there). From the stream's beginning, unless this Redis holds counts
+        already: the group was removed (XGROUP DESTROY, or with its stream) and the status
+        names the newest entry counted. The group then starts after that entry, so
+        nothing is counted twice. Only when the stream has no such entry (it was deleted
+        and begins anew) does it start from the beginning again."""
+        start = "0"
+        last_id = await self.client.hget(keys.STATUS, "last_id")
+        if last_id:
+            stream_end = await self._stream_end(keys=[], args=[self.s.stream])
+            with contextlib.suppress(ValueError):  # not an ID: not the daemon's writing
+                if stream_end and keys.id_parts(last_id) <= keys.id_parts(stream_end):
+                    start = last_id.decode() if isinstance(last_id, bytes) else last_id
         try:
-            await self.client.xgroup_create(self.s.stream, self.s.group, id="0", mkstream=True)
+            await self.client.xgroup_create(self.s.stream, self.s.group, id=start, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-            return False
-        return True
+            return None
+        return start
 
     async def take_lease(self) -> bool:
         ok = await self._lease(keys=[keys.lease(self.consumer)], args=[self.token, self.lease_ms])
