@@ -129,6 +129,23 @@ def test_live_traffic_caught_up_logs_no_progress_line(
     assert [e for e in d.events() if e["event"] == "progress"] == []
 
 
+def test_a_stream_key_of_another_type_stops_the_start_as_a_config_error(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """P35_STREAM naming a string: one error event naming it and exit 78, which systemd
+    does not restart. It was a raw traceback and exit 1 (after a `service.stopped` line
+    that said exit 0), restarted every 10 s to fail the same way."""
+    r.set("quantum:stream:apply.result", "not a stream")
+    d = Daemon(base_env, tmp_path / "d.log").start()
+    daemons.append(d)
+    assert d.wait(30) == 78
+    events = d.events()
+    [wrong] = [e for e in events if e["event"] == "stream.wrong_type"]
+    assert wrong["stream"] == "quantum:stream:apply.result" and wrong["level"] == "error"
+    assert [e["exit_code"] for e in events if e["event"] == "service.stopped"] == [78]
+    assert "Traceback" not in d.output()
+
+
 def test_a_second_process_with_a_name_in_use_is_refused(
     r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:

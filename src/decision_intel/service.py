@@ -119,6 +119,9 @@ class Service:
             self.request_stop(os.EX_TEMPFAIL)
         except (AccessDenied, *ACCESS_DENIED) as exc:
             self._access_denied(exc)
+        except Exception:  # a bug: one event with its traceback, and exit 1 (said so)
+            self.log.exception("service.crashed")
+            self.request_stop(1)
         finally:
             await self.shutdown()
             watchdog.cancel()
@@ -155,6 +158,18 @@ class Service:
                     f"({type(exc).__name__}), retrying"
                 )
                 await self._pause(delay)
+            except ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                # A restart cannot mend it: a configuration error, as a bad setting is.
+                self.log.error(
+                    "stream.wrong_type",
+                    stream=self.s.stream,
+                    detail="P35_STREAM names a key that is not a stream: fix the setting, "
+                    "or the key",
+                )
+                self.request_stop(os.EX_CONFIG)
+                return False
         else:
             return False
         self.log.info("service.ready", group_created=created, lag=self.heartbeat.group.get("lag"))
