@@ -146,6 +146,22 @@ def test_a_stream_key_of_another_type_stops_the_start_as_a_config_error(
     assert "Traceback" not in d.output()
 
 
+def test_sighup_is_no_reload_and_does_not_stop_the_daemon(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """`kill -HUP`, the habit for a reload, killed the daemon unflushed (the default
+    action). It is logged and ignored; counting goes on."""
+    d = Daemon(base_env, tmp_path / "d.log", name="hup").start()
+    daemons.append(d)
+    wait_for(lambda: bool(r.exists("quantum:p35:status:consumer:hup")), 30, "ready")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: any(e["event"] == "signal.ignored" for e in d.events()), 10, "the line")
+    expected = load(r, 500)
+    wait_for(lambda: drained(r, 500), 30, "the entries after it counted")
+    assert d.terminate_and_wait()[0] == 0
+    assert_exact(r, expected)
+
+
 def test_a_second_process_with_a_name_in_use_is_refused(
     r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:

@@ -103,6 +103,9 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.handle_exit, sig)
+        # The habit of `kill -HUP` to reload must not kill the daemon unflushed (the
+        # default action): there is nothing to reload, settings apply on a restart.
+        loop.add_signal_handler(signal.SIGHUP, self._no_reload)
         # The configuration is valid: tell systemd we are up now. Waiting for Redis is
         # running, not starting (a start timeout would kill a daemon that only waits);
         # STATUS= says what it waits for, and the watchdog runs from here on.
@@ -126,9 +129,16 @@ class Service:
             await self.shutdown()
             watchdog.cancel()
             await asyncio.gather(watchdog, return_exceptions=True)
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         return self.exit_code
+
+    def _no_reload(self) -> None:
+        self.log.warning(
+            "signal.ignored",
+            signal="SIGHUP",
+            detail="nothing to reload: settings apply on a restart (systemctl restart)",
+        )
 
     async def startup(self) -> bool:
         self.log.info(
