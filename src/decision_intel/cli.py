@@ -157,8 +157,6 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def cmd_dash(args: argparse.Namespace) -> int:
     """Dashboard modes a-e; `d` exits 2 when a gate is over the threshold."""
-    from redis.exceptions import RedisError
-
     from decision_intel import dashboard
 
     settings = _settings()
@@ -178,16 +176,10 @@ def cmd_dash(args: argparse.Namespace) -> int:
             print(f"p35 dash d: threshold must be a number, got {args.args[0]!r}", file=sys.stderr)
             return os.EX_USAGE
         threshold = threshold / 100 if threshold > 1 else threshold
-    try:
-        data = _query(
-            settings,
-            lambda client: dashboard.collect(client, settings, args.window, symbols, time.time()),
-        )
-    except (RedisError, OSError) as exc:
-        print(
-            f"p35 dash: cannot reach {settings.redacted_url}: {type(exc).__name__}", file=sys.stderr
-        )
-        return os.EX_UNAVAILABLE
+    data = _query(
+        settings,
+        lambda client: dashboard.collect(client, settings, args.window, symbols, time.time()),
+    )
     views = dashboard.views(data, modes, threshold)
     if args.json:
         print(json.dumps(views, indent=2, sort_keys=True))
@@ -205,9 +197,8 @@ def cmd_why(args: argparse.Namespace) -> int:
     from decision_intel.why import why
 
     settings = _settings()
-    symbol = args.symbol
     try:
-        doc = _query(settings, lambda client: why(client, settings, args.window, symbol))
+        doc = _query(settings, lambda client: why(client, settings, args.window, args.symbol))
     except (RedisError, OSError) as exc:
         print(
             f"UNKNOWN — cannot reach Redis at {settings.redacted_url}: {type(exc).__name__}",
@@ -247,7 +238,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from decision_intel import report
 
     settings = _settings()
-    day = int(time.time()) // 86_400 if args.day is None else args.day
+    today = int(time.time()) // 86_400
+    day = today if args.day is None else args.day
 
     async def read(client: Any) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
         return await client.hgetall(keys.daily(day)), await client.hgetall(keys.daily(day - 7))
@@ -259,7 +251,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         keys.day_label(day - 7),
         report.parse_daily(now_fields),
         before,
-        partial=day == int(time.time()) // 86_400,
+        partial=day == today,
     )
     print(json.dumps(rep, indent=2, sort_keys=True) if args.json else report.render(rep))
     return 0
@@ -267,8 +259,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """How one stream entry is classified, with the daemon's rules and vocabulary."""
-    from redis.exceptions import RedisError
-
     from decision_intel.batch import oversize
     from decision_intel.classify import Classifier
 
@@ -277,11 +267,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     async def read(client: Any) -> Any:
         return await client.xrange(settings.stream, args.entry_id, args.entry_id, count=1)
 
-    try:
-        rows = _query(settings, read)
-    except (RedisError, OSError) as exc:
-        print(f"p35 explain: {type(exc).__name__}: {safe(exc)}", file=sys.stderr)
-        return os.EX_UNAVAILABLE
+    rows = _query(settings, read)
     if not rows:
         print(f"p35 explain: no entry {safe(args.entry_id)} in {settings.stream}", file=sys.stderr)
         return 1
@@ -450,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (RedisError, OSError) as exc:
-        # Views that have no answer of their own for it (why, check and dash do): one line.
+        # One line for every view; `why` and `check` answer it themselves (a verdict).
         url = _settings().redacted_url
         reason = safe(f"{type(exc).__name__}: {exc}")[:300]
         print(f"p35 {args.command}: Redis at {url}: {reason}", file=sys.stderr)

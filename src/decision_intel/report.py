@@ -10,25 +10,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from decision_intel.classify import NO_REASON
-from decision_intel.text import count, printable_ascii, safe
+from decision_intel.windows import parse_bucket
 
 
 def parse_daily(fields: Mapping[bytes, bytes]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {"decisions": {}, "reasons": {}, "symbols": {}}
-    plain = printable_ascii(fields)  # names reach terminals: escaped unless plainly printable
-    for raw_name, raw_value in fields.items():
-        kind, _, rest = (raw_name.decode() if plain else safe(raw_name)).partition(":")
-        n = count(raw_value)
-        if n is None:
-            continue
-        if kind == "decision":
-            out["decisions"][rest] = n
-        elif kind == "reason":
-            out["reasons"][rest] = n
-        elif kind == "symbol_decision":
-            symbol = rest.partition(":")[0]
-            out["symbols"][symbol] = out["symbols"].get(symbol, 0) + n
-    return out
+    """A daily rollup read as a bucket is (`windows.parse_bucket`: names escaped, counts
+    that are not numbers skipped), with each symbol's decisions summed."""
+    counts = parse_bucket(fields)
+    symbols = {s: n for s, c in counts.symbols.items() if (n := sum(c.decisions.values()))}
+    return {"decisions": counts.decisions, "reasons": counts.reasons, "symbols": symbols}
 
 
 def _ranked(counts: Mapping[str, int]) -> list[tuple[str, int]]:

@@ -26,7 +26,7 @@ NAMES = (
     "alert",
     "recent",
     "roll",
-    "stream_end",
+    "group_start",
 )
 
 

@@ -6,7 +6,6 @@ through `scripts.py`; the flush script's arguments are laid out by `flush.py` (p
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import time
 from typing import Any, cast
@@ -45,7 +44,7 @@ class Store:
         self._forget = scripts.load(client, "forget_consumer")
         self._read = scripts.load(client, "read")
         self._heartbeat = scripts.load(client, "heartbeat")
-        self._stream_end = scripts.load(client, "stream_end")
+        self._group_start = scripts.load(client, "group_start")
         self.clock_offset_ms = 0
         """Redis's clock minus ours, as of the last `server_time_ms()`."""
 
@@ -60,13 +59,10 @@ class Store:
         names the newest entry counted. The group then starts after that entry, so
         nothing is counted twice. Only when the stream has no such entry (it was deleted
         and begins anew) does it start from the beginning again."""
-        start = "0"
-        last_id = await self.client.hget(keys.STATUS, "last_id")
-        if last_id:
-            stream_end = await self._stream_end(keys=[], args=[self.s.stream])
-            with contextlib.suppress(ValueError):  # not an ID: not the daemon's writing
-                if stream_end and keys.id_parts(last_id) <= keys.id_parts(stream_end):
-                    start = last_id.decode() if isinstance(last_id, bytes) else last_id
+        reply = await self._group_start(keys=[keys.STATUS], args=[self.s.stream, self.s.group])
+        if not reply:
+            return None
+        start = reply.decode() if isinstance(reply, bytes) else str(reply)
         try:
             await self.client.xgroup_create(self.s.stream, self.s.group, id=start, mkstream=True)
         except ResponseError as exc:

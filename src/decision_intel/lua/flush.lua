@@ -195,19 +195,6 @@ if future > 0 then
   redis.call('HSET', status, 'future_id_last_ms', now_ms)
 end
 
--- IDs compared as digit strings: their parts go up to 2^64 - 1, past a Lua number's
--- exact range. Redis writes them without leading zeros, so longer means larger.
-local function greater(x, y)
-  if #x ~= #y then return #x > #y end
-  return x > y
-end
-local function newer(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  if not bm then return true end
-  if am ~= bm then return greater(am, bm) end
-  return greater(as, bs)
-end
 if newest_id ~= '' then
   if not last_id or newer(newest_id, last_id) then
     redis.call('HSET', status, 'last_id', newest_id)

@@ -116,6 +116,21 @@ local function add_counts(take, hash, meta, copy, symbol_reasons, counters, limi
   return dropped, {reasons = reasons.map, symbols = symbols.map}
 end
 
+-- newer(a, b): whether entry ID `a` comes after `b` (`a` an ID; `b` not one: true).
+-- IDs are compared as digit strings: their parts go up to 2^64 - 1, past a Lua number's
+-- exact range. Redis writes them without leading zeros, so longer means larger.
+local function greater(x, y)
+  if #x ~= #y then return #x > #y end
+  return x > y
+end
+local function newer(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not bm then return true end
+  if am ~= bm then return greater(am, bm) end
+  return greater(as, bs)
+end
+
 -- measure(flat, max_fields, max_bytes): an entry's flat field list and its size in bytes
 -- (names and values). Producers are untrusted: an entry over the limits comes back cut
 -- down to its first few fields, each cut short, with {n_fields, n_bytes} as a third
