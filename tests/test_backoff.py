@@ -6,9 +6,11 @@ import random
 
 import pytest
 import structlog
+from redis.exceptions import ResponseError
 from structlog.testing import capture_logs
 
-from decision_intel.backoff import CAP_S, Connectivity, delay_s
+from decision_intel.backoff import CAP_S, REDIS_DOWN, Connectivity, Refusing, delay_s
+from decision_intel.client import BudgetParser
 
 
 def test_delay_grows_then_caps_with_jitter() -> None:
@@ -82,3 +84,30 @@ def test_after_an_outage_pooled_connections_are_dropped_so_one_outage_is_one_fai
         assert not [x for x in with_drop if isinstance(x, Exception)]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("reply", "refusing"),
+    [
+        ("OOM command not allowed when used memory > 'maxmemory'.", True),
+        ("MISCONF Redis is configured to save RDB snapshots, but it's currently unable", True),
+        ("READONLY You can't write against a read only replica.", True),
+        ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is 'no'.", True),
+        ("NOREPLICAS Not enough good replicas to write.", True),
+        ("BUSY Redis is busy running a script. You can only call SCRIPT KILL", True),
+        ("BUSYGROUP Consumer Group name already exists", False),
+        ("NOGROUP No such key or consumer group", False),
+        ("WRONGTYPE Operation against a key holding the wrong kind of value", False),
+        ("ERR Error running script: bad number", False),
+    ],
+)
+def test_replies_a_wait_mends_are_refusals_the_service_waits_out(
+    reply: str, refusing: bool
+) -> None:
+    """Our clients' parser turns Redis's refusals into `Refusing`, one of REDIS_DOWN: the
+    service waits them out instead of crashing; other errors keep redis-py's classes."""
+    error = BudgetParser.parse_error(reply)
+    assert isinstance(error, ResponseError)
+    assert isinstance(error, REDIS_DOWN) is refusing
+    if refusing:
+        assert isinstance(error, Refusing) and str(error) == reply  # Redis's text, code first

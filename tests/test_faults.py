@@ -7,6 +7,7 @@ same tests with more cycles (CHAOS=1); docs/reliability.md has the table.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -28,7 +29,16 @@ from tests.helpers import (
     ready_consumers,
     wait_for,
 )
-from tests.traffic import STREAM, Producer, assert_exact, expected_buckets, load, load_truth
+from tests.traffic import (
+    STREAM,
+    Producer,
+    Truth,
+    assert_exact,
+    entries,
+    expected_buckets,
+    load,
+    load_truth,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -285,6 +295,73 @@ def test_redis_down_mid_run_the_daemon_waits_and_resumes_exact(
     assert d.terminate_and_wait()[0] == 0
     assert_exact(r, expected_buckets({**first, **second}))
     print(f"FIGURES down_s={30 if CHAOS else 6} entries=10000")
+
+
+# A first write that Redis lets through lets the rest of a script through, even past
+# maxmemory: how this test's producer writes while Redis refuses everyone else's writes.
+XADD_PAST_MAXMEMORY = """
+redis.call('DEL', KEYS[2])
+for i = 1, #ARGV, 2 do redis.call('XADD', KEYS[1], ARGV[i], unpack(cjson.decode(ARGV[i + 1]))) end
+"""
+
+
+def xadd_past_maxmemory(r: redis.Redis, n: int, seed: int) -> Truth:
+    sec, usec = r.time()
+    base_ms = sec * 1000 + usec // 1000
+    truth: Truth = {}
+    args: list[str] = []
+    for i, (fields, decision, reason, symbol) in enumerate(entries(n, seed)):
+        entry_id = f"{base_ms}-{i}"
+        truth[entry_id] = (decision, reason, symbol)
+        args += [entry_id, json.dumps([x for kv in fields.items() for x in kv])]
+    r.eval(XADD_PAST_MAXMEMORY, 2, STREAM, "test:none", *args)
+    return truth
+
+
+def test_redis_refusing_writes_is_waited_out_then_exact(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """A shared Redis at `maxmemory` refuses writes (so does one whose disk filled,
+    MISCONF, or a replica after a failover, READONLY). The daemon exited 1 with a
+    traceback at each start, and the unit's start limit (5 in 300 s) then left it dead
+    after Redis recovered. It waits such a Redis out as it waits out an outage: one
+    line each way, no exit, no traceback, every entry counted once."""
+    name = "refused"
+    try:
+        # At the start: the group cannot be made.
+        first = load_truth(r, 2_000, seed=1)
+        r.config_set("maxmemory", 1)
+        d = Daemon(base_env, tmp_path / "d.log", name=name).start()
+        daemons.append(d)
+
+        def refusals() -> list[dict[str, object]]:
+            return [e for e in d.events() if e["event"] == "redis.unavailable"]
+
+        def ends() -> list[dict[str, object]]:
+            return [e for e in d.events() if e["event"] == "redis.available"]
+
+        wait_for(lambda: len(refusals()) == 1, 30, "the refusal logged")
+        assert "OOM" in str(refusals()[0]["error"])
+        r.config_set("maxmemory", 0)
+        wait_for(lambda: drained(r, 2_000), 60, "the entries counted once Redis accepts writes")
+        # Mid-run, after the lease on the name lapsed (its renewal is refused): the
+        # flush that would take it back is refused before it writes anything.
+        r.config_set("maxmemory", 1)
+        wait_for(lambda: len(refusals()) == 2, 30, "the second refusal logged")
+        wait_for(lambda: not r.exists(f"quantum:p35:lease:{name}"), 30, "the lease lapsed")
+        second = xadd_past_maxmemory(r, 500, seed=2)
+        wait_for(lambda: pending_of(r, name) == 500, 30, "the entries read, not counted")
+        assert d.alive, d.output()
+    finally:
+        r.config_set("maxmemory", 0)
+    wait_for(lambda: drained(r, 2_500), 60, "the rest counted once Redis accepts writes")
+    wait_for(lambda: len(ends()) == len(refusals()), 10, "the refusal's end logged")
+    names = [e["event"] for e in d.events()]
+    assert names.count("redis.unavailable") == 2, names
+    assert names.count("redis.available") == 2, names
+    assert "tick.failed" not in names and "Traceback" not in d.output()
+    assert d.terminate_and_wait()[0] == 0
+    assert_exact(r, expected_buckets({**first, **second}))
 
 
 def test_rss_stays_flat_at_a_steady_rate(

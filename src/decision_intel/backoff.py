@@ -13,11 +13,27 @@ from redis.exceptions import (
     BusyLoadingError,
     ConnectionError,
     NoPermissionError,
+    ResponseError,
     TimeoutError,
 )
 
-REDIS_DOWN = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
-"""Errors that mean "Redis is not there right now": wait and retry, never exit."""
+
+class Refusing(ResponseError):
+    """Redis answered but refuses the command for now, for a reason a wait mends: out of
+    memory (OOM), a failed save stopping writes (MISCONF, a full disk), a replica after a
+    failover (READONLY, MASTERDOWN), too few replicas (NOREPLICAS), another client's
+    long script (BUSY). Raised by our clients' parser (client.py) in place of redis-py's
+    own class for these codes; the message keeps Redis's text, code first.
+
+    None of these leaves a script half applied: Redis refuses a script's first write,
+    before it changed anything (a write it lets through lets the rest through)."""
+
+
+REFUSING_CODES = frozenset({"OOM", "MISCONF", "READONLY", "MASTERDOWN", "NOREPLICAS", "BUSY"})
+
+REDIS_DOWN = (ConnectionError, TimeoutError, BusyLoadingError, OSError, Refusing)
+"""Errors that mean "Redis is not there right now", or not for writes: wait and retry,
+never exit."""
 
 ACCESS_DENIED = (AuthenticationError, NoPermissionError)
 """Errors that waiting will not fix (wrong password, missing ACL permission): a config error.

@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from decision_intel.backoff import REFUSING_CODES, Refusing
 from decision_intel.settings import Settings
 
 try:  # redis-py >= 5.1 keeps its parsers in redis._parsers.hiredis
@@ -54,7 +55,8 @@ class ReplyTooLarge(RedisError):
 
 
 class BudgetParser(_Parser):
-    """hiredis, with a limit on the bytes one reply may take from the socket."""
+    """hiredis, with a limit on the bytes one reply may take from the socket, and
+    `Refusing` for the error replies that a wait mends (backoff.py)."""
 
     budget_bytes = 8 << 20
     """Set per client class by `connect` (see `_parser_for`)."""
@@ -77,6 +79,12 @@ class BudgetParser(_Parser):
             raise ReplyTooLarge(f"a reply passed {self.budget_bytes} bytes")
         self._reader.feed(buffer)
         return True
+
+    @classmethod
+    def parse_error(cls, response: str) -> ResponseError:
+        if response.split(" ", 1)[0] in REFUSING_CODES:
+            return Refusing(response)
+        return cast(ResponseError, super().parse_error(response))
 
 
 def _parser_for(budget_bytes: int) -> type[BudgetParser]:
@@ -172,6 +180,8 @@ async def find_group(client: aioredis.Redis, stream: str, group: str) -> dict[st
     script = scripts.load(client, "group_state")
     try:
         row = await script(keys=[], args=[stream, group])
+    except Refusing:
+        raise
     except ResponseError:
         return None
     return group_row(row) if row else None

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, ResponseError
 
 from decision_intel import keys
+from decision_intel.backoff import Refusing
 from decision_intel.settings import Settings
 
 
@@ -84,6 +85,8 @@ async def denied(client: aioredis.Redis, s: Settings, consumer: str) -> list[str
             for probe in probes(s, consumer):
                 pipe.execute_command("ACL", "DRYRUN", user, *probe)
             replies = await pipe.execute(raise_on_error=False)
+    except Refusing:
+        raise
     except (NoPermissionError, ResponseError):
         return None
     denied = []

@@ -325,11 +325,13 @@ class Service:
             except Exception:
                 # Periodic work only: the next tick tries again, counting goes on.
                 self.log.exception("tick.failed")
-            else:
-                self.conn.ok()
 
     async def _beat(self) -> None:
         await self.heartbeat.beat(self.consumer.counted)
+        # The heartbeat writes: its success, not a tick of reads, tells that Redis is
+        # back (a Redis refusing writes still answers reads). A failed beat is retried
+        # the next tick, so an outage's end is seen within a second.
+        self.conn.ok()
         self.notifier.send(self.heartbeat.status_line(self.consumer.counted))
 
     async def _snapshot(self) -> None:
