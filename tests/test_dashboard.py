@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -214,3 +215,27 @@ def test_usage_errors_exit_64_never_a_verdict(base_env: dict[str, str]) -> None:
             args,
             out.stderr,
         )
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["status", "--json"], ["alerts"], ["why"], ["dash", "a"]]
+)
+def test_a_reader_that_left_is_no_redis_error(
+    r: redis.Redis, base_env: dict[str, str], args: list[str]
+) -> None:
+    """`p35 status | head -1`: status said `Redis at …: BrokenPipeError` and exited 69
+    (Redis trouble) when the reader left; the others wrote Python's 'Exception ignored'
+    message. Now the rest is dropped in silence and the exit is a SIGPIPE's (141), as
+    for any tool in a pipe."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write
+    with os.fdopen(write_end, "wb") as stdout:
+        out = subprocess.run(
+            [p35_executable(), *args],
+            env=base_env,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert (out.returncode, out.stderr) == (141, ""), (args, out.returncode, out.stderr)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -434,7 +435,14 @@ def main(argv: list[str] | None = None) -> int:
     from redis.exceptions import RedisError
 
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit: where a closed pipe can still be told apart
+        return code
+    except BrokenPipeError:
+        # The reader left (`p35 status | head`): nothing is wrong, and the rest has no
+        # reader. Exit as a tool killed by SIGPIPE would, and let the final flush go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (RedisError, OSError) as exc:
         # One line for every view; `why` and `check` answer it themselves (a verdict).
         url = _settings().redacted_url
