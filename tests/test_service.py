@@ -12,7 +12,7 @@ import redis
 
 from decision_intel.settings import Settings
 from decision_intel.testing import RedisServer, free_port
-from tests.helpers import Daemon, drained, group_info, wait_for
+from tests.helpers import Daemon, drained, group_info, run_p35, wait_for
 from tests.traffic import Producer, assert_exact, load
 
 pytestmark = pytest.mark.e2e
@@ -144,6 +144,24 @@ def test_a_stream_key_of_another_type_stops_the_start_as_a_config_error(
     assert wrong["stream"] == "quantum:stream:apply.result" and wrong["level"] == "error"
     assert [e["exit_code"] for e in events if e["event"] == "service.stopped"] == [78]
     assert "Traceback" not in d.output()
+
+
+def test_a_database_the_redis_lacks_stops_the_start_as_a_config_error(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """P35_REDIS_URL ending in /99 on a Redis with 16 databases: a traceback and exit 1,
+    restarted every 10 s until systemd's start limit; `p35 check` named only
+    `ResponseError`. Now one error event and exit 78; check gives Redis's words."""
+    env = {**base_env, "P35_REDIS_URL": base_env["P35_REDIS_URL"].rsplit("/", 1)[0] + "/99"}
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    assert d.wait(30) == 78
+    events = d.events()
+    [error] = [e for e in events if e["level"] == "error"]
+    assert error["event"] == "redis.no_such_db" and "P35_REDIS_URL" in str(error["detail"])
+    assert "Traceback" not in d.output()
+    check = run_p35(env, "check")
+    assert check.returncode == 2 and "DB index is out of range" in check.stdout, check.stdout
 
 
 def test_sighup_is_no_reload_and_does_not_stop_the_daemon(

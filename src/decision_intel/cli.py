@@ -125,7 +125,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         checks = _query(settings, read)
     except (RedisError, OSError) as exc:
-        print(f"FAIL redis: cannot reach {settings.redacted_url}: {type(exc).__name__}")
+        reason = safe(f"{type(exc).__name__}: {exc}")[:300]
+        print(f"FAIL redis: cannot reach {settings.redacted_url}: {reason}")
         return 2
     failed = 0
     for c in checks:

@@ -48,6 +48,20 @@ class AccessDenied(Exception):
     """The Redis user may not do what the daemon needs; the message says what."""
 
 
+CONFIG_REPLIES = {
+    "WRONGTYPE": (
+        "stream.wrong_type",
+        "P35_STREAM names a key that is not a stream: fix the setting, or the key",
+    ),
+    "DB index is out of range": (
+        "redis.no_such_db",
+        "P35_REDIS_URL names a database this Redis does not have (its `databases` "
+        "setting): fix the URL",
+    ),
+}
+"""Redis's replies at start-up that name a setting to fix: the event and its detail."""
+
+
 class Service:
     def __init__(self, settings: Settings, log: Any, notifier: Notifier | None = None):
         self.s = settings
@@ -169,14 +183,13 @@ class Service:
                 )
                 await self._pause(delay)
             except ResponseError as exc:
-                if "WRONGTYPE" not in str(exc):
+                # A restart cannot mend these: configuration errors, as a bad setting is.
+                said = next((v for k, v in CONFIG_REPLIES.items() if k in str(exc)), None)
+                if said is None:
                     raise
-                # A restart cannot mend it: a configuration error, as a bad setting is.
+                event, detail = said
                 self.log.error(
-                    "stream.wrong_type",
-                    stream=self.s.stream,
-                    detail="P35_STREAM names a key that is not a stream: fix the setting, "
-                    "or the key",
+                    event, stream=self.s.stream, redis=self.s.redacted_url, detail=detail
                 )
                 self.request_stop(os.EX_CONFIG)
                 return False
