@@ -164,6 +164,29 @@ def test_a_database_the_redis_lacks_stops_the_start_as_a_config_error(
     assert check.returncode == 2 and "DB index is out of range" in check.stdout, check.stdout
 
 
+def test_a_redis_cluster_node_stops_the_start_as_a_config_error(
+    base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Redis Cluster is not supported (README). Pointed at a cluster node the daemon
+    crashed with a traceback (CLUSTERDOWN without slots, CROSSSLOT with them) and exit 1,
+    restarted until systemd's start limit. Now one error event saying so, and exit 78."""
+    node = RedisServer(tmp_path / "node", "--cluster-enabled", "yes")
+    node.start()
+    try:
+        env = {**base_env, "P35_REDIS_URL": node.url}
+        for state in ("no slots", "every slot"):
+            if state == "every slot":
+                redis.Redis(port=node.port).execute_command("CLUSTER ADDSLOTSRANGE 0 16383")
+            d = Daemon(env, tmp_path / f"{state}.log").start()
+            daemons.append(d)
+            assert d.wait(30) == 78, (state, d.output())
+            [error] = [e for e in d.events() if e["level"] == "error"]
+            assert error["event"] == "redis.cluster_unsupported", (state, error)
+            assert "Traceback" not in d.output()
+    finally:
+        node.stop()
+
+
 def test_sighup_is_no_reload_and_does_not_stop_the_daemon(
     r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:

@@ -20,7 +20,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    ClusterDownError,
+    ResponseError,
+    TryAgainError,
+)
 
 from decision_intel import __version__, metrics
 from decision_intel.alert_store import AlertStore
@@ -60,6 +66,20 @@ CONFIG_REPLIES = {
     ),
 }
 """Redis's replies at start-up that name a setting to fix: the event and its detail."""
+
+CLUSTER_REPLIES = (AskError, ClusterCrossSlotError, ClusterDownError, TryAgainError)
+"""Replies only a Redis Cluster node gives (MOVED is an AskError)."""
+
+
+def config_error(exc: ResponseError) -> tuple[str, str] | None:
+    """The event and detail for a reply at start-up that a restart cannot mend, else None."""
+    if isinstance(exc, CLUSTER_REPLIES):
+        return (
+            "redis.cluster_unsupported",
+            "P35_REDIS_URL names a Redis Cluster node, which is not supported (the fixed "
+            "key names do not share a hash slot): use a standalone Redis, or Sentinel",
+        )
+    return next((v for k, v in CONFIG_REPLIES.items() if k in str(exc)), None)
 
 
 class Service:
@@ -184,7 +204,7 @@ class Service:
                 await self._pause(delay)
             except ResponseError as exc:
                 # A restart cannot mend these: configuration errors, as a bad setting is.
-                said = next((v for k, v in CONFIG_REPLIES.items() if k in str(exc)), None)
+                said = config_error(exc)
                 if said is None:
                     raise
                 event, detail = said
