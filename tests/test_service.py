@@ -170,7 +170,10 @@ def test_a_redis_cluster_node_stops_the_start_as_a_config_error(
     """Redis Cluster is not supported (README). Pointed at a cluster node the daemon
     crashed with a traceback (CLUSTERDOWN without slots, CROSSSLOT with them) and exit 1,
     restarted until systemd's start limit. Now one error event saying so, and exit 78."""
-    node = RedisServer(tmp_path / "node", "--cluster-enabled", "yes")
+    # The bus port is the port + 10000 unless given: past 65535 for a high free port.
+    node = RedisServer(
+        tmp_path / "node", "--cluster-enabled", "yes", "--cluster-port", str(free_port())
+    )
     node.start()
     try:
         env = {**base_env, "P35_REDIS_URL": node.url}
