@@ -364,6 +364,38 @@ def test_redis_refusing_writes_is_waited_out_then_exact(
     assert_exact(r, expected_buckets({**first, **second}))
 
 
+def test_a_stop_while_redis_refuses_writes_says_the_left_entries_are_unknown(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """SIGTERM while Redis refuses the final flush: exit 0 as before, but the last line
+    said `unflushed_left_pending: 0` with 50 entries left pending under the name. It now
+    says null and why; a restart under the name counts them, exactly."""
+    name = "stopping"
+    d = Daemon(base_env, tmp_path / "d.log", name=name).start()
+    daemons.append(d)
+    wait_for(lambda: bool(r.exists(f"quantum:p35:status:consumer:{name}")), 30, "ready")
+    try:
+        r.config_set("maxmemory", 1)
+        wait_for(lambda: not r.exists(f"quantum:p35:lease:{name}"), 30, "the lease lapsed")
+        truth = xadd_past_maxmemory(r, 50, seed=3)
+        wait_for(lambda: pending_of(r, name) == 50, 30, "the entries read, not counted")
+        assert d.terminate_and_wait()[0] == 0
+    finally:
+        r.config_set("maxmemory", 0)
+    events = d.events()
+    [warning] = [e for e in events if e["event"] == "shutdown.redis_unavailable"]
+    assert "OOM" in str(warning["error"])
+    [stopped] = [e for e in events if e["event"] == "service.stopped"]
+    assert stopped["unflushed_left_pending"] is None
+    assert "pending under this consumer name" in str(stopped["detail"])
+    assert pending_of(r, name) == 50
+    again = Daemon(base_env, tmp_path / "again.log", name=name).start()
+    daemons.append(again)
+    wait_for(lambda: drained(r, 50), 30, "the entries counted after the restart")
+    assert again.terminate_and_wait()[0] == 0
+    assert_exact(r, expected_buckets(truth))
+
+
 def test_rss_stays_flat_at_a_steady_rate(
     r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:

@@ -40,6 +40,7 @@ from decision_intel.settings import Settings
 from decision_intel.snapshots import Snapshotter
 from decision_intel.status import Heartbeat
 from decision_intel.store import LeaseLost, Store
+from decision_intel.text import safe
 
 GRACE_S = 4.0
 """Shutdown budget: flush, final status, release; well inside systemd's stop timeout."""
@@ -53,6 +54,12 @@ class NameInUse(Exception):
 class AccessDenied(Exception):
     """The Redis user may not do what the daemon needs; the message says what."""
 
+
+LEFT_UNKNOWN = (
+    "the final flush did not get through: what was read and not counted stays pending "
+    "under this consumer name, counted by a restart under the same name or by another "
+    "consumer after P35_CLAIM_MIN_IDLE_SEC"
+)
 
 CONFIG_REPLIES = {
     "WRONGTYPE": (
@@ -241,17 +248,24 @@ class Service:
         gave_up = self.exit_code in (os.EX_TEMPFAIL, os.EX_CONFIG)  # not ours, or not allowed
         # Before `ready` the lease may be another process's and nothing was read yet:
         # there is nothing to flush, and no status of ours to write.
+        # Entries read and not counted, left pending under our name. None: unknown, as
+        # the shutdown flush did not get through (what it held, and what a failed
+        # flush before it held, stay pending; Redis knows how many).
+        left: int | None = len(self.consumer.batch)
         if self.ready and not self.force_exit and not gave_up:
+            left = None
             try:
                 async with asyncio.timeout(GRACE_S):
                     await self.consumer.finish()
+                    left = len(self.consumer.batch)
                     await self.roller.run(everything=True)
                     await self.heartbeat.beat(self.consumer.counted, state="stopped")
                     await self.store.release_lease()
             except TimeoutError:
                 self.log.warning("shutdown.timeout", grace_s=GRACE_S)
             except (*REDIS_DOWN, *ACCESS_DENIED) as exc:
-                self.log.warning("shutdown.redis_unavailable", error=type(exc).__name__)
+                error = safe(f"{type(exc).__name__}: {exc}")[:300]
+                self.log.warning("shutdown.redis_unavailable", error=error)
             except LeaseLost:
                 self.log.warning("shutdown.lease_lost", detail="not flushed: the name is taken")
             except Exception:  # the group gone, a bug: entries stay pending, the exit goes on
@@ -263,7 +277,8 @@ class Service:
             "service.stopped",
             exit_code=self.exit_code,
             counted=self.consumer.counted,
-            unflushed_left_pending=len(self.consumer.batch),
+            unflushed_left_pending=left,
+            **({} if left is not None else {"detail": LEFT_UNKNOWN}),
         )
         if self._metrics_server is not None:
             await self._metrics_server.close()
