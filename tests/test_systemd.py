@@ -2,8 +2,9 @@
 
 One systemd per module, in its own namespaces; the tests run in order, as an operator
 would: first install before Redis, then Redis, a bad setting, a password with `$` and
-`#`, metrics, kill -9, the watchdog, a clean stop, template instances and an upgrade,
-a drain under the unit's CPU quota. Each of the eight defects of issue 11 has a check.
+`#`, metrics, kill -9, the watchdog, a clean stop, Redis refusing writes, template
+instances and an upgrade, a drain under the unit's CPU quota. Each of the eight
+defects of issue 11 has a check.
 """
 
 from __future__ import annotations
@@ -244,6 +245,33 @@ def test_a_clean_stop_exits_0_and_writes_the_final_status(ns: SystemdNamespace) 
     ns.systemctl("stop", UNIT)
     assert ns.show(UNIT, "Result") == "success"
     assert redis_cli(ns, "HGET", "quantum:p35:status", "state") == "stopped"
+
+
+def test_a_redis_refusing_writes_is_waited_out_with_its_reason_in_the_journal(
+    ns: SystemdNamespace,
+) -> None:
+    """A Redis at maxmemory refuses writes. The daemon crashed at each start, and the
+    start limit (5 in 300 s) left the unit failed after Redis recovered. Now the unit
+    stays up, the journal says why at warning priority, and counting resumes in the same
+    process once Redis accepts writes."""
+    restarts = ns.show(UNIT, "NRestarts")
+    redis_cli(ns, "CONFIG", "SET", "maxmemory", "1")
+    try:
+        ns.systemctl("restart", UNIT)
+        ns.wait(
+            lambda: "Refusing: OOM" in ns.journal(UNIT, "-p", "warning", "-o", "cat"),
+            30,
+            "Redis's reason in the journal",
+        )
+        pid = ns.show(UNIT, "MainPID")
+        assert ns.show(UNIT, "ActiveState") == "active"
+    finally:
+        redis_cli(ns, "CONFIG", "SET", "maxmemory", "0")
+    before = processed(ns)
+    xadd(ns, 100)
+    ns.wait(lambda: processed(ns) == before + 100, 60, "counted once Redis accepts writes")
+    assert (ns.show(UNIT, "MainPID"), ns.show(UNIT, "NRestarts")) == (pid, restarts)
+    ns.systemctl("stop", UNIT)
 
 
 def test_template_instances_are_upgraded_and_the_plain_unit_left_alone(
