@@ -190,6 +190,13 @@ def test_p35_explain_shows_the_rule_and_the_layers(
     vocab = {**base_env, "P35_DECISION_WORDS": "HOLD=SKIP"}
     assert json.loads(run_p35(vocab, "explain", hold_id, "--json").stdout)["decision"] == "SKIP"
     assert run_p35(base_env, "explain", "1-1").returncode == 1
+    # A value with a control character is escaped once: repr() of the escaped text
+    # printed a second backslash, `'BTC\\x0aUSDT'`.
+    odd_id = r.xadd(
+        "quantum:stream:apply.result", {"decision": "BLOCKED", "symbol": "BTC\nUSDT"}
+    ).decode()
+    odd = run_p35(base_env, "explain", odd_id).stdout
+    assert "  symbol    'BTC\\x0aUSDT' from top\n" in odd, odd
 
 
 def test_usage_errors_exit_64_never_a_verdict(base_env: dict[str, str]) -> None:

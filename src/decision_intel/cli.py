@@ -296,7 +296,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
     print(f"  decided by {rule}" + (f" ({safe(out['cause'])})" if out["cause"] else ""))
     for name, used in out["fields"].items():
-        print(f"  {name:9} {safe(used['value'])!r} from {used['layer']}")
+        # Quoted, not repr(): safe() has escaped it already, and repr would double
+        # each of its backslashes.
+        print(f"  {name:9} '{safe(used['value'])}' from {used['layer']}")
     return 0
 
 
