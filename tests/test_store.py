@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import redis
 import structlog
 
-from decision_intel import keys
-from decision_intel.client import connect
+from decision_intel import keys, permissions
+from decision_intel.backoff import Refusing
+from decision_intel.client import connect, find_group
 from decision_intel.consumer import Consumer
 from decision_intel.rollup import Roller
 from decision_intel.settings import Settings
@@ -504,3 +506,53 @@ def test_the_roll_up_leaves_the_current_minute_until_it_is_quiet(
         assert rollup_view(r.hgetall(day)) == rollup_view(r.hgetall(keys.bucket(minute)))
 
     run(go)
+
+
+BUSY_SCRIPT = """
+local t = redis.call('TIME')
+while true do
+  local n = redis.call('TIME')
+  if (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 1500000 then return 1 end
+end
+"""
+
+LOOKUPS: dict[str, Callable[[Any, Settings], Awaitable[object]]] = {
+    "group": lambda client, s: find_group(client, STREAM, GROUP),
+    "permissions": lambda client, s: permissions.denied(client, s, "c"),
+}
+
+
+@pytest.mark.parametrize("what", list(LOOKUPS))
+def test_a_busy_redis_is_an_outage_to_a_lookup_not_its_answer(
+    redis_server: RedisServer, r: redis.Redis, settings_for: Callable[..., Settings], what: str
+) -> None:
+    """While another client's script runs past busy-reply-threshold, Redis answers BUSY.
+    `find_group` took any error reply for "no group" (`p35 check` then said the group was
+    missing), and the start-up permission check for "cannot check"; the refusal now
+    reaches the caller, which waits it out as an outage."""
+    r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    s = settings_for()
+    lookup = LOOKUPS[what]
+    r.config_set("busy-reply-threshold", 100)
+    other = redis.Redis(port=redis_server.port)
+    busy = threading.Thread(target=other.eval, args=(BUSY_SCRIPT, 0))
+
+    async def look(while_busy: bool) -> object:
+        client = connect(s)
+        try:
+            found = await lookup(client, s)
+            while while_busy and busy.is_alive():  # each waits for the script, then BUSY
+                found = await lookup(client, s)
+            return found
+        finally:
+            await client.aclose()
+
+    try:
+        busy.start()
+        with pytest.raises(Refusing, match=r"^BUSY "):
+            run(lambda: look(while_busy=True))
+    finally:
+        busy.join()
+        r.config_set("busy-reply-threshold", 5000)
+        other.close()
+    assert run(lambda: look(while_busy=False)) is not None  # the answer, once Redis is free

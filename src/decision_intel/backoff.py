@@ -1,4 +1,5 @@
-"""Redis reachability: capped exponential backoff with jitter, one log line per state change."""
+"""What a Redis error means for the service: wait (capped exponential backoff with
+jitter, one log line per state change), or stop on a configuration error."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     BusyLoadingError,
+    ClusterCrossSlotError,
+    ClusterDownError,
     ConnectionError,
     NoPermissionError,
     ResponseError,
     TimeoutError,
+    TryAgainError,
 )
 
 
@@ -38,6 +43,34 @@ never exit."""
 ACCESS_DENIED = (AuthenticationError, NoPermissionError)
 """Errors that waiting will not fix (wrong password, missing ACL permission): a config error.
 AuthenticationError is a ConnectionError: catch these before REDIS_DOWN."""
+
+CONFIG_REPLIES = {
+    "WRONGTYPE": (
+        "stream.wrong_type",
+        "P35_STREAM names a key that is not a stream: fix the setting, or the key",
+    ),
+    "DB index is out of range": (
+        "redis.no_such_db",
+        "P35_REDIS_URL names a database this Redis does not have (its `databases` "
+        "setting): fix the URL",
+    ),
+}
+"""Redis's replies at start-up that name a setting to fix: the event and its detail."""
+
+CLUSTER_REPLIES = (AskError, ClusterCrossSlotError, ClusterDownError, TryAgainError)
+"""Replies only a Redis Cluster node gives (MOVED is an AskError)."""
+
+
+def config_error(exc: ResponseError) -> tuple[str, str] | None:
+    """The event and detail for a reply at start-up that a restart cannot mend, else None."""
+    if isinstance(exc, CLUSTER_REPLIES):
+        return (
+            "redis.cluster_unsupported",
+            "P35_REDIS_URL names a Redis Cluster node, which is not supported (the fixed "
+            "key names do not share a hash slot): use a standalone Redis, or Sentinel",
+        )
+    return next((v for k, v in CONFIG_REPLIES.items() if k in str(exc)), None)
+
 
 BASE_S = 0.25
 CAP_S = 10.0

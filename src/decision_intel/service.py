@@ -20,17 +20,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import (
-    AskError,
-    ClusterCrossSlotError,
-    ClusterDownError,
-    ResponseError,
-    TryAgainError,
-)
+from redis.exceptions import ResponseError
 
 from decision_intel import __version__, metrics
 from decision_intel.alert_store import AlertStore
-from decision_intel.backoff import ACCESS_DENIED, REDIS_DOWN, Connectivity
+from decision_intel.backoff import ACCESS_DENIED, REDIS_DOWN, Connectivity, config_error
 from decision_intel.client import connect, drop_idle_connections
 from decision_intel.consumer import Consumer, pause
 from decision_intel.metrics import MetricsPortError, MetricsServer
@@ -60,33 +54,6 @@ LEFT_UNKNOWN = (
     "under this consumer name, counted by a restart under the same name or by another "
     "consumer after P35_CLAIM_MIN_IDLE_SEC"
 )
-
-CONFIG_REPLIES = {
-    "WRONGTYPE": (
-        "stream.wrong_type",
-        "P35_STREAM names a key that is not a stream: fix the setting, or the key",
-    ),
-    "DB index is out of range": (
-        "redis.no_such_db",
-        "P35_REDIS_URL names a database this Redis does not have (its `databases` "
-        "setting): fix the URL",
-    ),
-}
-"""Redis's replies at start-up that name a setting to fix: the event and its detail."""
-
-CLUSTER_REPLIES = (AskError, ClusterCrossSlotError, ClusterDownError, TryAgainError)
-"""Replies only a Redis Cluster node gives (MOVED is an AskError)."""
-
-
-def config_error(exc: ResponseError) -> tuple[str, str] | None:
-    """The event and detail for a reply at start-up that a restart cannot mend, else None."""
-    if isinstance(exc, CLUSTER_REPLIES):
-        return (
-            "redis.cluster_unsupported",
-            "P35_REDIS_URL names a Redis Cluster node, which is not supported (the fixed "
-            "key names do not share a hash slot): use a standalone Redis, or Sentinel",
-        )
-    return next((v for k, v in CONFIG_REPLIES.items() if k in str(exc)), None)
 
 
 class Service:
@@ -246,12 +213,12 @@ class Service:
         self.notifier.send("STOPPING=1")
         self.request_stop()
         gave_up = self.exit_code in (os.EX_TEMPFAIL, os.EX_CONFIG)  # not ours, or not allowed
-        # Before `ready` the lease may be another process's and nothing was read yet:
-        # there is nothing to flush, and no status of ours to write.
         # Entries read and not counted, left pending under our name. None: unknown, as
         # the shutdown flush did not get through (what it held, and what a failed
         # flush before it held, stay pending; Redis knows how many).
         left: int | None = len(self.consumer.batch)
+        # Before `ready` the lease may be another process's and nothing was read yet:
+        # there is nothing to flush, and no status of ours to write.
         if self.ready and not self.force_exit and not gave_up:
             left = None
             try:
