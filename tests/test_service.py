@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from decision_intel import keys
 from decision_intel.settings import Settings
 from decision_intel.testing import RedisServer, free_port
 from tests.helpers import Daemon, drained, group_info, run_p35, wait_for
-from tests.traffic import Producer, assert_exact, load
+from tests.traffic import Producer, assert_exact, expected_buckets, load, load_truth
 
 pytestmark = pytest.mark.e2e
 
@@ -144,6 +145,43 @@ def test_a_stream_key_of_another_type_stops_the_start_as_a_config_error(
     assert wrong["stream"] == "quantum:stream:apply.result" and wrong["level"] == "error"
     assert [e["exit_code"] for e in events if e["event"] == "service.stopped"] == [78]
     assert "Traceback" not in d.output()
+
+
+def test_a_key_of_the_daemons_with_another_type_is_named_and_stops_it(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """`quantum:p35:status` holding a string (set by hand, or by another program): at
+    start-up the daemon blamed P35_STREAM; mid-run it crashed (exit 1, restarted into the
+    same failure). Redis's WRONGTYPE names no key: the daemon now finds it, names it, and
+    stops with exit 78. Once it is deleted, a restart counts everything once."""
+    r.set(keys.STATUS, "planted")
+    d = Daemon(base_env, tmp_path / "start.log").start()
+    daemons.append(d)
+    assert d.wait(30) == 78
+    [error] = [e for e in d.events() if e["level"] == "error"]
+    assert error["event"] == "redis.key_wrong_type", error
+    assert str(error["detail"]).startswith("quantum:p35:status is a string, not a hash")
+    r.delete(keys.STATUS)
+    first = load_truth(r, 1_000)
+    d = Daemon(base_env, tmp_path / "run.log", name="kept").start()
+    daemons.append(d)
+    wait_for(lambda: drained(r, 1_000), 30, "the first entries counted")
+    r.delete(keys.STATUS)
+    r.set(keys.STATUS, "planted")
+    sec, _ = r.time()
+    more = load_truth(r, 200, seed=3, end_ms=sec * 1000 + 1000, span_minutes=0.01)
+    assert d.wait(30) == 78
+    [error] = [e for e in d.events() if e["event"] == "redis.key_wrong_type"]
+    assert str(error["detail"]).startswith("quantum:p35:status is a string, not a hash")
+    assert "consumer.crashed" not in [e["event"] for e in d.events()]
+    r.delete(keys.STATUS)
+    d = Daemon(base_env, tmp_path / "again.log", name="kept").start()
+    daemons.append(d)
+    # The status went with the planted value: its processed_total starts again at 0.
+    wait_for(lambda: drained(r, 200), 30, "the rest counted after the key was deleted")
+    assert d.terminate_and_wait()[0] == 0
+    r.hincrby(keys.STATUS, "processed_total", 1_000)  # what the deleted status had counted
+    assert_exact(r, expected_buckets({**first, **more}))
 
 
 def test_a_database_the_redis_lacks_stops_the_start_as_a_config_error(

@@ -33,7 +33,7 @@ from decision_intel.rollup import Roller
 from decision_intel.settings import Settings
 from decision_intel.snapshots import Snapshotter
 from decision_intel.status import Heartbeat
-from decision_intel.store import LeaseLost, Store
+from decision_intel.store import FlushRefused, LeaseLost, Store
 from decision_intel.text import safe
 
 GRACE_S = 4.0
@@ -48,6 +48,12 @@ class NameInUse(Exception):
 class AccessDenied(Exception):
     """The Redis user may not do what the daemon needs; the message says what."""
 
+
+WRONG_KEY = (
+    "{}: a key of the daemon's holds another type (written by hand or by another "
+    "program); nothing was written. Check what wrote it, DEL it (the daemon makes it "
+    "again), and start the service"
+)
 
 LEFT_UNKNOWN = (
     "the final flush did not get through: what was read and not counted stays pending "
@@ -182,6 +188,10 @@ class Service:
                 if said is None:
                     raise
                 event, detail = said
+                if event == "stream.wrong_type":  # or one of the daemon's own keys?
+                    wrong = await self.store.wrong_types(self.store.start_keys())
+                    if wrong:
+                        event, detail = "redis.key_wrong_type", WRONG_KEY.format("; ".join(wrong))
                 self.log.error(
                     event, stream=self.s.stream, redis=self.s.redacted_url, detail=detail
                 )
@@ -271,6 +281,13 @@ class Service:
                     await asyncio.wait_for(self._either(self.stop, self.conn.back), delay)
             except LeaseLost:
                 self._lease_lost()
+            except FlushRefused as exc:
+                if not exc.wrong_type:
+                    self._crashed()
+                    continue
+                # A restart cannot mend it: stop as for a bad setting (not restarted).
+                self.log.error("redis.key_wrong_type", detail=WRONG_KEY.format(exc))
+                self.request_stop(os.EX_CONFIG)
             except ResponseError as exc:
                 # The group, or its stream, went while we ran (UNBLOCKED: during a
                 # blocking read; NOGROUP: at the next command, a script's included).

@@ -18,6 +18,7 @@ from decision_intel.batch import Batch
 from decision_intel.client import Entry, Read, find_group, group_row, parse_entries
 from decision_intel.flush import APPLIED, LEASE_LOST, REFUSED, FlushResult, flush_args
 from decision_intel.settings import Settings
+from decision_intel.text import safe
 
 
 class LeaseLost(Exception):
@@ -25,7 +26,12 @@ class LeaseLost(Exception):
 
 
 class FlushRefused(Exception):
-    """The flush script found an argument or a key a write would fail on; nothing was written."""
+    """The flush script found an argument or a key a write would fail on; nothing was written.
+    `wrong_type`: one of the daemon's keys holds another type (the message names it)."""
+
+    def __init__(self, why: str, wrong_type: bool = False):
+        super().__init__(why)
+        self.wrong_type = wrong_type
 
 
 class Store:
@@ -134,6 +140,37 @@ class Store:
         """XAUTOCLAIM already dropped these deleted IDs from the PEL; report them."""
         await self.client.hincrby(keys.STATUS, "trimmed_total", n)
 
+    def start_keys(self) -> dict[str, str]:
+        """The daemon's own keys start-up reads or writes, with the type each must have."""
+        return {
+            keys.STATUS: "hash",
+            keys.lease(self.consumer): "string",
+            keys.consumer_status(self.consumer): "hash",
+        }
+
+    def _flush_keys(self, minutes: set[int]) -> dict[str, str]:
+        """The keys a flush of these minutes writes, with the type each must have."""
+        want = {**self.start_keys(), keys.UNROLLED: "hash", keys.INVALID: "stream"}
+        for minute in minutes:
+            for key in (keys.bucket(minute), keys.bucket_meta(minute)):
+                want[key] = "hash"
+            for key in (keys.daily(minute // 1440), keys.daily_meta(minute // 1440)):
+                want[key] = "hash"
+        return want
+
+    async def wrong_types(self, want: dict[str, str]) -> list[str]:
+        """Which of these keys hold another type than the daemon writes there (after
+        a WRONGTYPE, which does not name its key), as `key is a T, not a W`."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in want:
+                pipe.type(key)
+            got = [t.decode() if isinstance(t, bytes) else str(t) for t in await pipe.execute()]
+        return [
+            f"{safe(key)} is a {t}, not a {w}"
+            for (key, w), t in zip(want.items(), got, strict=True)
+            if t not in ("none", w)
+        ]
+
     async def flush(self, batch: Batch, now_ms: int) -> FlushResult:
         """Count and acknowledge the batch atomically; drop IDs that are no longer ours.
 
@@ -155,7 +192,12 @@ class Store:
             )
             code = int(reply[0])
             if code == REFUSED:
-                raise FlushRefused(reply[1].decode(errors="replace"))
+                why = reply[1].decode(errors="replace")
+                wrong: list[str] = []
+                if "wrong type" in why or "WRONGTYPE" in why:  # Redis does not say which key
+                    minutes = {minute for minute, *_ in batch.counts}
+                    wrong = await self.wrong_types(self._flush_keys(minutes))
+                raise FlushRefused("; ".join(wrong) or why, wrong_type=bool(wrong))
             if code == APPLIED:
                 decisions: dict[str, int] = {}
                 for (_minute, decision, _reason, _symbol), n in batch.counts.items():
