@@ -61,8 +61,19 @@ CLUSTER_REPLIES = (AskError, ClusterCrossSlotError, ClusterDownError, TryAgainEr
 """Replies only a Redis Cluster node gives (MOVED is an AskError)."""
 
 
-def config_error(exc: ResponseError) -> tuple[str, str] | None:
-    """The event and detail for a reply at start-up that a restart cannot mend, else None."""
+WRONG_KEY = (
+    "{}: a key of the daemon's holds another type (written by hand or by another "
+    "program); nothing was written. Check what wrote it, DEL it (the daemon makes it "
+    "again), and start the service"
+)
+
+
+def config_error(exc: ResponseError, wrong_keys: list[str]) -> tuple[str, str] | None:
+    """The event and detail for a reply at start-up that a restart cannot mend, else None.
+    `wrong_keys`: the daemon's own keys found holding another type after a WRONGTYPE
+    (Redis does not say which key; none found: it is the stream's)."""
+    if wrong_keys:
+        return "redis.key_wrong_type", WRONG_KEY.format("; ".join(wrong_keys))
     if isinstance(exc, CLUSTER_REPLIES):
         return (
             "redis.cluster_unsupported",

@@ -16,7 +16,7 @@ from decision_intel import __version__, keys
 from decision_intel.alerts import GATE_SHARE_MIN
 from decision_intel.notify import Notifier
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
-from decision_intel.text import number, safe, safe_map
+from decision_intel.text import describe, number, safe, safe_map
 
 T = TypeVar("T")
 
@@ -125,8 +125,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         checks = _query(settings, read)
     except (RedisError, OSError) as exc:
-        reason = safe(f"{type(exc).__name__}: {exc}")[:300]
-        print(f"FAIL redis: cannot reach {settings.redacted_url}: {reason}")
+        print(f"FAIL redis: cannot reach {settings.redacted_url}: {describe(exc)}")
         return 2
     failed = 0
     for c in checks:
@@ -449,6 +448,5 @@ def main(argv: list[str] | None = None) -> int:
     except (RedisError, OSError) as exc:
         # One line for every view; `why` and `check` answer it themselves (a verdict).
         url = _settings().redacted_url
-        reason = safe(f"{type(exc).__name__}: {exc}")[:300]
-        print(f"p35 {args.command}: Redis at {url}: {reason}", file=sys.stderr)
+        print(f"p35 {args.command}: Redis at {url}: {describe(exc)}", file=sys.stderr)
         return os.EX_UNAVAILABLE

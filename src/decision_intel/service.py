@@ -24,7 +24,13 @@ from redis.exceptions import ResponseError
 
 from decision_intel import __version__, metrics
 from decision_intel.alert_store import AlertStore
-from decision_intel.backoff import ACCESS_DENIED, REDIS_DOWN, Connectivity, config_error
+from decision_intel.backoff import (
+    ACCESS_DENIED,
+    REDIS_DOWN,
+    WRONG_KEY,
+    Connectivity,
+    config_error,
+)
 from decision_intel.client import connect, drop_idle_connections
 from decision_intel.consumer import Consumer, pause
 from decision_intel.metrics import MetricsPortError, MetricsServer
@@ -34,7 +40,7 @@ from decision_intel.settings import Settings
 from decision_intel.snapshots import Snapshotter
 from decision_intel.status import Heartbeat
 from decision_intel.store import FlushRefused, LeaseLost, Store
-from decision_intel.text import safe
+from decision_intel.text import describe
 
 GRACE_S = 4.0
 """Shutdown budget: flush, final status, release; well inside systemd's stop timeout."""
@@ -48,12 +54,6 @@ class NameInUse(Exception):
 class AccessDenied(Exception):
     """The Redis user may not do what the daemon needs; the message says what."""
 
-
-WRONG_KEY = (
-    "{}: a key of the daemon's holds another type (written by hand or by another "
-    "program); nothing was written. Check what wrote it, DEL it (the daemon makes it "
-    "again), and start the service"
-)
 
 LEFT_UNKNOWN = (
     "the final flush did not get through: what was read and not counted stays pending "
@@ -184,14 +184,14 @@ class Service:
                 await self._pause(delay)
             except ResponseError as exc:
                 # A restart cannot mend these: configuration errors, as a bad setting is.
-                said = config_error(exc)
+                # WRONGTYPE names no key: the stream's, or one of the daemon's own?
+                wrong = []
+                if "WRONGTYPE" in str(exc):
+                    wrong = await self.store.wrong_types(self.store.start_keys())
+                said = config_error(exc, wrong)
                 if said is None:
                     raise
                 event, detail = said
-                if event == "stream.wrong_type":  # or one of the daemon's own keys?
-                    wrong = await self.store.wrong_types(self.store.start_keys())
-                    if wrong:
-                        event, detail = "redis.key_wrong_type", WRONG_KEY.format("; ".join(wrong))
                 self.log.error(
                     event, stream=self.s.stream, redis=self.s.redacted_url, detail=detail
                 )
@@ -241,8 +241,7 @@ class Service:
             except TimeoutError:
                 self.log.warning("shutdown.timeout", grace_s=GRACE_S)
             except (*REDIS_DOWN, *ACCESS_DENIED) as exc:
-                error = safe(f"{type(exc).__name__}: {exc}")[:300]
-                self.log.warning("shutdown.redis_unavailable", error=error)
+                self.log.warning("shutdown.redis_unavailable", error=describe(exc))
             except LeaseLost:
                 self.log.warning("shutdown.lease_lost", detail="not flushed: the name is taken")
             except Exception:  # the group gone, a bug: entries stay pending, the exit goes on

@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 from decision_intel import keys, permissions, scripts
 from decision_intel.batch import Batch
 from decision_intel.client import Entry, Read, find_group, group_row, parse_entries
-from decision_intel.flush import APPLIED, LEASE_LOST, REFUSED, FlushResult, flush_args
+from decision_intel.flush import APPLIED, LEASE_LOST, REFUSED, FlushResult, day_args, flush_args
 from decision_intel.settings import Settings
 from decision_intel.text import safe
 
@@ -150,11 +150,10 @@ class Store:
 
     def _flush_keys(self, minutes: set[int]) -> dict[str, str]:
         """The keys a flush of these minutes writes, with the type each must have."""
-        want = {**self.start_keys(), keys.UNROLLED: "hash", keys.INVALID: "stream"}
+        want = {keys.STATUS: "hash", keys.UNROLLED: "hash", keys.INVALID: "stream"}
         for minute in minutes:
-            for key in (keys.bucket(minute), keys.bucket_meta(minute)):
-                want[key] = "hash"
-            for key in (keys.daily(minute // 1440), keys.daily_meta(minute // 1440)):
+            daily, daily_meta, _ = day_args(self.s, minute)
+            for key in (keys.bucket(minute), keys.bucket_meta(minute), daily, daily_meta):
                 want[key] = "hash"
         return want
 

@@ -25,6 +25,11 @@ def safe(value: object) -> str:
     return "".join(_escape(c) for c in text)
 
 
+def describe(exc: BaseException) -> str:
+    """An error as one bounded, terminal-safe line: its class and message."""
+    return safe(f"{type(exc).__name__}: {exc}")[:300]
+
+
 def _escape(c: str) -> str:
     if c == " " or unicodedata.category(c) not in _UNSAFE_CATEGORIES:
         return c
