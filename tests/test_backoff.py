@@ -95,6 +95,12 @@ def test_after_an_outage_pooled_connections_are_dropped_so_one_outage_is_one_fai
         ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is 'no'.", True),
         ("NOREPLICAS Not enough good replicas to write.", True),
         ("BUSY Redis is busy running a script. You can only call SCRIPT KILL", True),
+        (
+            "UNBLOCKED force unblock from blocking operation, instance state changed "
+            "(master -> replica?)",
+            True,
+        ),
+        ("UNBLOCKED the stream key no longer exists", False),  # the group's loss, not a wait
         ("BUSYGROUP Consumer Group name already exists", False),
         ("NOGROUP No such key or consumer group", False),
         ("WRONGTYPE Operation against a key holding the wrong kind of value", False),
@@ -111,3 +117,23 @@ def test_replies_a_wait_mends_are_refusals_the_service_waits_out(
     assert isinstance(error, REDIS_DOWN) is refusing
     if refusing:
         assert isinstance(error, Refusing) and str(error) == reply  # Redis's text, code first
+
+
+def test_each_refusal_saying_the_server_is_a_replica_asks_for_new_connections() -> None:
+    """After a failover, connections made again may reach the new primary behind the same
+    address; the open ones lead to the old server for good. Other refusals and outages
+    keep the pool (it is dropped when Redis answers again)."""
+    asked: list[str] = []
+    conn = Connectivity(structlog.get_logger(), on_not_primary=lambda: asked.append("drop"))
+    replica = [
+        "READONLY You can't write against a read only replica.",
+        "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is 'no'.",
+        "UNBLOCKED force unblock from blocking operation, instance state changed (master ->",
+    ]
+    for reply in replica:
+        conn.failed(BudgetParser.parse_error(reply))
+    assert asked == ["drop"] * 3  # at every such failure, not only the first of an outage
+    for reply in ("OOM command not allowed", "BUSY Redis is busy running a script."):
+        conn.failed(BudgetParser.parse_error(reply))
+    conn.failed(ConnectionError("Connection refused"))
+    assert asked == ["drop"] * 3

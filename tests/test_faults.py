@@ -23,6 +23,7 @@ from decision_intel.testing import RedisServer
 from tests.helpers import (
     GROUP,
     Daemon,
+    MovableAddress,
     drained,
     entries_read,
     group_info,
@@ -362,6 +363,52 @@ def test_redis_refusing_writes_is_waited_out_then_exact(
     assert "tick.failed" not in names and "Traceback" not in d.output()
     assert d.terminate_and_wait()[0] == 0
     assert_exact(r, expected_buckets({**first, **second}))
+
+
+def test_a_failover_behind_one_address_is_followed_to_the_new_primary(
+    base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """A failover behind one address (a virtual IP or DNS name that Sentinel or a managed
+    Redis moves): the old primary becomes a replica, and new connections reach the new
+    one. The daemon kept its open connections to the old server and was refused every
+    write for good (READONLY), with the new primary a reconnect away; the blocked read
+    it lost there was taken for its group removed. Each refusal that says the server is
+    a replica now closes the idle connections, so the next try connects anew."""
+    old = RedisServer(tmp_path / "old")
+    old.start()
+    new = RedisServer(tmp_path / "new", "--replicaof", "127.0.0.1", str(old.port))
+    address = MovableAddress(old.port)
+    try:
+        r_old, r_new = redis.Redis(port=old.port), redis.Redis(port=new.port)
+        new.start()
+        sec, _ = r_old.time()
+        first = load_truth(r_old, 2_000, end_ms=(sec - 120) * 1000, seed=1)
+        d = Daemon({**base_env, "P35_REDIS_URL": address.url}, tmp_path / "d.log", name="fo")
+        daemons.append(d.start())
+        wait_for(lambda: drained(r_old, 2_000), 60, "the first entries counted")
+        assert r_old.wait(1, 10_000) == 1  # the replica has every write
+        # The failover: new connections reach the new primary from now on.
+        address.target_port = new.port
+        r_new.replicaof("NO", "ONE")
+        r_old.replicaof("127.0.0.1", new.port)
+        second = load_truth(r_new, 1_000, span_minutes=1, seed=2)
+        wait_for(lambda: drained(r_new, 3_000), 60, "the rest counted on the new primary")
+        assert d.alive, d.output()
+
+        def count(event: str) -> int:
+            return sum(e["event"] == event for e in d.events())
+
+        wait_for(lambda: count("redis.available") == count("redis.unavailable"), 10, "the end")
+        names = [e["event"] for e in d.events()]
+        assert "redis.unavailable" in names, names
+        assert "group.recreated" not in names, names  # the group was never removed
+        assert "Traceback" not in d.output()
+        assert d.terminate_and_wait()[0] == 0
+        assert_exact(r_new, expected_buckets({**first, **second}))
+    finally:
+        address.close()
+        new.stop()
+        old.stop()
 
 
 def test_a_stop_while_redis_refuses_writes_says_the_left_entries_are_unknown(

@@ -26,7 +26,7 @@ from redis.exceptions import (
 class Refusing(ResponseError):
     """Redis answered but refuses the command for now, for a reason a wait mends: out of
     memory (OOM), a failed save stopping writes (MISCONF, a full disk), a replica after a
-    failover (READONLY, MASTERDOWN), too few replicas (NOREPLICAS), another client's
+    failover (READONLY, MASTERDOWN, ROLE_CHANGED), too few replicas (NOREPLICAS), another client's
     long script (BUSY). Raised by our clients' parser (client.py) in place of redis-py's
     own class for these codes; the message keeps Redis's text, code first.
 
@@ -35,6 +35,25 @@ class Refusing(ResponseError):
 
 
 REFUSING_CODES = frozenset({"OOM", "MISCONF", "READONLY", "MASTERDOWN", "NOREPLICAS", "BUSY"})
+
+ROLE_CHANGED = "UNBLOCKED force unblock from blocking operation, instance state changed"
+"""Redis's reply to a blocked command when it became a replica (it then closes the
+connection). Not the UNBLOCKED of a stream deleted under a blocked read."""
+
+NOT_PRIMARY_CODES = frozenset({"READONLY", "MASTERDOWN", "UNBLOCKED"})
+
+
+def refusing(reply: str) -> bool:
+    """Whether an error reply is one a wait mends (`Refusing`)."""
+    return reply.split(" ", 1)[0] in REFUSING_CODES or reply.startswith(ROLE_CHANGED)
+
+
+def not_primary(exc: BaseException) -> bool:
+    """The server is a replica now, after a failover. Connections made again may reach
+    the new primary behind an address that moved (a virtual IP, a DNS name): the ones
+    open stay with the old server, which refuses every write for good."""
+    return isinstance(exc, Refusing) and str(exc).split(" ", 1)[0] in NOT_PRIMARY_CODES
+
 
 REDIS_DOWN = (ConnectionError, TimeoutError, BusyLoadingError, OSError, Refusing)
 """Errors that mean "Redis is not there right now", or not for writes: wait and retry,
@@ -96,9 +115,16 @@ def delay_s(attempt: int, rng: random.Random | None = None) -> float:
 class Connectivity:
     """Shared by every task of the service, so an outage is logged once, not once per task."""
 
-    def __init__(self, log: Any, on_reconnect: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        log: Any,
+        on_reconnect: Callable[[], None] | None = None,
+        on_not_primary: Callable[[], None] | None = None,
+    ):
         self.log = log
         self.on_reconnect = on_reconnect
+        self.on_not_primary = on_not_primary
+        """Called at each failure that says the server became a replica (`not_primary`)."""
         self.down_since: float | None = None
         self.attempt = 0
         self.reconnects = 0
@@ -112,6 +138,8 @@ class Connectivity:
             self.down_since = time.monotonic()
             self.back.clear()
             self.log.warning("redis.unavailable", error=f"{type(exc).__name__}: {exc}")
+        if self.on_not_primary is not None and not_primary(exc):
+            self.on_not_primary()
         return delay_s(self.attempt)
 
     def ok(self) -> None:

@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from decision_intel.backoff import REFUSING_CODES, Refusing
+from decision_intel.backoff import Refusing, refusing
 from decision_intel.settings import Settings
 
 try:  # redis-py >= 5.1 keeps its parsers in redis._parsers.hiredis
@@ -82,7 +82,7 @@ class BudgetParser(_Parser):
 
     @classmethod
     def parse_error(cls, response: str) -> ResponseError:
-        if response.split(" ", 1)[0] in REFUSING_CODES:
+        if refusing(response):
             return Refusing(response)
         return cast(ResponseError, super().parse_error(response))
 
@@ -121,7 +121,8 @@ def connect(settings: Settings, *, blocking: bool = False) -> aioredis.Redis:
 async def drop_idle_connections(*clients: aioredis.Redis) -> None:
     """Close the connections waiting in the clients' pools. After an outage they are
     dead: left there, each would fail its next command, long after Redis came back, and
-    count as a second outage. The pool's lock keeps another task from taking one of them
+    count as a second outage. After a failover they lead to the old primary, now a
+    replica, which refuses every write. The pool's lock keeps another task from taking one of them
     while it is being closed (redis-py's `disconnect` alone does not)."""
     for client in clients:
         pool = client.connection_pool

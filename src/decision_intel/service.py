@@ -74,7 +74,9 @@ class Service:
         """Startup is done: this process holds its name and may flush."""
         self.stop = asyncio.Event()
         self.metrics = metrics.build(settings)
-        self.conn = Connectivity(self.log, on_reconnect=self._reconnected)
+        self.conn = Connectivity(
+            self.log, on_reconnect=self._reconnected, on_not_primary=self._drop_idle_connections
+        )
         # Clients connect on first use: building them here does no I/O.
         self.client = connect(settings)
         self.reader = connect(settings, blocking=True)
@@ -404,6 +406,9 @@ class Service:
 
     def _reconnected(self) -> None:
         self.metrics.reconnected()
+        self._drop_idle_connections()
+
+    def _drop_idle_connections(self) -> None:
         task = asyncio.ensure_future(drop_idle_connections(self.client, self.reader))
         self._background.add(task)  # held until done (the loop keeps only weak references)
         task.add_done_callback(self._background.discard)
