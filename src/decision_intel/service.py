@@ -292,6 +292,7 @@ class Service:
             except ResponseError as exc:
                 # The group, or its stream, went while we ran (UNBLOCKED: during a
                 # blocking read; NOGROUP: at the next command, a script's included).
+                # A role change's UNBLOCKED is a refusal (backoff.ROLE_CHANGED), above.
                 if "NOGROUP" in str(exc) or str(exc).startswith("UNBLOCKED"):
                     group_lost = True
                 else:
