@@ -147,6 +147,29 @@ def test_a_stream_key_of_another_type_stops_the_start_as_a_config_error(
     assert "Traceback" not in d.output()
 
 
+def test_a_stream_replaced_by_another_type_while_running_stops_as_a_config_error(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """The stream replaced by a string under a running daemon: it crashed with a
+    traceback and exit 1 (and a second traceback from its final flush), and only the
+    restart that systemd made gave the `stream.wrong_type` error. Now the running
+    daemon gives it: one error, exit 78, no traceback."""
+    load_truth(r, 1_000)
+    d = Daemon(base_env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: drained(r, 1_000), 30, "the entries counted")
+    with r.pipeline(transaction=True) as pipe:  # no moment without the key
+        pipe.delete("quantum:stream:apply.result")
+        pipe.set("quantum:stream:apply.result", "not a stream")
+        pipe.execute()
+    assert d.wait(30) == 78
+    events = d.events()
+    [wrong] = [e for e in events if e["level"] == "error"]
+    assert wrong["event"] == "stream.wrong_type", wrong
+    assert [e["exit_code"] for e in events if e["event"] == "service.stopped"] == [78]
+    assert "Traceback" not in d.output()
+
+
 def test_a_key_of_the_daemons_with_another_type_is_named_and_stops_it(
     r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:

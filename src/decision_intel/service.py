@@ -185,20 +185,9 @@ class Service:
                 )
                 await self._pause(delay)
             except ResponseError as exc:
-                # A restart cannot mend these: configuration errors, as a bad setting is.
-                # WRONGTYPE names no key: the stream's, or one of the daemon's own?
-                wrong = []
-                if "WRONGTYPE" in str(exc):
-                    wrong = await self.store.wrong_types(self.store.start_keys())
-                said = config_error(exc, wrong)
-                if said is None:
-                    raise
-                event, detail = said
-                self.log.error(
-                    event, stream=self.s.stream, redis=self.s.redacted_url, detail=detail
-                )
-                self.request_stop(os.EX_CONFIG)
-                return False
+                if await self._config_stop(exc):
+                    return False
+                raise
         else:
             return False
         self.log.info("service.ready", group_created=created, lag=self.heartbeat.group.get("lag"))
@@ -207,6 +196,21 @@ class Service:
         gc.freeze()
         self.ready = True
         self.notifier.send(self.heartbeat.status_line(self.consumer.counted))
+        return True
+
+    async def _config_stop(self, exc: ResponseError) -> bool:
+        """Stop as for a bad setting (exit 78, not restarted) on a reply a restart cannot
+        mend, with one line naming what to fix; False for any other reply."""
+        # WRONGTYPE names no key: the stream's, or one of the daemon's own?
+        wrong = []
+        if "WRONGTYPE" in str(exc):
+            wrong = await self.store.wrong_types(self.store.start_keys())
+        said = config_error(exc, wrong)
+        if said is None:
+            return False
+        event, detail = said
+        self.log.error(event, stream=self.s.stream, redis=self.s.redacted_url, detail=detail)
+        self.request_stop(os.EX_CONFIG)
         return True
 
     async def main_loop(self) -> None:
@@ -290,15 +294,25 @@ class Service:
                 self.log.error("redis.key_wrong_type", detail=WRONG_KEY.format(exc))
                 self.request_stop(os.EX_CONFIG)
             except ResponseError as exc:
-                # The group, or its stream, went while we ran (UNBLOCKED: during a
-                # blocking read; NOGROUP: at the next command, a script's included).
-                # A role change's UNBLOCKED is a refusal (backoff.ROLE_CHANGED), above.
-                if "NOGROUP" in str(exc) or str(exc).startswith("UNBLOCKED"):
-                    group_lost = True
-                else:
-                    self._crashed()
+                group_lost = await self._failed_reply(exc)
             except Exception:
                 self._crashed()
+
+    async def _failed_reply(self, exc: ResponseError) -> bool:
+        """True when the group, or its stream, went while we ran (UNBLOCKED: during a
+        blocking read; NOGROUP: at the next command, a script's included): it is made
+        again. A role change's UNBLOCKED is a refusal (backoff.ROLE_CHANGED), waited out
+        before this. Any other reply stops the daemon: as a configuration error (the
+        stream replaced by a key of another type, say), else as a crash."""
+        if "NOGROUP" in str(exc) or str(exc).startswith("UNBLOCKED"):
+            return True
+        try:
+            stopped = await self._config_stop(exc)
+        except REDIS_DOWN:
+            return False  # asked again at the next failure
+        if not stopped:
+            self._crashed()
+        return False
 
     def _crashed(self) -> None:
         # Counting is broken in a way a retry will not mend: stop, and let systemd
