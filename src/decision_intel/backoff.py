@@ -22,13 +22,16 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from decision_intel.text import describe
+
 
 class Refusing(ResponseError):
     """Redis answered but refuses the command for now, for a reason a wait mends: out of
     memory (OOM), a failed save stopping writes (MISCONF, a full disk), a replica after a
-    failover (READONLY, MASTERDOWN, ROLE_CHANGED), too few replicas (NOREPLICAS), another client's
-    long script (BUSY). Raised by our clients' parser (client.py) in place of redis-py's
-    own class for these codes; the message keeps Redis's text, code first.
+    failover (READONLY, MASTERDOWN, ROLE_CHANGED), too few replicas (NOREPLICAS),
+    another client's long script (BUSY). Raised by our clients' parser (client.py) in
+    place of redis-py's own class for these codes; the message keeps Redis's text, code
+    first.
 
     None of these leaves a script half applied: Redis refuses a script's first write,
     before it changed anything (a write it lets through lets the rest through)."""
@@ -88,7 +91,7 @@ WRONG_KEY = (
 
 
 def config_error(exc: ResponseError, wrong_keys: list[str]) -> tuple[str, str] | None:
-    """The event and detail for a reply at start-up that a restart cannot mend, else None.
+    """The event and detail for a reply that a restart cannot mend, else None.
     `wrong_keys`: the daemon's own keys found holding another type after a WRONGTYPE
     (Redis does not say which key; none found: it is the stream's)."""
     if wrong_keys:
@@ -137,7 +140,7 @@ class Connectivity:
         if self.down_since is None:
             self.down_since = time.monotonic()
             self.back.clear()
-            self.log.warning("redis.unavailable", error=f"{type(exc).__name__}: {exc}")
+            self.log.warning("redis.unavailable", error=describe(exc))
         if self.on_not_primary is not None and not_primary(exc):
             self.on_not_primary()
         return delay_s(self.attempt)

@@ -122,8 +122,8 @@ async def drop_idle_connections(*clients: aioredis.Redis) -> None:
     """Close the connections waiting in the clients' pools. After an outage they are
     dead: left there, each would fail its next command, long after Redis came back, and
     count as a second outage. After a failover they lead to the old primary, now a
-    replica, which refuses every write. The pool's lock keeps another task from taking one of them
-    while it is being closed (redis-py's `disconnect` alone does not)."""
+    replica, which refuses every write. The pool's lock keeps another task from taking
+    one of them while it is being closed (redis-py's `disconnect` alone does not)."""
     for client in clients:
         pool = client.connection_pool
         async with getattr(pool, "_lock", None) or contextlib.nullcontext():

@@ -206,12 +206,13 @@ class Service:
         if "WRONGTYPE" in str(exc):
             wrong = await self.store.wrong_types(self.store.start_keys())
         said = config_error(exc, wrong)
-        if said is None:
-            return False
-        event, detail = said
+        if said is not None:
+            self._stop_for_config(*said)
+        return said is not None
+
+    def _stop_for_config(self, event: str, detail: str) -> None:
         self.log.error(event, stream=self.s.stream, redis=self.s.redacted_url, detail=detail)
         self.request_stop(os.EX_CONFIG)
-        return True
 
     async def main_loop(self) -> None:
         tasks = [
@@ -291,8 +292,7 @@ class Service:
                     self._crashed()
                     continue
                 # A restart cannot mend it: stop as for a bad setting (not restarted).
-                self.log.error("redis.key_wrong_type", detail=WRONG_KEY.format(exc))
-                self.request_stop(os.EX_CONFIG)
+                self._stop_for_config("redis.key_wrong_type", WRONG_KEY.format(exc))
             except ResponseError as exc:
                 group_lost = await self._failed_reply(exc)
             except Exception:
