@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -39,7 +40,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from decision_intel import keys
+from decision_intel import keys, scripts
 from decision_intel.classify import classify
 from decision_intel.producers import STREAM, entry, write_backlog, write_live
 from decision_intel.settings import load as load_settings
@@ -76,6 +77,42 @@ def group_state(r: redis.Redis, group: str, stream: str = STREAM) -> dict[str, i
         if g["name"].decode() == group:
             return {"read": g["entries-read"] or 0, "lag": g["lag"], "pending": g["pending"]}
     return {"read": 0, "lag": -1, "pending": -1}
+
+
+# -- Redis time: what a contender's commands take -----------------------------------
+
+
+BENCH_CLIENT = "p35-bench"
+"""The name of the bench's own connections (producer, control): left out of Redis time."""
+SCRIPTS_BY_SHA = {
+    hashlib.sha1(scripts.source(name).encode()).hexdigest(): name for name in scripts.NAMES
+}
+NESTED = b"?:0"
+"""SLOWLOG's client address for a command a script ran: its time is inside the script's."""
+
+
+def slowlog_all(r: redis.Redis) -> None:
+    """Log every command from now on (SLOWLOG's duration is commandstats' usec, per call)."""
+    r.config_set("slowlog-log-slower-than", 0)
+    r.config_set("slowlog-max-len", 5_000_000)
+    r.slowlog_reset()
+
+
+def command_us(r: redis.Redis) -> dict[str, float]:
+    """Redis time of every command sent since the last reset, by what ran, in µs; the bench's
+    own connections left out, and so is a command a script ran (it is inside the script's
+    time). commandstats alone cannot tell those apart: it counts both."""
+    out: dict[str, float] = {}
+    for e in r.slowlog_get(-1):
+        if e["client_address"] == NESTED or e["client_name"] == BENCH_CLIENT.encode():
+            continue
+        words = e["command"].split(maxsplit=2)
+        name = words[0].decode().lower()
+        if name == "evalsha" and len(words) > 1:
+            name = "script:" + SCRIPTS_BY_SHA.get(words[1].decode(), "other")
+        out[name] = out.get(name, 0.0) + e["duration"]
+    r.slowlog_reset()
+    return out
 
 
 # -- ceiling and naive: run in a child process, so each has a clean interpreter --------
@@ -336,12 +373,6 @@ def latency_round(rate: int, seconds: float) -> dict[str, float]:
 # -- steady state: CPU and Redis time at live rates ---------------------------------------
 
 
-def redis_cpu_s(r: redis.Redis) -> float:
-    """CPU time of Redis's main thread (it runs every command), from INFO cpu."""
-    cpu = r.info("cpu")
-    return float(cpu["used_cpu_sys_main_thread"]) + float(cpu["used_cpu_user_main_thread"])
-
-
 def _at_rate(r: redis.Redis, rng: random.Random, rate: int, seconds: float) -> None:
     if rate:
         write_live(r, rng, rate, seconds)
@@ -351,21 +382,15 @@ def _at_rate(r: redis.Redis, rng: random.Random, rate: int, seconds: float) -> N
 
 def steady_round(
     kind: str, rates: list[int], seconds: float, idle_s: float
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """One contender (p35, naive or the raw reader) at each rate: its CPU as % of a core
-    (from /proc) and the Redis time it causes as % of Redis's core: Redis's main-thread
-    CPU with the contender running, less the same producer traffic with no consumer,
-    measured first. Idle (rate 0) is measured over `idle_s`: the kernel charges CPU in
-    10 ms ticks, and a few seconds idle hold only a few of them."""
+    (from /proc) and the Redis time its commands take as % of Redis's core (every
+    command it sent, as SLOWLOG times them, the producer's XADDs left out). Idle (rate 0)
+    is measured over `idle_s`: the kernel charges CPU in 10 ms ticks, and a few seconds
+    idle hold only a few of them."""
     with redis_server() as url:
-        r = redis.Redis.from_url(url)
+        r = redis.Redis.from_url(url, client_name=BENCH_CLIENT)
         rng = random.Random(11)
-        base: dict[int, float] = {}
-        for rate in rates:  # the producer alone: what Redis spends without any consumer
-            _at_rate(r, rng, rate, 1)
-            c0, t0 = redis_cpu_s(r), time.monotonic()
-            _at_rate(r, rng, rate, seconds if rate else idle_s)
-            base[rate] = (redis_cpu_s(r) - c0) / (time.monotonic() - t0)
         r.xgroup_create(STREAM, "bench_live", id="$", mkstream=True)
         if kind == "p35":
             proc = subprocess.Popen(
@@ -376,18 +401,21 @@ def steady_round(
         else:
             cmd = [sys.executable, __file__, "--child", f"{kind}-live", url, "bench_live", "0"]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        out: dict[str, dict[str, float]] = {}
+        out: dict[str, dict[str, Any]] = {}
         try:
             time.sleep(3)  # start-up done, first snapshot built
             for rate in rates:
                 _at_rate(r, rng, rate, 2)  # warm-up
-                c0, rc0, t0 = proc_cpu_s(proc.pid), redis_cpu_s(r), time.monotonic()
+                slowlog_all(r)
+                c0, t0 = proc_cpu_s(proc.pid), time.monotonic()
                 _at_rate(r, rng, rate, seconds if rate else idle_s)
                 took = time.monotonic() - t0
-                redis_share = (redis_cpu_s(r) - rc0) / took - base[rate]
+                cpu = proc_cpu_s(proc.pid) - c0
+                parts = command_us(r)
                 out[str(rate)] = {
-                    "cpu_pct": (proc_cpu_s(proc.pid) - c0) / took * 100,
-                    "redis_pct": max(0.0, redis_share) * 100,
+                    "cpu_pct": cpu / took * 100,
+                    "redis_pct": sum(parts.values()) / took / 1e4,
+                    "redis_parts_pct": {k: v / took / 1e4 for k, v in parts.items()},
                 }
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -539,14 +567,14 @@ async def _why_times(url: str, repeats: int) -> dict[str, Any]:
 
 def why_round(symbols: int, reasons: int, hours: int) -> dict:
     with redis_server() as url:
-        r = redis.Redis.from_url(url)
+        r = redis.Redis.from_url(url, client_name=BENCH_CLIENT)
         planted_up_to = int(r.time()[0]) // 60
         plant_history(url, symbols, reasons, planted_up_to, hours)
         asyncio.run(_snapshot_once(url))  # the per-symbol keys attribution reads
         fields = r.hlen(keys.bucket(planted_up_to))  # (the clock may be a minute on now)
-        r.config_resetstat()
+        slowlog_all(r)
         out = asyncio.run(_why_times(url, 3))
-        out["redis_ms"] = sum(v["usec"] for v in r.info("commandstats").values()) / 3000
+        out["redis_ms"] = sum(command_us(r).values()) / 3000
         env = p35_env(url, "p35_decision_intel")
         t0 = time.perf_counter()
         subprocess.run([P35, "why", "--window", "1h"], env=env, capture_output=True, check=False)
@@ -603,6 +631,10 @@ def median_of(rounds: list[dict[str, dict[str, float]]], who: str, what: str) ->
     return statistics.median(r[who][what] for r in rounds)
 
 
+def _rate_label(rate: str) -> str:
+    return "idle" if rate == "0" else f"{int(rate):,}/s"
+
+
 def report(args: argparse.Namespace, results: dict) -> str:
     lines = [f"entries per drain run: {args.entries:,}; runs: {args.runs}; medians", ""]
     rounds = results["drain"]
@@ -637,20 +669,24 @@ def report(args: argparse.Namespace, results: dict) -> str:
         lines += [
             "",
             f"steady state ({args.steady_sec:.0f} s per rate, {args.idle_sec:.0f} s idle; "
-            "% of one core; Redis: its main thread's CPU with the consumer, less the same "
-            "traffic with no consumer):",
+            "% of one core; Redis: the time of the commands the contender sent, as "
+            "SLOWLOG times them):",
             "",
             "| rate | p35 CPU | p35 Redis | naive CPU | naive Redis "
             "| raw reader CPU | raw reader Redis |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for rate in steady["p35"]:
-            label = "idle" if rate == "0" else f"{int(rate):,}/s"
             cells = [
                 f"{steady[who][rate]['cpu_pct']:.2f} % | {steady[who][rate]['redis_pct']:.3f} %"
                 for who in ("p35", "naive", "ceiling")
             ]
-            lines.append(f"| {label} | {' | '.join(cells)} |")
+            lines.append(f"| {_rate_label(rate)} | {' | '.join(cells)} |")
+        lines += ["", "p35's Redis time by command (% of one core):", ""]
+        for rate, row in steady["p35"].items():
+            parts = sorted(row["redis_parts_pct"].items(), key=lambda kv: -kv[1])
+            shown = ", ".join(f"{name} {pct:.3f}" for name, pct in parts if pct >= 0.0005)
+            lines.append(f"  {_rate_label(rate)}: {shown or 'nothing'}")
     if big := results.get("backlog"):
         lines += [
             "",

@@ -60,6 +60,14 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
     steady = results["steady"]
     assert set(steady) == {"p35", "naive", "ceiling"} and set(steady["p35"]) == {"0", "100", "1000"}
     assert all(v["cpu_pct"] >= 0 for who in steady.values() for v in who.values())
+    # Redis time is what each contender's own commands took: p35's flushes and reads show,
+    # the commands its scripts ran are inside the script's time (not counted twice), and
+    # the producer's XADDs are nobody's.
+    live = steady["p35"]["1000"]["redis_parts_pct"]
+    assert live["script:flush"] > 0 and live["xreadgroup"] > 0
+    assert not {"hincrby", "xack", "xadd"} & set(live)
+    assert steady["p35"]["1000"]["redis_pct"] == pytest.approx(sum(live.values()))
+    assert set(steady["ceiling"]["1000"]["redis_parts_pct"]) == {"xreadgroup", "xack"}
     assert results["top"]["warm_redis_ms"] > 0
     assert results["why"]["gates"][0].startswith("kill_switch_active")  # planted 90 min ago
     for line in (
@@ -71,5 +79,6 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
         "backlog of 4,000",
         "snapshots",
         "| 1,000/s |",
+        "p35's Redis time by command",
     ):
         assert line in run.stdout
