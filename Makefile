@@ -41,7 +41,7 @@ chaos: $(STAMP) redis-server
 	  tests/test_faults.py tests/test_fuzz_daemon.py tests/test_exactly_once.py
 
 # Throughput against the raw read speed and the naive design, latency, RSS, snapshots
-# (about 4 minutes; docs/performance.md). BENCH_ARGS="--runs 1 --backlog 0" for a quick look.
+# (about 15 minutes; docs/performance.md). BENCH_ARGS="--runs 1 --backlog 0" for a quick look.
 bench: $(STAMP) redis-server
 	$(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
 

@@ -5,7 +5,8 @@ Starts its own throwaway redis-server, loads N realistic entries (both producers
 shapes, parametric errors), and gives each contender its own consumer group on
 that same stream:
 
-  ceiling  XREADGROUP COUNT 1000 + one XACK per batch, no processing
+  ceiling  XREADGROUP COUNT 1000 + one XACK per batch, no processing (just before
+           p35 and just after: the mean of the two)
   naive    per entry: HINCRBY decision, reason, symbol_reason, EXPIRE, XACK
   p35      the real `p35 run` process, from its first read until the group has
            no lag and nothing pending
@@ -13,7 +14,7 @@ that same stream:
 Then: end-to-end latency at a steady rate, peak RSS on a large backlog, and the
 time to rebuild every snapshot over an hour of wide buckets. Medians over runs.
 
-  scripts/bench.py                       # the full set (about 3 minutes)
+  scripts/bench.py                       # the full set (about 15 minutes)
   scripts/bench.py --entries 50000 --runs 1 --latency-sec 10 --backlog 200000
 """
 
@@ -41,7 +42,9 @@ import redis
 import redis.asyncio as aioredis
 
 from decision_intel import keys, scripts
-from decision_intel.classify import classify
+from decision_intel.batch import Batch
+from decision_intel.classify import Classifier, classify
+from decision_intel.flush import flush_args
 from decision_intel.producers import STREAM, entry, write_backlog, write_live
 from decision_intel.settings import load as load_settings
 from decision_intel.snapshots import Snapshotter
@@ -278,13 +281,19 @@ def run_p35(url: str, group: str, total: int) -> dict[str, float]:
 
 
 def drain_round(entries: int, seed: int, naive_cap_s: float) -> dict[str, dict[str, float]]:
+    """Each contender drains the same stream. The raw reader drains it just before p35 and
+    again just after, and counts as the mean of the two: the machine's speed drifts, and a
+    ratio of two drains seconds apart would carry that drift."""
     with redis_server() as url:
         load(url, entries, seed)
-        out = {
-            "ceiling": run_reader("ceiling", url, "bench_ceiling", 0),
-            "naive": run_reader("naive", url, "bench_naive", naive_cap_s),
-            "p35": run_p35(url, "bench_p35", entries),
-        }
+        naive = run_reader("naive", url, "bench_naive", naive_cap_s)
+        before = run_reader("ceiling", url, "bench_ceiling", 0)
+        p35 = run_p35(url, "bench_p35", entries)
+        after = run_reader("ceiling", url, "bench_ceiling_after", 0)
+        ceiling = {k: (before[k] + after[k]) / 2 for k in ("entries", "seconds", "cpu_s")}
+        ceiling["rate"] = ceiling["entries"] / ceiling["seconds"]
+        ceiling["rate_before"], ceiling["rate_after"] = before["rate"], after["rate"]
+        out = {"ceiling": ceiling, "naive": naive, "p35": p35}
         if out["p35"]["counted"] != entries:
             raise RuntimeError(f"p35 counted {out['p35']['counted']} of {entries}")
         return out
@@ -422,6 +431,66 @@ def steady_round(
             proc.wait(20)
             r.close()
         return out
+
+
+# -- the flush script and the consumer group, per call ---------------------------------------
+
+
+def flush_round(sizes: list[int], flushes: int) -> dict[str, dict[str, float]]:
+    """Redis time per flush (lua/flush.lua) of batches of producer traffic read through the
+    group, and what reading and acknowledging those entries costs per entry (XREADGROUP,
+    XACK): the part of a flush that no counting design avoids. Medians over `flushes`."""
+    settings = load_settings()
+    classifier = Classifier(settings.vocabulary).classify
+    rng = random.Random(7)
+    out: dict[str, dict[str, float]] = {}
+    with redis_server() as url:
+        r = redis.Redis.from_url(url, client_name=BENCH_CLIENT)
+        reader = redis.Redis.from_url(url)
+        r.xgroup_create(STREAM, settings.group, id="$", mkstream=True)
+        flush = reader.register_script(scripts.source("flush"))
+        flush_keys = [keys.STATUS, keys.lease("bench"), keys.INVALID, keys.UNROLLED]
+        for size in sizes:
+            per_flush, read_us, ack_us = [], [], []
+            for _ in range(flushes):
+                pipe = r.pipeline(transaction=False)
+                for _ in range(size):
+                    pipe.xadd(STREAM, entry(rng))  # type: ignore[arg-type]
+                pipe.execute()
+                slowlog_all(r)
+                [[_, got]] = reader.xreadgroup(settings.group, "bench", {STREAM: ">"}, count=size)
+                batch = Batch(settings.symbol_breakdown)
+                now_ms = int(time.time() * 1000)
+                batch.clock(now_ms, settings.max_id_skew_sec * 1000)
+                for entry_id, fields in got:
+                    batch.add(entry_id, fields, classifier(fields))
+                args = flush_args(
+                    settings, batch, consumer="bench", token="t", lease_ms=15_000, now_ms=now_ms
+                )
+                reply = flush(keys=flush_keys, args=args)
+                if int(reply[0]) != 0:
+                    raise RuntimeError(f"flush refused: {reply}")
+                parts = command_us(r)
+                per_flush.append(parts["script:flush"])
+                read_us.append(parts["xreadgroup"] / size)
+            # XACK alone, on entries read the same way (the flush's XACK is inside the script).
+            for _ in range(flushes):
+                pipe = r.pipeline(transaction=False)
+                for _ in range(size):
+                    pipe.xadd(STREAM, entry(rng))  # type: ignore[arg-type]
+                pipe.execute()
+                [[_, got]] = reader.xreadgroup(settings.group, "ack", {STREAM: ">"}, count=size)
+                slowlog_all(r)
+                reader.xack(STREAM, settings.group, *[entry_id for entry_id, _ in got])
+                ack_us.append(command_us(r)["xack"] / size)
+            out[str(size)] = {
+                "flush_us": statistics.median(per_flush),
+                "xreadgroup_us_per_entry": statistics.median(read_us),
+                "xack_us_per_entry": statistics.median(ack_us),
+            }
+        reader.close()
+        r.close()
+    return out
 
 
 # -- large backlog: peak RSS -----------------------------------------------------------------
@@ -635,6 +704,42 @@ def _rate_label(rate: str) -> str:
     return "idle" if rate == "0" else f"{int(rate):,}/s"
 
 
+def _steady_lines(args: argparse.Namespace, results: dict) -> list[str]:
+    """The steady state's table, p35's Redis time by command, and the per-call costs."""
+    lines: list[str] = []
+    if steady := results.get("steady"):
+        lines += [
+            "",
+            f"steady state ({args.steady_sec:.0f} s per rate, {args.idle_sec:.0f} s idle; "
+            "% of one core; Redis: the time of the commands the contender sent, as "
+            "SLOWLOG times them):",
+            "",
+            "| rate | p35 CPU | p35 Redis | naive CPU | naive Redis "
+            "| raw reader CPU | raw reader Redis |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for rate in steady["p35"]:
+            cells = [
+                f"{steady[who][rate]['cpu_pct']:.2f} % | {steady[who][rate]['redis_pct']:.3f} %"
+                for who in ("p35", "naive", "ceiling")
+            ]
+            lines.append(f"| {_rate_label(rate)} | {' | '.join(cells)} |")
+        lines += ["", "p35's Redis time by command (% of one core):", ""]
+        for rate, row in steady["p35"].items():
+            parts = sorted(row["redis_parts_pct"].items(), key=lambda kv: -kv[1])
+            shown = ", ".join(f"{name} {pct:.3f}" for name, pct in parts if pct >= 0.0005)
+            lines.append(f"  {_rate_label(rate)}: {shown or 'nothing'}")
+    if flushes := results.get("flush"):
+        lines += ["", "Redis time per call, on producer traffic read through the group (medians):"]
+        for size, f in flushes.items():
+            lines.append(
+                f"  {size} entries: flush script {f['flush_us']:.0f} µs; "
+                f"XREADGROUP {f['xreadgroup_us_per_entry']:.2f} µs and XACK "
+                f"{f['xack_us_per_entry']:.2f} µs per entry"
+            )
+    return lines
+
+
 def report(args: argparse.Namespace, results: dict) -> str:
     lines = [f"entries per drain run: {args.entries:,}; runs: {args.runs}; medians", ""]
     rounds = results["drain"]
@@ -665,28 +770,7 @@ def report(args: argparse.Namespace, results: dict) -> str:
             f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; "
             f"p35 peak RSS {lat['hwm_mb']:.1f} MB",
         ]
-    if steady := results.get("steady"):
-        lines += [
-            "",
-            f"steady state ({args.steady_sec:.0f} s per rate, {args.idle_sec:.0f} s idle; "
-            "% of one core; Redis: the time of the commands the contender sent, as "
-            "SLOWLOG times them):",
-            "",
-            "| rate | p35 CPU | p35 Redis | naive CPU | naive Redis "
-            "| raw reader CPU | raw reader Redis |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for rate in steady["p35"]:
-            cells = [
-                f"{steady[who][rate]['cpu_pct']:.2f} % | {steady[who][rate]['redis_pct']:.3f} %"
-                for who in ("p35", "naive", "ceiling")
-            ]
-            lines.append(f"| {_rate_label(rate)} | {' | '.join(cells)} |")
-        lines += ["", "p35's Redis time by command (% of one core):", ""]
-        for rate, row in steady["p35"].items():
-            parts = sorted(row["redis_parts_pct"].items(), key=lambda kv: -kv[1])
-            shown = ", ".join(f"{name} {pct:.3f}" for name, pct in parts if pct >= 0.0005)
-            lines.append(f"  {_rate_label(rate)}: {shown or 'nothing'}")
+    lines += _steady_lines(args, results)
     if big := results.get("backlog"):
         lines += [
             "",
@@ -743,6 +827,9 @@ def main() -> None:
         "--steady-sec", type=float, default=20.0, help="seconds per rate; 0 skips the steady state"
     )
     p.add_argument("--idle-sec", type=float, default=60.0, help="seconds of the idle state")
+    p.add_argument(
+        "--flushes", type=int, default=200, help="flushes per batch size timed; 0 skips them"
+    )
     p.add_argument("--symbols", type=int, default=500)
     p.add_argument("--reasons", type=int, default=100)
     p.add_argument(
@@ -769,6 +856,9 @@ def main() -> None:
             kind: steady_round(kind, [0, 100, 1000], args.steady_sec, args.idle_sec)
             for kind in ("p35", "naive", "ceiling")
         }
+    if args.flushes > 0:
+        print("flush script per call ...", file=sys.stderr, flush=True)
+        results["flush"] = flush_round([20, 200], args.flushes)
     if args.latency_sec > 0:
         print(f"latency at {args.rate}/s for {args.latency_sec:.0f} s ...", file=sys.stderr)
         results["latency"] = latency_round(args.rate, args.latency_sec)

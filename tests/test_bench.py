@@ -41,6 +41,8 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
             "1",
             "--why-hours",
             "3",
+            "--flushes",
+            "3",
             "--json",
             str(out),
         ],
@@ -53,6 +55,8 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
     [drain] = results["drain"]
     assert drain["p35"]["counted"] == 3000  # the daemon counted every entry it drained
     assert drain["ceiling"]["entries"] == 3000
+    # The raw reader drains just before p35 and just after; its rate is the mean of both.
+    assert min(drain["ceiling"]["rate_before"], drain["ceiling"]["rate_after"]) > 0
     assert 0 < drain["naive"]["entries"] <= 3000
     assert results["backlog"]["counted"] == 4000
     assert results["latency"]["entries"] >= 350
@@ -69,6 +73,9 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
     assert steady["p35"]["1000"]["redis_pct"] == pytest.approx(sum(live.values()))
     assert set(steady["ceiling"]["1000"]["redis_parts_pct"]) == {"xreadgroup", "xack"}
     assert results["top"]["warm_redis_ms"] > 0
+    for size in ("20", "200"):  # each flush counted its batch (the bench checks the reply)
+        per_call = results["flush"][size]
+        assert per_call["flush_us"] > 0 and per_call["xreadgroup_us_per_entry"] > 0
     assert results["why"]["gates"][0].startswith("kill_switch_active")  # planted 90 min ago
     for line in (
         "p35 top, one refresh",
@@ -80,5 +87,6 @@ def test_a_small_benchmark_run_reports_every_part(tmp_path: Path) -> None:
         "snapshots",
         "| 1,000/s |",
         "p35's Redis time by command",
+        "200 entries: flush script",
     ):
         assert line in run.stdout
