@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     max_symbols_per_bucket: int = Field(500, ge=1, le=100_000)
     max_deliveries: int = Field(10, ge=2, le=1_000_000)
     invalid_maxlen: int = Field(10_000, ge=1)
-    heartbeat_interval_sec: float = Field(2.0, gt=0, le=5)
+    heartbeat_interval_sec: float = Field(3.0, gt=0, le=5)
     lease_sec: float = Field(15.0, ge=1, le=3600)
     progress_interval_sec: float = Field(10.0, gt=0, le=3600)
     alert_windows: str = Field("5m", min_length=2)
