@@ -436,6 +436,13 @@ def steady_round(
 # -- the flush script and the consumer group, per call ---------------------------------------
 
 
+def _produce(r: redis.Redis, rng: random.Random, n: int) -> None:
+    pipe = r.pipeline(transaction=False)
+    for _ in range(n):
+        pipe.xadd(STREAM, entry(rng))  # type: ignore[arg-type]
+    pipe.execute()
+
+
 def flush_round(sizes: list[int], flushes: int) -> dict[str, dict[str, float]]:
     """Redis time per flush (lua/flush.lua) of batches of producer traffic read through the
     group, and what reading and acknowledging those entries costs per entry (XREADGROUP,
@@ -453,10 +460,7 @@ def flush_round(sizes: list[int], flushes: int) -> dict[str, dict[str, float]]:
         for size in sizes:
             per_flush, read_us, ack_us = [], [], []
             for _ in range(flushes):
-                pipe = r.pipeline(transaction=False)
-                for _ in range(size):
-                    pipe.xadd(STREAM, entry(rng))  # type: ignore[arg-type]
-                pipe.execute()
+                _produce(r, rng, size)
                 slowlog_all(r)
                 [[_, got]] = reader.xreadgroup(settings.group, "bench", {STREAM: ">"}, count=size)
                 batch = Batch(settings.symbol_breakdown)
@@ -475,10 +479,7 @@ def flush_round(sizes: list[int], flushes: int) -> dict[str, dict[str, float]]:
                 read_us.append(parts["xreadgroup"] / size)
             # XACK alone, on entries read the same way (the flush's XACK is inside the script).
             for _ in range(flushes):
-                pipe = r.pipeline(transaction=False)
-                for _ in range(size):
-                    pipe.xadd(STREAM, entry(rng))  # type: ignore[arg-type]
-                pipe.execute()
+                _produce(r, rng, size)
                 [[_, got]] = reader.xreadgroup(settings.group, "ack", {STREAM: ">"}, count=size)
                 slowlog_all(r)
                 reader.xack(STREAM, settings.group, *[entry_id for entry_id, _ in got])
