@@ -457,12 +457,13 @@ def flush_round(sizes: list[int], flushes: int) -> dict[str, dict[str, float]]:
         r.xgroup_create(STREAM, settings.group, id="$", mkstream=True)
         flush = reader.register_script(scripts.source("flush"))
         flush_keys = [keys.STATUS, keys.lease("bench"), keys.INVALID, keys.UNROLLED]
+        # Each reading below takes only its own command's name, and resets the log.
+        slowlog_all(r)
         for size in sizes:
             per_flush, read_us, ack_us = [], [], []
             for _ in range(flushes):
                 _produce(r, rng, size)
-                slowlog_all(r)
-                [[_, got]] = reader.xreadgroup(settings.group, "bench", {STREAM: ">"}, count=size)
+                got = reader.xreadgroup(settings.group, "bench", {STREAM: ">"}, count=size)[0][1]
                 batch = Batch(settings.symbol_breakdown)
                 now_ms = int(time.time() * 1000)
                 batch.clock(now_ms, settings.max_id_skew_sec * 1000)
@@ -480,8 +481,7 @@ def flush_round(sizes: list[int], flushes: int) -> dict[str, dict[str, float]]:
             # XACK alone, on entries read the same way (the flush's XACK is inside the script).
             for _ in range(flushes):
                 _produce(r, rng, size)
-                [[_, got]] = reader.xreadgroup(settings.group, "ack", {STREAM: ">"}, count=size)
-                slowlog_all(r)
+                got = reader.xreadgroup(settings.group, "ack", {STREAM: ">"}, count=size)[0][1]
                 reader.xack(STREAM, settings.group, *[entry_id for entry_id, _ in got])
                 ack_us.append(command_us(r)["xack"] / size)
             out[str(size)] = {
