@@ -43,7 +43,10 @@ def listening(pid: int) -> list[tuple[str, int]]:
     """(address, port) of every TCP socket the process listens on, from /proc."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd)
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed since the listing (a scrape's connection)
+            continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
     found = []
