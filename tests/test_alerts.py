@@ -370,7 +370,7 @@ def test_new_gate_and_unknown_high_through_the_daemon(
         return [f for _, f in r.xrange("quantum:p35:alerts")]
 
     wait_for(lambda: any(e[b"type"] == b"new_gate" for e in events()), 30, "a new_gate event")
-    wait_for(lambda: len(run_p35(base_env, "alerts", "--json").stdout) > 2, 10, "alerts listed")
+    wait_for(lambda: len(run_p35(base_env, "alerts", "--json").stdout) > 2, 30, "alerts listed")
     snapshot_ts = float(r.hget("quantum:p35:status", "snapshot_ts") or 0)
     wait_for(
         lambda: float(r.hget("quantum:p35:status", "snapshot_ts") or 0) > snapshot_ts + 1,

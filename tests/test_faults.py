@@ -356,7 +356,7 @@ def test_redis_refusing_writes_is_waited_out_then_exact(
     finally:
         r.config_set("maxmemory", 0)
     wait_for(lambda: drained(r, 2_500), 60, "the rest counted once Redis accepts writes")
-    wait_for(lambda: len(ends()) == len(refusals()), 10, "the refusal's end logged")
+    wait_for(lambda: len(ends()) == len(refusals()), 30, "the refusal's end logged")
     names = [e["event"] for e in d.events()]
     assert names.count("redis.unavailable") == 2, names
     assert names.count("redis.available") == 2, names
@@ -398,7 +398,7 @@ def test_a_failover_behind_one_address_is_followed_to_the_new_primary(
         def count(event: str) -> int:
             return sum(e["event"] == event for e in d.events())
 
-        wait_for(lambda: count("redis.available") == count("redis.unavailable"), 10, "the end")
+        wait_for(lambda: count("redis.available") == count("redis.unavailable"), 30, "the end")
         names = [e["event"] for e in d.events()]
         assert "redis.unavailable" in names, names
         assert "group.recreated" not in names, names  # the group was never removed

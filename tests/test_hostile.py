@@ -314,7 +314,7 @@ def test_an_alert_storm_is_capped_keeping_the_highest_severity_and_summing_the_r
     assert int(summary[b"suppressed"]) == 503 - 20
     assert b"stuck=" in summary[b"by_type"]
     # One log line per event sent, written as the script returns.
-    wait_for(lambda: len([e for e in d.events() if e["event"] == "alert"]) == 21, 10, "the logs")
+    wait_for(lambda: len([e for e in d.events() if e["event"] == "alert"]) == 21, 30, "the logs")
     assert len(firing) == 20
     per_symbol = list(r.scan_iter("quantum:p35:symbol:*"))
     assert 0 < len(per_symbol) <= 50 * 4 * 2

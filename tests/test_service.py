@@ -260,7 +260,7 @@ def test_sighup_is_no_reload_and_does_not_stop_the_daemon(
     daemons.append(d)
     wait_for(lambda: bool(r.exists("quantum:p35:status:consumer:hup")), 30, "ready")
     d.signal(signal.SIGHUP)
-    wait_for(lambda: any(e["event"] == "signal.ignored" for e in d.events()), 10, "the line")
+    wait_for(lambda: any(e["event"] == "signal.ignored" for e in d.events()), 30, "the line")
     expected = load(r, 500)
     wait_for(lambda: drained(r, 500), 30, "the entries after it counted")
     assert d.terminate_and_wait()[0] == 0

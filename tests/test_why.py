@@ -33,7 +33,7 @@ def count_and_why(
     counted_at = sec + usec / 1e6
     wait_for(
         lambda: float(r.hget("quantum:p35:status", "snapshot_ts") or 0) > counted_at,
-        10,
+        30,
         "a snapshot of the counted traffic",
     )
     out = run_p35(env, "why", "--json", *args)
