@@ -44,7 +44,7 @@ import redis.asyncio as aioredis
 from decision_intel import keys, scripts
 from decision_intel.batch import Batch
 from decision_intel.classify import Classifier, classify
-from decision_intel.flush import flush_args
+from decision_intel.flush import flush_args, flush_keys
 from decision_intel.producers import STREAM, entry, write_backlog, write_live
 from decision_intel.settings import load as load_settings
 from decision_intel.snapshots import Snapshotter
@@ -456,7 +456,6 @@ def flush_round(sizes: list[int], flushes: int) -> dict[str, dict[str, float]]:
         reader = redis.Redis.from_url(url)
         r.xgroup_create(STREAM, settings.group, id="$", mkstream=True)
         flush = reader.register_script(scripts.source("flush"))
-        flush_keys = [keys.STATUS, keys.lease("bench"), keys.INVALID, keys.UNROLLED]
         # Each reading below takes only its own command's name, and resets the log.
         slowlog_all(r)
         for size in sizes:
@@ -472,7 +471,7 @@ def flush_round(sizes: list[int], flushes: int) -> dict[str, dict[str, float]]:
                 args = flush_args(
                     settings, batch, consumer="bench", token="t", lease_ms=15_000, now_ms=now_ms
                 )
-                reply = flush(keys=flush_keys, args=args)
+                reply = flush(keys=flush_keys("bench"), args=args)
                 if int(reply[0]) != 0:
                     raise RuntimeError(f"flush refused: {reply}")
                 parts = command_us(r)

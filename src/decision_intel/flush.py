@@ -56,6 +56,12 @@ def day_args(s: Settings, minute: int) -> list[Any]:
     return [keys.daily(day), keys.daily_meta(day), (day + 1 + s.daily_ttl_days) * 86_400]
 
 
+def flush_keys(consumer: str) -> list[str]:
+    """KEYS of `lua/flush.lua`: the status hash, the consumer's lease, the invalid-entry
+    stream, the hash of buckets not yet rolled up. The minute and day keys are in ARGV."""
+    return [keys.STATUS, keys.lease(consumer), keys.INVALID, keys.UNROLLED]
+
+
 def flush_args(
     s: Settings, batch: Batch, *, consumer: str, token: str, lease_ms: int, now_ms: int
 ) -> list[Any]:

@@ -16,7 +16,15 @@ from redis.exceptions import ResponseError
 from decision_intel import keys, permissions, scripts
 from decision_intel.batch import Batch
 from decision_intel.client import Entry, Read, find_group, group_row, parse_entries
-from decision_intel.flush import APPLIED, LEASE_LOST, REFUSED, FlushResult, day_args, flush_args
+from decision_intel.flush import (
+    APPLIED,
+    LEASE_LOST,
+    REFUSED,
+    FlushResult,
+    day_args,
+    flush_args,
+    flush_keys,
+)
 from decision_intel.settings import Settings
 from decision_intel.text import safe
 
@@ -148,7 +156,7 @@ class Store:
             keys.consumer_status(self.consumer): "hash",
         }
 
-    def _flush_keys(self, minutes: set[int]) -> dict[str, str]:
+    def _flush_key_types(self, minutes: set[int]) -> dict[str, str]:
         """The keys a flush of these minutes writes, with the type each must have."""
         want = {keys.STATUS: "hash", keys.UNROLLED: "hash", keys.INVALID: "stream"}
         for minute in minutes:
@@ -179,7 +187,7 @@ class Store:
         excluded = 0
         while len(batch):
             reply = await self._flush(
-                keys=[keys.STATUS, keys.lease(self.consumer), keys.INVALID, keys.UNROLLED],
+                keys=flush_keys(self.consumer),
                 args=flush_args(
                     self.s,
                     batch,
@@ -195,7 +203,7 @@ class Store:
                 wrong: list[str] = []
                 if "wrong type" in why or "WRONGTYPE" in why:  # Redis does not say which key
                     minutes = {minute for minute, *_ in batch.counts}
-                    wrong = await self.wrong_types(self._flush_keys(minutes))
+                    wrong = await self.wrong_types(self._flush_key_types(minutes))
                 raise FlushRefused("; ".join(wrong) or why, wrong_type=bool(wrong))
             if code == APPLIED:
                 decisions: dict[str, int] = {}
