@@ -41,14 +41,15 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from decision_intel import keys, scripts
-from decision_intel.batch import Batch
-from decision_intel.classify import Classifier, classify
-from decision_intel.flush import flush_args, flush_keys
-from decision_intel.producers import STREAM, entry, write_backlog, write_live
+from decision_intel import keys
+from decision_intel.daemon.snapshots import Snapshotter
+from decision_intel.devtools.producers import STREAM, entry, write_backlog, write_live
+from decision_intel.devtools.testing import RedisServer
+from decision_intel.model.batch import Batch
+from decision_intel.model.classify import Classifier, classify
 from decision_intel.settings import load as load_settings
-from decision_intel.snapshots import Snapshotter
-from decision_intel.testing import RedisServer
+from decision_intel.store import scripts
+from decision_intel.store.flush import flush_args, flush_keys
 
 P35 = str(Path(sys.executable).parent / "p35")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -619,7 +620,7 @@ async def _snapshot_once(url: str) -> None:
 
 
 async def _why_times(url: str, repeats: int) -> dict[str, Any]:
-    from decision_intel.why import why
+    from decision_intel.cli.why import why
 
     settings = load_settings(redis_url=url)
     client = aioredis.from_url(url)
@@ -657,7 +658,7 @@ def why_round(symbols: int, reasons: int, hours: int) -> dict:
 
 
 async def _top_times(url: str, repeats: int) -> dict[str, float]:
-    from decision_intel.top import Reader
+    from decision_intel.cli.top import Reader
 
     settings = load_settings(redis_url=url)
     client = aioredis.from_url(url)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write realistic apply.result traffic to a Redis stream (decision_intel.producers).
+"""Write realistic apply.result traffic to a Redis stream (decision_intel.devtools.producers).
 
   demo_traffic.py --url redis://127.0.0.1:6379/0 --backlog 20000 --minutes 60
   demo_traffic.py --url ... --rate 200 --seconds 10      # a live trickle
@@ -14,7 +14,7 @@ import random
 
 import redis
 
-from decision_intel.producers import STREAM, write_backlog, write_live
+from decision_intel.devtools.producers import STREAM, write_backlog, write_live
 
 
 def main() -> None:

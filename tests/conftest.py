@@ -10,8 +10,8 @@ import pytest
 import redis
 import structlog
 
+from decision_intel.devtools.testing import REDIS_SERVER, RedisServer
 from decision_intel.settings import Settings, load
-from decision_intel.testing import REDIS_SERVER, RedisServer
 from tests.helpers import Daemon
 
 

@@ -171,9 +171,9 @@ def snapshot(url: str, now_ms: int, **overrides: object) -> None:
     """Rebuild the window snapshots once, as a daemon's ticker would, at Redis time now_ms."""
     import asyncio
 
-    from decision_intel.client import connect
+    from decision_intel.daemon.snapshots import Snapshotter
     from decision_intel.settings import load
-    from decision_intel.snapshots import Snapshotter
+    from decision_intel.store.client import connect
 
     async def go() -> None:
         s = load(redis_url=url, **overrides)

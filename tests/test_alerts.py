@@ -11,8 +11,9 @@ import redis
 import structlog
 
 from decision_intel import keys
-from decision_intel.alert_store import AlertStore, recent
-from decision_intel.alerts import (
+from decision_intel.daemon.alert_store import AlertStore, recent
+from decision_intel.devtools.testing import RedisServer
+from decision_intel.model.alerts import (
     CRITICAL,
     HIGH,
     MEDIUM,
@@ -22,10 +23,9 @@ from decision_intel.alerts import (
     gate_explosion,
     stuck_symbols,
 )
-from decision_intel.client import connect
+from decision_intel.model.windows import Counts, window_counts
 from decision_intel.settings import Settings
-from decision_intel.testing import RedisServer
-from decision_intel.windows import Counts, window_counts
+from decision_intel.store.client import connect
 from tests.helpers import Daemon, run_p35, wait_for
 from tests.traffic import STREAM
 
@@ -319,7 +319,7 @@ def test_alerts_are_sent_once_across_a_restart_and_two_daemons(
 )
 def test_unknown_high_says_producers_drifted(unknown: int, severity: str | None) -> None:
     """UNKNOWN at 5 % of the mix window is MEDIUM, at 20 % HIGH (issue 13)."""
-    from decision_intel.alerts import decision_mix
+    from decision_intel.model.alerts import decision_mix
 
     counts = Counts({"UNKNOWN": unknown, "EXECUTE": 100 - unknown}, {"none": 100})
     hits = [f for f in decision_mix("15m", counts, 50) if f.subject == "unknown_high"]
@@ -327,7 +327,7 @@ def test_unknown_high_says_producers_drifted(unknown: int, severity: str | None)
 
 
 def test_new_gate_fires_only_for_gates_no_rollup_of_the_week_holds() -> None:
-    from decision_intel.alerts import GateHistory, new_gate_candidates, new_gates
+    from decision_intel.model.alerts import GateHistory, new_gate_candidates, new_gates
 
     counts = window(200, {"brand_new": 20, "old_gate": 100, "tiny_new": 5})
     assert new_gate_candidates(counts, 100) == ["brand_new", "old_gate"]  # tiny_new < 5 %

@@ -9,8 +9,8 @@ import structlog
 from redis.exceptions import ResponseError
 from structlog.testing import capture_logs
 
-from decision_intel.backoff import CAP_S, REDIS_DOWN, Connectivity, Refusing, delay_s
-from decision_intel.client import BudgetParser
+from decision_intel.store.backoff import CAP_S, REDIS_DOWN, Connectivity, Refusing, delay_s
+from decision_intel.store.client import BudgetParser
 
 
 def test_delay_grows_then_caps_with_jitter() -> None:
@@ -47,9 +47,9 @@ def test_after_an_outage_pooled_connections_are_dropped_so_one_outage_is_one_fai
 
     from redis.exceptions import ConnectionError
 
-    from decision_intel.client import connect, drop_idle_connections
+    from decision_intel.devtools.testing import RedisServer
     from decision_intel.settings import load
-    from decision_intel.testing import RedisServer
+    from decision_intel.store.client import connect, drop_idle_connections
 
     server = RedisServer(tmp_path / "r")  # type: ignore[operator]
     server.start()

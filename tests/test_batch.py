@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from decision_intel.batch import Batch, raw_copy
-from decision_intel.classify import Classification
+from decision_intel.model.batch import Batch, raw_copy
+from decision_intel.model.classify import Classification
 
 MIN = 29_920_000  # a minute number
 

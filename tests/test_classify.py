@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from decision_intel.classify import classify, normalize_reason
+from decision_intel.model.classify import classify, normalize_reason
 
 
 def entry(**fields: object) -> dict[bytes, bytes]:
@@ -327,7 +327,7 @@ def test_revised_rules(
 
 
 def test_operators_vocabulary_wins_over_the_built_in_one() -> None:
-    from decision_intel.classify import Classifier, Vocabulary
+    from decision_intel.model.classify import Classifier, Vocabulary
 
     c = Classifier(
         Vocabulary.with_operators(
@@ -350,7 +350,7 @@ def test_operators_vocabulary_wins_over_the_built_in_one() -> None:
 
 
 def test_explain_says_which_rule_and_layer() -> None:
-    from decision_intel.classify import Classifier
+    from decision_intel.model.classify import Classifier
 
     got = Classifier().explain(
         entry(
@@ -376,7 +376,7 @@ def test_explain_says_which_rule_and_layer() -> None:
 
 
 def test_strip_removes_exactly_unicode_whitespace_and_the_zero_width_characters() -> None:
-    from decision_intel.classify import strip
+    from decision_intel.model.classify import strip
 
     whitespace = [c for c in map(chr, range(0x110000)) if c.isspace()]
     for c in [*whitespace, "\u200b", "\u200c", "\u200d", "\ufeff"]:
@@ -420,7 +420,7 @@ def test_the_layer_memo_tells_a_whole_value_from_one_cut_at_its_colon(
 ) -> None:
     """`error: none` in details counts as absent (the reason field decides); `none: 3`
     is a reason of its own. Remembered by what precedes the ':', the two must not meet."""
-    from decision_intel.classify import Classifier
+    from decision_intel.model.classify import Classifier
 
     c = Classifier()
     got = []
@@ -433,7 +433,7 @@ def test_the_layer_memo_tells_a_whole_value_from_one_cut_at_its_colon(
 
 
 def test_the_memo_serves_what_the_top_level_decided_whatever_the_layers_hold() -> None:
-    from decision_intel.classify import Classifier
+    from decision_intel.model.classify import Classifier
 
     c = Classifier()
     # The top level decides (decision word, error): the details never matter.

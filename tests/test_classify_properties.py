@@ -14,9 +14,9 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decision_intel import classify as classify_module
-from decision_intel.batch import Batch
-from decision_intel.classify import DECISIONS, UNKNOWN, classify
+from decision_intel.model import classify as classify_module
+from decision_intel.model.batch import Batch
+from decision_intel.model.classify import DECISIONS, UNKNOWN, classify
 from tests.spec_reference import ALIASES, ERROR_SET, SKIP_SET, WORDS, reference
 
 # -- the reference: SPEC section 4, read literally -------------------------------------

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from decision_intel import keys
-from decision_intel.testing import RedisServer, free_port
+from decision_intel.devtools.testing import RedisServer, free_port
 from tests.helpers import p35_executable, run_p35, snapshot
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from decision_intel.testing import free_port
+from decision_intel.devtools.testing import free_port
 from tests.helpers import Daemon, drained, run_p35, wait_for
 from tests.traffic import load
 

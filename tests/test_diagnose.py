@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from decision_intel import gates
-from decision_intel.classify import ERROR_REASONS, REASON_ALIASES, SKIP_REASONS, Classifier
-from decision_intel.diagnose import (
+from decision_intel.model import gates
+from decision_intel.model.classify import ERROR_REASONS, REASON_ALIASES, SKIP_REASONS, Classifier
+from decision_intel.model.diagnose import (
     DEGRADED,
     EXIT_CODES,
     NOT_TRADING,
@@ -24,7 +24,7 @@ from decision_intel.diagnose import (
     onset,
     verdict,
 )
-from decision_intel.windows import Counts
+from decision_intel.model.windows import Counts
 
 ROOT = Path(__file__).resolve().parent.parent
 GATE = "kill_switch_active"
@@ -230,8 +230,10 @@ def test_a_gate_without_an_entry_points_at_p35_explain() -> None:
 
 def test_docs_action_mapping_tables_are_the_packaged_data() -> None:
     doc = (ROOT / gates.DOC).read_text()
-    assert doc.count("(generated from src/decision_intel/gates.toml)") == 3
-    assert gates.rewrite(doc) == doc, "run: python -m decision_intel.gates docs/action-mapping.md"
+    assert doc.count("(generated from src/decision_intel/model/gates.toml)") == 3
+    assert gates.rewrite(doc) == doc, (
+        "run: python -m decision_intel.model.gates docs/action-mapping.md"
+    )
 
 
 def test_every_built_in_gate_has_an_entry_under_its_own_decision() -> None:

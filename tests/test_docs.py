@@ -28,7 +28,7 @@ def test_the_module_map_covers_every_module_and_script() -> None:
     """docs/design.md's module map names every module of the package and every Lua script."""
     design = (ROOT / "docs/design.md").read_text()
     package = ROOT / "src/decision_intel"
-    names = [p.name for p in package.glob("*.py") if p.name != "__init__.py"]
-    names += [p.name for p in (package / "lua").glob("*.lua")]
+    names = [str(p.relative_to(package)) for p in package.rglob("*.py") if p.name != "__init__.py"]
+    names += [p.name for p in (package / "store/lua").glob("*.lua")]
     missing = [n for n in names if f"`{n}`" not in design]
     assert not missing, f"missing from the module map in docs/design.md: {missing}"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from decision_intel.devtools.testing import RedisServer
 from decision_intel.keys import id_parts
-from decision_intel.testing import RedisServer
 from tests.helpers import (
     GROUP,
     Daemon,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from decision_intel import keys
-from decision_intel.batch import Batch
-from decision_intel.classify import Classification
-from decision_intel.flush import flush_args
+from decision_intel.model.batch import Batch
+from decision_intel.model.classify import Classification
 from decision_intel.settings import load
+from decision_intel.store.flush import flush_args
 
 MIN = 29_000_000  # a minute number; its day is MIN // 1440
 

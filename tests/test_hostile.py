@@ -211,10 +211,10 @@ async def _top_screen(url: str) -> str:
     """What one `p35 top` refresh reads and draws, as text."""
     from rich.console import Console
 
-    from decision_intel.client import connect
-    from decision_intel.diagnose import Thresholds
+    from decision_intel.cli.top import Reader, render
+    from decision_intel.model.diagnose import Thresholds
     from decision_intel.settings import load as load_settings
-    from decision_intel.top import Reader, render
+    from decision_intel.store.client import connect
 
     settings = load_settings(redis_url=url)
     client = connect(settings)

@@ -9,7 +9,7 @@ import tempfile
 
 import structlog
 
-from decision_intel import logs
+from decision_intel.daemon import logs
 
 
 def emit(mode: logs.Mode, secrets: tuple[str, ...] = ()) -> list[str]:

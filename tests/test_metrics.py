@@ -16,7 +16,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from decision_intel.testing import free_port
+from decision_intel.devtools.testing import free_port
 from tests.helpers import Daemon, drained, wait_for
 from tests.traffic import load_truth
 

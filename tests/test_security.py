@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from decision_intel.testing import RedisServer, free_port
+from decision_intel.devtools.testing import RedisServer, free_port
 from tests.helpers import GROUP, Daemon, drained, run_p35, wait_for
 from tests.traffic import STREAM, assert_exact, load
 
@@ -70,9 +70,9 @@ def everything_in_redis(r: redis.Redis) -> str:
 
 
 async def top_frame(url: str) -> None:
-    from decision_intel.client import connect
+    from decision_intel.cli.top import Reader
     from decision_intel.settings import load as load_settings
-    from decision_intel.top import Reader
+    from decision_intel.store.client import connect
 
     settings = load_settings(redis_url=url)
     client = connect(settings)

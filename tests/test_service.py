@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from decision_intel import keys
+from decision_intel.devtools.testing import RedisServer, free_port
 from decision_intel.settings import Settings
-from decision_intel.testing import RedisServer, free_port
 from tests.helpers import Daemon, drained, group_info, run_p35, wait_for
 from tests.traffic import Producer, assert_exact, expected_buckets, load, load_truth
 
@@ -344,7 +344,7 @@ def test_handle_exit_in_process_stops_cleanly_and_logs_it(
     import structlog
     from structlog.testing import capture_logs
 
-    from decision_intel.service import Service
+    from decision_intel.daemon.service import Service
 
     settings = settings_for(heartbeat_interval_sec=0.5, lease_sec=2)
 

@@ -13,10 +13,10 @@ import pytest
 import redis
 
 from decision_intel import keys
-from decision_intel.client import connect
+from decision_intel.daemon.snapshots import Snapshotter
+from decision_intel.devtools.testing import RedisServer
 from decision_intel.settings import Settings
-from decision_intel.snapshots import Snapshotter
-from decision_intel.testing import RedisServer
+from decision_intel.store.client import connect
 from tests.helpers import Daemon, drained, snapshot, wait_for
 from tests.traffic import load
 

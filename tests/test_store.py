@@ -12,14 +12,15 @@ import pytest
 import redis
 import structlog
 
-from decision_intel import keys, permissions
-from decision_intel.backoff import Refusing
-from decision_intel.client import connect, find_group
-from decision_intel.consumer import Consumer
-from decision_intel.rollup import Roller
+from decision_intel import keys
+from decision_intel.daemon.consumer import Consumer
+from decision_intel.daemon.rollup import Roller
+from decision_intel.devtools.testing import RedisServer
 from decision_intel.settings import Settings
-from decision_intel.store import LeaseLost, Store
-from decision_intel.testing import RedisServer
+from decision_intel.store import permissions
+from decision_intel.store.backoff import Refusing
+from decision_intel.store.client import connect, find_group
+from decision_intel.store.group import LeaseLost, Store
 from tests.helpers import GROUP
 from tests.traffic import STREAM
 

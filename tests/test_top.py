@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from decision_intel import producers
-from decision_intel.classify import BLOCKED, EXECUTE
-from decision_intel.diagnose import Thresholds
-from decision_intel.top import Frame, verdict_line
-from decision_intel.windows import Counts
+from decision_intel.cli.top import Frame, verdict_line
+from decision_intel.devtools import producers
+from decision_intel.model.classify import BLOCKED, EXECUTE
+from decision_intel.model.diagnose import Thresholds
+from decision_intel.model.windows import Counts
 from tests.helpers import STREAM, Daemon, drained, p35_executable, run_p35, wait_for
 from tests.traffic import Make, blocked, normal, now_minute, write_minutes
 

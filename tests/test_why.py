@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from decision_intel import producers
+from decision_intel.devtools import producers
 from tests.helpers import STREAM, Daemon, drained, run_p35, wait_for
 from tests.traffic import Make, blocked, normal, now_minute, write_minutes
 

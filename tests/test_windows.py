@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decision_intel.windows import Counts, parse_bucket, top, window_counts
+from decision_intel.model.windows import Counts, parse_bucket, top, window_counts
 
 
 def test_windows_sum_the_most_recent_buckets_current_included() -> None:

@@ -17,8 +17,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from decision_intel import keys, producers
-from decision_intel.producers import apply_layer, intent_executor
+from decision_intel import keys
+from decision_intel.devtools import producers
+from decision_intel.devtools.producers import apply_layer, intent_executor
 from tests.helpers import wait_for
 
 STREAM = "quantum:stream:apply.result"
@@ -29,8 +30,8 @@ Template = tuple[dict[str, str], str, str]
 
 
 def _templates(rng: random.Random, symbol: str) -> list[Template]:
-    """Both producers' shapes, as decision_intel.producers writes them: a unique plan_id and
-    timestamp on every entry, and the Intent Executor's whole result in `details`."""
+    """Both producers' shapes, as decision_intel.devtools.producers writes them: a unique
+    plan_id and timestamp on every entry, and the Intent Executor's whole result in `details`."""
     cap = rng.randint(100, 5000)
     ts = f"{1769929091 + rng.random() * 86_400:.6f}"
 

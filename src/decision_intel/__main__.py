@@ -1,3 +1,3 @@
-from decision_intel.cli import main
+from decision_intel.cli.main import main
 
 raise SystemExit(main())

@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from decision_intel import __version__
-from decision_intel.classify import DECISIONS
-from decision_intel.flush import FlushResult
+from decision_intel.model.classify import DECISIONS
 from decision_intel.settings import Settings
+from decision_intel.store.flush import FlushResult
 
 FLUSH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)

@@ -29,13 +29,13 @@ from rich.live import Live
 from rich.text import Text
 
 from decision_intel import keys
-from decision_intel.classify import BLOCKED, DECISIONS, ERROR, EXECUTE, SKIP, UNKNOWN
-from decision_intel.client import connect
-from decision_intel.diagnose import HEADLINES, Thresholds, gates, judge, onset
+from decision_intel.cli.why import redis_now_s, thresholds
+from decision_intel.model.classify import BLOCKED, DECISIONS, ERROR, EXECUTE, SKIP, UNKNOWN
+from decision_intel.model.diagnose import HEADLINES, Thresholds, gates, judge, onset
+from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.settings import Settings
+from decision_intel.store.client import connect
 from decision_intel.text import count, number, safe
-from decision_intel.why import redis_now_s, thresholds
-from decision_intel.windows import Counts, parse_bucket
 
 WINDOW_CYCLE = ("5m", "15m", "1h")
 HISTORY_MIN = 60

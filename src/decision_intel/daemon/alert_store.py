@@ -12,8 +12,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from decision_intel import keys, scripts
-from decision_intel.alerts import (
+from decision_intel import keys
+from decision_intel.daemon.metrics import Metrics
+from decision_intel.model.alerts import (
     NEW_GATE,
     NEW_GATE_DEDUP_MS,
     NEW_GATE_WINDOW,
@@ -27,10 +28,10 @@ from decision_intel.alerts import (
     evaluate,
     new_gate_candidates,
 )
-from decision_intel.metrics import Metrics
+from decision_intel.model.windows import Counts
 from decision_intel.settings import Settings
+from decision_intel.store import scripts
 from decision_intel.text import safe, safe_map
-from decision_intel.windows import Counts
 
 Emitted = tuple[str, str, str]
 """(alert key `type|window|subject`, severity, `firing` or `resolved`)."""

@@ -13,10 +13,12 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from decision_intel import keys, permissions, scripts
-from decision_intel.batch import Batch
-from decision_intel.client import Entry, Read, find_group, group_row, parse_entries
-from decision_intel.flush import (
+from decision_intel import keys
+from decision_intel.model.batch import Batch
+from decision_intel.settings import Settings
+from decision_intel.store import permissions, scripts
+from decision_intel.store.client import Entry, Read, find_group, group_row, parse_entries
+from decision_intel.store.flush import (
     APPLIED,
     LEASE_LOST,
     REFUSED,
@@ -25,7 +27,6 @@ from decision_intel.flush import (
     flush_args,
     flush_keys,
 )
-from decision_intel.settings import Settings
 from decision_intel.text import safe
 
 

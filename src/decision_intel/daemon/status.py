@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from decision_intel import __version__
-from decision_intel.metrics import Metrics
+from decision_intel.daemon.metrics import Metrics
 from decision_intel.settings import Settings
-from decision_intel.store import Store
+from decision_intel.store.group import Store
 
 CONSUMER_STATUS_TTL_S = 30
 

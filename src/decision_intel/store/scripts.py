@@ -35,7 +35,7 @@ def source(name: str) -> str:
     """The text sent to Redis for a script: lib.lua, then the script itself."""
     if name not in NAMES:
         raise KeyError(f"no script {name!r} (lua/{name}.lua)")
-    lua = resources.files("decision_intel") / "lua"
+    lua = resources.files("decision_intel.store") / "lua"
     return (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from decision_intel import keys, scripts
-from decision_intel.classify import DECISIONS
-from decision_intel.flush import day_args
+from decision_intel import keys
+from decision_intel.model.classify import DECISIONS
 from decision_intel.settings import Settings
+from decision_intel.store import scripts
+from decision_intel.store.flush import day_args
 
 MINUTES_PER_SCRIPT = 60
 """Bounds one script's run (and so how long it holds Redis) on a long backlog."""

@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from decision_intel import gates as gate_data
-from decision_intel.classify import EXECUTE, NO_REASON
 from decision_intel.keys import WINDOW_WORDS
+from decision_intel.model import gates as gate_data
+from decision_intel.model.classify import EXECUTE, NO_REASON
+from decision_intel.model.windows import Counts
 from decision_intel.text import number
-from decision_intel.windows import Counts
 
 TRADING, DEGRADED, NOT_TRADING, UNKNOWN = "trading", "degraded", "not_trading", "unknown"
 EXIT_CODES = {TRADING: 0, DEGRADED: 1, NOT_TRADING: 2, UNKNOWN: 3}

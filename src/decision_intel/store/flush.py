@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from decision_intel import keys
-from decision_intel.batch import Batch, BucketDelta
+from decision_intel.model.batch import Batch, BucketDelta
 from decision_intel.settings import Settings
 
 APPLIED, NOT_OURS, LEASE_LOST, REFUSED = 0, 1, 2, 3

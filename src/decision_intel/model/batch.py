@@ -11,8 +11,8 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from decision_intel.classify import Classification
 from decision_intel.keys import id_ms, id_parts
+from decision_intel.model.classify import Classification
 
 RAW_MAX = 2048
 """Bytes of one raw copy in quantum:p35:invalid (ASCII JSON, truncation marked)."""

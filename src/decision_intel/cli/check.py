@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from decision_intel import keys
-from decision_intel.client import find_group
 from decision_intel.settings import Settings
+from decision_intel.store.client import find_group
 from decision_intel.text import number, safe
 
 

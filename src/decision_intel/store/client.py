@@ -21,8 +21,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from decision_intel.backoff import Refusing, refusing
 from decision_intel.settings import Settings
+from decision_intel.store.backoff import Refusing, refusing
 
 try:  # redis-py >= 5.1 keeps its parsers in redis._parsers.hiredis
     from redis._parsers.hiredis import _AsyncHiredisParser as _Parser
@@ -176,7 +176,7 @@ async def find_group(client: aioredis.Redis, stream: str, group: str) -> dict[st
     """The group's state (`lua/group_state.lua`), keyed as XINFO GROUPS keys it, plus
     `oldest-pending-id`; None when the stream or the group is missing. `lag` is 0 once
     the group has delivered the stream's last ID, whatever Redis reports."""
-    from decision_intel import scripts
+    from decision_intel.store import scripts
 
     script = scripts.load(client, "group_state")
     try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from decision_intel.classify import NO_REASON
-from decision_intel.windows import parse_bucket
+from decision_intel.model.classify import NO_REASON
+from decision_intel.model.windows import parse_bucket
 
 
 def parse_daily(fields: Mapping[bytes, bytes]) -> dict[str, dict[str, int]]:

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, ResponseError
 
 from decision_intel import keys
-from decision_intel.backoff import Refusing
 from decision_intel.settings import Settings
+from decision_intel.store.backoff import Refusing
 
 
 def probes(s: Settings, consumer: str) -> list[tuple[str, ...]]:

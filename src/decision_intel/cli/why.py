@@ -13,13 +13,22 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from decision_intel import keys, scripts
-from decision_intel.classify import DECISIONS, Classifier
-from decision_intel.client import find_group
-from decision_intel.diagnose import Baseline, Evidence, Onset, Thresholds, diagnose, gates, onset
+from decision_intel import keys
+from decision_intel.model.classify import DECISIONS, Classifier
+from decision_intel.model.diagnose import (
+    Baseline,
+    Evidence,
+    Onset,
+    Thresholds,
+    diagnose,
+    gates,
+    onset,
+)
+from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.settings import Settings
+from decision_intel.store import scripts
+from decision_intel.store.client import find_group
 from decision_intel.text import count, safe
-from decision_intel.windows import Counts, parse_bucket
 
 FIRST_CHUNK_MIN = 60
 """History read before the window at first; each further read doubles it."""

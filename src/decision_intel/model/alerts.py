@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from decision_intel.classify import BLOCKED, ERROR, EXECUTE, NO_REASON, SKIP, UNKNOWN
-from decision_intel.diagnose import attribute, onset
 from decision_intel.keys import LONGEST_WINDOW_MIN, WINDOWS
-from decision_intel.windows import Counts
+from decision_intel.model.classify import BLOCKED, ERROR, EXECUTE, NO_REASON, SKIP, UNKNOWN
+from decision_intel.model.diagnose import attribute, onset
+from decision_intel.model.windows import Counts
 
 GATE_EXPLOSION, STUCK, DECISION_MIX = "gate_explosion", "stuck", "decision_mix"
 STREAM_CLOCK, SUPPRESSED, NEW_GATE = "stream_clock", "suppressed", "new_gate"

@@ -19,9 +19,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from decision_intel import keys, scripts
+from decision_intel import keys
+from decision_intel.model.windows import Counts, parse_bucket, top, window_counts
 from decision_intel.settings import Settings
-from decision_intel.windows import Counts, parse_bucket, top, window_counts
+from decision_intel.store import scripts
 
 
 class Snapshotter:

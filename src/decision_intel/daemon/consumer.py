@@ -16,15 +16,15 @@ import contextlib
 import time
 from typing import Any
 
-from decision_intel.batch import Batch
-from decision_intel.batch import oversize as entry_oversize
-from decision_intel.classify import UNKNOWN, Classification, Classifier
-from decision_intel.client import Entry, Read, ReplyTooLarge, Sizes
-from decision_intel.flush import FlushResult
+from decision_intel.daemon.metrics import Metrics
 from decision_intel.keys import id_parts
-from decision_intel.metrics import Metrics
+from decision_intel.model.batch import Batch
+from decision_intel.model.batch import oversize as entry_oversize
+from decision_intel.model.classify import UNKNOWN, Classification, Classifier
 from decision_intel.settings import Settings
-from decision_intel.store import LeaseLost, Store
+from decision_intel.store.client import Entry, Read, ReplyTooLarge, Sizes
+from decision_intel.store.flush import FlushResult
+from decision_intel.store.group import LeaseLost, Store
 from decision_intel.text import safe
 
 OVERSIZE = "oversize"

@@ -1,7 +1,7 @@
 """The gates operators meet, as data: meaning, diagnosis, action (`gates.toml`).
 
 `p35 why` looks a gate up here for its "what to do". docs/action-mapping.md's
-tables are rendered from the same data: `python -m decision_intel.gates FILE`
+tables are rendered from the same data: `python -m decision_intel.model.gates FILE`
 rewrites the generated blocks of FILE in place, and a test checks the doc agrees.
 Pure apart from reading the package's own data file.
 """
@@ -17,7 +17,8 @@ from importlib import resources
 
 DOC = "docs/action-mapping.md"
 _BLOCK = re.compile(
-    r"(<!-- gates: (?P<decision>[A-Z]+) \(generated from src/decision_intel/gates.toml\) -->\n)"
+    r"(<!-- gates: (?P<decision>[A-Z]+) "
+    r"\(generated from src/decision_intel/model/gates.toml\) -->\n)"
     r".*?(<!-- end of gates -->)",
     re.S,
 )
@@ -46,7 +47,7 @@ class Gate:
 
 @functools.cache
 def catalog() -> tuple[Gate, ...]:
-    raw = tomllib.loads((resources.files("decision_intel") / "gates.toml").read_text())
+    raw = tomllib.loads((resources.files("decision_intel.model") / "gates.toml").read_text())
     return tuple(
         Gate(
             names=tuple(g["names"]),
@@ -90,7 +91,7 @@ def rewrite(doc: str) -> str:
     return _BLOCK.sub(lambda m: m.group(1) + table(m.group("decision")) + m.group(3), doc)
 
 
-if __name__ == "__main__":  # python -m decision_intel.gates docs/action-mapping.md
+if __name__ == "__main__":  # python -m decision_intel.model.gates docs/action-mapping.md
     for path in sys.argv[1:]:
         with open(path, encoding="utf-8") as f:
             text = f.read()

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 from decision_intel import __version__, keys
-from decision_intel.alerts import GATE_SHARE_MIN
-from decision_intel.notify import Notifier
+from decision_intel.daemon.notify import Notifier
+from decision_intel.model.alerts import GATE_SHARE_MIN
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
 from decision_intel.text import describe, number, safe, safe_map
 
@@ -24,7 +24,7 @@ T = TypeVar("T")
 def _config_error(message: str) -> NoReturn:
     """One line naming the problem, then exit 78. Under systemd (stderr is the journal)
     the line carries the error priority, so `journalctl -p err` shows it."""
-    from decision_intel import logs
+    from decision_intel.daemon import logs
 
     prefix = "<3>" if logs.detect_mode(os.environ, sys.stderr) == "journal" else ""
     print(f"{prefix}p35: {message}", file=sys.stderr, flush=True)
@@ -42,8 +42,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # structlog imports rich, when it is installed, to draw tracebacks. `p35 top` needs
     # rich; the daemon draws none, and rich would be 5 of its 48 MB: kept out.
     sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
-    from decision_intel import logs
-    from decision_intel.service import Service
+    from decision_intel.daemon import logs
+    from decision_intel.daemon.service import Service
 
     settings = _settings(consumer=args.consumer)
     logs.configure(settings.log_level, logs.detect_mode(os.environ, sys.stdout), settings.secrets)
@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
     """Run one read against Redis with a client of its own, closed afterwards."""
-    from decision_intel.client import connect
+    from decision_intel.store.client import connect
 
     async def go() -> T:
         client = connect(settings)
@@ -70,7 +70,7 @@ def _query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
 
 
 async def _status(client: Any) -> dict[str, object]:
-    from decision_intel.dashboard import read_window
+    from decision_intel.cli.dashboard import read_window
 
     raw = await client.hgetall(keys.STATUS)
     windows = {}
@@ -113,7 +113,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Health as seen from Redis; exit 1 listing each failed check, 2 when Redis is unreachable."""
     from redis.exceptions import RedisError
 
-    from decision_intel.check import run_checks
+    from decision_intel.cli.check import run_checks
 
     settings = _settings()
 
@@ -136,7 +136,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     """List recent alert events, newest first."""
-    from decision_intel.alert_store import recent
+    from decision_intel.daemon.alert_store import recent
 
     events = _query(_settings(), lambda client: recent(client, args.count))
     if args.json:
@@ -158,7 +158,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def cmd_dash(args: argparse.Namespace) -> int:
     """Dashboard modes a-e; `d` exits 2 when a gate is over the threshold."""
-    from decision_intel import dashboard
+    from decision_intel.cli import dashboard
 
     settings = _settings()
     modes = list(dashboard.MODES) if args.mode == "all" else [args.mode]
@@ -194,8 +194,8 @@ def cmd_why(args: argparse.Namespace) -> int:
     (0 trading, 1 degraded, 2 not trading, 3 unknown)."""
     from redis.exceptions import RedisError
 
-    from decision_intel.diagnose import EXIT_CODES, UNKNOWN
-    from decision_intel.why import why
+    from decision_intel.cli.why import why
+    from decision_intel.model.diagnose import EXIT_CODES, UNKNOWN
 
     settings = _settings()
     try:
@@ -221,7 +221,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     if args.interval < 0.2:
         print("p35 top: --interval must be at least 0.2 seconds", file=sys.stderr)
         return os.EX_USAGE
-    from decision_intel import top
+    from decision_intel.cli import top
 
     settings = _settings()
     return asyncio.run(top.run(settings, args.window, args.interval))
@@ -236,7 +236,7 @@ def _day_number(text: str) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """One UTC day's totals against the same weekday a week before."""
-    from decision_intel import report
+    from decision_intel.model import report
 
     settings = _settings()
     today = int(time.time()) // 86_400
@@ -260,8 +260,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """How one stream entry is classified, with the daemon's rules and vocabulary."""
-    from decision_intel.batch import oversize
-    from decision_intel.classify import Classifier
+    from decision_intel.model.batch import oversize
+    from decision_intel.model.classify import Classifier
 
     settings = _settings()
 
@@ -311,7 +311,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _symbol_arg(text: str) -> str:
-    from decision_intel.classify import SYMBOL
+    from decision_intel.model.classify import SYMBOL
 
     symbol = text.upper()
     if not SYMBOL.fullmatch(symbol):

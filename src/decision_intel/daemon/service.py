@@ -22,24 +22,25 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from decision_intel import __version__, metrics
-from decision_intel.alert_store import AlertStore
-from decision_intel.backoff import (
+from decision_intel import __version__
+from decision_intel.daemon import metrics
+from decision_intel.daemon.alert_store import AlertStore
+from decision_intel.daemon.consumer import Consumer, pause
+from decision_intel.daemon.metrics import MetricsPortError, MetricsServer
+from decision_intel.daemon.notify import Notifier
+from decision_intel.daemon.rollup import Roller
+from decision_intel.daemon.snapshots import Snapshotter
+from decision_intel.daemon.status import Heartbeat
+from decision_intel.settings import Settings
+from decision_intel.store.backoff import (
     ACCESS_DENIED,
     REDIS_DOWN,
     WRONG_KEY,
     Connectivity,
     config_error,
 )
-from decision_intel.client import connect, drop_idle_connections
-from decision_intel.consumer import Consumer, pause
-from decision_intel.metrics import MetricsPortError, MetricsServer
-from decision_intel.notify import Notifier
-from decision_intel.rollup import Roller
-from decision_intel.settings import Settings
-from decision_intel.snapshots import Snapshotter
-from decision_intel.status import Heartbeat
-from decision_intel.store import FlushRefused, LeaseLost, Store
+from decision_intel.store.client import connect, drop_idle_connections
+from decision_intel.store.group import FlushRefused, LeaseLost, Store
 from decision_intel.text import describe
 
 GRACE_S = 4.0

@@ -15,11 +15,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import keys
-from decision_intel.alerts import GATE_SHARE_MIN
-from decision_intel.classify import NO_REASON, SKIP
-from decision_intel.client import find_group
 from decision_intel.keys import WINDOW_WORDS
+from decision_intel.model.alerts import GATE_SHARE_MIN
+from decision_intel.model.classify import NO_REASON, SKIP
 from decision_intel.settings import Settings
+from decision_intel.store.client import find_group
 from decision_intel.text import count, number, safe, safe_map
 
 MODES = ("a", "b", "c", "d", "e")

@@ -1,0 +1,1 @@
+"""The `p35` command line: one module per view, rendering included."""

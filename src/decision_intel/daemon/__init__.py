@@ -1,0 +1,1 @@
+"""The running service: lifecycle, consumer loop, periodic jobs, metrics, logs."""

@@ -1,0 +1,1 @@
+"""Simulated producers and a throwaway redis-server for the demo, the bench and tests."""

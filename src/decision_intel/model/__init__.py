@@ -1,0 +1,1 @@
+"""Pure rules: classification, batching, windows, alert rules, diagnosis, reports. No I/O."""

@@ -1,0 +1,1 @@
+"""Redis access: clients, scripts, the flush protocol, the consumer group's store."""
