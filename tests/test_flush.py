@@ -36,7 +36,7 @@ def test_flush_args_layout_is_the_one_the_script_reads() -> None:
         f"{MIN * 60_000 - 5}-0".encode(),
     )
     # One line per group of the script's ARGV: the layout reads better as a table.
-    BUCKETS = args[19]
+    BUCKETS = args[25]
     assert json.loads(BUCKETS) == [
         1, MIN, keys.bucket(MIN), keys.bucket_meta(MIN), MIN * 60 + 172_800,  # one bucket
         keys.daily(day), keys.daily_meta(day), (day + 1 + 90) * 86_400,  # and its day
@@ -51,6 +51,8 @@ def test_flush_args_layout_is_the_one_the_script_reads() -> None:
         123, 1, 0,  # now_ms, reclaimed, future
         2, e0, e1,  # counted IDs
         1, t0,  # trimmed IDs
+        0,  # replayed IDs (settled before: acknowledged only)
+        2, e0, e0, e1, e1,  # settled ranges: the read's run, the reclaimed entry alone
         BUCKETS,  # the increments, one JSON argument (below)
         1, e1, "why", '{"x": "y"}',  # invalid records
     ]  # fmt: skip

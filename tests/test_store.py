@@ -307,24 +307,29 @@ def test_departed_consumer_is_removed_only_when_it_owns_nothing(
 ) -> None:
     add(r, 3)
 
-    async def go() -> tuple[bool, bool, bool]:
+    async def go() -> tuple[bool, bool, bool, bool]:
         store, _ = make(redis_server, "A")
         await store.ensure_group()
         await store.client.xreadgroup(GROUP, "dead-with-work", {STREAM: ">"}, count=1)
         await store.client.xgroup_createconsumer(STREAM, GROUP, "dead-idle")
         await store.client.xgroup_createconsumer(STREAM, GROUP, "alive-idle")
+        await store.client.xgroup_createconsumer(STREAM, GROUP, "someone-else")
+        await store.client.sadd(keys.CONSUMERS, "dead-with-work", "dead-idle", "alive-idle")
         await store.client.set(keys.lease("alive-idle"), "token")
         results = (
             await store.forget_consumer(b"dead-with-work"),
             await store.forget_consumer(b"dead-idle"),
             await store.forget_consumer(b"alive-idle"),
+            await store.forget_consumer(b"someone-else"),
         )
         await close(store)
         return results
 
-    assert run(go) == (False, True, False)
+    # A consumer p35 never used (another client's: a deadlock guard's) is never removed.
+    assert run(go) == (False, True, False, False)
     names = {c["name"] for c in r.xinfo_consumers(STREAM, GROUP)}
-    assert names == {b"dead-with-work", b"alive-idle"}
+    assert names == {b"dead-with-work", b"alive-idle", b"someone-else"}
+    assert r.smembers(keys.CONSUMERS) == {b"dead-with-work", b"alive-idle"}
 
 
 def test_claiming_entries_trimmed_while_pending_reports_them(

@@ -24,6 +24,17 @@ WINDOW_WORDS = {"1m": "minute", "5m": "5 minutes", "15m": "15 minutes", "1h": "h
 LONGEST_WINDOW_MIN = max(WINDOWS.values())
 
 SNAPSHOT_LOCK = f"{PREFIX}:lock:snapshot"
+AUDIT_LOCK = f"{PREFIX}:lock:audit"
+LEDGER = f"{PREFIX}:ledger"
+"""The completeness ledger (HASH): the settled prefix, the accounting baseline, the
+group's furthest position, the read high-water mark (lua/audit.lua)."""
+SETTLED = f"{PREFIX}:settled"
+"""Settled ranges above the ledger's prefix (ZSET, lexicographic; lua/lib.lua)."""
+LOSSES = f"{PREFIX}:losses"
+"""Loss events (STREAM, capped): cause, count, first and last ID, exact or lower bound."""
+CONSUMERS = f"{PREFIX}:consumers"
+"""Names p35 daemons have consumed under (SET): any other consumer of the group is
+foreign, reported and never removed."""
 UNROLLED = f"{PREFIX}:unrolled"
 """Minute buckets whose counts are not in their day's rollup yet: minute -> expiry (s)."""
 
@@ -43,6 +54,15 @@ def id_ms(entry_id: bytes) -> int:
 def minute_of_id(entry_id: bytes | str) -> int:
     """Minutes since the epoch of a stream entry ID."""
     return id_parts(entry_id)[0] // 60_000
+
+
+def utc_of_id(entry_id: bytes | str) -> str:
+    """An entry ID's time, UTC, to the second ('' for an ID that is not one)."""
+    try:
+        ms = id_parts(entry_id)[0]
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+    except (ValueError, OverflowError, OSError):
+        return ""
 
 
 def minute_label(minute: int) -> str:

@@ -65,6 +65,8 @@ class Consumer:
         """The last linger's read found entries: the next one needs no blocking read."""
         self._bounded_until = 0.0
         self._skew_ms = settings.max_id_skew_sec * 1000
+        self.read_high: bytes | None = None
+        """The newest ID this daemon has read as new: the audit's read high-water mark."""
 
     # -- ingest ---------------------------------------------------------------
 
@@ -78,11 +80,18 @@ class Consumer:
         """Classify entries into the batch. A `Read` says which entries are over the size
         limits (measured as it was parsed, or by lua/read.lua); others are measured here."""
         oversize: Sizes | None = entries.oversize if isinstance(entries, Read) else None
+        if entries and not reclaimed:
+            newest = entries[-1][0]
+            if self.read_high is None or id_parts(newest) > id_parts(self.read_high):
+                self.read_high = newest
+        breaks = set(entries.breaks) if isinstance(entries, Read) and not reclaimed else {0}
         batch = self.batch
         batch.clock(self.store.now_ms(), self._skew_ms)
         max_fields, max_bytes = self.s.max_entry_fields, self.s.max_entry_bytes
         max_deliveries, classify = self.s.max_deliveries, self.classify
-        for entry_id, fields in entries:
+        for i, (entry_id, fields) in enumerate(entries):
+            if not reclaimed and i in breaks:
+                batch.start_run()
             if reclaimed and entry_id in batch.items:
                 continue  # re-read after a reconnect: already held, count it once
             if not fields:
@@ -155,6 +164,15 @@ class Consumer:
         if result.lease_lost:
             raise LeaseLost(self.store.consumer)
         self.counted += result.counted
+        if result.replayed and result.replay_range is not None:
+            first, last = result.replay_range
+            self.log.warning(
+                "group.replayed",
+                count=result.replayed,
+                first_id=safe(first),
+                last_id=safe(last),
+                detail="delivered again after the group moved back; acknowledged, not counted",
+            )
         if result.excluded:
             self.excluded += result.excluded
             self.log.info(

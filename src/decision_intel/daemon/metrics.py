@@ -26,6 +26,7 @@ from typing import Any
 from decision_intel import __version__
 from decision_intel.model.classify import DECISIONS
 from decision_intel.settings import Settings
+from decision_intel.store.audit import LOSS_CAUSES
 from decision_intel.store.flush import FlushResult
 
 FLUSH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -44,6 +45,9 @@ class Metrics:
         pass
 
     def trimmed(self, n: int) -> None:
+        pass
+
+    def audited(self, lost: dict[str, int], headroom_s: float | None, foreign: int) -> None:
         pass
 
     def group(self, *, lag: int | None, pending: int, oldest_pending_age_s: float) -> None:
@@ -81,6 +85,29 @@ class PrometheusMetrics(Metrics):
         self.trimmed_entries = Counter(
             "p35_trimmed_entries",
             "Entries acknowledged uncounted: trimmed while pending.",
+            registry=r,
+        )
+        self.replayed = Counter(
+            "p35_replayed_entries",
+            "Entries delivered again after the group moved back: acknowledged, not counted.",
+            registry=r,
+        )
+        self.lost = Counter(
+            "p35_lost_entries",
+            "Entries that left the group uncounted, by cause (trimmed, acked_elsewhere, "
+            "skipped); found by this daemon's audit turns.",
+            ["cause"],
+            registry=r,
+        )
+        self.headroom = Gauge(
+            "p35_stream_headroom_seconds",
+            "Age of the stream's oldest entry: how long p35 may stop before entries are "
+            "trimmed unread.",
+            registry=r,
+        )
+        self.foreign_consumers = Gauge(
+            "p35_foreign_consumers",
+            "Consumers of the group that are not p35.",
             registry=r,
         )
         self.excluded = Counter(
@@ -128,6 +155,8 @@ class PrometheusMetrics(Metrics):
         Info("p35_build", "Version of the daemon.", registry=r).info({"version": __version__})
         for decision in DECISIONS:
             self.entries.labels(decision)  # every decision shows, 0 until seen
+        for cause in LOSS_CAUSES:
+            self.lost.labels(cause)
 
     def flushed(self, result: FlushResult, *, size: int, seconds: float) -> None:
         for decision, n in result.decisions.items():
@@ -135,12 +164,20 @@ class PrometheusMetrics(Metrics):
         self.invalid.inc(result.invalid)
         self.reclaimed.inc(result.reclaimed)
         self.trimmed_entries.inc(result.trimmed)
+        self.replayed.inc(result.replayed)
         self.excluded.inc(result.excluded)
         self.batch_size.observe(size)
         self.flush_seconds.observe(seconds)
 
     def trimmed(self, n: int) -> None:
         self.trimmed_entries.inc(n)
+
+    def audited(self, lost: dict[str, int], headroom_s: float | None, foreign: int) -> None:
+        for cause, n in lost.items():
+            self.lost.labels(cause).inc(n)
+        if headroom_s is not None:
+            self.headroom.set(headroom_s)
+        self.foreign_consumers.set(foreign)
 
     def group(self, *, lag: int | None, pending: int, oldest_pending_age_s: float) -> None:
         if lag is not None:

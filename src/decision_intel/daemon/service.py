@@ -31,7 +31,9 @@ from decision_intel.daemon.notify import Notifier
 from decision_intel.daemon.rollup import Roller
 from decision_intel.daemon.snapshots import Snapshotter
 from decision_intel.daemon.status import Heartbeat
+from decision_intel.keys import utc_of_id
 from decision_intel.settings import Settings
+from decision_intel.store.audit import Auditor
 from decision_intel.store.backoff import (
     ACCESS_DENIED,
     REDIS_DOWN,
@@ -41,7 +43,7 @@ from decision_intel.store.backoff import (
 )
 from decision_intel.store.client import connect, drop_idle_connections
 from decision_intel.store.group import FlushRefused, LeaseLost, Store
-from decision_intel.text import describe
+from decision_intel.text import describe, safe
 
 GRACE_S = 4.0
 """Shutdown budget: flush, final status, release; well inside systemd's stop timeout."""
@@ -87,6 +89,9 @@ class Service:
         self.snapshotter = Snapshotter(settings, self.client, settings.consumer_name)
         self.roller = Roller(settings, self.client)
         self.alert_store = AlertStore(settings, self.client, self.log, self.metrics)
+        self.auditor = Auditor(settings, self.client, self.store.token)
+        self._foreign_seen: set[bytes] = set()
+        self._headroom_logged = False
         self._metrics_server: MetricsServer | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -345,6 +350,7 @@ class Service:
             (0.0, self._snapshot),  # every tick: the group-wide lock decides who builds
             (self.s.progress_interval_sec, self._progress),
             (forget_every_s, self.consumer.forget_departed),
+            (self.s.heartbeat_interval_sec, self._audit),
         ]
         last = [start] * len(jobs)
         while not self.should_exit:
@@ -397,6 +403,40 @@ class Service:
             self.metrics.snapshot(time.perf_counter() - t0)
             await self.alert_store.run(windows, now_ms, self.snapshotter.minutes)
 
+    async def _audit(self) -> None:
+        """The completeness audit's turn (once per heartbeat interval across the group):
+        one warning per loss and per new foreign consumer, the headroom once at start."""
+        lock_ms = max(500, int(self.s.heartbeat_interval_sec * 1000) - 100)
+        audit = await self.auditor.run(self.consumer.read_high, lock_ms)
+        if audit is None:
+            return
+        self.metrics.audited(
+            {e.cause: e.count for e in audit.losses}, audit.headroom_s, audit.foreign_total
+        )
+        if not self._headroom_logged:
+            self._headroom_logged = True
+            self.log.info("stream.headroom", headroom_s=audit.headroom_s)
+        for e in audit.losses:
+            self.log.warning(
+                "entries.lost",
+                cause=e.cause,
+                count=e.count,
+                first_id=e.first_id,
+                last_id=e.last_id,
+                first_utc=utc_of_id(e.first_id),
+                last_utc=utc_of_id(e.last_id),
+                exact=audit.exact,
+            )
+        for name, held in audit.foreign:
+            if name not in self._foreign_seen and len(self._foreign_seen) < 1000:
+                self._foreign_seen.add(name)
+                self.log.warning(
+                    "consumer.foreign",
+                    name=safe(name)[:200],
+                    pending=held,
+                    detail="a consumer of the group that is not p35; p35 never removes it",
+                )
+
     async def _progress(self) -> None:
         line = await self.heartbeat.progress(self.consumer.counted, self.consumer.caught_up)
         if line is not None:
@@ -448,6 +488,7 @@ class Service:
         """Hold the lease on our consumer name, waiting out (once) a dead predecessor's lease."""
         deadline = time.monotonic() + self.s.lease_sec + 1
         warned = False
+        await self.store.register()
         while not await self.store.take_lease():
             if time.monotonic() > deadline:
                 raise NameInUse(self.s.consumer_name)

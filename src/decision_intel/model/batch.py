@@ -82,6 +82,13 @@ class Batch:
         self.reclaimed: set[bytes] = set()
         self.trimmed: list[bytes] = []
         """IDs delivered to us whose content is gone from the stream (trimmed while pending)."""
+        self.replayed: list[bytes] = []
+        """IDs settled before and delivered again (the group moved back): acknowledged only."""
+        self._runs: list[list[bytes]] = []
+        """[first, last] of each read of new entries: IDs the stream held contiguously."""
+        self._runs_whole = True
+        """No entry of a run was dropped since it was read (runs() may send the ranges)."""
+        self._in_runs = 0
         self.future: set[bytes] = set()
         """Entries whose ID lay more than the skew ahead of Redis's clock (bucketed at the
         minute they were read)."""
@@ -94,7 +101,30 @@ class Batch:
         """Lowest and highest reclaimed or trimmed ID (those arrive out of order)."""
 
     def __len__(self) -> int:
-        return len(self.items) + len(self.trimmed)
+        return len(self.items) + len(self.trimmed) + len(self.replayed)
+
+    def start_run(self) -> None:
+        """The entries added next come from one read of new entries (`>`): consecutive in
+        the stream, so their IDs settle as one range."""
+        self._runs.append([])
+
+    def runs(self) -> list[tuple[bytes, bytes]]:
+        """The IDs to count as (first, last) ranges the stream held contiguously: each
+        read's run while no entry of it was dropped, and reclaimed entries one by one."""
+        if self._runs_whole and self._in_runs + len(self.reclaimed) == len(self.items):
+            ranges = [(r[0], r[-1]) for r in self._runs if r]
+            return ranges + [(entry_id, entry_id) for entry_id in self.reclaimed]
+        return [(entry_id, entry_id) for entry_id in self.items]
+
+    def mark_replayed(self, entry_ids: Iterable[bytes]) -> int:
+        """Entries settled before: acknowledge them, count nothing. Returns how many."""
+        n = 0
+        for entry_id in entry_ids:
+            if self._forget(entry_id):
+                self.replayed.append(entry_id)
+                self._widen(entry_id)
+                n += 1
+        return n
 
     def clock(self, now_ms: int, skew_ms: int) -> None:
         """Redis's time of the read the next entries come from, and how far ahead of it an
@@ -131,9 +161,18 @@ class Batch:
             self.reclaimed.add(entry_id)
             self._widen(entry_id)
         else:
+            self._in_runs += 1
             self.newest = entry_id
             if self._oldest_new is None:
                 self._oldest_new = entry_id
+            runs = self._runs
+            if not runs:
+                runs.append([])
+            run = runs[-1]
+            if len(run) < 2:
+                run.append(entry_id)
+            else:
+                run[1] = entry_id
 
     def _widen(self, entry_id: bytes) -> None:
         if self._other_range is None:
@@ -161,6 +200,7 @@ class Batch:
         key = self.items.pop(entry_id, None)
         if key is None:
             return False
+        self._runs_whole = False
         left = self.counts[key] - 1
         if left:
             self.counts[key] = left
@@ -182,6 +222,10 @@ class Batch:
         self.reclaimed.clear()
         self.future.clear()
         self.trimmed.clear()
+        self.replayed.clear()
+        self._runs.clear()
+        self._runs_whole = True
+        self._in_runs = 0
         self.newest = self._oldest_new = self._other_range = None
 
     def deltas(self) -> dict[int, BucketDelta]:

@@ -39,15 +39,21 @@ class Read(list[Entry]):
     """Entries as a read delivered them, and `oversize`: those over the size limits,
     or None when the read was not measured (the consumer then measures each entry)."""
 
-    def __init__(self, entries: Any = (), oversize: Sizes | None = None):
+    def __init__(
+        self, entries: Any = (), oversize: Sizes | None = None, breaks: tuple[int, ...] = (0,)
+    ):
         super().__init__(entries)
         self.oversize = oversize
+        self.breaks = breaks
+        """Where each read's entries begin: one read of new entries is a run of IDs the
+        stream held contiguously (the settled ranges, lua/lib.lua)."""
 
     def joined(self, more: Read) -> Read:
         """This read and a later one as one: measured when both were."""
         mine, theirs = self.oversize, more.oversize
         both = None if mine is None or theirs is None else {**mine, **theirs}
-        return Read([*self, *more], both)
+        breaks = self.breaks + tuple(len(self) + b for b in more.breaks if more)
+        return Read([*self, *more], both, breaks)
 
 
 class ReplyTooLarge(RedisError):

@@ -15,10 +15,11 @@ from decision_intel import keys
 from decision_intel.model.batch import Batch, BucketDelta
 from decision_intel.settings import Settings
 
-APPLIED, NOT_OURS, LEASE_LOST, REFUSED = 0, 1, 2, 3
+APPLIED, NOT_OURS, LEASE_LOST, REFUSED, REPLAYED = 0, 1, 2, 3, 4
 """The script's first reply element: counted and acknowledged; some IDs are not this
 consumer's (they follow), nothing done; the lease is another process's; an argument or
-a key would have made a write fail (the reason follows), nothing done."""
+a key would have made a write fail (the reason follows), nothing done; some IDs were
+settled before (delivered again after the group moved back; they follow), nothing done."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class FlushResult:
     invalid: int = 0
     reclaimed: int = 0
     trimmed: int = 0
+    replayed: int = 0
+    replay_range: tuple[bytes, bytes] | None = None
 
 
 def _pairs(args: list[Any], counts: dict[str, int]) -> None:
@@ -58,8 +61,16 @@ def day_args(s: Settings, minute: int) -> list[Any]:
 
 def flush_keys(consumer: str) -> list[str]:
     """KEYS of `lua/flush.lua`: the status hash, the consumer's lease, the invalid-entry
-    stream, the hash of buckets not yet rolled up. The minute and day keys are in ARGV."""
-    return [keys.STATUS, keys.lease(consumer), keys.INVALID, keys.UNROLLED]
+    stream, the hash of buckets not yet rolled up, the completeness ledger and its settled
+    ranges. The minute and day keys are in ARGV."""
+    return [
+        keys.STATUS,
+        keys.lease(consumer),
+        keys.INVALID,
+        keys.UNROLLED,
+        keys.LEDGER,
+        keys.SETTLED,
+    ]
 
 
 def flush_args(
@@ -87,7 +98,13 @@ def flush_args(
         *ids,
         len(batch.trimmed),
         *batch.trimmed,
+        len(batch.replayed),
+        *batch.replayed,
     ]
+    runs = batch.runs()
+    args.append(len(runs))
+    for first, last in runs:
+        args += [first, last]
     # The increments travel as one JSON argument (the script decodes it with cjson):
     # a flush's hundred-odd small values cost redis-py an encoding each, and this
     # process a quarter of its CPU at live rates.

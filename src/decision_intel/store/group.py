@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from decision_intel import keys
+from decision_intel.keys import id_parts
 from decision_intel.model.batch import Batch
 from decision_intel.settings import Settings
 from decision_intel.store import permissions, scripts
@@ -22,6 +23,7 @@ from decision_intel.store.flush import (
     APPLIED,
     LEASE_LOST,
     REFUSED,
+    REPLAYED,
     FlushResult,
     day_args,
     flush_args,
@@ -85,6 +87,10 @@ class Store:
                 raise
             return None
         return start
+
+    async def register(self) -> None:
+        """Name this consumer as p35's: only p35's departed consumers are ever removed."""
+        await self.client.sadd(keys.CONSUMERS, self.consumer)
 
     async def take_lease(self) -> bool:
         ok = await self._lease(keys=[keys.lease(self.consumer)], args=[self.token, self.lease_ms])
@@ -186,6 +192,7 @@ class Store:
         drops them, and counts nothing twice.
         """
         excluded = 0
+        replay_range: tuple[bytes, bytes] | None = None
         while len(batch):
             reply = await self._flush(
                 keys=flush_keys(self.consumer),
@@ -217,11 +224,18 @@ class Store:
                     invalid=len(batch.invalid),
                     reclaimed=len(batch.reclaimed),
                     trimmed=int(reply[2]),
+                    replayed=int(reply[3]),
+                    replay_range=replay_range,
                 )
                 batch.clear()
                 return result
             if code == LEASE_LOST:
                 return FlushResult(0, excluded, lease_lost=True)
+            if code == REPLAYED:  # counted before: acknowledge them only, flush the rest
+                batch.mark_replayed(reply[1:])
+                ids = sorted((*reply[1:], *(replay_range or ())), key=id_parts)
+                replay_range = (ids[0], ids[-1])
+                continue
             excluded += batch.discard(reply[1:])  # NOT_OURS: drop those, flush the rest
         return FlushResult(0, excluded)
 
@@ -229,17 +243,19 @@ class Store:
         """Names as Redis has them: anyone may create a consumer, so a name may be any
         bytes (not UTF-8, control characters); log it through `text.safe`."""
         rows = await self.client.xinfo_consumers(self.s.stream, self.s.group)
+        ours = await self.client.smembers(keys.CONSUMERS)
         return [
-            row["name"] if isinstance(row["name"], bytes) else str(row["name"]).encode()
+            name
             for row in rows
             if row["pending"] == 0 and row["idle"] >= min_idle_ms
+            if (name := _name(row["name"])) in ours
         ]
 
     async def forget_consumer(self, name: bytes) -> bool:
         if name == self.consumer.encode():
             return False
         done = await self._forget(
-            keys=[keys.lease_of(name)], args=[self.s.stream, self.s.group, name]
+            keys=[keys.lease_of(name), keys.CONSUMERS], args=[self.s.stream, self.s.group, name]
         )
         return bool(done)
 
@@ -278,3 +294,7 @@ class Store:
     def observe_clock(self, redis_now_ms: int) -> None:
         """Remember how far Redis's clock is from ours (`now_ms()` adds it)."""
         self.clock_offset_ms = redis_now_ms - int(time.time() * 1000)
+
+
+def _name(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()

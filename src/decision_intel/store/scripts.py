@@ -27,6 +27,7 @@ NAMES = (
     "recent",
     "roll",
     "group_start",
+    "audit",
 )
 
 

@@ -7,23 +7,28 @@
 -- them and flush the rest. That is what makes counting exactly-once.
 --
 -- KEYS[1] status hash  KEYS[2] lease  KEYS[3] invalid stream  KEYS[4] unrolled buckets (hash)
+-- KEYS[5] ledger hash  KEYS[6] settled ranges (lib.lua: settled_ranges)
 -- ARGV: stream (not a KEY: the ACL lets this user read and acknowledge the input stream,
 --       never write it, and a declared key would need write access), group, consumer, token, lease_ms, max_reasons, max_symbols, invalid_maxlen,
 --       min_id, max_id (bounding every ID in the batch),
 --       newest_id ('' when the batch holds only reclaimed entries), now_ms, reclaimed,
 --       future (entries whose ID lay too far ahead of Redis's clock),
 --       n_ids, ids..., n_trimmed, trimmed_ids...,
+--       n_replayed, replayed_ids... (settled already: acknowledged, never counted),
+--       n_runs, {first, last}... (the counted IDs as ranges the stream held contiguously),
 --       buckets: one JSON array, [n_buckets, { minute, bucket, meta, expire_at_s, daily,
 --                daily_meta, daily_expire_at_s, increments (lib.lua: n_dec, {decision, n}...,
 --                n_rea, ...) }...],
 --       n_invalid, {id, cause, raw}...
--- Returns {0, counted, trimmed} applied; {1, id...} IDs not ours, nothing applied; {2} lease lost;
--- {3, why} an argument or a key would make a write fail, nothing applied.
+-- Returns {0, counted, trimmed, replayed} applied; {1, id...} IDs not ours, nothing applied;
+-- {2} lease lost; {3, why} an argument or a key would make a write fail, nothing applied;
+-- {4, id...} IDs settled already (delivered again: the group was moved back), nothing applied.
 --
 -- Redis does not undo a script's earlier writes when a later command fails, so
 -- everything that can fail is checked before the first write.
 
 local status, lease, invalid, unrolled = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ledger, settled = KEYS[5], KEYS[6]
 local stream, group, consumer, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local lease_ms = tonumber(ARGV[5])
 local max_reasons, max_symbols = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -48,6 +53,12 @@ args.skip(n_ids)
 local n_trimmed = tonumber(take())
 local trimmed_at = args.at()
 args.skip(n_trimmed)
+local n_replayed = tonumber(take())
+local replayed_at = args.at()
+args.skip(n_replayed)
+local n_runs = tonumber(take())
+local runs_at = args.at()
+args.skip(2 * n_runs)
 
 -- (b) ownership: this consumer's pending IDs within [min_id, max_id], paged.
 local owned = {}
@@ -64,9 +75,29 @@ local missing = {}
 for i = ids_at, ids_at + n_ids - 1 do
   if not owned[ARGV[i]] then missing[#missing + 1] = ARGV[i] end
 end
+for i = replayed_at, replayed_at + n_replayed - 1 do
+  if not owned[ARGV[i]] then missing[#missing + 1] = ARGV[i] end
+end
 if #missing > 0 then
   table.insert(missing, 1, 1)
   return missing
+end
+
+-- (b2) replays: an ID settled already was counted (or reported lost) before; the group
+-- delivered it again. `hi`, the highest settled range's end, spares the range lookup
+-- while batches are newer than anything settled (always, with one consumer).
+local ledger_state = redis.call('HMGET', ledger, 'S', 'hi')
+local prefix, settled_hi = ledger_state[1], ledger_state[2]
+if n_ids > 0 and (prefix and not newer(min_id, prefix) or settled_hi and not newer(min_id, settled_hi)) then
+  local ranges = settled_hi and settled_ranges(settled, min_id, max_id) or {}
+  local replays = {}
+  for i = ids_at, ids_at + n_ids - 1 do
+    if is_settled(ARGV[i], prefix, ranges) then replays[#replays + 1] = ARGV[i] end
+  end
+  if #replays > 0 then
+    table.insert(replays, 1, 4)
+    return replays
+  end
 end
 
 -- (c) everything a write below could fail on: key types and the numbers that are not
@@ -129,6 +160,7 @@ local ok, why = pcall(function()
   n_invalid = tonumber(take())
   invalid_at = args.at()
   if n_invalid > 0 then check_type(invalid, 'stream') end
+  if n_runs > 0 then check_type(settled, 'zset') end
 end)
 if not ok then return {3, tostring(why)} end
 
@@ -141,6 +173,18 @@ local function ack(list, first, last)
   end
 end
 ack(ARGV, ids_at, ids_at + n_ids - 1)
+if n_replayed > 0 then
+  ack(ARGV, replayed_at, replayed_at + n_replayed - 1)
+  redis.call('HINCRBY', status, 'replayed_total', n_replayed)
+end
+if n_runs > 0 then
+  local high = settled_hi
+  for i = runs_at, runs_at + 2 * n_runs - 1, 2 do
+    redis.call('ZADD', settled, 0, range_member(ARGV[i], ARGV[i + 1]))
+    if not high or newer(ARGV[i + 1], high) then high = ARGV[i + 1] end
+  end
+  if high ~= settled_hi then redis.call('HSET', ledger, 'hi', high) end
+end
 
 local trimmed_owned = {}
 for i = trimmed_at, trimmed_at + n_trimmed - 1 do
@@ -200,4 +244,4 @@ if newest_id ~= '' then
     redis.call('HSET', status, 'last_id', newest_id)
   end
 end
-return {0, n_ids, #trimmed_owned}
+return {0, n_ids, #trimmed_owned, n_replayed}

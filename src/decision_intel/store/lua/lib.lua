@@ -176,3 +176,45 @@ local function group_state(stream, group)
     last_generated, summary[2] or '',
   }
 end
+
+-- The settled ledger (audit.lua, flush.lua): every entry counted, or reported lost, is
+-- settled, and an entry delivered again once settled (the group was moved back with
+-- XGROUP SETID) is acknowledged without being counted. Settled is: every ID up to the
+-- ledger's prefix `S`, plus the ranges in a sorted set, each `<padded first> first last`
+-- (a range of IDs the stream held contiguously when they were read; the audit folds
+-- ranges into the prefix as the gaps between them close).
+local function padid(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return string.rep('0', 20 - #ms) .. ms .. '-' .. string.rep('0', 20 - #seq) .. seq
+end
+local function range_member(first, last) return padid(first) .. ' ' .. first .. ' ' .. last end
+local function parse_range(member)
+  local _, first, last = string.match(member, '^(%S+) (%S+) (%S+)$')
+  return first, last
+end
+
+-- The settled ranges that overlap [low, high], as {first, last} pairs, highest first.
+local function settled_ranges(key, low, high)
+  local out, offset = {}, 0
+  while true do
+    local page = redis.call('ZREVRANGEBYLEX', key, '(' .. padid(high) .. '~', '-',
+      'LIMIT', offset, 100)
+    for _, member in ipairs(page) do
+      local first, last = parse_range(member)
+      if newer(low, last) then return out end  -- ranges are disjoint: the rest end lower
+      out[#out + 1] = {first, last}
+    end
+    if #page < 100 then return out end
+    offset = offset + 100
+  end
+end
+
+-- Whether `id` is settled, given the prefix (false when the ledger is not set up) and
+-- the ranges settled_ranges() found around it.
+local function is_settled(id, prefix, ranges)
+  if prefix and not newer(id, prefix) then return true end
+  for _, r in ipairs(ranges) do
+    if not newer(id, r[2]) and not newer(r[1], id) then return true end
+  end
+  return false
+end

@@ -1,0 +1,104 @@
+"""The completeness audit's protocol (`lua/audit.lua`): one call per interval from each
+daemon; the daemon that takes the turn walks the group and reports what left it uncounted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from decision_intel import keys
+from decision_intel.settings import Settings
+from decision_intel.store import scripts
+
+LOSS_CAUSES = ("trimmed", "acked_elsewhere", "skipped")
+MAX_STEPS = 2000
+"""Entries and ranges one turn may walk; the rest waits for the next turn."""
+MAX_UNREAD = 20_000
+"""Unread entries the turn counts to place the group's position; past that it waits."""
+LOSSES_MAXLEN = 1000
+
+
+@dataclass(frozen=True)
+class LossEvent:
+    cause: str
+    count: int
+    first_id: str
+    last_id: str
+
+
+@dataclass(frozen=True)
+class Audit:
+    """One turn: the stream's headroom, whether the accounting held exactly, foreign
+    consumers (first ten, with what each holds) and the losses found."""
+
+    headroom_s: float | None
+    exact: bool
+    foreign_total: int
+    foreign: list[tuple[bytes, int]] = field(default_factory=list)
+    losses: list[LossEvent] = field(default_factory=list)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def parse(reply: list[Any]) -> Audit | None:
+    """The script's reply; None when another daemon had the turn (or there is no group)."""
+    if int(reply[0]) == 0:
+        return None
+    headroom = _text(reply[1])
+    n_foreign = int(reply[3])
+    pos = 4
+    foreign = []
+    for _ in range(min(n_foreign, 10)):
+        name = reply[pos] if isinstance(reply[pos], bytes) else str(reply[pos]).encode()
+        foreign.append((name, int(reply[pos + 1])))
+        pos += 2
+    losses = []
+    for _ in range(int(reply[pos])):
+        cause, count, first, last = reply[pos + 1 : pos + 5]
+        losses.append(LossEvent(_text(cause), int(count), _text(first), _text(last)))
+        pos += 4
+    return Audit(
+        headroom_s=float(headroom) / 1000 if headroom else None,
+        exact=int(reply[2]) == 1,
+        foreign_total=n_foreign,
+        foreign=foreign,
+        losses=losses,
+    )
+
+
+class Auditor:
+    def __init__(self, settings: Settings, client: aioredis.Redis, token: str):
+        self.s = settings
+        self.client = client
+        self.token = token
+        self._script = scripts.load(client, "audit")
+
+    async def run(self, read_hw: bytes | None, lock_ms: int) -> Audit | None:
+        s = self.s
+        reply = await self._script(
+            keys=[
+                keys.STATUS,
+                keys.LEDGER,
+                keys.SETTLED,
+                keys.LOSSES,
+                keys.AUDIT_LOCK,
+                keys.CONSUMERS,
+            ],
+            args=[
+                s.stream,
+                s.group,
+                s.consumer_name,
+                read_hw or "",
+                self.token,
+                lock_ms,
+                MAX_STEPS,
+                LOSSES_MAXLEN,
+                MAX_UNREAD,
+            ],
+        )
+        return parse(reply)
