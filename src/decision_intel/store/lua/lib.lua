@@ -132,18 +132,30 @@ local function newer(a, b)
 end
 
 -- measure(flat, max_fields, max_bytes): an entry's flat field list and its size in bytes
--- (names and values). Producers are untrusted: an entry over the limits comes back cut
--- down to its first few fields, each cut short, with {n_fields, n_bytes} as a third
--- result. Fields past the limit are counted, never copied.
-local KEEP_PAIRS, KEEP_BYTES = 8, 256
+-- as it travels in a reply (RESP), which is what a read's byte budget pays for: each name
+-- and value as a bulk string ($<len>\r\n<bytes>\r\n), plus ENTRY_OVERHEAD for the
+-- entry's arrays and its ID. Content alone would undercount: 256 empty name/value pairs
+-- are 0 bytes of content and 3 KB of reply. Producers are untrusted: an entry over the
+-- limits comes back cut down to its first few fields, each cut short, with
+-- {n_fields, n_bytes} as a third result; its size then also pays for that row of the
+-- oversize list. Fields past the limit are counted, never copied.
+-- model/batch.py (`wire_size`) measures the same way; keep the two alike.
+local KEEP_PAIRS, KEEP_BYTES, ENTRY_OVERHEAD = 8, 256, 100
+local function wire(s)
+  local n = #s
+  return n + 5 + #tostring(n)
+end
 local function measure(flat, max_fields, max_bytes)
-  local n, size = #flat, 0
-  for i = 1, math.min(n, 2 * max_fields + 2) do size = size + #flat[i] end
+  local n, size = #flat, ENTRY_OVERHEAD
+  for i = 1, math.min(n, 2 * max_fields + 2) do size = size + wire(flat[i]) end
   if n <= 2 * max_fields and size <= max_bytes then return flat, size, nil end
-  for i = 2 * max_fields + 3, n do size = size + #flat[i] end
-  local cut = {}
-  for i = 1, math.min(n, 2 * KEEP_PAIRS) do cut[i] = string.sub(flat[i], 1, KEEP_BYTES) end
-  return cut, 2 * KEEP_PAIRS * KEEP_BYTES, {n / 2, size}
+  for i = 2 * max_fields + 3, n do size = size + wire(flat[i]) end
+  local cut, cut_size = {}, 2 * ENTRY_OVERHEAD
+  for i = 1, math.min(n, 2 * KEEP_PAIRS) do
+    cut[i] = string.sub(flat[i], 1, KEEP_BYTES)
+    cut_size = cut_size + wire(cut[i])
+  end
+  return cut, cut_size, {n / 2, size}
 end
 
 -- group_state(stream, group): the group's state without entry contents (XINFO STREAM's
