@@ -116,6 +116,31 @@ local function add_counts(take, hash, meta, copy, symbol_reasons, counters, limi
   return dropped, {reasons = reasons.map, symbols = symbols.map}
 end
 
+-- Adds the group of increments `take` reads to `hash` as a bucket counted them
+-- (`verdicts`, add_counts' second result): each reason under the name the bucket gave
+-- it, symbol decisions of the symbols it kept, no symbol reasons. That is a minute's
+-- roll copy (flush.lua), what roll.lua adds to the day when the bucket is gone.
+local function add_roll_copy(take, hash, verdicts)
+  for _ = 1, tonumber(take()) do
+    local d = take()
+    redis.call('HINCRBY', hash, 'decision:' .. d, take())
+  end
+  for _ = 1, tonumber(take()) do
+    local r = take()
+    redis.call('HINCRBY', hash, 'reason:' .. verdicts.reasons[r], take())
+  end
+  for _ = 1, tonumber(take()) do
+    local sym = take()
+    local keep = verdicts.symbols[sym]
+    for _ = 1, tonumber(take()) do
+      local d = take()
+      local n = take()
+      if keep then redis.call('HINCRBY', hash, 'symbol_decision:' .. sym .. ':' .. d, n) end
+    end
+    for _ = 1, 2 * tonumber(take()) do take() end
+  end
+end
+
 -- newer(a, b): whether entry ID `a` comes after `b` (`a` an ID; `b` not one: true).
 -- IDs are compared as digit strings: their parts go up to 2^64 - 1, past a Lua number's
 -- exact range. Redis writes them without leading zeros, so longer means larger.
