@@ -5,11 +5,14 @@ from __future__ import annotations
 import random
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import redis
 
+from decision_intel import keys
+from decision_intel.keys import minute_of_id
 from tests.helpers import (
     GROUP,
     Daemon,
@@ -141,3 +144,46 @@ def test_daily_rollups_across_midnight_stay_exact_through_a_kill_and_two_daemons
     for d in (day - 1, day):
         key = f"quantum:p35:daily:{time.strftime('%Y%m%d', time.gmtime(d * 86_400))}"
         assert r.execute_command("EXPIRETIME", key) == (d + 1 + 90) * 86_400
+
+
+def test_a_minute_whose_bucket_expires_unrolled_while_the_daemon_is_down_reaches_its_day(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Issue 27 #2: a daemon killed after its flush and before its roll-up leaves its
+    minutes listed; when it stays down past their buckets' lifetime (2 days by default,
+    11 minutes with P35_BUCKET_TTL_SEC=660), the buckets expire. The roll-up struck such
+    a minute off without adding it to its day: the daily sum was 0 for 200 entries. Each
+    day's rollup now holds exactly that day's entries, whatever expired meanwhile."""
+    env = {**base_env, "P35_SNAPSHOT_INTERVAL_SEC": "60"}  # no second turn before the kill
+    first = Daemon(env, tmp_path / "first.log", name="first").start()
+    daemons.append(first)
+    wait_for(lambda: r.hexists(keys.STATUS, "snapshot_ts"), 30, "the first snapshot turn")
+    rows = [({"symbol": "BTCUSDT", "executed": "true"}, "EXECUTE", "none")] * 100
+    rows += [({"symbol": "ETHUSDT", "executed": "false", "error": "risk_paused"}, "BLOCKED",
+              "risk_paused")] * 100  # fmt: skip
+    want: dict[str, Counter[str]] = {}
+    for fields, decision, reason in rows:
+        day = keys.daily(minute_of_id(r.xadd(STREAM, fields)) // 1440)  # type: ignore[arg-type]
+        want.setdefault(day, Counter()).update(
+            [f"decision:{decision}", f"reason:{reason}",
+             f"symbol_decision:{fields['symbol']}:{decision}"]
+        )  # fmt: skip
+    wait_for(lambda: drained(r, len(rows)), 30, "every entry counted")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    listed = [int(m) for m in r.hkeys(keys.UNROLLED)]
+    assert listed, "killed before its roll-up: the minutes are still listed"
+    for minute in listed:  # down past the buckets' lifetime: they expire meanwhile
+        r.delete(keys.bucket(minute), keys.bucket_meta(minute))
+
+    second = Daemon(env, tmp_path / "second.log", name="second").start()
+    daemons.append(second)
+    wait_for(lambda: r.exists(keys.consumer_status("second")), 30, "the second daemon ready")
+    assert second.terminate_and_wait()[0] == 0  # a daemon that stops rolls up what is listed
+    assert not r.hlen(keys.UNROLLED)
+    got = {
+        k.decode(): {f.decode(): int(v) for f, v in r.hgetall(k).items()}
+        for k in r.scan_iter("quantum:p35:daily:*")
+    }
+    assert got == {day: dict(c) for day, c in want.items()}
+    assert not list(r.scan_iter("quantum:p35:rollcopy:*")), "each copy goes once it is rolled"

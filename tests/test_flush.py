@@ -38,7 +38,8 @@ def test_flush_args_layout_is_the_one_the_script_reads() -> None:
     # One line per group of the script's ARGV: the layout reads better as a table.
     BUCKETS = args[25]
     assert json.loads(BUCKETS) == [
-        1, MIN, keys.bucket(MIN), keys.bucket_meta(MIN), MIN * 60 + 172_800,  # one bucket
+        1, MIN, keys.bucket(MIN), keys.bucket_meta(MIN), keys.roll_copy(MIN),  # one bucket
+        MIN * 60 + 172_800,
         keys.daily(day), keys.daily_meta(day), (day + 1 + 90) * 86_400,  # and its day
         2, "SKIP", 1, "UNKNOWN", 1,  # decisions
         2, "no_position", 1, "none", 1,  # reasons

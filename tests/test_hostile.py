@@ -153,6 +153,35 @@ def test_memory_stays_in_budget_whatever_entries_hold(
     )
 
 
+def test_entries_of_empty_fields_are_read_within_the_budget_and_counted(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Issue 27 #1: 600 entries of 256 empty name/value pairs are 0 bytes of content but
+    3 KB each on the wire. The fallback measured content only, so its own reply of 500 of
+    them passed a 1 MiB budget: the daemon exited 1 at every start, 500 pending, nothing
+    counted. Measured as the reply carries them, every entry is counted (UNKNOWN: no
+    decision) by a daemon that stays up."""
+    empty_pairs = ["", ""] * 256
+    pipe = r.pipeline(transaction=False)
+    for _ in range(600):
+        pipe.execute_command("XADD", STREAM, "*", *empty_pairs)
+    pipe.execute()
+    env = {**base_env, "P35_READ_BUDGET_BYTES": str(1 << 20), "P35_BATCH_SIZE": "500"}
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(lambda: drained(r, 600) or not d.alive, 60, "every entry counted")
+    assert d.alive, f"died (exit {d.proc.poll() if d.proc else None}): {d.output()[-2000:]}"
+    status = r.hgetall("quantum:p35:status")
+    assert int(status[b"processed_total"]) == 600
+    assert int(status[b"invalid_total"]) == 600
+    sec, _ = r.time()
+    assert decisions_in(r, range(sec // 60 - 5, sec // 60 + 1)) == {"decision:UNKNOWN": 600}
+    events = [e.get("event") for e in d.events()]
+    assert "read.reply_too_large" in events  # the fallback was taken, and held
+    assert "consumer.crashed" not in events
+    assert d.terminate_and_wait()[0] == 0
+
+
 HOSTILE_NAME = b"\x1b]0;pwned\x07\x1b]52;c;SGVsbG8=\x07\x1b[2J\xc2\x9b2J\xe2\x80\xae\xff\xfe"
 
 

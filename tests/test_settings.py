@@ -217,3 +217,32 @@ def test_the_vocabulary_settings_reach_the_classifier(monkeypatch: pytest.Monkey
     assert "churn_global_freeze" in v.skip and "no_position" in v.error
     assert "no_position" not in v.skip  # theirs win over the built-in SKIP set
     assert v.aliases["risk_booting"] == "risk_layer0_fail" and v.words["HOLD"] == "SKIP"
+
+
+@pytest.mark.parametrize(
+    "ttl_s, interval_s, refused",
+    [("660", "700", True), ("660", "541", True), ("660", "540", False), ("120", "10", False)],
+)
+def test_a_snapshot_interval_the_buckets_do_not_outlive_stops_p35_run_with_78(
+    ttl_s: str, interval_s: str, refused: bool
+) -> None:
+    """Issue 27 #2: a minute is rolled up into its day at a snapshot turn after it closes;
+    with P35_BUCKET_TTL_SEC=660 and P35_SNAPSHOT_INTERVAL_SEC=700 every bucket expired
+    before it. Such settings stop the start (exit 78, one line naming the variable); a
+    TTL of 600 s or less sends every count to its day at once, so any interval does."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "P35_REDIS_URL": "redis://127.0.0.1:1/0",  # nothing listens: a start goes on to wait
+        "P35_BUCKET_TTL_SEC": ttl_s,
+        "P35_SNAPSHOT_INTERVAL_SEC": interval_s,
+    }
+    if not refused:
+        assert load(bucket_ttl_sec=ttl_s, snapshot_interval_sec=interval_s, redis_url=None)
+        return
+    proc = subprocess.run(
+        [p35_executable(), "run"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 78
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "P35_SNAPSHOT_INTERVAL_SEC" in lines[0] and "P35_BUCKET_TTL_SEC" in lines[0]

@@ -17,9 +17,10 @@ from decision_intel.daemon.consumer import Consumer
 from decision_intel.daemon.rollup import Roller
 from decision_intel.devtools.testing import RedisServer
 from decision_intel.settings import Settings
+from decision_intel.store import client as client_module
 from decision_intel.store import permissions
 from decision_intel.store.backoff import Refusing
-from decision_intel.store.client import connect, find_group
+from decision_intel.store.client import ReplyTooLarge, connect, find_group
 from decision_intel.store.group import LeaseLost, Store
 from tests.helpers import GROUP
 from tests.traffic import STREAM
@@ -251,8 +252,9 @@ def test_a_read_measures_its_entries_as_redis_sent_them(
     r: redis.Redis, redis_server: RedisServer
 ) -> None:
     """Entries over the size limits are found while the reply is parsed: fields and bytes
-    of the entry as Redis holds it (a repeated field name counts each time, as in
-    lua/read.lua), and the flush records them as oversize."""
+    of the entry as Redis sends it (a repeated field name counts each time, each name and
+    value with its framing, as in lua/read.lua, which measures them alike), and the flush
+    records them as oversize."""
     add(r, 2, decision="SKIP", reason="no_position", symbol="BTCUSDT")
     wide = r.xadd(STREAM, {f"f{i}": "x" for i in range(300)})  # over the 256 fields
     big = r.xadd(STREAM, {"decision": "SKIP", "blob": "y" * 70_000})  # over 64 KiB
@@ -265,10 +267,15 @@ def test_a_read_measures_its_entries_as_redis_sent_them(
         assert first.oversize == {wide: (300, -1)}
         rest = first.joined(await store.read_new(100, None))
         assert len(rest) == 5
+        # Content plus `$<len>\r\n...\r\n` around each part plus 100 for the entry.
         assert rest.oversize == {
             wide: (300, -1),
-            big: (2, len("decisionSKIPblob") + 70_000),
-            twice: (2, 80_002),
+            big: (2, 70_016 + 6 + 6 + 6 + 10 + 100),
+            twice: (2, 80_002 + 2 * (6 + 10) + 100),
+        }
+        again = await store.read_bounded(b"0", 100)  # the script's measure: the same bytes
+        assert {i: again.oversize[i] for i in (big, twice)} == {
+            i: rest.oversize[i] for i in (big, twice)
         }
         c.ingest(rest)
         await c.flush()
@@ -277,9 +284,39 @@ def test_a_read_measures_its_entries_as_redis_sent_them(
     run(go)
     causes = {row[1][b"id"]: row[1][b"cause"] for row in r.xrange(keys.INVALID)}
     assert sorted(causes) == sorted([wide, big, twice])
-    assert causes[twice] == b"oversize: 2 fields, 80002 bytes (limits 256 fields, 65536 bytes)"
+    assert causes[twice] == b"oversize: 2 fields, 80134 bytes (limits 256 fields, 65536 bytes)"
     assert causes[wide].startswith(b"oversize: 300 fields (limits")
     assert bucket_total(r) == 5
+
+
+def test_an_entry_whose_reply_passes_the_budget_alone_is_counted_oversize_unread(
+    r: redis.Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No read error escapes the recovery (issue 27 #1): with a reply budget smaller than
+    one entry (8 KiB here, under a 20 KB entry the script returns whole), the bounded
+    re-read fails, falls back to one entry a read, and counts the entry it cannot read
+    as UNKNOWN/oversize without its content; the others are counted as usual."""
+    add(r, 2, decision="SKIP", reason="no_position", symbol="BTCUSDT")
+    [big] = add(r, 1, decision="SKIP", blob="x" * 20_000)
+    add(r, 2, decision="SKIP", reason="no_position", symbol="BTCUSDT")
+    real = client_module._parser_for
+    monkeypatch.setattr(client_module, "_parser_for", lambda _budget: real(8 << 10))
+
+    async def go() -> None:
+        store, c = await ready(redis_server, "A")
+        with pytest.raises(ReplyTooLarge):
+            await store.read_new(10, None)  # delivers all five: pending under A
+        assert await c.recover_own() == 5  # before the fix: ReplyTooLarge escaped
+        await close(store)
+
+    run(go)
+    assert not r.xpending(STREAM, GROUP)["pending"]
+    [(_, fields)] = r.xrange(keys.INVALID)
+    assert fields[b"id"] == big
+    assert fields[b"cause"].startswith(b"oversize: its reply passed the read budget")
+    assert bucket_total(r) == 5
+    assert bucket_total(r, "reason:oversize") == 1
+    assert int(r.hget(keys.STATUS, "processed_total")) == 5
 
 
 def test_poison_entry_is_counted_once_as_unknown_with_its_delivery_count(

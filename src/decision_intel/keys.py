@@ -1,7 +1,7 @@
 """Every Redis key name the service reads or writes (SPEC section 3), and nothing else.
 
 The public names are a fixed contract with existing runbooks; the private ones
-(`bucketmeta`, `symbols`, `lease`, `lock`) are this service's bookkeeping.
+(`bucketmeta`, `rollcopy`, `symbols`, `lease`, `lock`) are this service's bookkeeping.
 """
 
 from __future__ import annotations
@@ -77,6 +77,13 @@ def bucket(minute: int) -> str:
 def bucket_meta(minute: int) -> str:
     """Private companion of a bucket: distinct-reason/symbol counts and a change counter."""
     return f"{PREFIX}:bucketmeta:{minute_label(minute)}"
+
+
+def roll_copy(minute: int) -> str:
+    """Private: the counts of a minute not yet in its day's rollup, as the day will take
+    them. Written with the bucket while the minute is unrolled, it outlives the bucket
+    (until the day's rollup expires) and goes once the roll-up has added it."""
+    return f"{PREFIX}:rollcopy:{minute_label(minute)}"
 
 
 def day_label(day: int) -> str:

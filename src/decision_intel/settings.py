@@ -29,6 +29,14 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
 
 
+ROLL_MARGIN_S = 600
+"""lua/flush.lua's: a bucket with less than this to live when it is made goes to its day
+at once; only buckets that live longer wait for the roll-up."""
+ROLL_LEAD_S = 120
+"""The roll-up takes a minute at the first snapshot turn after the minute closes: its
+bucket must outlive the minute and an interval, with this much to spare."""
+
+
 class ConfigError(Exception):
     """A setting is invalid; the message is one line naming the variable."""
 
@@ -179,6 +187,15 @@ class Settings(BaseSettings):
             raise ValueError("P35_FLUSH_LINGER_MS must be shorter than P35_ACK_INTERVAL_SEC")
         if self.why_not_trading_below > self.why_degraded_below:
             raise ValueError("P35_WHY_NOT_TRADING_BELOW must not exceed P35_WHY_DEGRADED_BELOW")
+        if (
+            self.bucket_ttl_sec > ROLL_MARGIN_S
+            and self.snapshot_interval_sec > self.bucket_ttl_sec - ROLL_LEAD_S
+        ):
+            raise ValueError(
+                f"P35_SNAPSHOT_INTERVAL_SEC must be at most P35_BUCKET_TTL_SEC - {ROLL_LEAD_S} "
+                f"({self.bucket_ttl_sec - ROLL_LEAD_S} s): a minute is rolled up into its day "
+                "at a snapshot turn, which must come before its bucket expires"
+            )
         if 4 * self.max_entry_bytes > self.read_budget_bytes:
             raise ValueError("P35_READ_BUDGET_BYTES must be at least 4 x P35_MAX_ENTRY_BYTES")
         return self

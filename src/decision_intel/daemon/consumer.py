@@ -208,8 +208,21 @@ class Consumer:
         await self.settle()  # what a flush in flight acknowledges is not re-read
         after = b"0"
         total = 0
+        count = self.s.batch_size
         while True:
-            entries = await self.store.read_bounded(after, self.s.batch_size)
+            try:
+                entries = await self.store.read_bounded(after, count)
+            except ReplyTooLarge:
+                # The script's reply passed the budget after all: one entry a read from
+                # here, and an entry too large for the budget alone is counted unread.
+                if count > 1:
+                    count = 1
+                    continue
+                unread = await self._count_unreadable(after)
+                if unread is None:
+                    break
+                after, total = unread, total + 1
+                continue
             if not entries:
                 break
             deliveries = await self._deliveries(entries)
@@ -220,6 +233,20 @@ class Consumer:
                 await self.flush()
         await self.flush()
         return total
+
+    async def _count_unreadable(self, after: bytes) -> bytes | None:
+        """Count this consumer's next pending entry after `after`, whose reply passes the
+        byte budget even alone, as UNKNOWN/oversize without its content (no read error may
+        stop the loop, nor leave the entry pending for ever). Returns its ID (None: none)."""
+        entry_id = await self.store.next_pending(after)
+        if entry_id is None:
+            return None
+        budget = self.s.read_budget_bytes
+        cause = f"oversize: its reply passed the read budget ({budget} bytes)"
+        self.batch.clock(self.store.now_ms(), self._skew_ms)
+        self.batch.add(entry_id, {}, Classification(UNKNOWN, OVERSIZE, None, cause), reclaimed=True)
+        self.log.warning("read.entry_unreadable", id=safe(entry_id), budget_bytes=budget)
+        return entry_id
 
     async def claim(self) -> int:
         """XAUTOCLAIM entries idle past the claim time from any consumer (dead ones, mostly)."""

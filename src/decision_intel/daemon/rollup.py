@@ -6,8 +6,10 @@ in it since the last snapshot run) the roll-up adds its counts to the daily roll
 marks it rolled; a late entry for a rolled minute is added to the rollup by its own
 flush. The daemon that takes the snapshot turn rolls after each rebuild, and a daemon
 that stops rolls everything still listed, so a stopped service leaves its rollups
-complete. Each flush thus writes one hash per minute instead of two, and the rollup
-costs a few commands per minute, whatever the rate.
+complete. While a minute is unrolled its flushes also keep its counts in a roll copy
+that outlives the bucket, so a minute whose bucket expires first (a daemon down past
+`P35_BUCKET_TTL_SEC`) still reaches its day. The rollup's bounding (distinct reasons
+and symbols of a day) runs once per minute, not in every flush.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Roller:
             ]
             for minute in chunk:
                 args += [minute, keys.bucket(minute), keys.bucket_meta(minute)]
+                args.append(keys.roll_copy(minute))
                 args += day_args(self.s, minute)
             reply = await self._script(keys=[keys.UNROLLED], args=args)
             rolled += int(reply[0])

@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from decision_intel.model.batch import ENTRY_OVERHEAD, PART_OVERHEAD_MAX, wire_size
 from decision_intel.settings import Settings
 from decision_intel.store.backoff import Refusing, refusing
 
@@ -143,9 +144,9 @@ def parse_entries(reply: Any, limits: tuple[int, int] | None = None, **_options:
     Replaces redis-py's parser for this command on our clients: the same result,
     built in one comprehension instead of a function call per entry. With `limits`
     (max fields, max bytes), entries are also measured as Redis sent them (names and
-    values, as lua/read.lua counts): on the flat lists, in C, that costs a fraction of
-    measuring each dict afterwards, and only a read holding an entry over a limit goes
-    through them one by one.
+    values with their framing, as lua/read.lua counts): on the flat lists, in C, a bound
+    costs a fraction of measuring each dict afterwards, and only a read that may hold an
+    entry over a limit goes through them one by one.
     """
     if not reply:
         return Read((), None if limits is None else {})
@@ -165,15 +166,19 @@ def parse_entries(reply: Any, limits: tuple[int, int] | None = None, **_options:
 
 def _oversize(streams: Any, max_fields: int, max_bytes: int) -> Sizes:
     lists = [flat for entries in streams for _, flat in entries if flat is not None]
+    # A bound first, in C: the largest content and the most parts, each with the most
+    # framing a part can have (model/batch.py's wire_size counts it exactly).
     if not lists or (
-        max(map(len, lists)) <= 2 * max_fields and max(map(len, map(b"".join, lists))) <= max_bytes
+        (longest := max(map(len, lists))) <= 2 * max_fields
+        and max(map(len, map(b"".join, lists))) + PART_OVERHEAD_MAX * longest + ENTRY_OVERHEAD
+        <= max_bytes
     ):
         return {}
     over: Sizes = {}
     for entry_id, flat in (e for entries in streams for e in entries if e[1] is not None):
         if len(flat) > 2 * max_fields:
             over[entry_id] = (len(flat) // 2, -1)  # counting the bytes too is not needed
-        elif (size := len(b"".join(flat))) > max_bytes:
+        elif (size := wire_size(flat)) > max_bytes:
             over[entry_id] = (len(flat) // 2, size)
     return over
 

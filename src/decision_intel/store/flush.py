@@ -111,7 +111,7 @@ def flush_args(
     deltas = batch.deltas()
     counts: list[Any] = [len(deltas)]
     for minute, d in deltas.items():
-        counts += [minute, keys.bucket(minute), keys.bucket_meta(minute)]
+        counts += [minute, keys.bucket(minute), keys.bucket_meta(minute), keys.roll_copy(minute)]
         counts.append(minute * 60 + s.bucket_ttl_sec)
         counts += day_args(s, minute)
         _delta_args(counts, d)

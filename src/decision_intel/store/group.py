@@ -128,6 +128,14 @@ class Store:
         oversize = {row[0]: (int(row[1]), int(row[2])) for row in reply[1]}
         return Read(parse_entries([[s.stream, reply[0]]]), oversize)
 
+    async def next_pending(self, after: bytes) -> bytes | None:
+        """The ID of this consumer's first pending entry after `after` (b"0": the first)."""
+        low = "-" if after in (b"0", "0") else b"(" + after
+        rows: Any = await self.client.xpending_range(
+            self.s.stream, self.s.group, low, "+", 1, consumername=self.consumer
+        )
+        return rows[0]["message_id"] if rows else None
+
     def now_ms(self) -> int:
         """Redis's clock, estimated from ours and the last measured offset."""
         return int(time.time() * 1000) + self.clock_offset_ms

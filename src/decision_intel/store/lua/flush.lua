@@ -16,9 +16,9 @@
 --       n_ids, ids..., n_trimmed, trimmed_ids...,
 --       n_replayed, replayed_ids... (settled already: acknowledged, never counted),
 --       n_runs, {first, last}... (the counted IDs as ranges the stream held contiguously),
---       buckets: one JSON array, [n_buckets, { minute, bucket, meta, expire_at_s, daily,
---                daily_meta, daily_expire_at_s, increments (lib.lua: n_dec, {decision, n}...,
---                n_rea, ...) }...],
+--       buckets: one JSON array, [n_buckets, { minute, bucket, meta, roll_copy, expire_at_s,
+--                daily, daily_meta, daily_expire_at_s, increments (lib.lua: n_dec,
+--                {decision, n}..., n_rea, ...) }...],
 --       n_invalid, {id, cause, raw}...
 -- Returns {0, counted, trimmed, replayed} applied; {1, id...} IDs not ours, nothing applied;
 -- {2} lease lost; {3, why} an argument or a key would make a write fail, nothing applied;
@@ -126,8 +126,9 @@ local ok, why = pcall(function()
   buckets = cjson.decode(take())
   local c = cursor(1, buckets)
   for i = 1, tonumber(c.take()) do
-    local p = {minute = c.take(), bucket = c.take(), meta = c.take(), expire_at = c.take(),
-               daily = c.take(), daily_meta = c.take(), daily_expire_at = c.take()}
+    local p = {minute = c.take(), bucket = c.take(), meta = c.take(), copy = c.take(),
+               expire_at = c.take(), daily = c.take(), daily_meta = c.take(),
+               daily_expire_at = c.take()}
     check_number(p.expire_at, 0, MAX_EXPIRE_S)
     check_number(p.daily_expire_at, 0, MAX_EXPIRE_S)
     check_type(p.bucket, 'hash')
@@ -143,6 +144,7 @@ local ok, why = pcall(function()
       p.direct = p.counters[3] ~= '0'
     end
     if p.fresh and not p.direct then check_type(unrolled, 'hash') end
+    if not p.direct then check_type(p.copy, 'hash') end
     if p.direct then
       check_type(p.daily, 'hash')
       check_type(p.daily_meta, 'hash')
@@ -207,6 +209,13 @@ for _, p in ipairs(plan) do
     cursor(p.at, buckets).take, p.bucket, p.meta, p.meta, true, p.counters, limits, nil)
   redis.call('HINCRBY', p.meta, 'v', 1)
   if dropped > 0 then redis.call('HINCRBY', p.meta, 'symbols_dropped', dropped) end
+  if not p.direct then
+    -- The counts the roll-up is to add to the day, kept apart: the bucket may expire
+    -- before the roll-up comes (every daemon down past P35_BUCKET_TTL_SEC), its roll
+    -- copy lives as long as the day's rollup, and roll.lua deletes it as it adds it.
+    add_roll_copy(cursor(p.at, buckets).take, p.copy, verdicts)
+    redis.call('EXPIREAT', p.copy, math.max(tonumber(p.expire_at), tonumber(p.daily_expire_at)))
+  end
   if p.fresh then
     redis.call('EXPIREAT', p.bucket, p.expire_at)
     redis.call('EXPIREAT', p.meta, p.expire_at)

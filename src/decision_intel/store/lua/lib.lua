@@ -116,6 +116,31 @@ local function add_counts(take, hash, meta, copy, symbol_reasons, counters, limi
   return dropped, {reasons = reasons.map, symbols = symbols.map}
 end
 
+-- Adds the group of increments `take` reads to `hash` as a bucket counted them
+-- (`verdicts`, add_counts' second result): each reason under the name the bucket gave
+-- it, symbol decisions of the symbols it kept, no symbol reasons. That is a minute's
+-- roll copy (flush.lua), what roll.lua adds to the day when the bucket is gone.
+local function add_roll_copy(take, hash, verdicts)
+  for _ = 1, tonumber(take()) do
+    local d = take()
+    redis.call('HINCRBY', hash, 'decision:' .. d, take())
+  end
+  for _ = 1, tonumber(take()) do
+    local r = take()
+    redis.call('HINCRBY', hash, 'reason:' .. verdicts.reasons[r], take())
+  end
+  for _ = 1, tonumber(take()) do
+    local sym = take()
+    local keep = verdicts.symbols[sym]
+    for _ = 1, tonumber(take()) do
+      local d = take()
+      local n = take()
+      if keep then redis.call('HINCRBY', hash, 'symbol_decision:' .. sym .. ':' .. d, n) end
+    end
+    for _ = 1, 2 * tonumber(take()) do take() end
+  end
+end
+
 -- newer(a, b): whether entry ID `a` comes after `b` (`a` an ID; `b` not one: true).
 -- IDs are compared as digit strings: their parts go up to 2^64 - 1, past a Lua number's
 -- exact range. Redis writes them without leading zeros, so longer means larger.
@@ -132,18 +157,30 @@ local function newer(a, b)
 end
 
 -- measure(flat, max_fields, max_bytes): an entry's flat field list and its size in bytes
--- (names and values). Producers are untrusted: an entry over the limits comes back cut
--- down to its first few fields, each cut short, with {n_fields, n_bytes} as a third
--- result. Fields past the limit are counted, never copied.
-local KEEP_PAIRS, KEEP_BYTES = 8, 256
+-- as it travels in a reply (RESP), which is what a read's byte budget pays for: each name
+-- and value as a bulk string ($<len>\r\n<bytes>\r\n), plus ENTRY_OVERHEAD for the
+-- entry's arrays and its ID. Content alone would undercount: 256 empty name/value pairs
+-- are 0 bytes of content and 3 KB of reply. Producers are untrusted: an entry over the
+-- limits comes back cut down to its first few fields, each cut short, with
+-- {n_fields, n_bytes} as a third result; its size then also pays for that row of the
+-- oversize list. Fields past the limit are counted, never copied.
+-- model/batch.py (`wire_size`) measures the same way; keep the two alike.
+local KEEP_PAIRS, KEEP_BYTES, ENTRY_OVERHEAD = 8, 256, 100
+local function wire(s)
+  local n = #s
+  return n + 5 + #tostring(n)
+end
 local function measure(flat, max_fields, max_bytes)
-  local n, size = #flat, 0
-  for i = 1, math.min(n, 2 * max_fields + 2) do size = size + #flat[i] end
+  local n, size = #flat, ENTRY_OVERHEAD
+  for i = 1, math.min(n, 2 * max_fields + 2) do size = size + wire(flat[i]) end
   if n <= 2 * max_fields and size <= max_bytes then return flat, size, nil end
-  for i = 2 * max_fields + 3, n do size = size + #flat[i] end
-  local cut = {}
-  for i = 1, math.min(n, 2 * KEEP_PAIRS) do cut[i] = string.sub(flat[i], 1, KEEP_BYTES) end
-  return cut, 2 * KEEP_PAIRS * KEEP_BYTES, {n / 2, size}
+  for i = 2 * max_fields + 3, n do size = size + wire(flat[i]) end
+  local cut, cut_size = {}, 2 * ENTRY_OVERHEAD
+  for i = 1, math.min(n, 2 * KEEP_PAIRS) do
+    cut[i] = string.sub(flat[i], 1, KEEP_BYTES)
+    cut_size = cut_size + wire(cut[i])
+  end
+  return cut, cut_size, {n / 2, size}
 end
 
 -- group_state(stream, group): the group's state without entry contents (XINFO STREAM's

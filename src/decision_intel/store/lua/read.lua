@@ -4,8 +4,10 @@
 -- Used when a plain XREADGROUP reply would pass the byte budget (and on recovery):
 -- an entry over max_fields or max_bytes comes back cut down (lib.lua's measure()) and
 -- is listed as oversize; the read stops once the entries
--- returned add up to budget_bytes. Reading one entry per call keeps this script's
--- own memory to about one entry, whatever the entries hold.
+-- returned add up to budget_bytes, measured as the reply carries them (framing
+-- included: an entry of empty fields is small in content, not on the wire), so the
+-- reply stays within budget_bytes plus one entry. Reading one entry per call keeps
+-- this script's own memory to about one entry, whatever the entries hold.
 --
 -- No KEYS (the input stream is read, never written: see flush.lua)
 -- ARGV: stream, group, consumer, after ('>' for new entries, else an ID: this consumer's
@@ -29,6 +31,8 @@ while #entries < count and total < budget do
     flat, size, cut = measure(flat, max_fields, max_bytes)
     if cut then oversize[#oversize + 1] = {id, cut[1], cut[2]} end
     total = total + size
+  else
+    total = total + ENTRY_OVERHEAD  -- a deleted entry: its ID and an empty slot
   end
   entries[#entries + 1] = {id, flat}
 end
