@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -246,3 +247,24 @@ def test_a_reader_that_left_is_no_redis_error(
             timeout=60,
         )
     assert (out.returncode, out.stderr) == (141, ""), (args, out.returncode, out.stderr)
+
+
+def test_a_status_dated_ahead_of_redis_clock_is_stale_everywhere(
+    r: redis.Redis, known: dict[str, str]
+) -> None:
+    """A heartbeat dated an hour ahead of Redis's clock (an older daemon on a host whose
+    clock runs fast, or a planted value) says nothing about the service now: `check`
+    passed it as "status is -3580 s old", `why` gave a verdict on stale counts and `dash
+    e` did not mark it (issue 27 #3). A negative age is stale in each of them."""
+    sec, _ = r.time()
+    r.hset(keys.STATUS, "last_ts", f"{sec + 3600}.000")
+    check = run_p35(known, "check")
+    assert check.returncode == 1, check.stdout
+    ahead = r"dated 3[56]\d\d s ahead of Redis's clock"  # an hour, less the seconds passed
+    assert re.search(f"FAIL heartbeat: status is {ahead}", check.stdout), check.stdout
+    why = run_p35(known, "why", "--json")
+    assert why.returncode == 3, why.stdout
+    assert "ahead of Redis's clock" in json.loads(why.stdout)["unknown_because"]
+    text = dash(known, "e").stdout
+    assert re.search(f"service status is {ahead} \\(stale\\)", text), text
+    assert re.search(ahead, run_p35(known, "status").stdout)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from decision_intel import keys
+from decision_intel.model.diagnose import fresh, status_age
 from decision_intel.settings import Settings
 from decision_intel.store.client import find_group
 from decision_intel.text import number, safe
@@ -44,10 +45,8 @@ async def run_checks(
         out.append(Check("heartbeat", False, f"status last_ts is not a time: {safe(raw_ts)[:40]}"))
     else:
         age = now_s - last_ts
-        alive = age <= max_age_s
-        out.append(
-            Check("heartbeat", age <= max_age_s, f"status is {age:.0f} s old (limit {max_age_s:g})")
-        )
+        alive = fresh(age, max_age_s)
+        out.append(Check("heartbeat", alive, f"status is {status_age(age)} (limit {max_age_s:g})"))
 
     # A snapshot key can be missing only because the traffic is newer than the last
     # rebuild; a live service gets one more rebuild to show it (see `_windows`).

@@ -73,17 +73,21 @@ async def _status(client: Any) -> dict[str, object]:
     from decision_intel.cli.dashboard import read_window
 
     raw = await client.hgetall(keys.STATUS)
+    sec, usec = await client.time()  # the clock the heartbeat is dated by
     windows = {}
     for window in keys.WINDOWS:
         view = await read_window(client, keys.decision_counts(window), keys.reason_top(window), 10)
         windows[window] = {"decisions": view["decisions"], "top_reasons": view["reasons"]}
-    return {"status": safe_map(raw), "windows": windows}
+    return {"status": safe_map(raw), "windows": windows, "now": sec + usec / 1e6}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the status heartbeat and the window snapshots; exit 1 when there is no status."""
+    from decision_intel.model.diagnose import status_age
+
     settings = _settings()
     data = _query(settings, _status)
+    now_s = float(data.pop("now"))  # type: ignore[arg-type]
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0 if data["status"] else 1
@@ -92,7 +96,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no status: the service has never run against this Redis")
         return 1
     last_ts = number(status.get("last_ts"))
-    age = "age unknown" if last_ts is None else f"{time.time() - last_ts:.0f} s old"
+    age = status_age(None if last_ts is None else now_s - last_ts)
     print(f"status ({age}, written by {status.get('consumer_name', '?')}):")
     for name in sorted(status):
         print(f"  {name:18} {status[name]}")
@@ -179,7 +183,7 @@ def cmd_dash(args: argparse.Namespace) -> int:
         threshold = threshold / 100 if threshold > 1 else threshold
     data = _query(
         settings,
-        lambda client: dashboard.collect(client, settings, args.window, symbols, time.time()),
+        lambda client: dashboard.collect(client, settings, args.window, symbols),
     )
     views = dashboard.views(data, modes, threshold)
     if args.json:

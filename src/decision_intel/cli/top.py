@@ -31,7 +31,15 @@ from rich.text import Text
 from decision_intel import keys
 from decision_intel.cli.why import redis_now_s, thresholds
 from decision_intel.model.classify import BLOCKED, DECISIONS, ERROR, EXECUTE, SKIP, UNKNOWN
-from decision_intel.model.diagnose import HEADLINES, Thresholds, gates, judge, onset
+from decision_intel.model.diagnose import (
+    HEADLINES,
+    Thresholds,
+    fresh,
+    gates,
+    judge,
+    onset,
+    status_age,
+)
 from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.settings import Settings
 from decision_intel.store.client import connect
@@ -206,8 +214,9 @@ def health_line(frame: Frame, stale_after_s: float) -> tuple[str, bool]:
     if not st:
         return "no service status: the service has not run against this Redis", True
     last_ts = number(st.get("last_ts"))
-    stale = last_ts is None or frame.now_s - last_ts > stale_after_s
-    age = "age unknown" if last_ts is None else f"{frame.now_s - last_ts:.0f} s old"
+    age_s = None if last_ts is None else frame.now_s - last_ts
+    stale = not fresh(age_s, stale_after_s)
+    age = status_age(age_s)
     parts = [
         f"status {age}" + (" (stale)" if stale else ""),
         f"lag {st.get('lag', '?') or '?'}",
