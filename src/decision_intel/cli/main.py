@@ -117,17 +117,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Health as seen from Redis; exit 1 listing each failed check, 2 when Redis is unreachable."""
     from redis.exceptions import RedisError
 
-    from decision_intel.cli.check import run_checks
+    from decision_intel.cli.check import ANSWER_WITHIN_S, run_checks
 
     settings = _settings()
 
     async def read(client: Any) -> list[Any]:
-        return list(
-            await run_checks(settings, client, max_age_s=args.max_age, max_pending=args.max_pending)
-        )
+        async with asyncio.timeout(ANSWER_WITHIN_S):
+            return list(
+                await run_checks(
+                    settings, client, max_age_s=args.max_age, max_pending=args.max_pending
+                )
+            )
 
     try:
         checks = _query(settings, read)
+    except TimeoutError:
+        print(f"FAIL redis: no answer from {settings.redacted_url} within {ANSWER_WITHIN_S:g} s")
+        return 2
     except (RedisError, OSError) as exc:
         print(f"FAIL redis: cannot reach {settings.redacted_url}: {describe(exc)}")
         return 2
