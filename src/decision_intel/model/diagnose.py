@@ -19,7 +19,7 @@ from decision_intel.keys import WINDOW_WORDS
 from decision_intel.model import gates as gate_data
 from decision_intel.model.classify import EXECUTE, NO_REASON
 from decision_intel.model.windows import Counts
-from decision_intel.text import number
+from decision_intel.text import count, number
 
 TRADING, DEGRADED, NOT_TRADING, UNKNOWN = "trading", "degraded", "not_trading", "unknown"
 EXIT_CODES = {TRADING: 0, DEGRADED: 1, NOT_TRADING: 2, UNKNOWN: 3}
@@ -333,8 +333,8 @@ def diagnose(ev: Evidence) -> dict[str, Any]:
         "gates": gate_docs,
         "service": {
             "status_age_s": j.age_s,
-            "lag": _int(ev.status.get("lag")),
-            "pending": _int(ev.status.get("pending_estimate")),
+            "lag": count(ev.status.get("lag")),
+            "pending": count(ev.status.get("pending_estimate")),
         },
     }
     doc["text"] = text(doc, ev)
@@ -414,10 +414,3 @@ def _duration(minutes: int) -> str:
     if minutes < 120:
         return f"{minutes} min"
     return f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
