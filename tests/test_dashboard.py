@@ -268,3 +268,20 @@ def test_a_status_dated_ahead_of_redis_clock_is_stale_everywhere(
     text = dash(known, "e").stdout
     assert re.search(f"service status is {ahead} \\(stale\\)", text), text
     assert re.search(ahead, run_p35(known, "status").stdout)
+
+
+def test_infinite_scores_in_the_top_keys_break_no_view(
+    r: redis.Redis, known: dict[str, str]
+) -> None:
+    """A ZSET score of +inf or -inf planted in `reason:top:<w>` or a per-symbol top key
+    killed `status`, `status --json` and every `dash` mode with an OverflowError (issue 27
+    #6). It is no count: left out, and the rest is shown."""
+    for key in (keys.reason_top("5m"), keys.symbol_reason_top("BTCUSDT", "5m")):
+        r.zadd(key, {"planted_up": float("inf"), "planted_down": float("-inf"), "half": 2.5})
+    r.zadd(keys.symbol_reason_top("ETHUSDT", "5m"), {"p33_permit_denied": float("inf")})  # why
+    for args in (["status"], ["status", "--json"], ["dash", "all"], ["dash", "all", "--json"]):
+        out = run_p35(known, *args)
+        assert out.returncode in (0, 2) and "Traceback" not in out.stderr, (args, out.stderr)
+        assert "risk_paused" in out.stdout and "planted_" not in out.stdout, (args, out.stdout)
+    why = run_p35(known, "why", "--json")
+    assert why.returncode in (0, 1, 2, 3) and "Traceback" not in why.stderr, why.stderr

@@ -43,7 +43,8 @@ async def read_window(
         counts, ranked = await pipe.execute()
     return {
         "decisions": {safe(k): c for k, v in counts.items() if (c := count(v)) is not None},
-        "reasons": [[safe(r), int(s)] for r, s in ranked],
+        # A score is a float: a planted +inf, -inf or 2.5 is no count and is left out.
+        "reasons": [[safe(r), c] for r, s in ranked if (c := count(s)) is not None],
     }
 
 
