@@ -285,3 +285,19 @@ def test_infinite_scores_in_the_top_keys_break_no_view(
         assert "risk_paused" in out.stdout and "planted_" not in out.stdout, (args, out.stdout)
     why = run_p35(known, "why", "--json")
     assert why.returncode in (0, 1, 2, 3) and "Traceback" not in why.stderr, why.stderr
+
+
+def test_far_future_alert_timestamps_break_no_view(
+    r: redis.Redis, base_env: dict[str, str]
+) -> None:
+    """An alert dated 1e20 made `p35 alerts` exit 1 with a traceback, and 1e17 exit 69
+    blaming Redis (gmtime's OverflowError and OSError; issue 27 #7). Such a time is shown
+    as "?", and the rest of the line and the other alerts as usual."""
+    for ts in ("1e20", "1e17", "-1e20"):
+        r.xadd(keys.ALERTS, {"type": "stuck", "state": "firing", "subject": ts, "timestamp": ts})
+    r.xadd(keys.ALERTS, {"type": "stuck", "state": "resolved", "subject": "ok", "timestamp": "0"})
+    out = run_p35(base_env, "alerts")
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("1970-01-01 00:00:00Z  resolved")
+    assert all(line.startswith("?") and "firing" in line for line in lines[1:]), lines

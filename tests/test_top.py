@@ -218,3 +218,12 @@ def test_a_status_dated_ahead_of_redis_clock_is_stale() -> None:
     assert line(980.0)[1] is True
     text, stale = line(1100.0)
     assert stale and "dated 100 s ahead of Redis's clock (stale)" in text
+
+
+def test_far_future_alert_timestamps_are_shown_as_unknown() -> None:
+    """`p35 top` died on an alert dated 1e20 or 1e17 (issue 27 #7)."""
+    from decision_intel.cli.top import alert_lines
+
+    alerts = [{"timestamp": ts, "state": "firing", "type": "stuck"} for ts in ("1e20", "1e17")]
+    lines = [t.plain for t in alert_lines(Frame("5m", alerts=alerts), 5)]
+    assert len(lines) == 2 and all(line.startswith("  ?        firing") for line in lines), lines

@@ -10,6 +10,7 @@ overrides, zero-width) and line/paragraph separators come out as `\\xNN`/`\\uNNN
 from __future__ import annotations
 
 import math
+import time
 import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -59,6 +60,19 @@ def number(value: bytes | str | float | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return n if math.isfinite(n) else None
+
+
+def utc(value: bytes | str | float | None, fmt: str) -> str:
+    """A unix time read from Redis (an alert's timestamp), in UTC by `fmt`; "?" when it
+    is not a number or not a date the calendar functions hold (gmtime raises past about
+    the year 2**31: OSError at 1e17, OverflowError at 1e20)."""
+    seconds = number(value)
+    if seconds is None:
+        return "?"
+    try:
+        return time.strftime(fmt, time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return "?"
 
 
 _COUNT_DIGITS_MAX = 19

@@ -16,7 +16,7 @@ from decision_intel import __version__, keys
 from decision_intel.daemon.notify import Notifier
 from decision_intel.model.alerts import GATE_SHARE_MIN
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
-from decision_intel.text import describe, number, safe, safe_map
+from decision_intel.text import describe, number, safe, safe_map, utc
 
 T = TypeVar("T")
 
@@ -156,11 +156,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         print("no alerts in quantum:p35:alerts")
         return 0
     for e in events:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(number(e.get("timestamp")) or 0))
+        when = utc(e.get("timestamp"), "%Y-%m-%d %H:%M:%SZ")
         fraction = number(e.get("share"))
         share = "" if fraction is None else f"{100 * fraction:.0f}% of {e.get('total', '?')}"
         print(
-            f"{when}Z  {e.get('state', ''):8} {e.get('severity', ''):8} "
+            f"{when:20}  {e.get('state', ''):8} {e.get('severity', ''):8} "
             f"{e.get('type', ''):14} {e.get('window', ''):3}  {e.get('subject', '')}  {share}"
         )
     return 0

@@ -43,7 +43,7 @@ from decision_intel.model.diagnose import (
 from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.settings import Settings
 from decision_intel.store.client import connect
-from decision_intel.text import count, number, safe
+from decision_intel.text import count, number, safe, utc
 
 WINDOW_CYCLE = ("5m", "15m", "1h")
 HISTORY_MIN = 60
@@ -322,9 +322,9 @@ def heatmap_lines(frame: Frame, rows: int, color: bool) -> list[Text]:
 def alert_lines(frame: Frame, n: int) -> list[Text]:
     out = []
     for a in frame.alerts[:n]:
-        when = time.strftime("%H:%M:%S", time.gmtime(number(a.get("timestamp")) or 0))
+        when = utc(a.get("timestamp"), "%H:%M:%S")
         subject = a.get("reason") or a.get("symbol") or a.get("subject", "")
-        line = f"  {when} {a.get('state', '?'):<8} {a.get('severity', ''):<8} "
+        line = f"  {when:8} {a.get('state', '?'):<8} {a.get('severity', ''):<8} "
         line += f"{a.get('type', '')} {a.get('window', '')} {subject}"
         out.append(Text(line, style="red" if a.get("state") == "firing" else "dim"))
     return out or [Text("  none")]
