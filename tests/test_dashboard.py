@@ -14,7 +14,7 @@ import redis
 
 from decision_intel import keys
 from decision_intel.devtools.testing import RedisServer, free_port
-from tests.helpers import p35_executable, run_p35, snapshot
+from tests.helpers import STREAM, p35_executable, run_p35, snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -301,3 +301,22 @@ def test_far_future_alert_timestamps_break_no_view(
     lines = out.stdout.splitlines()
     assert len(lines) == 4 and lines[0].startswith("1970-01-01 00:00:00Z  resolved")
     assert all(line.startswith("?") and "firing" in line for line in lines[1:]), lines
+
+
+def test_p35_explain_counts_an_entry_over_the_limits_as_the_daemon_does(
+    r: redis.Redis, base_env: dict[str, str]
+) -> None:
+    """An entry over the 8 MiB read budget made `p35 explain` exit 69 with "Redis at …:
+    ReplyTooLarge" (issue 27 #11). It is read measured, like the daemon's reads, and
+    explained as the daemon counts it: UNKNOWN/oversize, with its size."""
+    huge = r.xadd(STREAM, {"decision": "SKIP", "details": "x" * (9 << 20)}).decode()
+    wide = r.xadd(STREAM, {f"f{i}": "1" for i in range(300)}).decode()
+    for entry_id, cause in ((huge, "oversize: 2 fields, 94372"), (wide, "oversize: 300 fields")):
+        out = run_p35(base_env, "explain", entry_id, "--json")
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)
+        assert (got["decision"], got["reason"]) == ("UNKNOWN", "oversize"), got
+        assert cause in got["cause"], got["cause"]
+    text = run_p35(base_env, "explain", huge)
+    assert text.returncode == 0 and "UNKNOWN, reason oversize" in text.stdout, text.stderr
+    assert len(text.stdout) < 1000

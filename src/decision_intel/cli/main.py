@@ -270,20 +270,30 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """How one stream entry is classified, with the daemon's rules and vocabulary."""
-    from decision_intel.model.batch import oversize
     from decision_intel.model.classify import Classifier
+    from decision_intel.store import scripts
 
     settings = _settings()
 
     async def read(client: Any) -> Any:
-        return await client.xrange(settings.stream, args.entry_id, args.entry_id, count=1)
+        # Measured in Redis (lua/entry.lua), as the daemon's reads are: an entry of any
+        # size comes back cut down, never as a reply past the byte budget.
+        return await scripts.load(client, "entry")(
+            args=[
+                settings.stream,
+                args.entry_id,
+                settings.max_entry_fields,
+                settings.max_entry_bytes,
+            ]
+        )
 
-    rows = _query(settings, read)
-    if not rows:
+    row = _query(settings, read)
+    if not row:
         print(f"p35 explain: no entry {safe(args.entry_id)} in {settings.stream}", file=sys.stderr)
         return 1
-    entry_id, fields = rows[0]
-    size = oversize(fields, settings.max_entry_fields, settings.max_entry_bytes)
+    entry_id, flat = row[0], row[1]
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    size = (row[2], row[3]) if len(row) == 4 else None
     if size is not None:  # as the daemon counts it
         out: dict[str, Any] = {
             "decision": "UNKNOWN",
