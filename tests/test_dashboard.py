@@ -320,3 +320,27 @@ def test_p35_explain_counts_an_entry_over_the_limits_as_the_daemon_does(
     text = run_p35(base_env, "explain", huge)
     assert text.returncode == 0 and "UNKNOWN, reason oversize" in text.stdout, text.stderr
     assert len(text.stdout) < 1000
+
+
+@pytest.mark.parametrize(
+    ("key", "views"),
+    [
+        (keys.STATUS, [["status"], ["status", "--json"], ["dash", "e"]]),
+        (keys.reason_top("5m"), [["status"], ["dash", "a"], ["dash", "all", "--json"]]),
+        (keys.symbol_reason_top("BTCUSDT", "5m"), [["dash", "b"]]),
+        (keys.ALERTS, [["alerts"], ["alerts", "--json"]]),
+        ("quantum:p35:daily:20261119", [["report", "--day", "20261119"]]),
+    ],
+)
+def test_a_key_of_another_type_is_named_not_taken_for_redis_down(
+    r: redis.Redis, base_env: dict[str, str], key: str, views: list[list[str]]
+) -> None:
+    """A key planted with another type made status, dash, alerts and report exit 69
+    with "Redis at URL: ResponseError WRONGTYPE", which reads as Redis down (issue 27
+    #10). The view names the key and exits 1, as for other data it cannot use."""
+    r.set(key, "planted")
+    for args in views:
+        out = run_p35(base_env, *args)
+        assert out.returncode == 1, (args, out.returncode, out.stderr)
+        assert f"{key} is a string, not a " in out.stderr, (args, out.stderr)
+        assert "Redis at" not in out.stderr and "Traceback" not in out.stderr

@@ -467,6 +467,47 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
     except (RedisError, OSError) as exc:
         # One line for every view; `why` and `check` answer it themselves (a verdict).
-        url = _settings().redacted_url
-        print(f"p35 {args.command}: Redis at {url}: {describe(exc)}", file=sys.stderr)
+        settings = _settings()
+        if "WRONGTYPE" in str(exc):  # Redis is up: one of the keys read is not p35's
+            return _wrong_type(settings, args)
+        print(
+            f"p35 {args.command}: Redis at {settings.redacted_url}: {describe(exc)}",
+            file=sys.stderr,
+        )
         return os.EX_UNAVAILABLE
+
+
+def _view_keys(settings: Settings, args: argparse.Namespace) -> dict[str, str]:
+    """The keys the views read, each with the type p35 writes there."""
+    from decision_intel.cli.dashboard import DEFAULT_SYMBOLS
+
+    want = {settings.stream: "stream", keys.STATUS: "hash", keys.ALERTS: "stream"}
+    symbols = {*DEFAULT_SYMBOLS, *(a.upper() for a in getattr(args, "args", []) or [])}
+    for window in keys.WINDOWS:
+        want[keys.decision_counts(window)] = "hash"
+        want[keys.reason_top(window)] = "zset"
+        want[keys.symbols_in(window)] = "set"
+        for symbol in symbols:
+            want[keys.symbol_decision_counts(symbol, window)] = "hash"
+            want[keys.symbol_reason_top(symbol, window)] = "zset"
+    day = getattr(args, "day", None)
+    day = int(time.time()) // 86_400 if day is None else day
+    want[keys.daily(day)] = want[keys.daily(day - 7)] = "hash"
+    return want
+
+
+def _wrong_type(settings: Settings, args: argparse.Namespace) -> int:
+    """A WRONGTYPE names no key: find the key a view read that holds another type, and
+    name it (exit 1, as for other data a view cannot use), rather than blame Redis."""
+    from decision_intel.store.group import wrong_types
+
+    want = _view_keys(settings, args)
+    wrong = _query(settings, lambda client: wrong_types(client, want))
+    named = "; ".join(wrong[:5]) if wrong else "a key it read holds another type"
+    fix = (
+        "P35_STREAM must name the producers' stream"
+        if any(w.startswith(f"{safe(settings.stream)} is a ") for w in wrong)
+        else "written by hand or by another program: DEL it and the service makes it again"
+    )
+    print(f"p35 {args.command}: {named} ({fix})", file=sys.stderr)
+    return 1
