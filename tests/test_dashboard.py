@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import redis
 
 from decision_intel import keys
 from decision_intel.devtools.testing import RedisServer, free_port
-from tests.helpers import p35_executable, run_p35, snapshot
+from tests.helpers import STREAM, p35_executable, run_p35, snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -246,3 +247,100 @@ def test_a_reader_that_left_is_no_redis_error(
             timeout=60,
         )
     assert (out.returncode, out.stderr) == (141, ""), (args, out.returncode, out.stderr)
+
+
+def test_a_status_dated_ahead_of_redis_clock_is_stale_everywhere(
+    r: redis.Redis, known: dict[str, str]
+) -> None:
+    """A heartbeat dated an hour ahead of Redis's clock (an older daemon on a host whose
+    clock runs fast, or a planted value) says nothing about the service now: `check`
+    passed it as "status is -3580 s old", `why` gave a verdict on stale counts and `dash
+    e` did not mark it (issue 27 #3). A negative age is stale in each of them."""
+    sec, _ = r.time()
+    r.hset(keys.STATUS, "last_ts", f"{sec + 3600}.000")
+    check = run_p35(known, "check")
+    assert check.returncode == 1, check.stdout
+    ahead = r"dated 3[56]\d\d s ahead of Redis's clock"  # an hour, less the seconds passed
+    assert re.search(f"FAIL heartbeat: status is {ahead}", check.stdout), check.stdout
+    why = run_p35(known, "why", "--json")
+    assert why.returncode == 3, why.stdout
+    assert "ahead of Redis's clock" in json.loads(why.stdout)["unknown_because"]
+    text = dash(known, "e").stdout
+    assert re.search(f"service status is {ahead} \\(stale\\)", text), text
+    assert re.search(ahead, run_p35(known, "status").stdout)
+
+
+def test_infinite_scores_in_the_top_keys_break_no_view(
+    r: redis.Redis, known: dict[str, str]
+) -> None:
+    """A ZSET score of +inf or -inf planted in `reason:top:<w>` or a per-symbol top key
+    killed `status`, `status --json` and every `dash` mode with an OverflowError (issue 27
+    #6). It is no count: left out, and the rest is shown."""
+    for key in (keys.reason_top("5m"), keys.symbol_reason_top("BTCUSDT", "5m")):
+        r.zadd(key, {"planted_up": float("inf"), "planted_down": float("-inf"), "half": 2.5})
+    r.zadd(keys.symbol_reason_top("ETHUSDT", "5m"), {"p33_permit_denied": float("inf")})  # why
+    for args in (["status"], ["status", "--json"], ["dash", "all"], ["dash", "all", "--json"]):
+        out = run_p35(known, *args)
+        assert out.returncode in (0, 2) and "Traceback" not in out.stderr, (args, out.stderr)
+        assert "risk_paused" in out.stdout and "planted_" not in out.stdout, (args, out.stdout)
+    why = run_p35(known, "why", "--json")
+    assert why.returncode in (0, 1, 2, 3) and "Traceback" not in why.stderr, why.stderr
+
+
+def test_far_future_alert_timestamps_break_no_view(
+    r: redis.Redis, base_env: dict[str, str]
+) -> None:
+    """An alert dated 1e20 made `p35 alerts` exit 1 with a traceback, and 1e17 exit 69
+    blaming Redis (gmtime's OverflowError and OSError; issue 27 #7). Such a time is shown
+    as "?", and the rest of the line and the other alerts as usual."""
+    for ts in ("1e20", "1e17", "-1e20"):
+        r.xadd(keys.ALERTS, {"type": "stuck", "state": "firing", "subject": ts, "timestamp": ts})
+    r.xadd(keys.ALERTS, {"type": "stuck", "state": "resolved", "subject": "ok", "timestamp": "0"})
+    out = run_p35(base_env, "alerts")
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("1970-01-01 00:00:00Z  resolved")
+    assert all(line.startswith("?") and "firing" in line for line in lines[1:]), lines
+
+
+def test_p35_explain_counts_an_entry_over_the_limits_as_the_daemon_does(
+    r: redis.Redis, base_env: dict[str, str]
+) -> None:
+    """An entry over the 8 MiB read budget made `p35 explain` exit 69 with "Redis at …:
+    ReplyTooLarge" (issue 27 #11). It is read measured, like the daemon's reads, and
+    explained as the daemon counts it: UNKNOWN/oversize, with its size."""
+    huge = r.xadd(STREAM, {"decision": "SKIP", "details": "x" * (9 << 20)}).decode()
+    wide = r.xadd(STREAM, {f"f{i}": "1" for i in range(300)}).decode()
+    for entry_id, cause in ((huge, "oversize: 2 fields, 94372"), (wide, "oversize: 300 fields")):
+        out = run_p35(base_env, "explain", entry_id, "--json")
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)
+        assert (got["decision"], got["reason"]) == ("UNKNOWN", "oversize"), got
+        assert cause in got["cause"], got["cause"]
+    text = run_p35(base_env, "explain", huge)
+    assert text.returncode == 0 and "UNKNOWN, reason oversize" in text.stdout, text.stderr
+    assert len(text.stdout) < 1000
+
+
+@pytest.mark.parametrize(
+    ("key", "views"),
+    [
+        (keys.STATUS, [["status"], ["status", "--json"], ["dash", "e"]]),
+        (keys.reason_top("5m"), [["status"], ["dash", "a"], ["dash", "all", "--json"]]),
+        (keys.symbol_reason_top("BTCUSDT", "5m"), [["dash", "b"]]),
+        (keys.ALERTS, [["alerts"], ["alerts", "--json"]]),
+        ("quantum:p35:daily:20261119", [["report", "--day", "20261119"]]),
+    ],
+)
+def test_a_key_of_another_type_is_named_not_taken_for_redis_down(
+    r: redis.Redis, base_env: dict[str, str], key: str, views: list[list[str]]
+) -> None:
+    """A key planted with another type made status, dash, alerts and report exit 69
+    with "Redis at URL: ResponseError WRONGTYPE", which reads as Redis down (issue 27
+    #10). The view names the key and exits 1, as for other data it cannot use."""
+    r.set(key, "planted")
+    for args in views:
+        out = run_p35(base_env, *args)
+        assert out.returncode == 1, (args, out.returncode, out.stderr)
+        assert f"{key} is a string, not a " in out.stderr, (args, out.stderr)
+        assert "Redis at" not in out.stderr and "Traceback" not in out.stderr

@@ -126,3 +126,28 @@ def test_no_comparison_and_no_data_are_said_plainly(
     assert "no decisions recorded for 20261118" in report(base_env, "--day", "20261118").stdout
     bad = report(base_env, "--day", "2026-11-18")
     assert bad.returncode == 64 and "YYYYMMDD" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "decisions",
+    [
+        {},
+        {"decision:EXECUTE": "-3", "decision:SKIP": "3"},
+        {"decision:EXECUTE": "2.5", "decision:BLOCKED": "x"},
+        {"decision:EXECUTE": "0"},
+    ],
+)
+def test_a_rollup_without_decision_counts_is_reported_not_a_crash(
+    r: redis.Redis, base_env: dict[str, str], decisions: dict[str, str]
+) -> None:
+    """Decision counts that are missing, negative, not whole or zero, beside reason
+    counts that are integers, crashed `p35 report` with a KeyError (issue 27 #8)."""
+    plant(r, DAY, {**decisions, "reason:risk_paused": 4, "reason:none": 1})  # type: ignore[dict-item]
+    plant(r, WEEK_AGO, {"decision:SKIP": "-1", "reason:risk_paused": 2})
+    for args in ([], ["--json"]):
+        out = report(base_env, "--day", DAY, *args)
+        assert out.returncode == 0 and not out.stderr, out.stderr
+    rep = json.loads(report(base_env, "--day", DAY, "--json").stdout)
+    [gate] = rep["top_gates"]
+    assert gate["reason"] == "risk_paused" and gate["count"] == 4
+    assert gate["share"] == (0.0 if rep["total"] == 0 else round(4 / rep["total"], 4))

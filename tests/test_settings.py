@@ -193,9 +193,19 @@ def test_p35_run_with_an_unencoded_hash_in_the_password_exits_78_not_1() -> None
         ("P35_ERROR_REASONS", "ok,bad/code"),
         ("P35_REASON_ALIASES", "risk_booting"),
         ("P35_DECISION_WORDS", "HOLD=MAYBE"),
+        # issue 27 #13: a key given twice, a word that can never apply, a huge bad item
+        ("P35_DECISION_WORDS", "HOLD=SKIP,hold=EXECUTE"),
+        ("P35_REASON_ALIASES", "risk_booting=a,risk_booting=b"),
+        ("P35_DECISION_WORDS", "UNKNOWN=SKIP"),
+        ("P35_DECISION_WORDS", "Unknown=BLOCKED"),
+        ("P35_SKIP_REASONS", "Bad" * 40_000),
+        ("P35_DECISION_WORDS", "HOLD" * 25_000),
+        ("P35_DECISION_WORDS", "HOLD=" + "X" * 100_000),
     ],
 )
 def test_a_malformed_vocabulary_stops_p35_run_with_78_naming_it(name: str, value: str) -> None:
+    """A bad item is named in one short line: a 100k-character item used to be echoed
+    whole, and duplicates and impossible words were accepted (issue 27 #13)."""
     proc = subprocess.run(
         [p35_executable(), "run"],
         env={"PATH": "/usr/bin:/bin", name: value, "P35_REDIS_URL": "redis://127.0.0.1:1/0"},
@@ -205,7 +215,7 @@ def test_a_malformed_vocabulary_stops_p35_run_with_78_naming_it(name: str, value
     )
     assert proc.returncode == 78
     [line] = (proc.stdout + proc.stderr).strip().splitlines()
-    assert name in line
+    assert name in line and len(line) < 300, line[:400]
 
 
 def test_the_vocabulary_settings_reach_the_classifier(monkeypatch: pytest.MonkeyPatch) -> None:

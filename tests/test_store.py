@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -599,3 +600,26 @@ def test_a_busy_redis_is_an_outage_to_a_lookup_not_its_answer(
         r.config_set("busy-reply-threshold", 5000)
         other.close()
     assert run(lambda: look(while_busy=False)) is not None  # the answer, once Redis is free
+
+
+def test_the_heartbeat_is_dated_by_redis_clock_not_the_daemons(
+    r: redis.Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon host whose clock runs an hour fast dated its heartbeat an hour ahead, so a
+    dead service passed `p35 check` for an hour (issue 27 #3): `last_ts` is Redis's time."""
+    from decision_intel.daemon import status
+    from decision_intel.daemon.metrics import Metrics
+
+    fast = time.time() + 3600
+    monkeypatch.setattr(status.time, "time", lambda: fast)
+
+    async def go() -> None:
+        store, _ = await ready(redis_server, "A")
+        await status.Heartbeat(store.s, store, Metrics()).beat(0)
+        await close(store)
+
+    run(go)
+    sec, usec = r.time()
+    for key in (keys.STATUS, keys.consumer_status("A")):
+        last_ts = float(r.hget(key, "last_ts") or 0)
+        assert 0 <= sec + usec / 1e6 - last_ts < 5, (key, last_ts)

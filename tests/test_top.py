@@ -205,3 +205,25 @@ def test_verdict_line_dates_a_gate_from_its_first_minute_of_traffic_not_an_hour_
     minutes.update({m: _minute(95, 5) for m in range(now - 9, now + 1)})
     line = _line(minutes, now)
     assert line.endswith(f"kill_switch_active 95 % since {_hhmm(now - 9)}")
+
+
+def test_a_status_dated_ahead_of_redis_clock_is_stale() -> None:
+    """A negative age is no fresh heartbeat (issue 27 #3); nor is one past the limit."""
+    from decision_intel.cli.top import health_line
+
+    def line(last_ts: float) -> tuple[str, bool]:
+        return health_line(Frame("5m", now_s=1000.0, status={"last_ts": str(last_ts)}), 15)
+
+    assert line(995.0)[1] is False
+    assert line(980.0)[1] is True
+    text, stale = line(1100.0)
+    assert stale and "dated 100 s ahead of Redis's clock (stale)" in text
+
+
+def test_far_future_alert_timestamps_are_shown_as_unknown() -> None:
+    """`p35 top` died on an alert dated 1e20 or 1e17 (issue 27 #7)."""
+    from decision_intel.cli.top import alert_lines
+
+    alerts = [{"timestamp": ts, "state": "firing", "type": "stuck"} for ts in ("1e20", "1e17")]
+    lines = [t.plain for t in alert_lines(Frame("5m", alerts=alerts), 5)]
+    assert len(lines) == 2 and all(line.startswith("  ?        firing") for line in lines), lines

@@ -57,3 +57,17 @@ def test_per_symbol_windows_hold_only_symbols_seen_in_them() -> None:
 
 def test_top_breaks_ties_by_name() -> None:
     assert top({"b": 2, "a": 2, "c": 5, "d": 1}, 3) == [("c", 5), ("a", 2), ("b", 2)]
+
+
+def test_only_ascii_digits_are_counts() -> None:
+    """`int()` read " 7 ", "+7", "1_000" and Arabic-Indic "٣" as counts (issue 27 #14);
+    a 5000-digit value raised instead. Redis's HINCRBY writes ASCII digits, nothing else:
+    anything else is skipped, in a bucket, the status and a ZSET score alike."""
+    from decision_intel.text import count
+
+    bad = [b" 7 ", b"+7", b"1_000", "٣".encode(), b"-3", b"7.0", b"", b"9" * 5000, b"\xff"]
+    fields = {b"decision:SKIP": b"7", **{f"reason:r{i}".encode(): v for i, v in enumerate(bad)}}
+    assert parse_bucket(fields) == Counts({"SKIP": 7}, {})
+    assert [count(v) for v in (" 7 ", "٣", "²", "12", 3.0, 2.5, float("inf"), None)] == [
+        None, None, None, 12, 3, None, None, None,
+    ]  # fmt: skip

@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from decision_intel.keys import WINDOWS
-from decision_intel.model.classify import Vocabulary
+from decision_intel.model.classify import Vocabulary, impossible_word
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
@@ -144,8 +144,12 @@ class Settings(BaseSettings):
         for word, decision in _parse_pairs(value, "WORD=DECISION", codes=False).items():
             if decision.upper() not in ("EXECUTE", "SKIP", "BLOCKED", "ERROR"):
                 raise ValueError(
-                    f"{word}={decision}: the decision must be EXECUTE, SKIP, BLOCKED or ERROR"
+                    f"{_echo(f'{word}={decision}')}: the decision must be EXECUTE, SKIP, "
+                    "BLOCKED or ERROR"
                 )
+            problem = impossible_word(word)
+            if problem is not None:
+                raise ValueError(f"{_echo(word)} {problem}")
         return value
 
     @property
@@ -181,7 +185,8 @@ class Settings(BaseSettings):
         both = set(_parse_codes(self.skip_reasons)) & set(_parse_codes(self.error_reasons))
         if both:
             raise ValueError(
-                f"P35_SKIP_REASONS and P35_ERROR_REASONS both list {', '.join(sorted(both))}"
+                "P35_SKIP_REASONS and P35_ERROR_REASONS both list "
+                + _echo(", ".join(sorted(both)), quote=False)
             )
         if self.flush_linger_ms >= self.ack_interval_sec * 1000:
             raise ValueError("P35_FLUSH_LINGER_MS must be shorter than P35_ACK_INTERVAL_SEC")
@@ -236,6 +241,14 @@ class Settings(BaseSettings):
 
 
 _CODE = re.compile(r"[a-z0-9_.-]{1,64}")
+_ECHO_MAX = 60
+"""An error line quotes at most this much of the bad item: the line stays one line."""
+
+
+def _echo(item: str, *, quote: bool = True) -> str:
+    """A bad item as an error line quotes it, cut to `_ECHO_MAX` characters."""
+    cut = item if len(item) <= _ECHO_MAX else item[:_ECHO_MAX] + f"... ({len(item)} characters)"
+    return repr(cut) if quote else cut
 
 
 def _parse_codes(value: str) -> list[str]:
@@ -243,19 +256,27 @@ def _parse_codes(value: str) -> list[str]:
     codes = [c.strip() for c in value.split(",") if c.strip()]
     for code in codes:
         if not _CODE.fullmatch(code):
-            raise ValueError(f"{code!r} is not a reason code (lower-case letters, digits, _ . -)")
+            raise ValueError(
+                f"{_echo(code)} is not a reason code (lower-case letters, digits, _ . -)"
+            )
     return codes
 
 
 def _parse_pairs(value: str, shape: str, *, codes: bool = True) -> dict[str, str]:
-    """`a=b,c=d` as a dict; each side a reason code when `codes`."""
+    """`a=b,c=d` as a dict; each side a reason code when `codes`. A left side given twice
+    is refused: which one was meant is the operator's to say, not "the last wins"."""
     out = {}
+    seen = set()
     for item in (i.strip() for i in value.split(",") if i.strip()):
         left, sep, right = (part.strip() for part in item.partition("="))
         if not sep or not left or not right:
-            raise ValueError(f"{item!r} is not {shape}")
+            raise ValueError(f"{_echo(item)} is not {shape}")
         if codes:
             _parse_codes(f"{left},{right}")
+        key = left if codes else left.upper()  # decision words are looked up upper-cased
+        if key in seen:
+            raise ValueError(f"{_echo(left)} is given twice")
+        seen.add(key)
         out[left] = right
     return out
 

@@ -10,6 +10,7 @@ overrides, zero-width) and line/paragraph separators come out as `\\xNN`/`\\uNNN
 from __future__ import annotations
 
 import math
+import time
 import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -61,10 +62,34 @@ def number(value: bytes | str | float | None) -> float | None:
     return n if math.isfinite(n) else None
 
 
-def count(value: bytes | str | float | None) -> int | None:
-    """A count read from Redis, or None when it is not a whole number (not written by the
-    daemon: by hand, or by an older or broken writer). A view skips it rather than dying."""
+def utc(value: bytes | str | float | None, fmt: str) -> str:
+    """A unix time read from Redis (an alert's timestamp), in UTC by `fmt`; "?" when it
+    is not a number or not a date the calendar functions hold (gmtime raises past about
+    the year 2**31: OSError at 1e17, OverflowError at 1e20)."""
+    seconds = number(value)
+    if seconds is None:
+        return "?"
     try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
+        return time.strftime(fmt, time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
+_COUNT_DIGITS_MAX = 19
+"""Every count the daemon writes fits in a signed 64-bit integer: 19 digits."""
+
+
+def count(value: bytes | str | float | None) -> int | None:
+    """A count read from Redis, or None when it is not one (not written by the daemon: by
+    hand, or by an older or broken writer). A view skips it rather than dying.
+
+    A field's count is ASCII digits and nothing else: `int()` also takes " 7 ", "+7",
+    "1_000" and other scripts' digits ("٣"), none of which Redis's HINCRBY writes. A ZSET
+    score (a float) counts when it is whole, finite and not negative.
+    """
+    if isinstance(value, bytes | str):
+        ok = value.isascii() and value.isdigit() and len(value) <= _COUNT_DIGITS_MAX
+        return int(value) if ok else None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and value >= 0 else None
+    return None

@@ -18,6 +18,7 @@ from decision_intel import keys
 from decision_intel.keys import WINDOW_WORDS
 from decision_intel.model.alerts import GATE_SHARE_MIN
 from decision_intel.model.classify import NO_REASON, SKIP
+from decision_intel.model.diagnose import fresh, status_age
 from decision_intel.settings import Settings
 from decision_intel.store.client import find_group
 from decision_intel.text import count, number, safe, safe_map
@@ -42,15 +43,18 @@ async def read_window(
         counts, ranked = await pipe.execute()
     return {
         "decisions": {safe(k): c for k, v in counts.items() if (c := count(v)) is not None},
-        "reasons": [[safe(r), int(s)] for r, s in ranked],
+        # A score is a float: a planted +inf, -inf or 2.5 is no count and is left out.
+        "reasons": [[safe(r), c] for r, s in ranked if (c := count(s)) is not None],
     }
 
 
 async def collect(
-    client: aioredis.Redis, settings: Settings, window: str, symbols: list[str], now: float
+    client: aioredis.Redis, settings: Settings, window: str, symbols: list[str]
 ) -> dict[str, Any]:
-    """Everything any mode shows, read in a few round trips."""
-    data: dict[str, Any] = {"window": window, "now": now}
+    """Everything any mode shows, read in a few round trips. "Now" is Redis's clock, the
+    one the heartbeat and the snapshots are dated by."""
+    sec, usec = await client.time()
+    data: dict[str, Any] = {"window": window, "now": sec + usec / 1e6}
     data["all"] = await read_window(
         client, keys.decision_counts(window), keys.reason_top(window), 50
     )
@@ -266,8 +270,8 @@ def _render_d(d: dict[str, Any], st: Style) -> str:
 def _age(seconds: float | None, what: str, st: Style, stale_after: float) -> str:
     if seconds is None:
         return st.bad(f"no {what}: the service has never run against this Redis")
-    text = f"{what} is {seconds:.0f} s old"
-    return st.bad(text + " (stale)") if seconds > stale_after else text
+    text = f"{what} is {status_age(seconds)}"
+    return text if fresh(seconds, stale_after) else st.bad(text + " (stale)")
 
 
 def _render_e(e: dict[str, Any], st: Style) -> str:

@@ -16,7 +16,7 @@ from decision_intel import __version__, keys
 from decision_intel.daemon.notify import Notifier
 from decision_intel.model.alerts import GATE_SHARE_MIN
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
-from decision_intel.text import describe, number, safe, safe_map
+from decision_intel.text import describe, number, safe, safe_map, utc
 
 T = TypeVar("T")
 
@@ -73,17 +73,21 @@ async def _status(client: Any) -> dict[str, object]:
     from decision_intel.cli.dashboard import read_window
 
     raw = await client.hgetall(keys.STATUS)
+    sec, usec = await client.time()  # the clock the heartbeat is dated by
     windows = {}
     for window in keys.WINDOWS:
         view = await read_window(client, keys.decision_counts(window), keys.reason_top(window), 10)
         windows[window] = {"decisions": view["decisions"], "top_reasons": view["reasons"]}
-    return {"status": safe_map(raw), "windows": windows}
+    return {"status": safe_map(raw), "windows": windows, "now": sec + usec / 1e6}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the status heartbeat and the window snapshots; exit 1 when there is no status."""
+    from decision_intel.model.diagnose import status_age
+
     settings = _settings()
     data = _query(settings, _status)
+    now_s = float(data.pop("now"))  # type: ignore[arg-type]
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0 if data["status"] else 1
@@ -92,7 +96,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no status: the service has never run against this Redis")
         return 1
     last_ts = number(status.get("last_ts"))
-    age = "age unknown" if last_ts is None else f"{time.time() - last_ts:.0f} s old"
+    age = status_age(None if last_ts is None else now_s - last_ts)
     print(f"status ({age}, written by {status.get('consumer_name', '?')}):")
     for name in sorted(status):
         print(f"  {name:18} {status[name]}")
@@ -113,17 +117,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Health as seen from Redis; exit 1 listing each failed check, 2 when Redis is unreachable."""
     from redis.exceptions import RedisError
 
-    from decision_intel.cli.check import run_checks
+    from decision_intel.cli.check import ANSWER_WITHIN_S, run_checks
 
     settings = _settings()
 
     async def read(client: Any) -> list[Any]:
-        return list(
-            await run_checks(settings, client, max_age_s=args.max_age, max_pending=args.max_pending)
-        )
+        async with asyncio.timeout(ANSWER_WITHIN_S):
+            return list(
+                await run_checks(
+                    settings, client, max_age_s=args.max_age, max_pending=args.max_pending
+                )
+            )
 
     try:
         checks = _query(settings, read)
+    except TimeoutError:
+        print(f"FAIL redis: no answer from {settings.redacted_url} within {ANSWER_WITHIN_S:g} s")
+        return 2
     except (RedisError, OSError) as exc:
         print(f"FAIL redis: cannot reach {settings.redacted_url}: {describe(exc)}")
         return 2
@@ -146,11 +156,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         print("no alerts in quantum:p35:alerts")
         return 0
     for e in events:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(number(e.get("timestamp")) or 0))
+        when = utc(e.get("timestamp"), "%Y-%m-%d %H:%M:%SZ")
         fraction = number(e.get("share"))
         share = "" if fraction is None else f"{100 * fraction:.0f}% of {e.get('total', '?')}"
         print(
-            f"{when}Z  {e.get('state', ''):8} {e.get('severity', ''):8} "
+            f"{when:20}  {e.get('state', ''):8} {e.get('severity', ''):8} "
             f"{e.get('type', ''):14} {e.get('window', ''):3}  {e.get('subject', '')}  {share}"
         )
     return 0
@@ -179,7 +189,7 @@ def cmd_dash(args: argparse.Namespace) -> int:
         threshold = threshold / 100 if threshold > 1 else threshold
     data = _query(
         settings,
-        lambda client: dashboard.collect(client, settings, args.window, symbols, time.time()),
+        lambda client: dashboard.collect(client, settings, args.window, symbols),
     )
     views = dashboard.views(data, modes, threshold)
     if args.json:
@@ -260,20 +270,30 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """How one stream entry is classified, with the daemon's rules and vocabulary."""
-    from decision_intel.model.batch import oversize
     from decision_intel.model.classify import Classifier
+    from decision_intel.store import scripts
 
     settings = _settings()
 
     async def read(client: Any) -> Any:
-        return await client.xrange(settings.stream, args.entry_id, args.entry_id, count=1)
+        # Measured in Redis (lua/entry.lua), as the daemon's reads are: an entry of any
+        # size comes back cut down, never as a reply past the byte budget.
+        return await scripts.load(client, "entry")(
+            args=[
+                settings.stream,
+                args.entry_id,
+                settings.max_entry_fields,
+                settings.max_entry_bytes,
+            ]
+        )
 
-    rows = _query(settings, read)
-    if not rows:
+    row = _query(settings, read)
+    if not row:
         print(f"p35 explain: no entry {safe(args.entry_id)} in {settings.stream}", file=sys.stderr)
         return 1
-    entry_id, fields = rows[0]
-    size = oversize(fields, settings.max_entry_fields, settings.max_entry_bytes)
+    entry_id, flat = row[0], row[1]
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    size = (row[2], row[3]) if len(row) == 4 else None
     if size is not None:  # as the daemon counts it
         out: dict[str, Any] = {
             "decision": "UNKNOWN",
@@ -447,6 +467,47 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
     except (RedisError, OSError) as exc:
         # One line for every view; `why` and `check` answer it themselves (a verdict).
-        url = _settings().redacted_url
-        print(f"p35 {args.command}: Redis at {url}: {describe(exc)}", file=sys.stderr)
+        settings = _settings()
+        if "WRONGTYPE" in str(exc):  # Redis is up: one of the keys read is not p35's
+            return _wrong_type(settings, args)
+        print(
+            f"p35 {args.command}: Redis at {settings.redacted_url}: {describe(exc)}",
+            file=sys.stderr,
+        )
         return os.EX_UNAVAILABLE
+
+
+def _view_keys(settings: Settings, args: argparse.Namespace) -> dict[str, str]:
+    """The keys the views read, each with the type p35 writes there."""
+    from decision_intel.cli.dashboard import DEFAULT_SYMBOLS
+
+    want = {settings.stream: "stream", keys.STATUS: "hash", keys.ALERTS: "stream"}
+    symbols = {*DEFAULT_SYMBOLS, *(a.upper() for a in getattr(args, "args", []) or [])}
+    for window in keys.WINDOWS:
+        want[keys.decision_counts(window)] = "hash"
+        want[keys.reason_top(window)] = "zset"
+        want[keys.symbols_in(window)] = "set"
+        for symbol in symbols:
+            want[keys.symbol_decision_counts(symbol, window)] = "hash"
+            want[keys.symbol_reason_top(symbol, window)] = "zset"
+    day = getattr(args, "day", None)
+    day = int(time.time()) // 86_400 if day is None else day
+    want[keys.daily(day)] = want[keys.daily(day - 7)] = "hash"
+    return want
+
+
+def _wrong_type(settings: Settings, args: argparse.Namespace) -> int:
+    """A WRONGTYPE names no key: find the key a view read that holds another type, and
+    name it (exit 1, as for other data a view cannot use), rather than blame Redis."""
+    from decision_intel.store.group import wrong_types
+
+    want = _view_keys(settings, args)
+    wrong = _query(settings, lambda client: wrong_types(client, want))
+    named = "; ".join(wrong[:5]) if wrong else "a key it read holds another type"
+    fix = (
+        "P35_STREAM must name the producers' stream"
+        if any(w.startswith(f"{safe(settings.stream)} is a ") for w in wrong)
+        else "written by hand or by another program: DEL it and the service makes it again"
+    )
+    print(f"p35 {args.command}: {named} ({fix})", file=sys.stderr)
+    return 1

@@ -31,11 +31,19 @@ from rich.text import Text
 from decision_intel import keys
 from decision_intel.cli.why import redis_now_s, thresholds
 from decision_intel.model.classify import BLOCKED, DECISIONS, ERROR, EXECUTE, SKIP, UNKNOWN
-from decision_intel.model.diagnose import HEADLINES, Thresholds, gates, judge, onset
+from decision_intel.model.diagnose import (
+    HEADLINES,
+    Thresholds,
+    fresh,
+    gates,
+    judge,
+    onset,
+    status_age,
+)
 from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.settings import Settings
 from decision_intel.store.client import connect
-from decision_intel.text import count, number, safe
+from decision_intel.text import count, number, safe, utc
 
 WINDOW_CYCLE = ("5m", "15m", "1h")
 HISTORY_MIN = 60
@@ -206,8 +214,9 @@ def health_line(frame: Frame, stale_after_s: float) -> tuple[str, bool]:
     if not st:
         return "no service status: the service has not run against this Redis", True
     last_ts = number(st.get("last_ts"))
-    stale = last_ts is None or frame.now_s - last_ts > stale_after_s
-    age = "age unknown" if last_ts is None else f"{frame.now_s - last_ts:.0f} s old"
+    age_s = None if last_ts is None else frame.now_s - last_ts
+    stale = not fresh(age_s, stale_after_s)
+    age = status_age(age_s)
     parts = [
         f"status {age}" + (" (stale)" if stale else ""),
         f"lag {st.get('lag', '?') or '?'}",
@@ -313,9 +322,9 @@ def heatmap_lines(frame: Frame, rows: int, color: bool) -> list[Text]:
 def alert_lines(frame: Frame, n: int) -> list[Text]:
     out = []
     for a in frame.alerts[:n]:
-        when = time.strftime("%H:%M:%S", time.gmtime(number(a.get("timestamp")) or 0))
+        when = utc(a.get("timestamp"), "%H:%M:%S")
         subject = a.get("reason") or a.get("symbol") or a.get("subject", "")
-        line = f"  {when} {a.get('state', '?'):<8} {a.get('severity', ''):<8} "
+        line = f"  {when:8} {a.get('state', '?'):<8} {a.get('severity', ''):<8} "
         line += f"{a.get('type', '')} {a.get('window', '')} {subject}"
         out.append(Text(line, style="red" if a.get("state") == "firing" else "dim"))
     return out or [Text("  none")]

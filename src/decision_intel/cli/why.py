@@ -88,7 +88,7 @@ async def _per_symbol(client: aioredis.Redis, window: str, reasons: list[str]) -
         if decisions:
             out[sym] = Counts(
                 {safe(k): n for k, v in decisions.items() if (n := count(v)) is not None},
-                {r: int(n) for r, n in zip(reasons, scores or [], strict=False) if n},
+                {r: n for r, s in zip(reasons, scores or [], strict=False) if (n := count(s))},
             )
     return out
 

@@ -70,13 +70,13 @@ class Heartbeat:
         self.group: dict[str, Any] = {}
 
     async def beat(self, counted: int, state: str = "running") -> None:
-        """Raises LeaseLost when another process holds this consumer name."""
+        """Raises LeaseLost when another process holds this consumer name. The script
+        writes `last_ts` from Redis's clock, which every reader compares it with."""
         now = time.time()
         self.rate = self.meter.sample(time.monotonic(), counted)
         mine = {
             "consumer_name": self.s.consumer_name,
             "service_start_ts": f"{self.start_ts:.3f}",
-            "last_ts": f"{now:.3f}",
             "rate": f"{self.rate:.1f}",
             "version": __version__,
             "state": state,

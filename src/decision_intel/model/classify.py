@@ -126,6 +126,17 @@ class Vocabulary:
         )
 
 
+def impossible_word(word: str) -> str | None:
+    """Why an operator's decision word (`P35_DECISION_WORDS`) could never apply to a
+    `decision` value, or None when it can: the rules strip a value and take UNKNOWN for
+    no decision at all, before they look a word up."""
+    if strip(word) != word:
+        return "begins or ends with characters the rules strip from a value"
+    if word.lower() in _EMPTY_DECISIONS:
+        return "counts as no decision (SPEC section 4), so it can never apply"
+    return None
+
+
 def strip(text: str) -> str:
     """Unicode whitespace and the zero-width characters U+200B-U+200D, U+FEFF, both ends."""
     return text.strip(_STRIP_CHARS)

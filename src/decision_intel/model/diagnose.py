@@ -19,7 +19,7 @@ from decision_intel.keys import WINDOW_WORDS
 from decision_intel.model import gates as gate_data
 from decision_intel.model.classify import EXECUTE, NO_REASON
 from decision_intel.model.windows import Counts
-from decision_intel.text import number
+from decision_intel.text import count, number
 
 TRADING, DEGRADED, NOT_TRADING, UNKNOWN = "trading", "degraded", "not_trading", "unknown"
 EXIT_CODES = {TRADING: 0, DEGRADED: 1, NOT_TRADING: 2, UNKNOWN: 3}
@@ -212,13 +212,32 @@ def examples(recent: Sequence[tuple[str, str, str]], reason: str) -> list[dict[s
     return [{"id": i, "detail": d, "count": n} for d, (i, n) in ranked]
 
 
+def fresh(age_s: float | None, stale_after_s: float) -> bool:
+    """Whether the service's status is current: written at most `stale_after_s` ago by
+    Redis's clock. The heartbeat dates itself by Redis's clock, so a status dated ahead
+    of it (a negative age) was written by another clock and proves nothing: stale."""
+    return age_s is not None and 0 <= age_s <= stale_after_s
+
+
+def status_age(age_s: float | None) -> str:
+    """A status's age in words, as every view says it."""
+    if age_s is None:
+        return "age unknown"
+    return f"{age_s:.0f} s old" if age_s >= 0 else f"dated {-age_s:.0f} s ahead of Redis's clock"
+
+
 def verdict(
     total: int, execute_share: float, top_gate_share: float, age_s: float | None, th: Thresholds
 ) -> tuple[str, str | None]:
     """The verdict, and for `unknown` the words saying why."""
     if age_s is None:
         return UNKNOWN, "no service status in Redis: the service has not run against it"
-    if age_s > th.stale_after_s:
+    if age_s < 0:
+        return UNKNOWN, (
+            f"the service's status is dated {-age_s:.0f} s ahead of Redis's clock, "
+            "so it says nothing about the service now"
+        )
+    if not fresh(age_s, th.stale_after_s):
         return UNKNOWN, f"the service's status is {age_s:.0f} s old, so the counts may lag"
     if total < th.min_decisions:
         return UNKNOWN, f"only {total:,} decisions, fewer than the {th.min_decisions:,} needed"
@@ -314,8 +333,8 @@ def diagnose(ev: Evidence) -> dict[str, Any]:
         "gates": gate_docs,
         "service": {
             "status_age_s": j.age_s,
-            "lag": _int(ev.status.get("lag")),
-            "pending": _int(ev.status.get("pending_estimate")),
+            "lag": count(ev.status.get("lag")),
+            "pending": count(ev.status.get("pending_estimate")),
         },
     }
     doc["text"] = text(doc, ev)
@@ -395,10 +414,3 @@ def _duration(minutes: int) -> str:
     if minutes < 120:
         return f"{minutes} min"
     return f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None

@@ -65,7 +65,10 @@ def compare(
         "previous_total": prev_total if before else None,
         "decisions": decisions,
         "top_gates": [
-            {"reason": r, "count": n, "share": gate_shares[r]} for r, n in _ranked(gates)[:10]
+            # No share without decisions to divide by (a rollup written by hand or by a
+            # broken writer can hold reason counts and no decision counts).
+            {"reason": r, "count": n, "share": gate_shares.get(r, 0.0)}
+            for r, n in _ranked(gates)[:10]
         ],
         "top_symbols": [{"symbol": s, "count": n} for s, n in _ranked(now["symbols"])[:10]],
         "rose": [],

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from decision_intel.keys import WINDOWS
-from decision_intel.text import printable_ascii, safe
+from decision_intel.text import count, printable_ascii, safe
 
 
 @dataclass
@@ -68,10 +68,9 @@ def parse_bucket(fields: Mapping[bytes, bytes]) -> Counts:
             target = counts.decisions if kind == "symbol_decision" else counts.reasons
         else:
             continue
-        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per field)
-            target[key] = int(raw_value)
-        except ValueError:
-            pass  # not a count: not the daemon's writing (by hand, or a broken writer)
+        n = count(raw_value)
+        if n is not None:  # else not the daemon's writing (by hand, or a broken writer)
+            target[key] = n
     return out
 
 

@@ -181,17 +181,7 @@ class Store:
         return want
 
     async def wrong_types(self, want: dict[str, str]) -> list[str]:
-        """Which of these keys hold another type than the daemon writes there (after
-        a WRONGTYPE, which does not name its key), as `key is a T, not a W`."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for key in want:
-                pipe.type(key)
-            got = [t.decode() if isinstance(t, bytes) else str(t) for t in await pipe.execute()]
-        return [
-            f"{safe(key)} is a {t}, not a {w}"
-            for (key, w), t in zip(want.items(), got, strict=True)
-            if t not in ("none", w)
-        ]
+        return await wrong_types(self.client, want)
 
     async def flush(self, batch: Batch, now_ms: int) -> FlushResult:
         """Count and acknowledge the batch atomically; drop IDs that are no longer ours.
@@ -306,3 +296,17 @@ class Store:
 
 def _name(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
+
+
+async def wrong_types(client: aioredis.Redis, want: dict[str, str]) -> list[str]:
+    """Which of these keys hold another type than p35 writes there (after a WRONGTYPE,
+    which does not name its key), as `key is a T, not a W`."""
+    async with client.pipeline(transaction=False) as pipe:
+        for key in want:
+            pipe.type(key)
+        got = [t.decode() if isinstance(t, bytes) else str(t) for t in await pipe.execute()]
+    return [
+        f"{safe(key)} is a {t}, not a {w}"
+        for (key, w), t in zip(want.items(), got, strict=True)
+        if t not in ("none", w)
+    ]

@@ -25,6 +25,7 @@ NAMES = (
     "snapshot",
     "alert",
     "recent",
+    "entry",
     "roll",
     "group_start",
     "audit",

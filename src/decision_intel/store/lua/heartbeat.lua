@@ -1,5 +1,7 @@
 -- One daemon's heartbeat in one step: renew the lease on its name, read the group's
 -- state (group_state() in lib.lua), and write the group-wide status hash and its own.
+-- `last_ts` is Redis's clock, the one every reader compares it with: a daemon host whose
+-- clock runs fast would otherwise date its heartbeat ahead and look alive after it died.
 --
 -- KEYS[1] status hash  KEYS[2] this consumer's status hash  KEYS[3] lease
 -- ARGV: stream, group, token, lease_ms, consumer_ttl_s,
@@ -13,8 +15,10 @@ local holder = redis.call('GET', lease)
 if holder and holder ~= token then return {0} end
 redis.call('SET', lease, token, 'PX', ARGV[4])
 
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local args = cursor(6)
-local mine = {}
+local mine = {'last_ts', string.format('%d.%03d', tonumber(now[1]), math.floor(tonumber(now[2]) / 1000))}
 for _ = 1, tonumber(args.take()) do
   mine[#mine + 1] = args.take()
   mine[#mine + 1] = args.take()
@@ -32,9 +36,8 @@ if #state > 0 then
   group_fields = {'pending_estimate', state[2], 'lag', state[1], 'consumers', state[3],
     'last_delivered_id', state[4], 'entries_read', state[5]}
   if state[7] ~= '' then
-    local now = redis.call('TIME')
     local oldest_ms = tonumber(string.match(state[7], '^(%d+)'))
-    age = math.max(0, (tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - oldest_ms) / 1000)
+    age = math.max(0, (now_ms - oldest_ms) / 1000)
   end
 end
 group_fields[#group_fields + 1] = 'oldest_pending_age_s'
