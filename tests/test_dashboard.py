@@ -344,3 +344,29 @@ def test_a_key_of_another_type_is_named_not_taken_for_redis_down(
         assert out.returncode == 1, (args, out.returncode, out.stderr)
         assert f"{key} is a string, not a " in out.stderr, (args, out.stderr)
         assert "Redis at" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_planted_megabyte_name_is_shown_cut_and_dash_e_sums_up_consumers(
+    r: redis.Redis, known: dict[str, str]
+) -> None:
+    """A 1 MB planted reason gave 2-4 MB of output from why, status, dash and report, and
+    `dash e` listed every consumer (1.86 MB for 20,000; issue 27 #12). Names are cut,
+    with their length, and `dash e` lists 20 consumers and says how many more there are."""
+    big = "r" * (1 << 20)
+    sec, _ = r.time()
+    minute, day = int(sec) // 60, time.strftime("%Y%m%d", time.gmtime(int(sec)))
+    for key in (keys.bucket(minute), keys.bucket_meta(minute), f"quantum:p35:daily:{day}"):
+        r.hset(key, mapping={f"reason:{big}": 90, f"symbol_reason:BTCUSDT:{big}": 60})
+    r.hset(f"quantum:p35:daily:{day}", "decision:BLOCKED", 90)
+    r.zadd(keys.reason_top("5m"), {big: 90})
+    r.hset(keys.STATUS, "consumer_name", big)
+    for i in range(50):
+        r.xgroup_createconsumer(STREAM, "p35_decision_intel", f"ghost-{i}")
+    for args in (["why"], ["status"], ["status", "--json"], ["dash", "all"], ["report"]):
+        out = run_p35(known, *args)
+        assert out.returncode in (0, 1, 2, 3) and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stdout) + len(out.stderr) < 20_000, (args, len(out.stdout))
+        assert f"...[{1 << 20} chars]" in out.stdout, (args, out.stdout[:300])
+    e = dash(known, "e")
+    assert "and 31 more consumers" in e.stdout, e.stdout  # host-1 and 50 ghosts
+    assert json.loads(dash(known, "e", "--json").stdout)["e"]["consumers_total"] == 51

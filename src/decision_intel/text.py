@@ -38,9 +38,29 @@ def _escape(c: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+NAME_MAX = 100
+"""A name (a reason, a symbol, a consumer, a field) is shown cut to this many characters:
+p35 writes none longer (reasons 64, symbols 30), and a planted 1 MB name must not turn
+into megabytes of output."""
+VALUE_MAX = 1000
+"""A value from a status hash or an alert is shown cut to this."""
+
+
+def cut(text: str, limit: int = NAME_MAX) -> str:
+    """`text` cut to `limit` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}...[{len(text)} chars]"
+
+
+def safe_name(value: object, limit: int = NAME_MAX) -> str:
+    """A name from Redis, made safe (`safe`) and cut (`cut`)."""
+    if isinstance(value, bytes | str) and len(value) > 4 * limit:  # escape only what is kept
+        return f"{safe(value[: 4 * limit])[:limit]}...[{len(value)} chars]"
+    return cut(safe(value), limit)
+
+
 def safe_map(fields: Mapping[Any, Any]) -> dict[str, str]:
-    """A hash or stream entry from Redis as safe text keys and values."""
-    return {safe(k): safe(v) for k, v in fields.items()}
+    """A hash or stream entry from Redis as safe text keys and values, each cut."""
+    return {safe_name(k): safe_name(v, VALUE_MAX) for k, v in fields.items()}
 
 
 _PRINTABLE_ASCII = bytes(range(0x20, 0x7F))

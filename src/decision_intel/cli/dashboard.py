@@ -21,13 +21,16 @@ from decision_intel.model.classify import NO_REASON, SKIP
 from decision_intel.model.diagnose import fresh, status_age
 from decision_intel.settings import Settings
 from decision_intel.store.client import find_group
-from decision_intel.text import count, number, safe, safe_map
+from decision_intel.text import count, number, safe_map, safe_name
 
 MODES = ("a", "b", "c", "d", "e")
 UNIT = "quantum-p35-decision-intelligence"
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MAX_NAME_CHARS = 80
 """Consumer names are anyone's to choose: shown escaped and cut to this."""
+MAX_CONSUMERS_SHOWN = 20
+"""Consumers are anyone's to create: mode e lists the ones with the most pending (then
+the least idle), and sums up the rest."""
 
 
 # -- Redis -> data --------------------------------------------------------------------------
@@ -42,9 +45,9 @@ async def read_window(
         pipe.zrevrange(top_key, 0, n - 1, withscores=True)
         counts, ranked = await pipe.execute()
     return {
-        "decisions": {safe(k): c for k, v in counts.items() if (c := count(v)) is not None},
+        "decisions": {safe_name(k): c for k, v in counts.items() if (c := count(v)) is not None},
         # A score is a float: a planted +inf, -inf or 2.5 is no count and is left out.
-        "reasons": [[safe(r), c] for r, s in ranked if (c := count(s)) is not None],
+        "reasons": [[safe_name(r), c] for r, s in ranked if (c := count(s)) is not None],
     }
 
 
@@ -68,14 +71,22 @@ async def collect(
     data["status"] = safe_map(status)
     group = await find_group(client, settings.stream, settings.group)
     consumers = []
+    rows = []
     if group is not None:
-        for row in await client.xinfo_consumers(settings.stream, settings.group):
-            name = safe(row["name"])[:MAX_NAME_CHARS]
+        rows = await client.xinfo_consumers(settings.stream, settings.group)
+        rows.sort(key=lambda row: (-row["pending"], row["idle"]))
+        for row in rows[:MAX_CONSUMERS_SHOWN]:
+            name = safe_name(row["name"], MAX_NAME_CHARS)
             consumers.append({"name": name, "pending": row["pending"], "idle_ms": row["idle"]})
     data["group"] = (
         None
         if group is None
-        else {"lag": group.get("lag"), "pending": group.get("pending"), "consumers": consumers}
+        else {
+            "lag": group.get("lag"),
+            "pending": group.get("pending"),
+            "consumers": consumers,
+            "consumers_total": len(rows),
+        }
     )
     data["systemd"] = _systemd_state()
     return data
@@ -171,6 +182,7 @@ def view_e(data: dict[str, Any]) -> dict[str, Any]:
             {"name": c["name"], "pending": c["pending"], "idle_s": round(c["idle_ms"] / 1000, 1)}
             for c in (group["consumers"] if group else [])
         ],
+        "consumers_total": group["consumers_total"] if group else 0,
         "systemd": data["systemd"],
     }
 
@@ -287,6 +299,9 @@ def _render_e(e: dict[str, Any], st: Style) -> str:
         lines.append("  no consumers in the group")
     for c in e["consumers"]:
         lines.append(f"  consumer {c['name']}: pending {c['pending']}, idle {c['idle_s']:.0f} s")
+    more = e["consumers_total"] - len(e["consumers"])
+    if more > 0:
+        lines.append(f"  and {more} more consumers (fewer pending or longer idle)")
     if e["systemd"] is not None:
         lines.append(f"  systemd: {UNIT} is {e['systemd']}")
     return "\n".join(lines)

@@ -43,7 +43,7 @@ from decision_intel.model.diagnose import (
 from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.settings import Settings
 from decision_intel.store.client import connect
-from decision_intel.text import count, number, safe, utc
+from decision_intel.text import count, number, safe, safe_map, utc
 
 WINDOW_CYCLE = ("5m", "15m", "1h")
 HISTORY_MIN = 60
@@ -108,8 +108,8 @@ class Reader:
             window=window,
             now_s=now_s,
             minutes={m: self._metas[m][1] for m, v in versions.items() if v is not None},
-            status={safe(k): safe(v) for k, v in status.items()},
-            alerts=[{safe(k): safe(v) for k, v in fields.items()} for _id, fields in alerts],
+            status=safe_map(status),
+            alerts=[safe_map(fields) for _id, fields in alerts],
         )
         frame.symbols = await self._busiest(window, sorted(safe(m) for m in members))
         counts = window_counts(frame, 0)

@@ -28,7 +28,7 @@ from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
 from decision_intel.store.client import find_group
-from decision_intel.text import count, safe
+from decision_intel.text import count, safe, safe_map, safe_name
 
 FIRST_CHUNK_MIN = 60
 """History read before the window at first; each further read doubles it."""
@@ -87,7 +87,7 @@ async def _per_symbol(client: aioredis.Redis, window: str, reasons: list[str]) -
         decisions, scores = replies[2 * i], replies[2 * i + 1]
         if decisions:
             out[sym] = Counts(
-                {safe(k): n for k, v in decisions.items() if (n := count(v)) is not None},
+                {safe_name(k): n for k, v in decisions.items() if (n := count(v)) is not None},
                 {r: n for r, s in zip(reasons, scores or [], strict=False) if (n := count(s))},
             )
     return out
@@ -256,7 +256,7 @@ async def why(
 
     classifier = Classifier(s.vocabulary)
     recent = await _recent(client, s, classifier, symbol)
-    status = {safe(k): safe(v) for k, v in (await client.hgetall(keys.STATUS)).items()}
+    status = safe_map(await client.hgetall(keys.STATUS))
     group = await find_group(client, s.stream, s.group)  # live, not the last heartbeat's
     if group is not None:
         status["lag"] = "" if group["lag"] is None else str(group["lag"])

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from decision_intel.keys import WINDOWS
-from decision_intel.text import count, printable_ascii, safe
+from decision_intel.text import NAME_MAX, count, cut, printable_ascii, safe
 
 
 @dataclass
@@ -62,12 +62,15 @@ def parse_bucket(fields: Mapping[bytes, bytes]) -> Counts:
             target = out.reasons
         elif kind in ("symbol_decision", "symbol_reason"):
             symbol, _, key = key.partition(":")
+            symbol = cut(symbol) if len(symbol) > NAME_MAX else symbol
             counts = out.symbols.get(symbol)
             if counts is None:
                 counts = out.symbols[symbol] = Counts()
             target = counts.decisions if kind == "symbol_decision" else counts.reasons
         else:
             continue
+        if len(key) > NAME_MAX:  # not the daemon's writing: shown cut, not megabytes
+            key = cut(key)
         n = count(raw_value)
         if n is not None:  # else not the daemon's writing (by hand, or a broken writer)
             target[key] = n
