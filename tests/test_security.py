@@ -92,6 +92,7 @@ def test_the_documented_acl_runs_the_whole_daemon_and_cli_and_no_secret_leaks(
     expected = load(admin, 5_000)  # includes UNKNOWN entries: the invalid stream is written
     admin.xgroup_create(STREAM, GROUP, id="0")
     admin.xgroup_createconsumer(STREAM, GROUP, "departed")  # removed by the daemon later
+    admin.sadd("quantum:p35:consumers", "departed")  # a p35 daemon's name: p35 removes only those
     env = {**base_env, "P35_REDIS_URL": user_url(acl_server)}
     d = Daemon(env, tmp_path / "d.log").start()
     daemons.append(d)
