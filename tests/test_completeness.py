@@ -54,6 +54,14 @@ def settled(r: redis.Redis) -> bool:
     return bool(g) and g["pending"] == 0 and status(r).get("lost_exact") == "1"
 
 
+def alerts(r: redis.Redis, kind: str) -> list[dict[str, str]]:
+    return [
+        {k.decode(): v.decode() for k, v in f.items()}
+        for _, f in r.xrange(keys.ALERTS)
+        if f[b"type"] == kind.encode()
+    ]
+
+
 def events(d: Daemon, name: str) -> list[dict[str, object]]:
     return [e for e in d.events() if e.get("event") == name]
 
@@ -99,6 +107,15 @@ def test_entries_trimmed_while_p35_is_down_are_reported_exactly(
     assert [(e["cause"], e["count"], e["exact"]) for e in lost] == [("trimmed", trimmed, True)]
     rows = r.xrange(keys.LOSSES)
     assert [(f[b"cause"], int(f[b"count"])) for _, f in rows] == [(b"trimmed", trimmed)]
+    [alert] = alerts(r, "entries_lost")
+    assert (alert["subject"], alert["severity"], alert["count"]) == (
+        "trimmed",
+        "HIGH",
+        str(trimmed),
+    )
+    # The stream holds seconds of traffic: p35 down that long loses entries.
+    wait_for(lambda: alerts(r, "headroom_low") != [], 30, "the headroom alert")
+    assert alerts(r, "headroom_low")[0]["severity"] == "HIGH"
     assert d.terminate_and_wait()[0] == 0
 
 
@@ -125,6 +142,9 @@ def test_a_guard_acknowledging_our_pending_entries_is_reported_and_never_removed
     assert s["foreign_consumers"] == "1"
     foreign = events(d, "consumer.foreign")
     assert [e["name"] for e in foreign] == ["dag4_deadlock_guard"]
+    [alert] = alerts(r, "foreign_consumer")
+    assert (alert["subject"], alert["severity"]) == ("dag4_deadlock_guard", "MEDIUM")
+    assert [a["subject"] for a in alerts(r, "entries_lost")] == ["acked_elsewhere"]
     # p35 removes its own departed consumers, never another client's.
     wait_for(
         lambda: (

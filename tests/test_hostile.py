@@ -190,8 +190,9 @@ def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
 ) -> None:
     """Anyone allowed XREADGROUP can create a consumer name: title change, clipboard write
     (OSC 52), screen clear, C1 CSI, a bidi override, bytes that are not UTF-8. Every view
-    prints it escaped (JSON too), and the daemon removes it without a failed tick (it used
-    to log a traceback on every tick and every `p35 dash` mode died on UnicodeDecodeError)."""
+    prints it escaped (JSON too); the daemon reports it as a foreign consumer, escaped, in
+    its log and its alert, without a failed tick, and never removes it (it used to log a
+    traceback on every tick and every `p35 dash` mode died on UnicodeDecodeError)."""
     from tests.helpers import run_p35
 
     r.xgroup_create(STREAM, "p35_decision_intel", id="0", mkstream=True)
@@ -223,17 +224,26 @@ def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
 
     d = Daemon({**base_env, "P35_CLAIM_MIN_IDLE_SEC": "1"}, tmp_path / "d.log").start()
     daemons.append(d)
+    # Not p35's: reported as a foreign consumer (escaped), never removed.
     wait_for(
-        lambda: (
-            HOSTILE_NAME not in [c["name"] for c in r.xinfo_consumers(STREAM, "p35_decision_intel")]
+        lambda: any(e.get("event") == "consumer.foreign" for e in d.events()),
+        30,
+        "the hostile consumer reported",
+    )
+    wait_for(
+        lambda: any(
+            f.get(b"type") == b"foreign_consumer" for _, f in r.xrange("quantum:p35:alerts")
         ),
         30,
-        "the hostile consumer removed",
+        "the foreign_consumer alert",
     )
     assert d.terminate_and_wait()[0] == 0
     assert not [e for e in d.events() if e["event"] == "tick.failed"]
-    [removed] = [e for e in d.events() if e["event"] == "consumer.removed"]
-    assert "\\x1b" in str(removed["removed"])
+    [reported] = [e for e in d.events() if e["event"] == "consumer.foreign"]
+    assert "\\x1b" in str(reported["name"]) and "\x1b" not in str(reported["name"])
+    [alert] = [f for _, f in r.xrange("quantum:p35:alerts") if f[b"type"] == b"foreign_consumer"]
+    assert b"\x1b" not in alert[b"subject"] and b"\\x1b" in alert[b"subject"]
+    assert HOSTILE_NAME in [c["name"] for c in r.xinfo_consumers(STREAM, "p35_decision_intel")]
 
 
 async def _top_screen(url: str) -> str:

@@ -56,15 +56,6 @@ def minute_of_id(entry_id: bytes | str) -> int:
     return id_parts(entry_id)[0] // 60_000
 
 
-def utc_of_id(entry_id: bytes | str) -> str:
-    """An entry ID's time, UTC, to the second ('' for an ID that is not one)."""
-    try:
-        ms = id_parts(entry_id)[0]
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
-    except (ValueError, OverflowError, OSError):
-        return ""
-
-
 def minute_label(minute: int) -> str:
     """`YYYYMMDDHHMM` in UTC for a minute number."""
     return time.strftime("%Y%m%d%H%M", time.gmtime(minute * 60))

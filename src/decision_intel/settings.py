@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     max_entry_bytes: int = Field(64 << 10, ge=1 << 10, le=16 << 20)
     max_entry_fields: int = Field(256, ge=8, le=100_000)
     alerts_max_per_eval: int = Field(20, ge=1, le=10_000)
+    min_headroom_sec: float = Field(600, ge=0, le=30 * 86_400)
     snapshot_symbols: int = Field(100, ge=0, le=100_000)
     skip_reasons: str = ""
     error_reasons: str = ""

@@ -14,7 +14,9 @@ import redis.asyncio as aioredis
 
 from decision_intel import keys
 from decision_intel.daemon.metrics import Metrics
+from decision_intel.model import completeness
 from decision_intel.model.alerts import (
+    ENTRIES_LOST,
     NEW_GATE,
     NEW_GATE_DEDUP_MS,
     NEW_GATE_WINDOW,
@@ -28,10 +30,15 @@ from decision_intel.model.alerts import (
     evaluate,
     new_gate_candidates,
 )
+from decision_intel.model.completeness import Audit
 from decision_intel.model.windows import Counts
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
 from decision_intel.text import safe, safe_map
+
+OWN_DEDUP_MS = {NEW_GATE: NEW_GATE_DEDUP_MS, ENTRIES_LOST: 1}
+"""De-duplication of its own: a new gate once a day; every loss is sent (the audit
+raises `entries_lost` only in a turn that found one)."""
 
 Emitted = tuple[str, str, str]
 """(alert key `type|window|subject`, severity, `firing` or `resolved`)."""
@@ -73,6 +80,18 @@ class AlertStore:
                 f.fields["top_causes"] = await self.top_causes()
             elif minutes is not None:
                 diagnosis_fields(f, windows, minutes, now_ms // 60_000, memo)
+        await self.send(evaluation, now_ms)
+
+    async def run_completeness(self, audit: Audit, now_ms: int) -> None:
+        """The completeness audit's alerts (model/completeness.py), through the same
+        de-duplicating state as the window alerts."""
+        open_keys = await self.open_keys()
+        evaluation = completeness.evaluate(audit, open_keys, self.s.min_headroom_sec)
+        if evaluation.firing or evaluation.resolved:
+            await self.send(evaluation, now_ms)
+
+    async def send(self, evaluation: Evaluation, now_ms: int) -> None:
+        """Send what the state in Redis says to send; one log line per event sent."""
         by_key = {f.key: f for f in evaluation.firing}
         for key, severity, state in await self.apply(evaluation, now_ms):
             alert_type, window, subject = AlertKey.parse(key)
@@ -127,7 +146,7 @@ class AlertStore:
         ]
         for f in evaluation.firing:
             extra = {"subject": f.subject, **f.fields}
-            own_dedup_ms = NEW_GATE_DEDUP_MS if f.type == NEW_GATE else 0
+            own_dedup_ms = OWN_DEDUP_MS.get(f.type, 0)
             args += [f.key, f.type, f.window, f.severity, SEVERITY_RANK[f.severity], own_dedup_ms]
             args.append(len(extra))
             for name, value in extra.items():

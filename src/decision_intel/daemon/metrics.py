@@ -25,8 +25,8 @@ from typing import Any
 
 from decision_intel import __version__
 from decision_intel.model.classify import DECISIONS
+from decision_intel.model.completeness import LOSS_CAUSES
 from decision_intel.settings import Settings
-from decision_intel.store.audit import LOSS_CAUSES
 from decision_intel.store.flush import FlushResult
 
 FLUSH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)

@@ -31,7 +31,7 @@ from decision_intel.daemon.notify import Notifier
 from decision_intel.daemon.rollup import Roller
 from decision_intel.daemon.snapshots import Snapshotter
 from decision_intel.daemon.status import Heartbeat
-from decision_intel.keys import utc_of_id
+from decision_intel.model.completeness import utc_of_id
 from decision_intel.settings import Settings
 from decision_intel.store.audit import Auditor
 from decision_intel.store.backoff import (
@@ -413,6 +413,7 @@ class Service:
         self.metrics.audited(
             {e.cause: e.count for e in audit.losses}, audit.headroom_s, audit.foreign_total
         )
+        await self.alert_store.run_completeness(audit, self.store.now_ms())
         if not self._headroom_logged:
             self._headroom_logged = True
             self.log.info("stream.headroom", headroom_s=audit.headroom_s)

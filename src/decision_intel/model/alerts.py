@@ -21,6 +21,9 @@ from decision_intel.model.windows import Counts
 
 GATE_EXPLOSION, STUCK, DECISION_MIX = "gate_explosion", "stuck", "decision_mix"
 STREAM_CLOCK, SUPPRESSED, NEW_GATE = "stream_clock", "suppressed", "new_gate"
+ENTRIES_LOST, FOREIGN_CONSUMER, HEADROOM_LOW = "entries_lost", "foreign_consumer", "headroom_low"
+AUDIT_TYPES = (ENTRIES_LOST, FOREIGN_CONSUMER, HEADROOM_LOW)
+"""The completeness audit's alert types (completeness.py): not resolved by the windows."""
 """SUPPRESSED: the one event that counts what an evaluation over the cap did not send."""
 MEDIUM, HIGH, CRITICAL = "MEDIUM", "HIGH", "CRITICAL"
 SEVERITY_RANK = {MEDIUM: 1, HIGH: 2, CRITICAL: 3}
@@ -379,6 +382,8 @@ def evaluate(
 def _over(key: str, windows: Mapping[str, Counts], min_decisions: int) -> bool:
     """Whether the open alert `key` (type|window|subject) no longer holds."""
     alert_type, window, subject = AlertKey.parse(key)
+    if alert_type in AUDIT_TYPES:
+        return False  # raised and resolved by the completeness audit (completeness.py)
     counts = windows.get(window)
     if counts is None:
         return True  # a window that no longer exists

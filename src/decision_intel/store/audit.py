@@ -4,41 +4,20 @@ daemon; the daemon that takes the turn walks the group and reports what left it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from decision_intel import keys
+from decision_intel.model.completeness import FOREIGN_LISTED, Audit, LossEvent
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
 
-LOSS_CAUSES = ("trimmed", "acked_elsewhere", "skipped")
 MAX_STEPS = 2000
 """Entries and ranges one turn may walk; the rest waits for the next turn."""
 MAX_UNREAD = 20_000
 """Unread entries the turn counts to place the group's position; past that it waits."""
 LOSSES_MAXLEN = 1000
-
-
-@dataclass(frozen=True)
-class LossEvent:
-    cause: str
-    count: int
-    first_id: str
-    last_id: str
-
-
-@dataclass(frozen=True)
-class Audit:
-    """One turn: the stream's headroom, whether the accounting held exactly, foreign
-    consumers (first ten, with what each holds) and the losses found."""
-
-    headroom_s: float | None
-    exact: bool
-    foreign_total: int
-    foreign: list[tuple[bytes, int]] = field(default_factory=list)
-    losses: list[LossEvent] = field(default_factory=list)
 
 
 def _text(value: Any) -> str:
@@ -50,10 +29,10 @@ def parse(reply: list[Any]) -> Audit | None:
     if int(reply[0]) == 0:
         return None
     headroom = _text(reply[1])
-    n_foreign = int(reply[3])
-    pos = 4
+    n_foreign = int(reply[6])
+    pos = 7
     foreign = []
-    for _ in range(min(n_foreign, 10)):
+    for _ in range(min(n_foreign, FOREIGN_LISTED)):
         name = reply[pos] if isinstance(reply[pos], bytes) else str(reply[pos]).encode()
         foreign.append((name, int(reply[pos + 1])))
         pos += 2
@@ -64,7 +43,10 @@ def parse(reply: list[Any]) -> Audit | None:
         pos += 4
     return Audit(
         headroom_s=float(headroom) / 1000 if headroom else None,
+        trimmed_ever=int(reply[3]) == 1,
         exact=int(reply[2]) == 1,
+        last_loss_ms=int(reply[4]),
+        acked_ms=int(reply[5]),
         foreign_total=n_foreign,
         foreign=foreign,
         losses=losses,

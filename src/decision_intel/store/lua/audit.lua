@@ -23,8 +23,12 @@
 -- ARGV: stream, group, consumer, read_hw ('' none), lock_token, lock_ms, max_steps,
 --       losses_maxlen, max_unread
 -- Returns {0} (another daemon's turn, or no group) or
--- {1, headroom_ms ('' empty stream), exact (1: the identity held this turn), n_foreign,
---  {name, pending} of the first ten..., n_events, {cause, count, first_id, last_id}...}
+-- {1, headroom_ms ('' empty stream), exact (1: the identity held this turn),
+--  trimmed_ever (1: entries were ever removed from the stream), last_loss_ms, acked_ms
+--  (0: never; `p35 check --ack-losses` sets it), n_foreign, {name, pending} of the first
+--  ten..., n_events, {cause, count, first_id, last_id}...}
+-- The ledger keeps the foreign consumers named this turn as JSON (`foreign`) for
+-- `p35 check`.
 
 local status, ledger, settled, losses, lock, names = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local stream, group, consumer, read_hw = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -75,6 +79,23 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
   end
 end
 
+redis.call('HSET', ledger, 'foreign', cjson.encode({n = n_foreign, names = foreign}))
+
+-- The reply, and the status fields every turn rewrites.
+local function reply(exact, order, events)
+  local marks = redis.call('HMGET', ledger, 'last_loss_ms', 'acked_ms')
+  local out = {1, headroom, exact, (added - length > 0) and 1 or 0,
+    tonumber(marks[1] or '0'), tonumber(marks[2] or '0'), n_foreign}
+  for _, v in ipairs(foreign) do out[#out + 1] = v end
+  out[#out + 1] = #order
+  for _, cause in ipairs(order) do
+    for _, v in ipairs(events[cause]) do out[#out + 1] = v end
+  end
+  redis.call('HSET', status, 'lost_exact', exact, 'headroom_s',
+    headroom == '' and '' or string.format('%.1f', headroom / 1000), 'foreign_consumers', n_foreign)
+  return out
+end
+
 -- N(id): how many entries the stream ever held up to id, counting those deleted after
 -- it (deleted before anyone read them, they are lost too). nil past `max_unread`.
 local function offset(id)
@@ -108,12 +129,7 @@ if not S or not A0 or (seen_added and added < seen_added) then
   -- The ledger begins (or the stream began anew): what is pending now is not settled;
   -- whatever else lies up to L was settled before accounting began.
   local n = offset(L)
-  if not n then
-    local out = {1, headroom, 0, n_foreign}
-    for _, v in ipairs(foreign) do out[#out + 1] = v end
-    out[#out + 1] = 0
-    return out
-  end
+  if not n then return reply(0, {}, {}) end
   local summary = redis.call('XPENDING', stream, group)
   S = (tonumber(summary[1]) > 0) and before(summary[2]) or L
   A0 = n - counted - pending
@@ -188,17 +204,12 @@ if complete and n_eff then
   end
 end
 
-local out = {1, headroom, exact, n_foreign}
-for _, v in ipairs(foreign) do out[#out + 1] = v end
-out[#out + 1] = #order
 for _, cause in ipairs(order) do
   local e = events[cause]
   redis.call('HINCRBY', status, 'lost_total', e[2])
   redis.call('HINCRBY', status, 'lost_' .. cause, e[2])
   redis.call('XADD', losses, 'MAXLEN', '~', losses_maxlen, '*', 'cause', cause, 'count', e[2],
     'first_id', e[3], 'last_id', e[4], 'exact', exact, 'ts_ms', now_ms)
-  for _, v in ipairs(e) do out[#out + 1] = v end
 end
-redis.call('HSET', status, 'lost_exact', exact, 'headroom_s',
-  headroom == '' and '' or string.format('%.1f', headroom / 1000), 'foreign_consumers', n_foreign)
-return out
+if #order > 0 then redis.call('HSET', ledger, 'last_loss_ms', now_ms) end
+return reply(exact, order, events)

@@ -1,0 +1,83 @@
+"""The completeness alerts (model/completeness.py), without Redis."""
+
+from __future__ import annotations
+
+from decision_intel.model.alerts import HIGH, MEDIUM
+from decision_intel.model.alerts import evaluate as evaluate_windows
+from decision_intel.model.completeness import Audit, LossEvent, evaluate
+from decision_intel.model.windows import Counts
+
+
+def audit(**kw: object) -> Audit:
+    base: dict[str, object] = {
+        "headroom_s": 5000.0,
+        "trimmed_ever": True,
+        "exact": True,
+        "last_loss_ms": 0,
+        "acked_ms": 0,
+        "foreign_total": 0,
+    }
+    return Audit(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_each_cause_fires_once_with_its_summed_count_and_range() -> None:
+    losses = [
+        LossEvent("skipped", 2000, "1700000000000-0", "1700000060000-5"),
+        LossEvent("skipped", 1000, "1700000060000-6", "1700000120000-0"),
+        LossEvent("trimmed", 7, "1700000000000-0", "1700000001000-0"),
+    ]
+    ev = evaluate(audit(losses=losses, last_loss_ms=9), [], 600)
+    lost = {f.subject: f for f in ev.firing if f.type == "entries_lost"}
+    assert set(lost) == {"skipped", "trimmed"}
+    assert lost["skipped"].severity == HIGH
+    assert lost["skipped"].fields["count"] == "3000"
+    assert lost["skipped"].fields["first_id"] == "1700000000000-0"
+    assert lost["skipped"].fields["last_id"] == "1700000120000-0"
+    assert lost["skipped"].fields["since"] == "2023-11-14T22:13:20Z"
+
+
+def test_a_loss_stays_open_until_the_operator_acknowledges_it() -> None:
+    key = "entries_lost|-|trimmed"
+    assert evaluate(audit(last_loss_ms=100, acked_ms=50), [key], 600).resolved == []
+    assert evaluate(audit(last_loss_ms=100, acked_ms=100), [key], 600).resolved == [key]
+
+
+def test_a_foreign_consumer_fires_while_present_with_a_safe_subject() -> None:
+    name = b"guard|\x1b[2Jx"
+    ev = evaluate(audit(foreign_total=1, foreign=[(name, 3)]), [], 600)
+    [f] = ev.firing
+    assert (f.type, f.severity, f.fields["pending"]) == ("foreign_consumer", MEDIUM, "3")
+    assert "\x1b" not in f.subject and "|" not in f.subject and "\\x1b" in f.subject
+    gone = evaluate(audit(), [f.key], 600)
+    assert gone.resolved == [f.key]
+    # More foreign consumers than a turn names: whether this one left is unknown.
+    many = evaluate(audit(foreign_total=11, foreign=[(b"other", 0)] * 10), [f.key], 600)
+    assert many.resolved == []
+
+
+def test_headroom_is_low_only_on_a_trimmed_stream_under_the_minimum() -> None:
+    def severity(**kw: object) -> str | None:
+        fired = [f for f in evaluate(audit(**kw), [], 600).firing if f.type == "headroom_low"]
+        return fired[0].severity if fired else None
+
+    assert severity(headroom_s=100.0, trimmed_ever=False) is None  # young, never trimmed
+    assert severity(headroom_s=None) is None  # empty stream
+    assert severity(headroom_s=700.0) is None
+    assert severity(headroom_s=599.0) == MEDIUM
+    assert severity(headroom_s=59.0) == HIGH
+    key = "headroom_low|-|stream"
+    assert evaluate(audit(headroom_s=700.0), [key], 600).resolved == [key]
+
+
+def test_the_window_evaluation_leaves_the_audit_alerts_open() -> None:
+    windows = {w: Counts() for w in ("1m", "5m", "15m", "1h")}
+    open_keys = ["entries_lost|-|trimmed", "foreign_consumer|-|x", "headroom_low|-|stream"]
+    ev = evaluate_windows(
+        windows,
+        open_keys,
+        alert_windows=["5m"],
+        mix_window="15m",
+        min_decisions=100,
+        stuck_min_decisions=10,
+    )
+    assert ev.resolved == []
