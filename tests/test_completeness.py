@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from decision_intel import keys
-from tests.helpers import GROUP, STREAM, Daemon, group_info, wait_for
+from tests.helpers import GROUP, STREAM, Daemon, group_info, run_p35, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -60,6 +60,12 @@ def alerts(r: redis.Redis, kind: str) -> list[dict[str, str]]:
         for _, f in r.xrange(keys.ALERTS)
         if f[b"type"] == kind.encode()
     ]
+
+
+def completeness_line(env: dict[str, str], *args: str) -> str:
+    out = run_p35(env, "check", *args)
+    [line] = [x for x in out.stdout.splitlines() if " completeness: " in x]
+    return line
 
 
 def events(d: Daemon, name: str) -> list[dict[str, object]]:
@@ -116,6 +122,18 @@ def test_entries_trimmed_while_p35_is_down_are_reported_exactly(
     # The stream holds seconds of traffic: p35 down that long loses entries.
     wait_for(lambda: alerts(r, "headroom_low") != [], 30, "the headroom alert")
     assert alerts(r, "headroom_low")[0]["severity"] == "HIGH"
+    # p35 check fails on it, naming it, until the operator acknowledges it.
+    line = completeness_line(base_env)
+    assert line.startswith("FAIL") and f"lost {trimmed:,} entries" in line, line
+    assert f"trimmed {trimmed:,}" in line, line
+    line = completeness_line(base_env, "--ack-losses")
+    assert line.startswith("ok") and "acknowledgement" in line, line
+    wait_for(
+        lambda: any(a["state"] == "resolved" for a in alerts(r, "entries_lost")),
+        30,
+        "the loss alert resolved once acknowledged",
+    )
+    assert r.xlen(keys.LOSSES) == 1  # the history stays
     assert d.terminate_and_wait()[0] == 0
 
 
@@ -145,6 +163,8 @@ def test_a_guard_acknowledging_our_pending_entries_is_reported_and_never_removed
     [alert] = alerts(r, "foreign_consumer")
     assert (alert["subject"], alert["severity"]) == ("dag4_deadlock_guard", "MEDIUM")
     assert [a["subject"] for a in alerts(r, "entries_lost")] == ["acked_elsewhere"]
+    line = completeness_line(base_env)
+    assert line.startswith("FAIL") and "acked_elsewhere 500" in line, line
     # p35 removes its own departed consumers, never another client's.
     wait_for(
         lambda: (

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from decision_intel import keys
+from decision_intel.model.completeness import utc_of_id
 from decision_intel.model.diagnose import fresh, status_age
 from decision_intel.settings import Settings
 from decision_intel.store.client import find_group
-from decision_intel.text import number, safe
+from decision_intel.text import count, number, safe, safe_name, utc
 
 ANSWER_WITHIN_S = 10.0
 """`p35 check` answers within this, whatever the service's settings (an NRPE or
@@ -64,7 +67,91 @@ async def run_checks(
 
     pending = int(group.get("pending", 0)) if group else 0
     out.append(Check("pending", pending <= max_pending, f"{pending} pending (limit {max_pending})"))
+    out.append(await completeness(client, int(now_s * 1000)))
     return out
+
+
+UTC_FORMAT = "%Y-%m-%d %H:%M:%SZ"
+LOSS_LOOKBACK_MS = 86_400_000
+"""Losses this old or older no longer fail the check (they stay in the history)."""
+
+
+async def completeness(client: aioredis.Redis, now_ms: int) -> Check:
+    """Fails while a loss of the last 24 h, or a foreign consumer holding entries, is not
+    acknowledged by the operator (`p35 check --ack-losses`; docs/completeness.md)."""
+    ledger: Any = await client.hmget(keys.LEDGER, "acked_ms", "foreign", "acked_foreign")
+    acked, foreign_raw, acked_foreign = ledger
+    acked_ms = count(acked) or 0
+    since_ms = max(acked_ms, now_ms - LOSS_LOOKBACK_MS)
+    rows: Any = await client.xrange(keys.LOSSES, min=f"{since_ms + 1}-0", max="+", count=1000)
+    lost = loss_summary(rows)
+    holding = [
+        name
+        for name, held in foreign_consumers(foreign_raw)
+        if held > 0 and name not in {n for n, _ in foreign_consumers(acked_foreign)}
+    ]
+    problems = []
+    if lost:
+        problems.append(lost)
+    if holding:
+        problems.append("foreign consumers hold entries: " + ", ".join(holding[:5]))
+    if problems:
+        hint = "; read docs/completeness.md, then p35 check --ack-losses"
+        return Check("completeness", False, "; ".join(problems) + hint)
+    if acked_ms:
+        return Check(
+            "completeness",
+            True,
+            f"no loss since the acknowledgement at {utc(acked_ms / 1000, UTC_FORMAT)}",
+        )
+    return Check("completeness", True, "no loss in the last 24 h")
+
+
+def loss_summary(rows: list[tuple[bytes, dict[bytes, bytes]]]) -> str:
+    """`lost N entries: trimmed N (from .. to ..), ...` for loss records; '' for none."""
+    by_cause: dict[str, list[int]] = {}
+    first: dict[str, str] = {}
+    last: dict[str, str] = {}
+    for _, f in rows:
+        cause = safe(f.get(b"cause", b"?"))[:40]
+        by_cause.setdefault(cause, []).append(count(f.get(b"count")) or 0)
+        first.setdefault(cause, utc_of_id(safe(f.get(b"first_id", b""))))
+        last[cause] = utc_of_id(safe(f.get(b"last_id", b"")))
+    if not by_cause:
+        return ""
+    total = sum(sum(v) for v in by_cause.values())
+    parts = [
+        f"{cause} {sum(ns):,} (entries of {first[cause] or '?'} to {last[cause] or '?'})"
+        for cause, ns in by_cause.items()
+    ]
+    return f"lost {total:,} entries unacknowledged: " + ", ".join(parts)
+
+
+def foreign_consumers(raw: bytes | None) -> list[tuple[str, int]]:
+    """The foreign consumers the last audit named (ledger `foreign`), names made safe."""
+    if not raw:
+        return []
+    try:
+        doc = json.loads(raw.decode(errors="replace"))
+        flat = doc.get("names") if isinstance(doc, dict) else None
+    except ValueError:
+        return []
+    if not isinstance(flat, list):
+        return []
+    return [
+        (safe_name(str(flat[i])), count(str(flat[i + 1])) or 0) for i in range(0, len(flat) - 1, 2)
+    ]
+
+
+async def acknowledge_losses(client: aioredis.Redis) -> int:
+    """Record, at Redis's time, that the operator has seen the losses so far and the
+    foreign consumers now in the group; returns that time (ms). The history stays."""
+    sec, usec = await client.time()
+    now_ms = int(sec) * 1000 + int(usec) // 1000
+    foreign = await client.hget(keys.LEDGER, "foreign")
+    await client.hset(keys.LEDGER, mapping={"acked_ms": now_ms, "acked_foreign": foreign or b""})
+    await client.hset(keys.STATUS, "losses_acked_ms", now_ms)
+    return now_ms
 
 
 async def _windows(client: aioredis.Redis, now_s: float, wait_s: float, rebuild_s: float) -> Check:

@@ -117,9 +117,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Health as seen from Redis; exit 1 listing each failed check, 2 when Redis is unreachable."""
     from redis.exceptions import RedisError
 
-    from decision_intel.cli.check import ANSWER_WITHIN_S, run_checks
+    from decision_intel.cli.check import ANSWER_WITHIN_S, acknowledge_losses, run_checks
 
     settings = _settings()
+    if args.ack_losses:
+        acked_ms = _query(settings, acknowledge_losses)
+        when = utc(acked_ms / 1000, "%Y-%m-%d %H:%M:%SZ")
+        print(f"losses and foreign consumers acknowledged as of {when}")
 
     async def read(client: Any) -> list[Any]:
         async with asyncio.timeout(ANSWER_WITHIN_S):
@@ -406,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="health checks from Redis; exit 1 when any fails")
     check.add_argument("--max-age", type=float, default=15.0, help="heartbeat age limit, s")
     check.add_argument("--max-pending", type=int, default=10_000, help="pending entries limit")
+    check.add_argument(
+        "--ack-losses",
+        action="store_true",
+        help="record that the losses so far and the foreign consumers now are seen "
+        "(the completeness check passes again; the history stays)",
+    )
     check.set_defaults(func=cmd_check)
     dash = sub.add_parser(
         "dash",
