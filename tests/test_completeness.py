@@ -134,6 +134,12 @@ def test_entries_trimmed_while_p35_is_down_are_reported_exactly(
         "the loss alert resolved once acknowledged",
     )
     assert r.xlen(keys.LOSSES) == 1  # the history stays
+    # The views whose windows the loss falls in say so.
+    why = run_p35(base_env, "why", "--window", "15m", "--json")
+    doc = json.loads(why.stdout)
+    assert doc["incomplete"]["lost"] == trimmed, doc["incomplete"]
+    assert doc["incomplete"]["causes"] == {"trimmed": trimmed}
+    assert f"Incomplete: {trimmed:,} entries trimmed from the stream" in doc["text"]
     assert d.terminate_and_wait()[0] == 0
 
 

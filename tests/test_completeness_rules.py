@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from decision_intel.model.alerts import HIGH, MEDIUM
 from decision_intel.model.alerts import evaluate as evaluate_windows
-from decision_intel.model.completeness import Audit, LossEvent, evaluate
+from decision_intel.model.completeness import (
+    Audit,
+    LossEvent,
+    evaluate,
+    incomplete,
+    incomplete_text,
+)
 from decision_intel.model.windows import Counts
 
 
@@ -81,3 +87,23 @@ def test_the_window_evaluation_leaves_the_audit_alerts_open() -> None:
         stuck_min_decisions=10,
     )
     assert ev.resolved == []
+
+
+def test_a_window_is_incomplete_only_where_a_loss_overlaps_it() -> None:
+    """Entries of 22:13-22:15 UTC trimmed: a window over them says so; one after does not."""
+    losses = [
+        LossEvent("trimmed", 3669, "1700000000000-0", "1700000100000-0"),
+        LossEvent("skipped", 5, "1700000050000-0", "1700000060000-0"),
+    ]
+    doc = incomplete(losses, 1_700_000_060, 1_700_000_400)
+    assert doc == {
+        "lost": 3674,
+        "causes": {"trimmed": 3669, "skipped": 5},
+        "since": 1_700_000_000.0,
+        "until": 1_700_000_100.0,
+    }
+    assert incomplete_text(doc) == (
+        "Incomplete: 3,669 entries trimmed from the stream before they were read; "
+        "5 entries skipped by a move of the group between 22:13 and 22:15 UTC."
+    )
+    assert incomplete(losses, 1_700_000_101, 1_700_000_400) is None

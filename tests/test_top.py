@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from decision_intel.cli.top import Frame, verdict_line
+from decision_intel.cli.top import Frame, incomplete_line, verdict_line
 from decision_intel.devtools import producers
 from decision_intel.model.classify import BLOCKED, EXECUTE
+from decision_intel.model.completeness import LossEvent
 from decision_intel.model.diagnose import Thresholds
 from decision_intel.model.windows import Counts
 from tests.helpers import STREAM, Daemon, drained, p35_executable, run_p35, wait_for
@@ -227,3 +228,14 @@ def test_far_future_alert_timestamps_are_shown_as_unknown() -> None:
     alerts = [{"timestamp": ts, "state": "firing", "type": "stuck"} for ts in ("1e20", "1e17")]
     lines = [t.plain for t in alert_lines(Frame("5m", alerts=alerts), 5)]
     assert len(lines) == 2 and all(line.startswith("  ?        firing") for line in lines), lines
+
+
+def test_a_window_a_loss_overlaps_is_shown_incomplete() -> None:
+    """The 5-minute window over entries acknowledged elsewhere says so; an hour later, not."""
+    loss = LossEvent("acked_elsewhere", 500, "1700000000000-0", "1700000030000-0")
+    frame = Frame(window="5m", now_s=1_700_000_100.0, losses=[loss])
+    assert incomplete_line(frame) == (
+        "Incomplete: 500 entries acknowledged by another client before p35 counted them "
+        "between 22:13 and 22:13 UTC."
+    )
+    assert incomplete_line(Frame(window="5m", now_s=1_700_003_600.0, losses=[loss])) == ""

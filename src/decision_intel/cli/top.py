@@ -31,6 +31,7 @@ from rich.text import Text
 from decision_intel import keys
 from decision_intel.cli.why import redis_now_s, thresholds
 from decision_intel.model.classify import BLOCKED, DECISIONS, ERROR, EXECUTE, SKIP, UNKNOWN
+from decision_intel.model.completeness import LossEvent, incomplete, incomplete_text, loss_record
 from decision_intel.model.diagnose import (
     HEADLINES,
     Thresholds,
@@ -42,6 +43,7 @@ from decision_intel.model.diagnose import (
 )
 from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.settings import Settings
+from decision_intel.store.audit import LOSSES_READ
 from decision_intel.store.client import connect
 from decision_intel.text import count, number, safe, safe_map, utc
 
@@ -73,6 +75,8 @@ class Frame:
     heat_gates: list[str] = field(default_factory=list)
     cells: dict[tuple[str, int], Counts] = field(default_factory=dict)
     alerts: list[dict[str, str]] = field(default_factory=list)
+    losses: list[LossEvent] = field(default_factory=list)
+    """The newest loss records: a window they overlap is incomplete."""
     error: str | None = None
     """Why Redis could not be read, when it could not."""
 
@@ -100,9 +104,10 @@ class Reader:
             pipe.hgetall(keys.STATUS)
             pipe.smembers(keys.symbols_in(window))
             pipe.xrevrange(keys.ALERTS, "+", "-", count=ALERTS_READ)
+            pipe.xrevrange(keys.LOSSES, "+", "-", count=LOSSES_READ)
             replies = await pipe.execute()
         versions = dict(zip(minutes, replies[: len(minutes)], strict=True))
-        status, members, alerts = replies[len(minutes) :]
+        status, members, alerts, losses = replies[len(minutes) :]
         await self._read_metas(versions)
         frame = Frame(
             window=window,
@@ -110,6 +115,7 @@ class Reader:
             minutes={m: self._metas[m][1] for m, v in versions.items() if v is not None},
             status=safe_map(status),
             alerts=[safe_map(fields) for _id, fields in alerts],
+            losses=[e for _id, f in reversed(losses) if (e := loss_record(f)) is not None],
         )
         frame.symbols = await self._busiest(window, sorted(safe(m) for m in members))
         counts = window_counts(frame, 0)
@@ -342,6 +348,13 @@ def layout(height: int, symbols: int) -> dict[str, int]:
     return rows
 
 
+def incomplete_line(frame: Frame) -> str:
+    """What the window is missing, when losses overlap it ('' when it is complete)."""
+    since_s = (int(frame.now_s // 60) - keys.WINDOWS[frame.window] + 1) * 60
+    gap = incomplete(frame.losses, since_s, frame.now_s)
+    return incomplete_text(gap) if gap else ""
+
+
 def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -> Group:
     w = max(60, width)
     if frame.error is not None:
@@ -357,6 +370,11 @@ def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -
     body: list[Any] = [
         Text(line[:w], style=style if color else ""),
         Text(health[:w], style=("bold red" if stale else "dim") if color else ""),
+    ]
+    gap = incomplete_line(frame)
+    if gap:
+        body.append(Text(gap[:w], style="bold red" if color else ""))
+    body += [
         Text(f"decision mix, last hour (a column a minute) · totals {frame.window}", style="bold"),
     ]
     for i, chart_line in enumerate(chart):

@@ -14,6 +14,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from decision_intel import keys
+from decision_intel.model import completeness
 from decision_intel.model.classify import DECISIONS, Classifier
 from decision_intel.model.diagnose import (
     Baseline,
@@ -26,7 +27,7 @@ from decision_intel.model.diagnose import (
 )
 from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.settings import Settings
-from decision_intel.store import scripts
+from decision_intel.store import audit, scripts
 from decision_intel.store.client import find_group
 from decision_intel.text import count, safe, safe_map, safe_name
 
@@ -261,6 +262,9 @@ async def why(
     if group is not None:
         status["lag"] = "" if group["lag"] is None else str(group["lag"])
         status["pending_estimate"] = str(group["pending"])
+    since_s = window_minutes.start * 60
+    losses = await audit.recent_losses(client)
+    gap = completeness.incomplete(losses, since_s, now_s)
     evidence = Evidence(
         window=window,
         symbol=symbol,
@@ -272,5 +276,7 @@ async def why(
         status=status,
         gate_decision=classifier.decision_for_reason,
         thresholds=th,
+        incomplete=gap,
+        incomplete_text=completeness.incomplete_text(gap) if gap else "",
     )
     return diagnose(evidence)

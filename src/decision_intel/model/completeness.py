@@ -16,8 +16,9 @@ de-duplicating store as the window alerts (`lua/alert.lua`):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from decision_intel.keys import id_parts
 from decision_intel.model.alerts import (
@@ -134,3 +135,54 @@ def headroom_severity(audit: Audit, min_headroom_s: float) -> str | None:
     if audit.headroom_s < min_headroom_s:
         return MEDIUM
     return None
+
+
+CAUSE_WORDS = {
+    "trimmed": "trimmed from the stream before they were read",
+    "acked_elsewhere": "acknowledged by another client before p35 counted them",
+    "skipped": "skipped by a move of the group",
+}
+
+
+def loss_record(fields: Mapping[bytes, bytes]) -> LossEvent | None:
+    """A record of `quantum:p35:losses` as written by the audit; None if it is not one."""
+    try:
+        return LossEvent(
+            safe(fields[b"cause"])[:40],
+            int(fields[b"count"].decode("ascii")),
+            fields[b"first_id"].decode("ascii"),
+            fields[b"last_id"].decode("ascii"),
+        )
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def incomplete(
+    losses: Iterable[LossEvent], since_s: float, until_s: float
+) -> dict[str, Any] | None:
+    """The losses whose entries' times overlap [since_s, until_s]: `p35 why --json`'s
+    `incomplete` ({lost, causes, since, until}), or None when the window is complete."""
+    causes: dict[str, int] = {}
+    first_s: float | None = None
+    last_s: float | None = None
+    for e in losses:
+        try:
+            lo, hi = id_parts(e.first_id)[0] / 1000, id_parts(e.last_id)[0] / 1000
+        except ValueError:
+            continue
+        if lo > until_s or hi < since_s:
+            continue
+        causes[e.cause] = causes.get(e.cause, 0) + e.count
+        first_s = lo if first_s is None else min(first_s, lo)
+        last_s = hi if last_s is None else max(last_s, hi)
+    if not causes:
+        return None
+    return {"lost": sum(causes.values()), "causes": causes, "since": first_s, "until": last_s}
+
+
+def incomplete_text(doc: Mapping[str, Any]) -> str:
+    """`incomplete: 3,669 entries trimmed from the stream before they were read between
+    14:02 and 14:03 UTC.`"""
+    span = " and ".join(time.strftime("%H:%M", time.gmtime(doc[k])) for k in ("since", "until"))
+    parts = [f"{n:,} entries {CAUSE_WORDS.get(cause, cause)}" for cause, n in doc["causes"].items()]
+    return f"Incomplete: {'; '.join(parts)} between {span} UTC."

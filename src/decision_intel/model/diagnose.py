@@ -91,6 +91,9 @@ class Evidence:
     status: dict[str, str]
     gate_decision: Callable[[str], str]
     thresholds: Thresholds = field(default_factory=Thresholds)
+    incomplete: dict[str, Any] | None = None
+    """Losses overlapping the window (model/completeness.py `incomplete`), None if none."""
+    incomplete_text: str = ""
 
 
 def share(part: int, total: int) -> float:
@@ -331,6 +334,7 @@ def diagnose(ev: Evidence) -> dict[str, Any]:
             for key, b in ev.baselines.items()
         },
         "gates": gate_docs,
+        "incomplete": ev.incomplete,
         "service": {
             "status_age_s": j.age_s,
             "lag": count(ev.status.get("lag")),
@@ -350,7 +354,7 @@ def text(doc: Mapping[str, Any], ev: Evidence) -> str:
     if doc["verdict"] == UNKNOWN:
         head += f"{doc['unknown_because']}. "
     if not total:
-        return head + f"No decisions in the last {words}."
+        return head + f"No decisions in the last {words}." + _incomplete(ev)
     parts = [
         head + f"{_pct(doc['execute_share'])} of {total:,} decisions executed in the last "
         f"{words}{_baseline_words(doc['baseline'])}."
@@ -388,7 +392,11 @@ def text(doc: Mapping[str, Any], ev: Evidence) -> str:
                 f"What to do: `{top['reason']}` has no entry in {gate_data.DOC}; "
                 f"run `p35 explain ID` on a recent entry to see where it comes from."
             )
-    return " ".join(parts)
+    return " ".join(parts) + _incomplete(ev)
+
+
+def _incomplete(ev: Evidence) -> str:
+    return f" {ev.incomplete_text}" if ev.incomplete_text else ""
 
 
 def _baseline_words(baseline: Mapping[str, Any]) -> str:

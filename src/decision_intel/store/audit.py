@@ -9,7 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import keys
-from decision_intel.model.completeness import FOREIGN_LISTED, Audit, LossEvent
+from decision_intel.model.completeness import FOREIGN_LISTED, Audit, LossEvent, loss_record
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
 
@@ -18,6 +18,8 @@ MAX_STEPS = 2000
 MAX_UNREAD = 20_000
 """Unread entries the turn counts to place the group's position; past that it waits."""
 LOSSES_MAXLEN = 1000
+LOSSES_READ = 200
+"""Loss records a view reads (newest first): more than a day's worth in any real case."""
 
 
 def _text(value: Any) -> str:
@@ -84,3 +86,10 @@ class Auditor:
             ],
         )
         return parse(reply)
+
+
+async def recent_losses(client: aioredis.Redis) -> list[LossEvent]:
+    """The newest loss records (`quantum:p35:losses`) as the audit wrote them, oldest first."""
+    rows: Any = await client.xrevrange(keys.LOSSES, count=LOSSES_READ)
+    found = (loss_record(fields) for _, fields in reversed(rows))
+    return [e for e in found if e is not None]
