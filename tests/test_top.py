@@ -236,6 +236,6 @@ def test_a_window_a_loss_overlaps_is_shown_incomplete() -> None:
     frame = Frame(window="5m", now_s=1_700_000_100.0, losses=[loss])
     assert incomplete_line(frame) == (
         "Incomplete: 500 entries acknowledged by another client before p35 counted them "
-        "between 22:13 and 22:13 UTC."
+        "at 22:13 UTC."
     )
     assert incomplete_line(Frame(window="5m", now_s=1_700_003_600.0, losses=[loss])) == ""

@@ -181,8 +181,9 @@ def incomplete(
 
 
 def incomplete_text(doc: Mapping[str, Any]) -> str:
-    """`incomplete: 3,669 entries trimmed from the stream before they were read between
-    14:02 and 14:03 UTC.`"""
-    span = " and ".join(time.strftime("%H:%M", time.gmtime(doc[k])) for k in ("since", "until"))
+    """`Incomplete: 3,669 entries trimmed from the stream before they were read between
+    14:02 and 14:03 UTC.` (`at 14:02` when both ends fall in one minute)."""
+    since, until = (time.strftime("%H:%M", time.gmtime(doc[k])) for k in ("since", "until"))
+    span = f"at {since}" if since == until else f"between {since} and {until}"
     parts = [f"{n:,} entries {CAUSE_WORDS.get(cause, cause)}" for cause, n in doc["causes"].items()]
-    return f"Incomplete: {'; '.join(parts)} between {span} UTC."
+    return f"Incomplete: {'; '.join(parts)} {span} UTC."
