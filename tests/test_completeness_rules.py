@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decision_intel.model import report as report_model
 from decision_intel.model.alerts import HIGH, MEDIUM
 from decision_intel.model.alerts import evaluate as evaluate_windows
 from decision_intel.model.completeness import (
@@ -107,3 +108,20 @@ def test_a_window_is_incomplete_only_where_a_loss_overlaps_it() -> None:
         "5 entries skipped by a move of the group between 22:13 and 22:15 UTC."
     )
     assert incomplete(losses, 1_700_000_101, 1_700_000_400) is None
+
+
+def test_a_days_loss_is_carried_by_the_report() -> None:
+    """`lost:<cause>` in a rollup (written by the audit): the JSON carries it and the text
+    says the day's figures are short by it."""
+    fields = {b"decision:SKIP": b"10", b"reason:no_position": b"10", b"lost:trimmed": b"3669"}
+    rep = report_model.compare("20260101", "20251225", report_model.parse_daily(fields), None)
+    assert rep["lost"] == {"total": 3669, "causes": {"trimmed": 3669}}
+    assert report_model.render(rep).endswith(
+        "incomplete: 3,669 entries of this day were never counted (trimmed 3,669); "
+        "the figures above are short by them (docs/completeness.md)"
+    )
+    clean = report_model.compare(
+        "20260101", "20251225", report_model.parse_daily(fields | {b"lost:trimmed": b"x"}), None
+    )
+    assert clean["lost"] == {"total": 0, "causes": {}}
+    assert "incomplete" not in report_model.render(clean)

@@ -33,7 +33,7 @@ from decision_intel.daemon.snapshots import Snapshotter
 from decision_intel.daemon.status import Heartbeat
 from decision_intel.model.completeness import utc_of_id
 from decision_intel.settings import Settings
-from decision_intel.store.audit import Auditor
+from decision_intel.store.audit import Auditor, add_to_days
 from decision_intel.store.backoff import (
     ACCESS_DENIED,
     REDIS_DOWN,
@@ -413,6 +413,8 @@ class Service:
         self.metrics.audited(
             {e.cause: e.count for e in audit.losses}, audit.headroom_s, audit.foreign_total
         )
+        if audit.losses:
+            await add_to_days(self.client, self.s, audit.losses)
         await self.alert_store.run_completeness(audit, self.store.now_ms())
         if not self._headroom_logged:
             self._headroom_logged = True

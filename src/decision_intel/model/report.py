@@ -10,15 +10,26 @@ from collections.abc import Mapping
 from typing import Any
 
 from decision_intel.model.classify import NO_REASON
+from decision_intel.model.completeness import CAUSE_WORDS
 from decision_intel.model.windows import parse_bucket
+from decision_intel.text import count
 
 
 def parse_daily(fields: Mapping[bytes, bytes]) -> dict[str, dict[str, int]]:
     """A daily rollup read as a bucket is (`windows.parse_bucket`: names escaped, counts
-    that are not numbers skipped), with each symbol's decisions summed."""
+    that are not numbers skipped), with each symbol's decisions summed, and the entries of
+    the day that left the group uncounted (`lost:<cause>`, written by the audit)."""
     counts = parse_bucket(fields)
     symbols = {s: n for s, c in counts.symbols.items() if (n := sum(c.decisions.values()))}
-    return {"decisions": counts.decisions, "reasons": counts.reasons, "symbols": symbols}
+    lost = {
+        cause: n for cause in CAUSE_WORDS if (n := count(fields.get(f"lost:{cause}".encode())) or 0)
+    }
+    return {
+        "decisions": counts.decisions,
+        "reasons": counts.reasons,
+        "symbols": symbols,
+        "lost": lost,
+    }
 
 
 def _ranked(counts: Mapping[str, int]) -> list[tuple[str, int]]:
@@ -71,6 +82,7 @@ def compare(
             for r, n in _ranked(gates)[:10]
         ],
         "top_symbols": [{"symbol": s, "count": n} for s, n in _ranked(now["symbols"])[:10]],
+        "lost": {"total": sum(now.get("lost", {}).values()), "causes": now.get("lost", {})},
         "rose": [],
         "fell": [],
     }
@@ -90,8 +102,9 @@ def compare(
 
 def render(rep: dict[str, Any]) -> str:
     day = rep["day"]
+    lost = _lost_line(rep)
     if not rep["total"]:
-        return f"no decisions recorded for {day} (quantum:p35:daily:{day})"
+        return f"no decisions recorded for {day} (quantum:p35:daily:{day})" + lost
     so_far = " (today so far, the last minute or two not rolled up yet)" if rep["partial"] else ""
     lines = [f"{day}{so_far}: {rep['total']} decisions"]
     if rep["compared_with"] is None:
@@ -111,4 +124,16 @@ def render(rep: dict[str, Any]) -> str:
         if rep[label]:
             lines.append(f"gates that {label}:")
             lines += [f"  {m['change_pp']:+6.2f} pp  {m['reason']}" for m in rep[label]]
-    return "\n".join(lines)
+    return "\n".join(lines) + lost
+
+
+def _lost_line(rep: dict[str, Any]) -> str:
+    """The day's entries that left the group uncounted, as a last line ('' for none)."""
+    lost = rep.get("lost") or {}
+    if not lost.get("total"):
+        return ""
+    causes = ", ".join(f"{cause} {n:,}" for cause, n in lost["causes"].items())
+    return (
+        f"\nincomplete: {lost['total']:,} entries of this day were never counted ({causes}); "
+        "the figures above are short by them (docs/completeness.md)"
+    )

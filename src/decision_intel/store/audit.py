@@ -9,6 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import keys
+from decision_intel.keys import id_parts
 from decision_intel.model.completeness import FOREIGN_LISTED, Audit, LossEvent, loss_record
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
@@ -86,6 +87,21 @@ class Auditor:
             ],
         )
         return parse(reply)
+
+
+async def add_to_days(client: aioredis.Redis, s: Settings, losses: list[LossEvent]) -> None:
+    """Each loss into the daily rollup of its entries' day (`lost:<cause>`, by the last
+    entry's time), so `p35 report` carries it. After the audit's own step: a crash in
+    between leaves a day's figure short, never counted twice."""
+    async with client.pipeline(transaction=False) as pipe:
+        for e in losses:
+            try:
+                day = id_parts(e.last_id)[0] // 86_400_000
+            except ValueError:
+                continue
+            pipe.hincrby(keys.daily(day), f"lost:{e.cause}", e.count)
+            pipe.expireat(keys.daily(day), (day + 1 + s.daily_ttl_days) * 86_400, nx=True)
+        await pipe.execute()
 
 
 async def recent_losses(client: aioredis.Redis) -> list[LossEvent]:
