@@ -301,3 +301,50 @@ def test_sigkill_while_the_group_moves_back_counts_nothing_twice(
     assert stat(r, "lost_total") == 0
     assert d.terminate_and_wait()[0] == 0
     assert json.dumps(status(r))  # the status stays readable
+
+
+def test_kill_9_while_a_producer_trims_loses_nothing_silently(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """A producer writing with MAXLEN ~ 2000 faster than a daemon that is killed -9 three
+    times: at the end every entry written is counted once or reported trimmed, exactly."""
+    import random
+    import threading
+    import time
+
+    env = {**base_env, "P35_BATCH_SIZE": "100"}
+    total = 30_000
+    done = threading.Event()
+
+    def write() -> None:
+        w = redis.Redis(port=r.connection_pool.connection_kwargs["port"])
+        for start in range(0, total, 500):
+            produce(w, 500, start=start, maxlen=2000, approximate=True)
+            time.sleep(0.05)  # about 10,000 entries/s: the kills land while it writes
+        done.set()
+
+    r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    d = start(env, tmp_path, daemons, "k0")
+    wait_for(lambda: status(r).get("lost_exact") is not None, 30, "the ledger begun")
+    writer = threading.Thread(target=write)
+    writer.start()
+    rng = random.Random()
+    for i in range(3):
+        before = stat(r, "processed_total")
+        wait_for(lambda b=before: stat(r, "processed_total") > b + 300, 60, "more counted")
+        wait_for(lambda: rng.random() < 0.2, 1, "a random moment", every=0.01)
+        d.signal(signal.SIGKILL)
+        d.wait(10)
+        d = start(env, tmp_path, daemons, f"k{i + 1}")
+    writer.join(120)
+    assert done.is_set()
+    wait_for(
+        lambda: stat(r, "processed_total") + stat(r, "lost_total") >= total and settled(r),
+        90,
+        "every entry counted or reported",
+    )
+    s = status(r)
+    assert int(s["processed_total"]) == bucket_total(r)
+    assert int(s["processed_total"]) + int(s["lost_total"]) == total, s
+    assert int(s["lost_trimmed"]) == int(s["lost_total"]) > 0, s
+    assert d.terminate_and_wait()[0] == 0
