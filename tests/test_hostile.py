@@ -465,3 +465,28 @@ def test_twenty_thousand_departed_consumers_neither_stall_the_heartbeat_nor_floo
     assert sum(int(e["count"]) for e in summaries) == own  # type: ignore[call-overload]
     assert len(summaries) == 1  # one sweep: every one was departed at the start
     assert gap_s <= 5.0, f"the heartbeat stalled {gap_s:.1f} s"
+
+
+def test_departed_consumers_past_the_read_budget_are_removed_without_a_failed_tick(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Issue 27 #5: with 60,000 long ghost names the XINFO CONSUMERS reply (15 MiB) passed
+    the read budget, so the removal failed every tick (a `tick.failed` traceback each
+    time, 0 removed). The same at a tenth of the scale under a 1 MiB budget: 3,000 of
+    p35's departed names and 3,000 of another client's (1.5 MB of names). Walked inside
+    Redis, p35's are removed and the others kept, with no failed tick."""
+    r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    _ghosts(r, [f"p35-{'p' * 240}-{i:05d}" for i in range(3000)], ours=True)
+    _ghosts(r, [f"ghost-{'g' * 240}-{i:05d}" for i in range(3000)], ours=False)
+    env = {**base_env, "P35_READ_BUDGET_BYTES": str(1 << 20)}
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(
+        lambda: r.scard("quantum:p35:consumers") == 1 or not d.alive, 60, "the departed removed"
+    )
+    assert d.terminate_and_wait()[0] == 0
+    names = {c["name"] for c in r.xinfo_consumers(STREAM, GROUP)}
+    assert len(names) == 3001 and not any(n.startswith(b"p35-") for n in names)
+    events = d.events()
+    assert not [e for e in events if e["event"] == "tick.failed"]
+    assert sum(int(e["count"]) for e in events if e["event"] == "consumers.removed") == 3000

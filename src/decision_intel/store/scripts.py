@@ -29,6 +29,7 @@ NAMES = (
     "roll",
     "group_start",
     "audit",
+    "consumers",
 )
 
 
