@@ -432,6 +432,29 @@ def test_buckets_expire_at_their_minute_start_plus_the_ttl(
     assert r.execute_command("EXPIRETIME", keys.bucket_meta(minute)) == minute * 60 + 3600
 
 
+def test_an_entry_older_than_the_bucket_ttl_leaves_no_key_without_a_lifetime(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """A fresh bucket whose expiry has passed (an entry older than P35_BUCKET_TTL_SEC)
+    used to be expired before `rolled` was written to its meta hash, which that write
+    then made again with no TTL: a key kept forever, once per such minute. Two flushes
+    of that minute leave no bucket key without a lifetime, and the counts reach the day."""
+    sec, _ = r.time()
+    minute = sec // 60 - 180  # three hours old, with a one-hour TTL
+    for i in range(2):
+        r.xadd(STREAM, {"symbol": "BTCUSDT", "executed": "true"}, id=f"{minute * 60_000 + i + 1}-0")
+        r.delete(keys.lease("A"))  # the last run's (count_all does not release it)
+        count_all(redis_server, bucket_ttl_sec=3600)
+        lifeless = [
+            key
+            for pattern in ("quantum:p35:bucket*", "quantum:p35:rollcopy:*", "quantum:p35:daily*")
+            for key in r.scan_iter(pattern)
+            if r.ttl(key) == -1
+        ]
+        assert lifeless == [], f"flush {i + 1}: keys without a TTL"
+    assert r.hget(keys.daily(minute // 1440), "decision:EXECUTE") == b"2"
+
+
 def test_a_script_redis_lost_is_loaded_again(r: redis.Redis, redis_server: RedisServer) -> None:
     """After SCRIPT FLUSH (or a restart without persistence of the script cache) the next
     call loads the script again: NOSCRIPT never reaches the consumer."""
