@@ -370,3 +370,31 @@ def test_a_planted_megabyte_name_is_shown_cut_and_dash_e_sums_up_consumers(
     e = dash(known, "e")
     assert "and 31 more consumers" in e.stdout, e.stdout  # host-1 and 50 ghosts
     assert json.loads(dash(known, "e", "--json").stdout)["e"]["consumers_total"] == 51
+
+
+def test_mode_e_sums_up_a_consumer_list_larger_than_the_read_budget(
+    known: dict[str, str], r: redis.Redis
+) -> None:
+    """Issue 27 #5: with 60,000 long ghost names the XINFO CONSUMERS reply (15 MiB) passed
+    the read budget and `dash e` exited 69 blaming Redis. The same at a tenth of the scale
+    under a 1 MiB budget (1.5 MB of names): summed up inside Redis, the view lists the
+    20 with the most pending, cut, and counts the rest."""
+    pipe = r.pipeline(transaction=False)
+    for i in range(6000):
+        pipe.xgroup_createconsumer(STREAM, "p35_decision_intel", f"ghost-{'g' * 240}-{i:05d}")
+        if len(pipe) >= 1000:
+            pipe.execute()
+    pipe.execute()
+    r.xadd(STREAM, {"decision": "SKIP"})
+    r.xadd(STREAM, {"decision": "SKIP"})
+    r.xreadgroup("p35_decision_intel", f"ghost-{'g' * 240}-05999", {STREAM: ">"}, count=2)
+    env = {**known, "P35_READ_BUDGET_BYTES": str(1 << 20)}
+    e = dash(env, "e")
+    assert e.returncode != 69 and "Traceback" not in e.stderr, e.stderr
+    assert "and 5981 more consumers" in e.stdout, e.stdout  # host-1 and 6,000 ghosts
+    assert len(e.stdout) < 20_000
+    doc = json.loads(dash(env, "e", "--json").stdout)["e"]
+    assert doc["consumers_total"] == 6001
+    first = doc["consumers"][0]  # the most pending first
+    assert first["pending"] == 2
+    assert first["name"] == f"ghost-{'g' * 74}...[252 chars]"

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.helpers import Daemon, drained, memory_cgroup, wait_for
+from tests.helpers import GROUP, Daemon, drained, memory_cgroup, wait_for
 from tests.traffic import STREAM, minute_label
 
 pytestmark = pytest.mark.e2e
@@ -191,12 +193,16 @@ def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
     """Anyone allowed XREADGROUP can create a consumer name: title change, clipboard write
     (OSC 52), screen clear, C1 CSI, a bidi override, bytes that are not UTF-8. Every view
     prints it escaped (JSON too); the daemon reports it as a foreign consumer, escaped, in
-    its log and its alert, without a failed tick, and never removes it (it used to log a
+    its log and its alert, without a failed tick, and never removes it; the same bytes
+    under a name p35 used are removed, the summary line escaped (it used to log a
     traceback on every tick and every `p35 dash` mode died on UnicodeDecodeError)."""
     from tests.helpers import run_p35
 
     r.xgroup_create(STREAM, "p35_decision_intel", id="0", mkstream=True)
     r.xgroup_createconsumer(STREAM, "p35_decision_intel", HOSTILE_NAME)
+    # The same bytes under a name a p35 daemon used: the daemon removes that one.
+    r.xgroup_createconsumer(STREAM, "p35_decision_intel", HOSTILE_NAME + b"-p35")
+    r.sadd("quantum:p35:consumers", HOSTILE_NAME + b"-p35")
     r.xadd("quantum:p35:alerts", {"type": "stuck", "subject": HOSTILE_NAME, "state": "firing"})
     r.hset("quantum:p35:status", "consumer_name", HOSTILE_NAME)
     outputs = [
@@ -237,6 +243,11 @@ def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
         30,
         "the foreign_consumer alert",
     )
+    wait_for(
+        lambda: any(e.get("event") == "consumers.removed" for e in d.events()),
+        30,
+        "the p35-named one removed",
+    )
     assert d.terminate_and_wait()[0] == 0
     assert not [e for e in d.events() if e["event"] == "tick.failed"]
     [reported] = [e for e in d.events() if e["event"] == "consumer.foreign"]
@@ -244,6 +255,9 @@ def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
     [alert] = [f for _, f in r.xrange("quantum:p35:alerts") if f[b"type"] == b"foreign_consumer"]
     assert b"\x1b" not in alert[b"subject"] and b"\\x1b" in alert[b"subject"]
     assert HOSTILE_NAME in [c["name"] for c in r.xinfo_consumers(STREAM, "p35_decision_intel")]
+    [removed] = [e for e in d.events() if e["event"] == "consumers.removed"]
+    assert removed["count"] == 1
+    assert "\\x1b" in str(removed["names"]) and "\x1b" not in str(removed["names"])
 
 
 async def _top_screen(url: str) -> str:
@@ -391,3 +405,108 @@ def test_the_daemon_counts_producers_current_words_with_the_operators_vocabulary
             if k.startswith(b"reason:"):
                 reasons[k.decode()] += int(v)
     assert reasons["reason:position_limit_reached"] == 1
+
+
+class HeartbeatWatch:
+    """Every `last_ts` the status took, read every 20 ms in a thread: the largest gap
+    between two rewrites (a missed value can only make the gap look larger)."""
+
+    def __init__(self, r: redis.Redis):
+        self.r = r
+        self.stamps: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            value = self.r.hget("quantum:p35:status", "last_ts")
+            if value is not None and (not self.stamps or float(value) != self.stamps[-1]):
+                self.stamps.append(float(value))
+
+    def largest_gap_s(self) -> float:
+        """Up to the next rewrite from now: a stall still under way counts too."""
+        seen = len(self.stamps)
+        wait_for(lambda: len(self.stamps) > seen, 60, "the next heartbeat")
+        self._stop.set()
+        self._thread.join(5)
+        return max(b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False))
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ghosts(r: redis.Redis, names: list[str], ours: bool) -> None:
+    """Consumers made with XGROUP CREATECONSUMER; `ours`: named as departed p35 daemons."""
+    pipe = r.pipeline(transaction=False)
+    for name in names:
+        pipe.xgroup_createconsumer(STREAM, GROUP, name)
+        if ours:
+            pipe.sadd("quantum:p35:consumers", name)
+        if len(pipe) >= 2000:
+            pipe.execute()
+    pipe.execute()
+
+
+@pytest.mark.parametrize("own", [20_000, 10_000])
+def test_twenty_thousand_departed_consumers_neither_stall_the_heartbeat_nor_flood_the_log(
+    own: int, r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Issue 27 #4: 20,000 consumers in the group, `own` of them named as departed p35
+    daemons (the rest another client's ghosts, never removed). Removed one round trip
+    at a time inside the tick, they stalled the heartbeat 17 s (SPEC: at most 5 s) and
+    logged 20,000 `consumer.removed` lines. Batched and bounded per tick: the heartbeat
+    keeps its pace, and a few summary lines count every removal."""
+    r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    _ghosts(r, [f"p35-host-{i:05d}" for i in range(own)], ours=True)
+    _ghosts(r, [f"ghost-{i:05d}" for i in range(20_000 - own)], ours=False)
+    d = Daemon(base_env, tmp_path / "d.log").start()
+    daemons.append(d)
+    watch = HeartbeatWatch(r)
+    t0 = time.monotonic()
+    wait_for(lambda: r.scard("quantum:p35:consumers") == 1, 120, "the departed removed")
+    took_s = time.monotonic() - t0
+    gap_s = watch.largest_gap_s()
+    cpu = cpu_s(d.pid)
+    assert d.terminate_and_wait()[0] == 0
+    names = {c["name"] for c in r.xinfo_consumers(STREAM, GROUP)}
+    assert len(names) == 20_000 - own + 1  # the foreign ghosts and the daemon itself
+    assert not any(n.startswith(b"p35-host-") for n in names)
+    events = d.events()
+    summaries = [e for e in events if e["event"] == "consumers.removed"]
+    print(
+        f"FIGURES own={own} largest_heartbeat_gap_s={gap_s:.2f} removal_s={took_s:.1f} "
+        f"log_lines={len(events)} summary_lines={len(summaries)} cpu_s={cpu:.2f}"
+    )
+    assert not [e for e in events if e["event"] in ("consumer.removed", "tick.failed")]
+    assert sum(int(e["count"]) for e in summaries) == own  # type: ignore[call-overload]
+    assert len(summaries) == 1  # one sweep: every one was departed at the start
+    assert gap_s <= 5.0, f"the heartbeat stalled {gap_s:.1f} s"
+
+
+def test_departed_consumers_past_the_read_budget_are_removed_without_a_failed_tick(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Issue 27 #5: with 60,000 long ghost names the XINFO CONSUMERS reply (15 MiB) passed
+    the read budget, so the removal failed every tick (a `tick.failed` traceback each
+    time, 0 removed). The same at a tenth of the scale under a 1 MiB budget: 3,000 of
+    p35's departed names and 3,000 of another client's (1.5 MB of names). Walked inside
+    Redis, p35's are removed and the others kept, with no failed tick."""
+    r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    _ghosts(r, [f"p35-{'p' * 240}-{i:05d}" for i in range(3000)], ours=True)
+    _ghosts(r, [f"ghost-{'g' * 240}-{i:05d}" for i in range(3000)], ours=False)
+    env = {**base_env, "P35_READ_BUDGET_BYTES": str(1 << 20)}
+    d = Daemon(env, tmp_path / "d.log").start()
+    daemons.append(d)
+    wait_for(
+        lambda: r.scard("quantum:p35:consumers") == 1 or not d.alive, 60, "the departed removed"
+    )
+    assert d.terminate_and_wait()[0] == 0
+    names = {c["name"] for c in r.xinfo_consumers(STREAM, GROUP)}
+    assert len(names) == 3001 and not any(n.startswith(b"p35-") for n in names)
+    events = d.events()
+    assert not [e for e in events if e["event"] == "tick.failed"]
+    assert sum(int(e["count"]) for e in events if e["event"] == "consumers.removed") == 3000

@@ -22,7 +22,7 @@ from decision_intel.store import client as client_module
 from decision_intel.store import permissions
 from decision_intel.store.backoff import Refusing
 from decision_intel.store.client import ReplyTooLarge, connect, find_group
-from decision_intel.store.group import LeaseLost, Store
+from decision_intel.store.group import Departed, LeaseLost, Store
 from tests.helpers import GROUP
 from tests.traffic import STREAM
 
@@ -343,31 +343,57 @@ def test_poison_entry_is_counted_once_as_unknown_with_its_delivery_count(
 def test_departed_consumer_is_removed_only_when_it_owns_nothing(
     r: redis.Redis, redis_server: RedisServer
 ) -> None:
+    """Of the group's consumers, only p35's (named in the set) that own nothing, have no
+    lease and are idle long enough are removed, and never the caller itself."""
     add(r, 3)
 
-    async def go() -> tuple[bool, bool, bool, bool]:
+    async def go() -> tuple[Departed, Departed]:
         store, _ = make(redis_server, "A")
         await store.ensure_group()
         await store.client.xreadgroup(GROUP, "dead-with-work", {STREAM: ">"}, count=1)
         await store.client.xgroup_createconsumer(STREAM, GROUP, "dead-idle")
         await store.client.xgroup_createconsumer(STREAM, GROUP, "alive-idle")
         await store.client.xgroup_createconsumer(STREAM, GROUP, "someone-else")
-        await store.client.sadd(keys.CONSUMERS, "dead-with-work", "dead-idle", "alive-idle")
+        await store.client.xgroup_createconsumer(STREAM, GROUP, "A")
+        await store.client.sadd(keys.CONSUMERS, "dead-with-work", "dead-idle", "alive-idle", "A")
         await store.client.set(keys.lease("alive-idle"), "token")
-        results = (
-            await store.forget_consumer(b"dead-with-work"),
-            await store.forget_consumer(b"dead-idle"),
-            await store.forget_consumer(b"alive-idle"),
-            await store.forget_consumer(b"someone-else"),
-        )
+        too_recent = await store.forget_departed(min_idle_ms=60_000, max_removed=10)
+        done = await store.forget_departed(min_idle_ms=0, max_removed=10)
         await close(store)
-        return results
+        return too_recent, done
 
+    too_recent, done = run(go)
+    assert too_recent == Departed(0, False, [])
     # A consumer p35 never used (another client's: a deadlock guard's) is never removed.
-    assert run(go) == (False, True, False, False)
+    assert done == Departed(1, False, [b"dead-idle"])
     names = {c["name"] for c in r.xinfo_consumers(STREAM, GROUP)}
-    assert names == {b"dead-with-work", b"alive-idle", b"someone-else"}
-    assert r.smembers(keys.CONSUMERS) == {b"dead-with-work", b"alive-idle"}
+    assert names == {b"dead-with-work", b"alive-idle", b"someone-else", b"A"}
+    assert r.smembers(keys.CONSUMERS) == {b"dead-with-work", b"alive-idle", b"A"}
+
+
+def test_departed_consumers_are_removed_in_bounded_batches(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """Issue 27 #4: many departed consumers go in one script call each batch, at most
+    `max_removed` a call, which says whether more are left."""
+    r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    pipe = r.pipeline(transaction=False)
+    for i in range(25):
+        pipe.xgroup_createconsumer(STREAM, GROUP, f"p35-{i:02d}")
+        pipe.sadd(keys.CONSUMERS, f"p35-{i:02d}")
+    pipe.execute()
+
+    async def go() -> list[Departed]:
+        store, _ = make(redis_server, "A")
+        calls = [await store.forget_departed(0, 10) for _ in range(4)]
+        await close(store)
+        return calls
+
+    calls = run(go)
+    assert [(c.removed, c.more) for c in calls] == [(10, True), (10, True), (5, False), (0, False)]
+    assert calls[0].names == [b"p35-00", b"p35-01", b"p35-02"]  # the first few, for the log
+    assert r.xinfo_groups(STREAM)[0]["consumers"] == 0
+    assert r.scard(keys.CONSUMERS) == 0
 
 
 def test_claiming_entries_trimmed_while_pending_reports_them(
@@ -404,6 +430,29 @@ def test_buckets_expire_at_their_minute_start_plus_the_ttl(
     bucket = keys.bucket(minute)
     assert r.execute_command("EXPIRETIME", bucket) == minute * 60 + 3600
     assert r.execute_command("EXPIRETIME", keys.bucket_meta(minute)) == minute * 60 + 3600
+
+
+def test_an_entry_older_than_the_bucket_ttl_leaves_no_key_without_a_lifetime(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """A fresh bucket whose expiry has passed (an entry older than P35_BUCKET_TTL_SEC)
+    used to be expired before `rolled` was written to its meta hash, which that write
+    then made again with no TTL: a key kept forever, once per such minute. Two flushes
+    of that minute leave no bucket key without a lifetime, and the counts reach the day."""
+    sec, _ = r.time()
+    minute = sec // 60 - 180  # three hours old, with a one-hour TTL
+    for i in range(2):
+        r.xadd(STREAM, {"symbol": "BTCUSDT", "executed": "true"}, id=f"{minute * 60_000 + i + 1}-0")
+        r.delete(keys.lease("A"))  # the last run's (count_all does not release it)
+        count_all(redis_server, bucket_ttl_sec=3600)
+        lifeless = [
+            key
+            for pattern in ("quantum:p35:bucket*", "quantum:p35:rollcopy:*", "quantum:p35:daily*")
+            for key in r.scan_iter(pattern)
+            if r.ttl(key) == -1
+        ]
+        assert lifeless == [], f"flush {i + 1}: keys without a TTL"
+    assert r.hget(keys.daily(minute // 1440), "decision:EXECUTE") == b"2"
 
 
 def test_a_script_redis_lost_is_loaded_again(r: redis.Redis, redis_server: RedisServer) -> None:

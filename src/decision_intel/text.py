@@ -51,10 +51,12 @@ def cut(text: str, limit: int = NAME_MAX) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...[{len(text)} chars]"
 
 
-def safe_name(value: object, limit: int = NAME_MAX) -> str:
-    """A name from Redis, made safe (`safe`) and cut (`cut`)."""
-    if isinstance(value, bytes | str) and len(value) > 4 * limit:  # escape only what is kept
-        return f"{safe(value[: 4 * limit])[:limit]}...[{len(value)} chars]"
+def safe_name(value: object, limit: int = NAME_MAX, length: int | None = None) -> str:
+    """A name from Redis, made safe (`safe`) and cut (`cut`). `length`: the whole name's,
+    when `value` is only its first part (cut in Redis, at least 4 * limit long)."""
+    length = len(value) if length is None and isinstance(value, bytes | str) else length
+    if isinstance(value, bytes | str) and length is not None and length > 4 * limit:
+        return f"{safe(value[: 4 * limit])[:limit]}...[{length} chars]"  # escape only what is kept
     return cut(safe(value), limit)
 
 

@@ -20,6 +20,7 @@ from decision_intel.model.alerts import GATE_SHARE_MIN
 from decision_intel.model.classify import NO_REASON, SKIP
 from decision_intel.model.diagnose import fresh, status_age
 from decision_intel.settings import Settings
+from decision_intel.store import scripts
 from decision_intel.store.client import find_group
 from decision_intel.text import count, number, safe_map, safe_name
 
@@ -70,14 +71,21 @@ async def collect(
     status = await client.hgetall(keys.STATUS)
     data["status"] = safe_map(status)
     group = await find_group(client, settings.stream, settings.group)
-    consumers = []
-    rows = []
+    consumers, total = [], 0
     if group is not None:
-        rows = await client.xinfo_consumers(settings.stream, settings.group)
-        rows.sort(key=lambda row: (-row["pending"], row["idle"]))
-        for row in rows[:MAX_CONSUMERS_SHOWN]:
-            name = safe_name(row["name"], MAX_NAME_CHARS)
-            consumers.append({"name": name, "pending": row["pending"], "idle_ms": row["idle"]})
+        # Summed up inside Redis: the whole list can pass the read budget (issue 27 #5).
+        reply = await scripts.load(client, "consumers")(
+            keys=[], args=[settings.stream, settings.group, MAX_CONSUMERS_SHOWN, 4 * MAX_NAME_CHARS]
+        )
+        total = int(reply[0]) if reply else 0
+        for name, length, pending, idle_ms in reply[1:]:
+            consumers.append(
+                {
+                    "name": safe_name(name, MAX_NAME_CHARS, length=int(length)),
+                    "pending": int(pending),
+                    "idle_ms": int(idle_ms),
+                }
+            )
     data["group"] = (
         None
         if group is None
@@ -85,7 +93,7 @@ async def collect(
             "lag": group.get("lag"),
             "pending": group.get("pending"),
             "consumers": consumers,
-            "consumers_total": len(rows),
+            "consumers_total": total,
         }
     )
     data["systemd"] = _systemd_state()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from decision_intel.daemon.metrics import Metrics
@@ -24,12 +25,24 @@ from decision_intel.model.classify import UNKNOWN, Classification, Classifier
 from decision_intel.settings import Settings
 from decision_intel.store.client import Entry, Read, ReplyTooLarge, Sizes
 from decision_intel.store.flush import FlushResult
-from decision_intel.store.group import LeaseLost, Store
+from decision_intel.store.group import DEPARTED_NAMES_SHOWN, LeaseLost, Store
 from decision_intel.text import safe
 
 OVERSIZE = "oversize"
+FORGET_PER_CALL = 5000
+"""Departed consumers removed by one script call, one call a tick. Most of a call's time
+is the walk of the group's consumers: about 50 ms of Redis for 20,000, 250 ms for
+60,000 long names; each removal adds about 10 us."""
 BOUNDED_FOR_S = 60.0
 """After a reply passed the byte budget, read through the bounded script this long."""
+
+
+@dataclass
+class _Sweep:
+    """Departed consumers removed since the last log line."""
+
+    removed: int = 0
+    names: list[bytes] = field(default_factory=list)
 
 
 async def pause(stop: asyncio.Event, seconds: float) -> None:
@@ -67,6 +80,7 @@ class Consumer:
         self._skew_ms = settings.max_id_skew_sec * 1000
         self.read_high: bytes | None = None
         """The newest ID this daemon has read as new: the audit's read high-water mark."""
+        self._sweep = _Sweep()
 
     # -- ingest ---------------------------------------------------------------
 
@@ -393,10 +407,23 @@ class Consumer:
     def caught_up(self) -> bool:
         return self._caught_up
 
-    async def forget_departed(self) -> None:
-        """Remove consumers that left the group: idle past the claim time and two leases,
-        owning nothing, with no live process on the name (checked in one script)."""
+    async def forget_departed(self) -> bool:
+        """Remove consumers that left the group: p35's, idle past the claim time and two
+        leases, owning nothing, with no live process on the name (checked in one script).
+        At most FORGET_PER_CALL a call, so a tick stays short whatever the group holds;
+        True: more are left, call again at the next tick. One log line per sweep (the
+        calls until none is left), counting them all."""
         min_idle_ms = int(max(self.s.claim_min_idle_sec, 2 * self.s.lease_sec) * 1000)
-        for name in await self.store.departed_consumers(min_idle_ms):
-            if await self.store.forget_consumer(name):
-                self.log.info("consumer.removed", removed=safe(name)[:200])
+        done = await self.store.forget_departed(min_idle_ms, FORGET_PER_CALL)
+        sweep = self._sweep
+        sweep.removed += done.removed
+        sweep.names += done.names[: DEPARTED_NAMES_SHOWN - len(sweep.names)]
+        if not done.more and sweep.removed:
+            self.log.info(
+                "consumers.removed",
+                count=sweep.removed,
+                names=[safe(name)[:200] for name in sweep.names],
+                detail="p35 consumers that left the group, owning nothing",
+            )
+            self._sweep = _Sweep()
+        return done.more

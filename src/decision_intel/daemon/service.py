@@ -345,7 +345,7 @@ class Service:
         tick_s = min(1.0, self.s.snapshot_interval_sec / 2)
         forget_every_s = min(60.0, max(5.0, self.s.claim_min_idle_sec))
         start = time.monotonic()
-        jobs: list[tuple[float, Callable[[], Awaitable[None]]]] = [
+        jobs: list[tuple[float, Callable[[], Awaitable[bool | None]]]] = [
             (self.s.heartbeat_interval_sec, self._beat),
             (0.0, self._snapshot),  # every tick: the group-wide lock decides who builds
             (self.s.progress_interval_sec, self._progress),
@@ -369,8 +369,9 @@ class Service:
             try:
                 for i, (every_s, job) in enumerate(jobs):
                     if now - last[i] >= every_s:
-                        await job()
-                        last[i] = now
+                        more = await job()
+                        # A bounded job with more to do is due again a tick later.
+                        last[i] = now - every_s + tick_s if more else now
             except ACCESS_DENIED as exc:
                 self._access_denied(exc)
             except REDIS_DOWN as exc:

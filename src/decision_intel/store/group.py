@@ -1,6 +1,6 @@
 """Redis I/O for the consumer: group, lease, reads, the atomic flush, departed consumers.
 
-The consumer's Lua scripts (flush, read, lease, release, forget_consumer) are loaded
+The consumer's Lua scripts (flush, read, lease, release, forget_departed) are loaded
 through `scripts.py`; the flush script's arguments are laid out by `flush.py` (pure).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -30,6 +30,18 @@ from decision_intel.store.flush import (
     flush_keys,
 )
 from decision_intel.text import safe
+
+DEPARTED_NAMES_SHOWN = 3
+"""How many of the names a removal of departed consumers returns, for its log line."""
+
+
+class Departed(NamedTuple):
+    """One removal of departed consumers: how many, whether more are left (it stopped at
+    its bound), and the first few names."""
+
+    removed: int
+    more: bool
+    names: list[bytes]
 
 
 class LeaseLost(Exception):
@@ -58,7 +70,7 @@ class Store:
         self._flush = scripts.load(client, "flush")
         self._lease = scripts.load(client, "lease")
         self._release = scripts.load(client, "release")
-        self._forget = scripts.load(client, "forget_consumer")
+        self._forget = scripts.load(client, "forget_departed")
         self._read = scripts.load(client, "read")
         self._heartbeat = scripts.load(client, "heartbeat")
         self._group_start = scripts.load(client, "group_start")
@@ -237,25 +249,23 @@ class Store:
             excluded += batch.discard(reply[1:])  # NOT_OURS: drop those, flush the rest
         return FlushResult(0, excluded)
 
-    async def departed_consumers(self, min_idle_ms: int) -> list[bytes]:
-        """Names as Redis has them: anyone may create a consumer, so a name may be any
-        bytes (not UTF-8, control characters); log it through `text.safe`."""
-        rows = await self.client.xinfo_consumers(self.s.stream, self.s.group)
-        ours = await self.client.smembers(keys.CONSUMERS)
-        return [
-            name
-            for row in rows
-            if row["pending"] == 0 and row["idle"] >= min_idle_ms
-            if (name := _name(row["name"])) in ours
-        ]
-
-    async def forget_consumer(self, name: bytes) -> bool:
-        if name == self.consumer.encode():
-            return False
-        done = await self._forget(
-            keys=[keys.lease_of(name), keys.CONSUMERS], args=[self.s.stream, self.s.group, name]
+    async def forget_departed(self, min_idle_ms: int, max_removed: int) -> Departed:
+        """Remove up to `max_removed` of p35's departed consumers in one script, which walks
+        the group's consumers inside Redis (their list may pass the read budget). A name
+        may be any bytes (anyone may create a consumer): log it through `text.safe`."""
+        reply: Any = await self._forget(
+            keys=[keys.CONSUMERS],
+            args=[
+                self.s.stream,
+                self.s.group,
+                self.consumer,
+                min_idle_ms,
+                max_removed,
+                keys.lease_of(b""),
+                DEPARTED_NAMES_SHOWN,
+            ],
         )
-        return bool(done)
+        return Departed(int(reply[0]), bool(int(reply[1])), [_name(n) for n in reply[2:]])
 
     async def heartbeat(
         self, mine: dict[str, str], own: dict[str, str], ttl_s: int

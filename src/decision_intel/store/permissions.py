@@ -67,7 +67,7 @@ def probes(s: Settings, consumer: str) -> list[tuple[str, ...]]:
         ("SADD", keys.symbols_in("1m"), "m"),
         ("HSET", keys.symbol_decision_counts("X", "1m"), "f", "1"),
         ("EXPIRE", keys.reason_top("1m"), "1"),
-        # The completeness ledger (flush.lua, audit.lua, forget_consumer.lua).
+        # The completeness ledger (flush.lua, audit.lua, forget_departed.lua).
         ("ZADD", keys.SETTLED, "0", "m"),
         ("ZRANGEBYLEX", keys.SETTLED, "-", "+", "LIMIT", "0", "1"),
         ("ZREVRANGEBYLEX", keys.SETTLED, "+", "-", "LIMIT", "0", "1"),

@@ -20,7 +20,7 @@ NAMES = (
     "read",
     "lease",
     "release",
-    "forget_consumer",
+    "forget_departed",
     "group_state",
     "snapshot",
     "alert",
@@ -29,6 +29,7 @@ NAMES = (
     "roll",
     "group_start",
     "audit",
+    "consumers",
 )
 
 

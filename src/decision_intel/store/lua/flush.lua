@@ -217,9 +217,12 @@ for _, p in ipairs(plan) do
     redis.call('EXPIREAT', p.copy, math.max(tonumber(p.expire_at), tonumber(p.daily_expire_at)))
   end
   if p.fresh then
+    -- Every write to the meta hash before its EXPIREAT: an expiry already past (an
+    -- entry older than P35_BUCKET_TTL_SEC) deletes the key, and a write after it would
+    -- make it again with no lifetime.
+    redis.call('HSET', p.meta, 'rolled', p.direct and 1 or 0)
     redis.call('EXPIREAT', p.bucket, p.expire_at)
     redis.call('EXPIREAT', p.meta, p.expire_at)
-    redis.call('HSET', p.meta, 'rolled', p.direct and 1 or 0)
     if not p.direct then redis.call('HSET', unrolled, p.minute, p.expire_at) end
   end
   if p.direct then
