@@ -21,6 +21,7 @@ from decision_intel.model.classify import NO_REASON, SKIP
 from decision_intel.model.diagnose import fresh, status_age
 from decision_intel.settings import Settings
 from decision_intel.store.client import find_group
+from decision_intel.store.reads import read_window
 from decision_intel.text import count, number, safe_map, safe_name
 
 MODES = ("a", "b", "c", "d", "e")
@@ -34,21 +35,6 @@ the least idle), and sums up the rest."""
 
 
 # -- Redis -> data --------------------------------------------------------------------------
-
-
-async def read_window(
-    client: aioredis.Redis, counts_key: str, top_key: str, n: int
-) -> dict[str, Any]:
-    """One snapshot: its decision counts and its top n reasons (every CLI view reads these)."""
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hgetall(counts_key)
-        pipe.zrevrange(top_key, 0, n - 1, withscores=True)
-        counts, ranked = await pipe.execute()
-    return {
-        "decisions": {safe_name(k): c for k, v in counts.items() if (c := count(v)) is not None},
-        # A score is a float: a planted +inf, -inf or 2.5 is no count and is left out.
-        "reasons": [[safe_name(r), c] for r, s in ranked if (c := count(s)) is not None],
-    }
 
 
 async def collect(
