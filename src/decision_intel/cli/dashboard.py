@@ -30,6 +30,8 @@ DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MAX_NAME_CHARS = 80
 """Consumer names are anyone's to choose: shown escaped and cut to this."""
 MAX_CONSUMERS_SHOWN = 20
+MAX_UNITS_SHOWN = 20
+"""Template instances (`UNIT@<name>`) are the operators' to start: at most this many."""
 """Consumers are anyone's to create: mode e lists the ones with the most pending (then
 the least idle), and sums up the rest."""
 
@@ -74,21 +76,54 @@ async def collect(
             "consumers_total": len(rows),
         }
     )
-    data["systemd"] = _systemd_state()
+    data["systemd"] = _systemd_units()
     return data
 
 
-def _systemd_state() -> str | None:
+def _systemd_units() -> dict[str, str] | None:
+    """unit -> its state (`active`, `failed`, ...) for the plain unit and each template
+    instance (`UNIT@a`) systemd has loaded; None where systemctl cannot tell. The service
+    may run as either (docs/operations.md): asking about the plain unit alone called it
+    `inactive` while `@a` and `@b` counted."""
     systemctl = shutil.which("systemctl")
     if systemctl is None:
         return None
+    command = [systemctl, "list-units", "--all", "--plain", "--no-legend", "--no-pager"]
     try:
         out = subprocess.run(
-            [systemctl, "is-active", UNIT], capture_output=True, text=True, timeout=5
+            [*command, f"{UNIT}.service", f"{UNIT}@*.service"],
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    if out.returncode != 0:  # no systemd here (a container), or no bus to ask
+        return None
+    units = {UNIT: "inactive"}  # not loaded: what `systemctl is-active` says of it
+    for line in out.stdout.splitlines():
+        # UNIT LOAD ACTIVE SUB DESCRIPTION
+        name, _, rest = line.strip().partition(".service ")
+        fields = rest.split()
+        if (name == UNIT or name.startswith(f"{UNIT}@")) and len(fields) >= 2:
+            units[safe_name(name, MAX_NAME_CHARS)] = safe_name(fields[1], MAX_NAME_CHARS)
+            if len(units) >= MAX_UNITS_SHOWN:
+                break
+    return units
+
+
+def systemd_state(units: dict[str, str] | None) -> str | None:
+    """The service's state in one word: of its instances when it runs as instances and
+    the plain unit is inactive, else of every unit; `failed` when any failed, else
+    `active` when any is, else the first unit's."""
+    if units is None:
+        return None
+    instances = [state for name, state in units.items() if name != UNIT]
+    states = instances if instances and units[UNIT] == "inactive" else list(units.values())
+    for state in ("failed", "active"):
+        if state in states:
+            return state
+    return states[0]
 
 
 # -- data -> views (the JSON) ---------------------------------------------------------------
@@ -169,7 +204,8 @@ def view_e(data: dict[str, Any]) -> dict[str, Any]:
             for c in (group["consumers"] if group else [])
         ],
         "consumers_total": group["consumers_total"] if group else 0,
-        "systemd": data["systemd"],
+        "systemd": systemd_state(data["systemd"]),
+        "systemd_units": data["systemd"],
     }
 
 
@@ -288,6 +324,6 @@ def _render_e(e: dict[str, Any], st: Style) -> str:
     more = e["consumers_total"] - len(e["consumers"])
     if more > 0:
         lines.append(f"  and {more} more consumers (fewer pending or longer idle)")
-    if e["systemd"] is not None:
-        lines.append(f"  systemd: {UNIT} is {e['systemd']}")
+    for name, state in (e["systemd_units"] or {}).items():
+        lines.append(f"  systemd: {name} is {state}")
     return "\n".join(lines)
