@@ -24,6 +24,7 @@ test: $(STAMP) redis-server
 	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/ruff format --check src tests scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest
 
 # Operator paths under the real systemd, booted in namespaces of its own (root; about

@@ -348,3 +348,23 @@ def test_kill_9_while_a_producer_trims_loses_nothing_silently(
     assert int(s["processed_total"]) + int(s["lost_total"]) == total, s
     assert int(s["lost_trimmed"]) == int(s["lost_total"]) > 0, s
     assert d.terminate_and_wait()[0] == 0
+
+
+def test_thousands_of_ghost_consumers_are_counted_not_listed(
+    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """1,500 consumers made by another client with XGROUP CREATECONSUMER: the audit counts
+    them from the group (no XINFO CONSUMERS of them at each turn), one `others` alert."""
+    produce(r, 10)
+    r.xgroup_create(STREAM, GROUP, id="0")
+    pipe = r.pipeline(transaction=False)
+    for i in range(1500):
+        pipe.xgroup_createconsumer(STREAM, GROUP, f"ghost-{i}")
+    pipe.execute()
+    d = start(base_env, tmp_path, daemons, "d")
+    wait_for(lambda: status(r).get("foreign_consumers") == "1500", 30, "the ghosts counted")
+    wait_for(lambda: alerts(r, "foreign_consumer") != [], 30, "the alert")
+    [alert] = alerts(r, "foreign_consumer")
+    assert (alert["subject"], alert["count"]) == ("others", "1500")
+    assert len(r.xinfo_consumers(STREAM, GROUP)) == 1501  # none removed
+    assert d.terminate_and_wait()[0] == 0

@@ -1,17 +1,13 @@
-"""The completeness alerts (model/completeness.py), without Redis."""
+"""The completeness alerts, losses in views and reports (model/completeness.py,
+model/losses.py), without Redis."""
 
 from __future__ import annotations
 
 from decision_intel.model import report as report_model
 from decision_intel.model.alerts import HIGH, MEDIUM
 from decision_intel.model.alerts import evaluate as evaluate_windows
-from decision_intel.model.completeness import (
-    Audit,
-    LossEvent,
-    evaluate,
-    incomplete,
-    incomplete_text,
-)
+from decision_intel.model.completeness import Audit, evaluate
+from decision_intel.model.losses import LossEvent, incomplete, incomplete_text
 from decision_intel.model.windows import Counts
 
 
@@ -125,3 +121,15 @@ def test_a_days_loss_is_carried_by_the_report() -> None:
     )
     assert clean["lost"] == {"total": 0, "causes": {}}
     assert "incomplete" not in report_model.render(clean)
+
+
+def test_foreign_consumers_past_the_named_ten_are_one_alert() -> None:
+    """1,500 ghost names: ten named alerts and one `others` counting the rest; it resolves
+    when only named ones are left."""
+    named = [(f"ghost-{i}".encode(), 0) for i in range(10)]
+    ev = evaluate(audit(foreign_total=1500, foreign=named), [], 600)
+    others = [f for f in ev.firing if f.subject == "others"]
+    assert [f.fields["count"] for f in others] == ["1490"]
+    assert sum(f.type == "foreign_consumer" for f in ev.firing) == 11
+    key = others[0].key
+    assert evaluate(audit(foreign_total=10, foreign=named), [key], 600).resolved == [key]

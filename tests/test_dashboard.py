@@ -398,3 +398,56 @@ def test_mode_e_sums_up_a_consumer_list_larger_than_the_read_budget(
     first = doc["consumers"][0]  # the most pending first
     assert first["pending"] == 2
     assert first["name"] == f"ghost-{'g' * 74}...[252 chars]"
+
+
+def _fake_systemctl(tmp_path: Path, env: dict[str, str], units: str, rc: int = 0) -> dict[str, str]:
+    """`systemctl` on PATH that prints `units` as `list-units --plain --no-legend` does and
+    records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "units").write_text(units)
+    fake = bin_dir / "systemctl"
+    fake.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/args\ncat {tmp_path}/units\nexit {rc}\n'
+    )
+    fake.chmod(0o755)
+    return {**env, "PATH": f"{bin_dir}:{env.get('PATH', os.defpath)}"}
+
+
+UNIT = "quantum-p35-decision-intelligence"
+INSTANCES = (
+    f"{UNIT}@a.service loaded active running P3.5 Decision Intelligence, consumer a\n"
+    f"{UNIT}@b.service loaded failed failed P3.5 Decision Intelligence, consumer b\n"
+)
+
+
+def test_mode_e_reports_the_template_instances_state(known: dict[str, str], tmp_path: Path) -> None:
+    """The service runs as `@a` and `@b`, the plain unit is not loaded: dash e names each
+    instance's state and sums them up (`failed`, as `@b` failed), where it used to ask
+    about the plain unit alone and say `inactive`."""
+    env = _fake_systemctl(tmp_path, known, INSTANCES)
+    e = json.loads(dash(env, "e", "--json").stdout)["e"]
+    assert e["systemd_units"] == {UNIT: "inactive", f"{UNIT}@a": "active", f"{UNIT}@b": "failed"}
+    assert e["systemd"] == "failed"
+    args = (tmp_path / "args").read_text().split()
+    assert args[0] == "list-units" and {f"{UNIT}.service", f"{UNIT}@*.service"} <= set(args)
+    text = dash(env, "e").stdout
+    assert f"systemd: {UNIT}@a is active" in text and f"systemd: {UNIT}@b is failed" in text
+
+
+@pytest.mark.parametrize(
+    ("units", "rc", "state"),
+    [
+        (f"{UNIT}@a.service loaded active a\n{UNIT}@b.service loaded active b\n", 0, "active"),
+        (f"{UNIT}.service loaded active running P3.5 Decision Intelligence\n", 0, "active"),
+        ("", 0, "inactive"),  # nothing loaded: neither the unit nor an instance runs
+        ("System has not been booted with systemd\n", 1, None),  # systemctl cannot tell
+    ],
+)
+def test_mode_e_sums_up_the_units_state(
+    known: dict[str, str], tmp_path: Path, units: str, rc: int, state: str | None
+) -> None:
+    env = _fake_systemctl(tmp_path, known, units, rc)
+    e = json.loads(dash(env, "e", "--json").stdout)["e"]
+    assert e["systemd"] == state
+    assert (e["systemd_units"] is None) == (state is None)

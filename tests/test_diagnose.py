@@ -1,4 +1,5 @@
-"""`p35 why`'s reasoning (diagnose.py) and its gate data (gates.py), without Redis."""
+"""`p35 why`'s reasoning (diagnose.py, gate_shape.py) and its gate data (gates.py), without
+Redis."""
 
 from __future__ import annotations
 
@@ -16,14 +17,12 @@ from decision_intel.model.diagnose import (
     TRADING,
     UNKNOWN,
     Evidence,
-    Onset,
     Thresholds,
-    attribute,
     diagnose,
     examples,
-    onset,
     verdict,
 )
+from decision_intel.model.gate_shape import Onset, attribute, onset
 from decision_intel.model.windows import Counts
 
 ROOT = Path(__file__).resolve().parent.parent

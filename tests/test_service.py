@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections.abc import Callable
@@ -367,3 +368,102 @@ def test_handle_exit_in_process_stops_cleanly_and_logs_it(
     assert events[0] == "service.starting" and "service.ready" in events
     assert events[-1] == "service.stopped"
     assert not [e for e in logs if e["log_level"] in ("error", "critical")]
+
+
+def test_a_job_that_keeps_failing_is_backed_off_alone_and_the_others_keep_running(
+    r: redis.Redis, settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The progress job raises on every try: it is tried again after a growing backoff,
+    logged once (`tick.failed`) for the whole streak and once when it recovers
+    (`tick.recovered`), while the heartbeat, snapshots, alerts and the audit after it in
+    the job list keep running. It used to stay due, run first every tick, stop the jobs
+    after it and log `tick.failed` each time."""
+    import asyncio
+
+    import structlog
+    from structlog.testing import capture_logs
+
+    from decision_intel.daemon import ticker
+    from decision_intel.daemon.service import Service
+
+    monkeypatch.setattr(ticker, "RETRY_FIRST_S", 0.05)  # the streak's tries, quick
+    monkeypatch.setattr(ticker, "RETRY_CAP_S", 0.4)
+    settings = settings_for(
+        heartbeat_interval_sec=0.5, lease_sec=2, snapshot_interval_sec=1, progress_interval_sec=0.2
+    )
+    since_broken: dict[str, int] = {"beat": 0, "built": 0, "alerts": 0, "audit": 0}
+    tries: list[float] = []
+    broken = True
+
+    async def go() -> int:
+        service = Service(settings, structlog.get_logger())
+        changed = asyncio.Event()
+
+        def spy(obj: object, name: str, counter: str | None = None) -> None:
+            inner = getattr(obj, name)
+
+            async def call(*args: object, **kwargs: object) -> object:
+                result = await inner(*args, **kwargs)
+                if counter and tries and (counter != "built" or result is not None):
+                    since_broken[counter] += 1
+                    changed.set()
+                return result
+
+            setattr(obj, name, call)
+
+        async def progress(*_args: object) -> None:
+            if not broken:
+                changed.set()
+                return
+            tries.append(asyncio.get_running_loop().time())
+            changed.set()
+            raise RuntimeError("progress is broken")
+
+        async def until(cond: Callable[[], bool], what: str) -> None:
+            try:
+                async with asyncio.timeout(30):
+                    while not cond():
+                        changed.clear()
+                        await changed.wait()
+            except TimeoutError:
+                raise AssertionError(f"no {what}: {since_broken}, {len(tries)} tries") from None
+
+        spy(service.heartbeat, "beat", "beat")
+        spy(service.snapshotter, "maybe_run", "built")
+        spy(service.alert_store, "run", "alerts")
+        spy(service.auditor, "run", "audit")
+        service.heartbeat.progress = progress  # type: ignore[method-assign]
+        task = asyncio.create_task(service.serve())
+        try:
+            await until(lambda: service.ready and bool(tries), "the first failure")
+            for n in range(2):  # traffic, so that snapshots are rebuilt and alerts run
+                await until(lambda n=n: since_broken["alerts"] >= n, "alerts")
+                fields = {"plan_id": f"p{n}", "symbol": "BTCUSDT", "error": "no_position"}
+                await asyncio.to_thread(r.xadd, settings.stream, fields)  # type: ignore[arg-type]
+            await until(
+                lambda: (
+                    since_broken["beat"] >= 3
+                    and since_broken["built"] >= 2
+                    and since_broken["alerts"] >= 2
+                    and since_broken["audit"] >= 3
+                    and len(tries) >= 4
+                ),
+                "the other jobs while progress fails",
+            )
+            nonlocal broken
+            broken = False
+            await until(lambda: any(e["event"] == "tick.recovered" for e in logs), "recovery")
+        finally:
+            service.handle_exit(signal.SIGTERM)
+        return await asyncio.wait_for(task, 10)
+
+    with capture_logs() as logs:
+        code = asyncio.run(go())
+    assert code == 0
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    for k, gap in enumerate(gaps):  # 0.05 s, 0.1 s, 0.2 s, then 0.4 s: never sooner
+        assert gap >= min(0.05 * 2**k, 0.4) - 0.01, gaps
+    failed = [e for e in logs if e["event"] == "tick.failed"]
+    assert [(e["job"], e["log_level"]) for e in failed] == [("progress", "error")], failed
+    recovered = [e for e in logs if e["event"] == "tick.recovered"]
+    assert [(e["job"], e["failures"]) for e in recovered] == [("progress", len(tries))]

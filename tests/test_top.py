@@ -18,8 +18,8 @@ import redis
 from decision_intel.cli.top import Frame, incomplete_line, verdict_line
 from decision_intel.devtools import producers
 from decision_intel.model.classify import BLOCKED, EXECUTE
-from decision_intel.model.completeness import LossEvent
 from decision_intel.model.diagnose import Thresholds
+from decision_intel.model.losses import LossEvent
 from decision_intel.model.windows import Counts
 from tests.helpers import STREAM, Daemon, drained, p35_executable, run_p35, wait_for
 from tests.traffic import Make, blocked, normal, now_minute, write_minutes

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from decision_intel.keys import WINDOWS
 from decision_intel.model.classify import Vocabulary, impossible_word
+from decision_intel.model.diagnose import Thresholds
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
@@ -152,6 +153,21 @@ class Settings(BaseSettings):
             if problem is not None:
                 raise ValueError(f"{_echo(word)} {problem}")
         return value
+
+    def why_thresholds(self, symbol: str | None = None) -> Thresholds:
+        """The verdict's thresholds (`p35 why`, `p35 top`). One symbol needs as many
+        decisions as a `stuck` alert does (P35_STUCK_MIN_DECISIONS), the whole stream
+        P35_ALERT_MIN_DECISIONS."""
+        return Thresholds(
+            not_trading_below=self.why_not_trading_below,
+            degraded_below=self.why_degraded_below,
+            gate_dominant=self.why_gate_dominant,
+            gate_listed=self.why_gate_listed,
+            min_decisions=(
+                self.alert_min_decisions if symbol is None else self.stuck_min_decisions
+            ),
+            stale_after_s=max(15.0, 3 * self.heartbeat_interval_sec),
+        )
 
     @property
     def vocabulary(self) -> Vocabulary:

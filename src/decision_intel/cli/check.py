@@ -11,8 +11,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import keys
-from decision_intel.model.completeness import utc_of_id
 from decision_intel.model.diagnose import fresh, status_age
+from decision_intel.model.losses import utc_of_id
 from decision_intel.settings import Settings
 from decision_intel.store.client import find_group
 from decision_intel.text import count, number, safe, safe_name, utc

@@ -22,6 +22,7 @@ from decision_intel.model.diagnose import fresh, status_age
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
 from decision_intel.store.client import find_group
+from decision_intel.store.reads import read_window
 from decision_intel.text import count, number, safe_map, safe_name
 
 MODES = ("a", "b", "c", "d", "e")
@@ -30,26 +31,13 @@ DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MAX_NAME_CHARS = 80
 """Consumer names are anyone's to choose: shown escaped and cut to this."""
 MAX_CONSUMERS_SHOWN = 20
+MAX_UNITS_SHOWN = 20
+"""Template instances (`UNIT@<name>`) are the operators' to start: at most this many."""
 """Consumers are anyone's to create: mode e lists the ones with the most pending (then
 the least idle), and sums up the rest."""
 
 
 # -- Redis -> data --------------------------------------------------------------------------
-
-
-async def read_window(
-    client: aioredis.Redis, counts_key: str, top_key: str, n: int
-) -> dict[str, Any]:
-    """One snapshot: its decision counts and its top n reasons (every CLI view reads these)."""
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hgetall(counts_key)
-        pipe.zrevrange(top_key, 0, n - 1, withscores=True)
-        counts, ranked = await pipe.execute()
-    return {
-        "decisions": {safe_name(k): c for k, v in counts.items() if (c := count(v)) is not None},
-        # A score is a float: a planted +inf, -inf or 2.5 is no count and is left out.
-        "reasons": [[safe_name(r), c] for r, s in ranked if (c := count(s)) is not None],
-    }
 
 
 async def collect(
@@ -96,21 +84,54 @@ async def collect(
             "consumers_total": total,
         }
     )
-    data["systemd"] = _systemd_state()
+    data["systemd"] = _systemd_units()
     return data
 
 
-def _systemd_state() -> str | None:
+def _systemd_units() -> dict[str, str] | None:
+    """unit -> its state (`active`, `failed`, ...) for the plain unit and each template
+    instance (`UNIT@a`) systemd has loaded; None where systemctl cannot tell. The service
+    may run as either (docs/operations.md): asking about the plain unit alone called it
+    `inactive` while `@a` and `@b` counted."""
     systemctl = shutil.which("systemctl")
     if systemctl is None:
         return None
+    command = [systemctl, "list-units", "--all", "--plain", "--no-legend", "--no-pager"]
     try:
         out = subprocess.run(
-            [systemctl, "is-active", UNIT], capture_output=True, text=True, timeout=5
+            [*command, f"{UNIT}.service", f"{UNIT}@*.service"],
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    if out.returncode != 0:  # no systemd here (a container), or no bus to ask
+        return None
+    units = {UNIT: "inactive"}  # not loaded: what `systemctl is-active` says of it
+    for line in out.stdout.splitlines():
+        # UNIT LOAD ACTIVE SUB DESCRIPTION
+        name, _, rest = line.strip().partition(".service ")
+        fields = rest.split()
+        if (name == UNIT or name.startswith(f"{UNIT}@")) and len(fields) >= 2:
+            units[safe_name(name, MAX_NAME_CHARS)] = safe_name(fields[1], MAX_NAME_CHARS)
+            if len(units) >= MAX_UNITS_SHOWN:
+                break
+    return units
+
+
+def systemd_state(units: dict[str, str] | None) -> str | None:
+    """The service's state in one word: of its instances when it runs as instances and
+    the plain unit is inactive, else of every unit; `failed` when any failed, else
+    `active` when any is, else the first unit's."""
+    if units is None:
+        return None
+    instances = [state for name, state in units.items() if name != UNIT]
+    states = instances if instances and units[UNIT] == "inactive" else list(units.values())
+    for state in ("failed", "active"):
+        if state in states:
+            return state
+    return states[0]
 
 
 # -- data -> views (the JSON) ---------------------------------------------------------------
@@ -191,7 +212,8 @@ def view_e(data: dict[str, Any]) -> dict[str, Any]:
             for c in (group["consumers"] if group else [])
         ],
         "consumers_total": group["consumers_total"] if group else 0,
-        "systemd": data["systemd"],
+        "systemd": systemd_state(data["systemd"]),
+        "systemd_units": data["systemd"],
     }
 
 
@@ -310,6 +332,6 @@ def _render_e(e: dict[str, Any], st: Style) -> str:
     more = e["consumers_total"] - len(e["consumers"])
     if more > 0:
         lines.append(f"  and {more} more consumers (fewer pending or longer idle)")
-    if e["systemd"] is not None:
-        lines.append(f"  systemd: {UNIT} is {e['systemd']}")
+    for name, state in (e["systemd_units"] or {}).items():
+        lines.append(f"  systemd: {name} is {state}")
     return "\n".join(lines)

@@ -70,7 +70,7 @@ def _query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
 
 
 async def _status(client: Any) -> dict[str, object]:
-    from decision_intel.cli.dashboard import read_window
+    from decision_intel.store.reads import read_window
 
     raw = await client.hgetall(keys.STATUS)
     sec, usec = await client.time()  # the clock the heartbeat is dated by

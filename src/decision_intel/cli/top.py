@@ -29,22 +29,22 @@ from rich.live import Live
 from rich.text import Text
 
 from decision_intel import keys
-from decision_intel.cli.why import redis_now_s, thresholds
 from decision_intel.model.classify import BLOCKED, DECISIONS, ERROR, EXECUTE, SKIP, UNKNOWN
-from decision_intel.model.completeness import LossEvent, incomplete, incomplete_text, loss_record
 from decision_intel.model.diagnose import (
     HEADLINES,
     Thresholds,
     fresh,
     gates,
     judge,
-    onset,
     status_age,
 )
+from decision_intel.model.gate_shape import onset
+from decision_intel.model.losses import LossEvent, incomplete, incomplete_text, loss_record
 from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.settings import Settings
 from decision_intel.store.audit import LOSSES_READ
 from decision_intel.store.client import connect
+from decision_intel.store.reads import redis_now_s
 from decision_intel.text import count, number, safe, safe_map, utc
 
 WINDOW_CYCLE = ("5m", "15m", "1h")
@@ -409,7 +409,7 @@ def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -
 async def run(settings: Settings, window: str, interval: float) -> int:
     console = Console()  # honours NO_COLOR, and the terminal's size on every refresh
     color = console.color_system is not None and not console.no_color
-    th = thresholds(settings)
+    th = settings.why_thresholds()
     client = connect(settings)
     reader = Reader(client, settings)
     loop = asyncio.get_running_loop()

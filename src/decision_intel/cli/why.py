@@ -14,33 +14,26 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from decision_intel import keys
-from decision_intel.model import completeness
+from decision_intel.model import losses as loss_records
 from decision_intel.model.classify import DECISIONS, Classifier
 from decision_intel.model.diagnose import (
     Baseline,
     Evidence,
-    Onset,
-    Thresholds,
     diagnose,
     gates,
-    onset,
 )
+from decision_intel.model.gate_shape import Onset, onset
 from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.settings import Settings
 from decision_intel.store import audit, scripts
 from decision_intel.store.client import find_group
+from decision_intel.store.reads import redis_now_s
 from decision_intel.text import count, safe, safe_map, safe_name
 
 FIRST_CHUNK_MIN = 60
 """History read before the window at first; each further read doubles it."""
 DETAIL_MAX = 120
 RECENT_BUDGET_BYTES = 4 << 20
-
-
-async def redis_now_s(client: aioredis.Redis) -> float:
-    """Redis's clock: entry IDs, and so buckets, run on it (the CLI's host may not)."""
-    sec, usec = await client.time()
-    return sec + usec / 1e6
 
 
 async def _window(client: aioredis.Redis, minutes: range, symbol: str | None) -> dict[int, Counts]:
@@ -191,19 +184,6 @@ async def _recent(
     return out
 
 
-def thresholds(s: Settings, symbol: str | None = None) -> Thresholds:
-    """The verdict's thresholds. One symbol needs as many decisions as a `stuck` alert
-    does (P35_STUCK_MIN_DECISIONS), the whole stream P35_ALERT_MIN_DECISIONS."""
-    return Thresholds(
-        not_trading_below=s.why_not_trading_below,
-        degraded_below=s.why_degraded_below,
-        gate_dominant=s.why_gate_dominant,
-        gate_listed=s.why_gate_listed,
-        min_decisions=s.alert_min_decisions if symbol is None else s.stuck_min_decisions,
-        stale_after_s=max(15.0, 3 * s.heartbeat_interval_sec),
-    )
-
-
 async def why(
     client: aioredis.Redis, s: Settings, window: str, symbol: str | None
 ) -> dict[str, Any]:
@@ -216,7 +196,7 @@ async def why(
     counts = Counts()
     for c in series.values():
         counts.add(c)
-    th = thresholds(s, symbol)
+    th = s.why_thresholds(symbol)
     listed = [r for r, _ in gates(counts, th.gate_listed)]
     if symbol is None and listed:
         counts.symbols = await _per_symbol(client, window, listed)
@@ -263,8 +243,8 @@ async def why(
         status["lag"] = "" if group["lag"] is None else str(group["lag"])
         status["pending_estimate"] = str(group["pending"])
     since_s = window_minutes.start * 60
-    losses = await audit.recent_losses(client)
-    gap = completeness.incomplete(losses, since_s, now_s)
+    recorded = await audit.recent_losses(client)
+    gap = loss_records.incomplete(recorded, since_s, now_s)
     evidence = Evidence(
         window=window,
         symbol=symbol,
@@ -277,6 +257,6 @@ async def why(
         gate_decision=classifier.decision_for_reason,
         thresholds=th,
         incomplete=gap,
-        incomplete_text=completeness.incomplete_text(gap) if gap else "",
+        incomplete_text=loss_records.incomplete_text(gap) if gap else "",
     )
     return diagnose(evidence)

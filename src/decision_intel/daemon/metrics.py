@@ -25,7 +25,7 @@ from typing import Any
 
 from decision_intel import __version__
 from decision_intel.model.classify import DECISIONS
-from decision_intel.model.completeness import LOSS_CAUSES
+from decision_intel.model.losses import LOSS_CAUSES
 from decision_intel.settings import Settings
 from decision_intel.store.flush import FlushResult
 

@@ -2,11 +2,11 @@
 
 Three tasks share one event loop: the consumer (read, classify, flush), the ticker
 (it calls each periodic job where it lives: the heartbeat in status.py, snapshots,
-alerts in alert_store.py, departed consumers in consumer.py) and the watchdog (proves
-the loop turns, whatever Redis does). READY=1 goes to systemd as soon as the
-configuration is valid, so waiting for Redis never fails the start. Signal handlers
-only set flags (`handle_exit`); internal reasons to stop use `request_stop(code)`;
-every wait at shutdown has a limit.
+alerts in alert_store.py, departed consumers in consumer.py; a job that fails is backed
+off alone, ticker.py) and the watchdog (proves the loop turns, whatever Redis does).
+READY=1 goes to systemd as soon as the configuration is valid, so waiting for Redis
+never fails the start. Signal handlers only set flags (`handle_exit`); internal reasons
+to stop use `request_stop(code)`; every wait at shutdown has a limit.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -31,7 +30,8 @@ from decision_intel.daemon.notify import Notifier
 from decision_intel.daemon.rollup import Roller
 from decision_intel.daemon.snapshots import Snapshotter
 from decision_intel.daemon.status import Heartbeat
-from decision_intel.model.completeness import utc_of_id
+from decision_intel.daemon.ticker import Job
+from decision_intel.model.losses import utc_of_id
 from decision_intel.settings import Settings
 from decision_intel.store.audit import Auditor, add_to_days
 from decision_intel.store.backoff import (
@@ -345,42 +345,64 @@ class Service:
         tick_s = min(1.0, self.s.snapshot_interval_sec / 2)
         forget_every_s = min(60.0, max(5.0, self.s.claim_min_idle_sec))
         start = time.monotonic()
-        jobs: list[tuple[float, Callable[[], Awaitable[bool | None]]]] = [
-            (self.s.heartbeat_interval_sec, self._beat),
-            (0.0, self._snapshot),  # every tick: the group-wide lock decides who builds
-            (self.s.progress_interval_sec, self._progress),
-            (forget_every_s, self.consumer.forget_departed),
-            (self.s.heartbeat_interval_sec, self._audit),
+        jobs = [
+            Job(name, every_s, run, start + every_s)
+            for name, every_s, run in (
+                ("heartbeat", self.s.heartbeat_interval_sec, self._beat),
+                ("snapshot", 0.0, self._snapshot),  # every tick: the group's lock decides
+                ("progress", self.s.progress_interval_sec, self._progress),
+                ("forget_departed", forget_every_s, self.consumer.forget_departed),
+                ("audit", self.s.heartbeat_interval_sec, self._audit),
+            )
         ]
-        last = [start] * len(jobs)
         while not self.should_exit:
             # Sleep until the next job is due: the snapshot turn is asked for each tick,
             # except while this daemon's own turn lasts (idle, that halves the wake-ups).
-            # A job that failed is overdue: it is tried again a tick later.
+            # A job that failed is due after its own backoff (ticker.py); one that met
+            # Redis down is overdue: it is tried again a tick later.
             now = time.monotonic()
             turn_s = self.snapshotter.next_try_s
-            due = [t + every_s for t, (every_s, _) in zip(last, jobs, strict=True) if every_s]
+            due = [job.due_s for job in jobs if job.every_s or job.failures]
             due.append(turn_s if turn_s > now else now + tick_s)
             wait_s = min(due) - now
             await self._pause(wait_s if wait_s > 0 else tick_s)
             if self.should_exit:
                 break
             now = time.monotonic() + 0.001  # a timer may fire a hair early
-            try:
-                for i, (every_s, job) in enumerate(jobs):
-                    if now - last[i] >= every_s:
-                        more = await job()
-                        # A bounded job with more to do is due again a tick later.
-                        last[i] = now - every_s + tick_s if more else now
-            except ACCESS_DENIED as exc:
-                self._access_denied(exc)
-            except REDIS_DOWN as exc:
-                self.conn.failed(exc)  # the consumer loop waits out the backoff
-            except LeaseLost:
-                self._lease_lost()
-            except Exception:
-                # Periodic work only: the next tick tries again, counting goes on.
-                self.log.exception("tick.failed")
+            for job in jobs:
+                if job.due(now) and not await self._run_job(job, now, tick_s):
+                    break
+
+    async def _run_job(self, job: Job, now: float, tick_s: float) -> bool:
+        """Run one due job; False when the rest of this tick must wait (Redis is down, or
+        the service stops)."""
+        try:
+            more = await job.run()
+        except ACCESS_DENIED as exc:
+            self._access_denied(exc)
+            return False
+        except REDIS_DOWN as exc:
+            self.conn.failed(exc)  # the consumer loop waits out the backoff
+            return False
+        except LeaseLost:
+            self._lease_lost()
+            return False
+        except Exception:
+            # Periodic work only, and this job alone: it backs off, the others keep their
+            # schedule, counting goes on. One line per failure streak, not per try.
+            retry_s = job.failed(now)
+            if job.failures == 1:
+                self.log.exception("tick.failed", job=job.name, retry_in_s=retry_s)
+            return True
+        failures = job.succeeded(now, tick_s if more else None)
+        if failures:
+            self.log.info(
+                "tick.recovered",
+                job=job.name,
+                failures=failures,
+                failed_for_s=round(now - job.failing_since_s, 3),
+            )
+        return True
 
     async def _beat(self) -> None:
         await self.heartbeat.beat(self.consumer.counted)

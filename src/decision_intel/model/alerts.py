@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from decision_intel.keys import LONGEST_WINDOW_MIN, WINDOWS
 from decision_intel.model.classify import BLOCKED, ERROR, EXECUTE, NO_REASON, SKIP, UNKNOWN
-from decision_intel.model.diagnose import attribute, onset
+from decision_intel.model.gate_shape import attribute, onset
 from decision_intel.model.windows import Counts
 
 GATE_EXPLOSION, STUCK, DECISION_MIX = "gate_explosion", "stuck", "decision_mix"

@@ -15,12 +15,9 @@ de-duplicating store as the window alerts (`lua/alert.lua`):
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from decision_intel.keys import id_parts
 from decision_intel.model.alerts import (
     AUDIT_TYPES,
     ENTRIES_LOST,
@@ -33,22 +30,15 @@ from decision_intel.model.alerts import (
     Evaluation,
     Firing,
 )
+from decision_intel.model.losses import LossEvent, utc_of_id
 from decision_intel.text import safe
 
-LOSS_CAUSES = ("trimmed", "acked_elsewhere", "skipped")
 WINDOW = "-"
 """These alerts belong to no window."""
 FOREIGN_LISTED = 10
-"""Foreign consumers a turn names (the rest are counted)."""
+"""Foreign consumers a turn names; the rest are one `foreign_consumer` alert, `others`."""
+UNNAMED = "others"
 NAME_CHARS = 100
-
-
-@dataclass(frozen=True)
-class LossEvent:
-    cause: str
-    count: int
-    first_id: str
-    last_id: str
 
 
 @dataclass(frozen=True)
@@ -70,15 +60,6 @@ class Audit:
     @property
     def losses_acknowledged(self) -> bool:
         return self.acked_ms >= self.last_loss_ms
-
-
-def utc_of_id(entry_id: str) -> str:
-    """An entry ID's time, UTC, to the second ('' for an ID that is not one)."""
-    try:
-        ms = id_parts(entry_id)[0]
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
-    except (ValueError, OverflowError, OSError):
-        return ""
 
 
 def consumer_subject(name: bytes) -> str:
@@ -106,6 +87,10 @@ def evaluate(audit: Audit, open_keys: Iterable[str], min_headroom_s: float) -> E
     for name, held in audit.foreign[:FOREIGN_LISTED]:
         subject = consumer_subject(name)
         firing.append(Firing(FOREIGN_CONSUMER, subject, WINDOW, MEDIUM, {"pending": str(held)}))
+    unnamed = audit.foreign_total - len(audit.foreign[:FOREIGN_LISTED])
+    if unnamed > 0:
+        fields = {"count": str(unnamed)}
+        firing.append(Firing(FOREIGN_CONSUMER, UNNAMED, WINDOW, MEDIUM, fields))
     low = headroom_severity(audit, min_headroom_s)
     if low is not None:
         fields = {"headroom_s": f"{audit.headroom_s:.0f}", "min_headroom_s": f"{min_headroom_s:g}"}
@@ -118,7 +103,8 @@ def evaluate(audit: Audit, open_keys: Iterable[str], min_headroom_s: float) -> E
             continue
         if kind == ENTRIES_LOST and not audit.losses_acknowledged:
             continue  # open until the operator acknowledges the losses
-        if kind == FOREIGN_CONSUMER and audit.foreign_total > FOREIGN_LISTED:
+        unnamed = AlertKey.parse(key).subject == UNNAMED
+        if kind == FOREIGN_CONSUMER and not unnamed and audit.foreign_total > FOREIGN_LISTED:
             continue  # not all named this turn: gone or not is unknown
         resolved.append(key)
     firing.sort(key=lambda f: -SEVERITY_RANK[f.severity])
@@ -135,55 +121,3 @@ def headroom_severity(audit: Audit, min_headroom_s: float) -> str | None:
     if audit.headroom_s < min_headroom_s:
         return MEDIUM
     return None
-
-
-CAUSE_WORDS = {
-    "trimmed": "trimmed from the stream before they were read",
-    "acked_elsewhere": "acknowledged by another client before p35 counted them",
-    "skipped": "skipped by a move of the group",
-}
-
-
-def loss_record(fields: Mapping[bytes, bytes]) -> LossEvent | None:
-    """A record of `quantum:p35:losses` as written by the audit; None if it is not one."""
-    try:
-        return LossEvent(
-            safe(fields[b"cause"])[:40],
-            int(fields[b"count"].decode("ascii")),
-            fields[b"first_id"].decode("ascii"),
-            fields[b"last_id"].decode("ascii"),
-        )
-    except (KeyError, ValueError, UnicodeDecodeError):
-        return None
-
-
-def incomplete(
-    losses: Iterable[LossEvent], since_s: float, until_s: float
-) -> dict[str, Any] | None:
-    """The losses whose entries' times overlap [since_s, until_s]: `p35 why --json`'s
-    `incomplete` ({lost, causes, since, until}), or None when the window is complete."""
-    causes: dict[str, int] = {}
-    first_s: float | None = None
-    last_s: float | None = None
-    for e in losses:
-        try:
-            lo, hi = id_parts(e.first_id)[0] / 1000, id_parts(e.last_id)[0] / 1000
-        except ValueError:
-            continue
-        if lo > until_s or hi < since_s:
-            continue
-        causes[e.cause] = causes.get(e.cause, 0) + e.count
-        first_s = lo if first_s is None else min(first_s, lo)
-        last_s = hi if last_s is None else max(last_s, hi)
-    if not causes:
-        return None
-    return {"lost": sum(causes.values()), "causes": causes, "since": first_s, "until": last_s}
-
-
-def incomplete_text(doc: Mapping[str, Any]) -> str:
-    """`Incomplete: 3,669 entries trimmed from the stream before they were read between
-    14:02 and 14:03 UTC.` (`at 14:02` when both ends fall in one minute)."""
-    since, until = (time.strftime("%H:%M", time.gmtime(doc[k])) for k in ("since", "until"))
-    span = f"at {since}" if since == until else f"between {since} and {until}"
-    parts = [f"{n:,} entries {CAUSE_WORDS.get(cause, cause)}" for cause, n in doc["causes"].items()]
-    return f"Incomplete: {'; '.join(parts)} {span} UTC."

@@ -1,11 +1,11 @@
 """`p35 why`'s reasoning: from counts already read to a verdict and a paragraph. Pure.
 
 why.py reads Redis and calls these in turn: `gates` picks the gates that matter in
-the window, `onset` dates each one by walking minute counts back, `attribute` finds
-the symbols that carry it, and `diagnose` puts the verdict, the JSON document
-(docs/dashboard.md) and the text together. A gate's decision is the one its name
-gets from the vocabulary (SKIP, ERROR, else BLOCKED): buckets count reasons and
-decisions apart.
+the window, `onset` (gate_shape.py) dates each one by walking minute counts back,
+`attribute` (gate_shape.py) finds the symbols that carry it, and `diagnose` puts the
+verdict, the JSON document (docs/dashboard.md) and the text together. A gate's decision
+is the one its name gets from the vocabulary (SKIP, ERROR, else BLOCKED): buckets count
+reasons and decisions apart.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from decision_intel.keys import WINDOW_WORDS
 from decision_intel.model import gates as gate_data
 from decision_intel.model.classify import EXECUTE, NO_REASON
+from decision_intel.model.gate_shape import Onset, attribute, percent, share
 from decision_intel.model.windows import Counts
 from decision_intel.text import count, number
 
@@ -30,19 +31,6 @@ HEADLINES = {
     NOT_TRADING: "NOT TRADING",
     UNKNOWN: "UNKNOWN",
 }
-LOW_RUN = 2
-"""Consecutive minutes under half a gate's level that end its run (one is noise)."""
-LEVEL_MINUTES = 5
-"""The minutes a gate's current level is measured over."""
-CONCENTRATED = 0.9
-"""The share of a gate that up to three symbols must carry to be named as its carriers."""
-MOSTLY = 0.5
-"""Otherwise, the share the top three must carry to be named with their shares."""
-EVERYWHERE_LIFT = (2 / 3, 3 / 2)
-EVERYWHERE_SHARE = 0.8
-"""A gate is "on every symbol" when entries of symbols whose lift lies in this range
-make up this share of the window's entries."""
-TOP_SYMBOLS = 5
 EXAMPLES = 3
 
 
@@ -54,16 +42,6 @@ class Thresholds:
     gate_listed: float = 0.10
     min_decisions: int = 100
     stale_after_s: float = 15.0
-
-
-@dataclass(frozen=True)
-class Onset:
-    since_minute: int | None
-    """The first minute of the gate's run at its level (None: not at its level now)."""
-    share_before: float | None
-    """The gate's share in the window-long span before the onset (None: no traffic)."""
-    at_edge: bool
-    """The run reaches the oldest minute read: it may have started earlier."""
 
 
 @dataclass
@@ -96,10 +74,6 @@ class Evidence:
     incomplete_text: str = ""
 
 
-def share(part: int, total: int) -> float:
-    return part / total if total else 0.0
-
-
 def gates(counts: Counts, min_share: float) -> list[tuple[str, int]]:
     """Reasons other than `none` holding more than `min_share` of the window, largest first."""
     total = counts.total
@@ -109,94 +83,6 @@ def gates(counts: Counts, min_share: float) -> list[tuple[str, int]]:
         if reason != NO_REASON and total and n > min_share * total
     ]
     return sorted(found, key=lambda item: (-item[1], item[0]))
-
-
-def _points(series: Mapping[int, Counts], reason: str) -> dict[int, tuple[int, int]]:
-    """minute -> (the gate's count, all decisions), for minutes with traffic."""
-    out = {}
-    for m, c in series.items():
-        total = c.total
-        if total:
-            out[m] = (c.reasons.get(reason, 0), total)
-    return out
-
-
-def _share_over(points: Mapping[int, tuple[int, int]], minutes: range) -> float | None:
-    hits = total = 0
-    for m in minutes:
-        p = points.get(m)
-        if p is not None:
-            hits += p[0]
-            total += p[1]
-    return hits / total if total else None
-
-
-def onset(series: Mapping[int, Counts], reason: str, newest: int, oldest: int, span: int) -> Onset:
-    """Since which minute the gate has held its level, its share over the last
-    LEVEL_MINUTES minutes (a window's average understates a gate that began a few minutes
-    into an hour): walk back from `newest` while minutes keep at least half of it;
-    LOW_RUN minutes under it end the run, and a run that does not reach `newest` means
-    the gate is not at its level now. A minute's share is taken over it and its two
-    neighbours (noise at low rates blurs a change by at most a minute); minutes without
-    traffic neither extend nor end a run.
-    `span`: the minutes before the onset that `share_before` covers."""
-    points = _points(series, reason)
-    recent = _share_over(points, range(newest - LEVEL_MINUTES + 1, newest + 1))
-    floor = (recent or 0.0) / 2
-    if floor == 0:
-        return Onset(None, None, False)
-    since = None
-    low = 0
-    minute = newest
-    while minute >= oldest:
-        if minute in points:
-            near = _share_over(points, range(max(oldest, minute - 1), min(newest, minute + 1) + 1))
-            if near is not None and near >= floor:
-                since, low = minute, 0
-            else:
-                low += 1
-                if low >= LOW_RUN:
-                    break
-        minute -= 1
-    if since is None:
-        return Onset(None, None, False)
-    before = _share_over(points, range(since - span, since))
-    return Onset(since, before, minute < oldest)
-
-
-def attribute(counts: Counts, reason: str) -> tuple[list[dict[str, Any]], str]:
-    """The symbols carrying a gate (share of the gate, lift) and how to say where it is."""
-    gate_n = counts.reasons.get(reason, 0)
-    total = counts.total
-    if not gate_n or not counts.symbols:
-        return [], ""
-    base = gate_n / total
-    rows: list[tuple[str, int, float]] = []  # (symbol, hits, lift)
-    near_one = 0
-    for symbol, per in counts.symbols.items():
-        n_s = per.total
-        hits = per.reasons.get(reason, 0)
-        lift = share(hits, n_s) / base if n_s else 0.0
-        if n_s and EVERYWHERE_LIFT[0] <= lift <= EVERYWHERE_LIFT[1]:
-            near_one += n_s
-        if hits:
-            rows.append((symbol, hits, lift))
-    rows.sort(key=lambda r: (-r[1], r[0]))
-    out = [
-        {"symbol": sym, "share_of_gate": round(hits / gate_n, 4), "lift": round(lift, 2)}
-        for sym, hits, lift in rows[:TOP_SYMBOLS]
-    ]
-    carried = 0
-    for k, (_sym, hits, _lift) in enumerate(rows[:3], start=1):
-        carried += hits
-        if carried >= CONCENTRATED * gate_n:
-            return out, "on " + _and([r[0] for r in rows[:k]])
-    if len(counts.symbols) >= 3 and near_one >= EVERYWHERE_SHARE * total:
-        return out, "on every symbol"
-    if sum(hits for _, hits, _ in rows[:3]) >= MOSTLY * gate_n:
-        named = ", ".join(f"{sym} ({_pct(hits / gate_n)})" for sym, hits, _ in rows[:3])
-        return out, f"mostly on {named}"
-    return out, f"spread over {len(rows)} symbols"
 
 
 def examples(recent: Sequence[tuple[str, str, str]], reason: str) -> list[dict[str, Any]]:
@@ -356,11 +242,11 @@ def text(doc: Mapping[str, Any], ev: Evidence) -> str:
     if not total:
         return head + f"No decisions in the last {words}." + _incomplete(ev)
     parts = [
-        head + f"{_pct(doc['execute_share'])} of {total:,} decisions executed in the last "
+        head + f"{percent(doc['execute_share'])} of {total:,} decisions executed in the last "
         f"{words}{_baseline_words(doc['baseline'])}."
     ]
     for i, g in enumerate(doc["gates"]):
-        sentence = f"{_pct(g['share'])} {'were' if i == 0 else 'also'} {g['decision']} by "
+        sentence = f"{percent(g['share'])} {'were' if i == 0 else 'also'} {g['decision']} by "
         sentence += f"`{g['reason']}`"
         if g["since"] is not None:
             since = time.strftime("%H:%M UTC", time.gmtime(g["since"]))
@@ -370,7 +256,7 @@ def text(doc: Mapping[str, Any], ev: Evidence) -> str:
             else:
                 clause = f" since {since} ({_duration(minutes)}"
                 if g["share_before"] is not None:
-                    clause += f"; {_pct(g['share_before'])} before"
+                    clause += f"; {percent(g['share_before'])} before"
             sentence += clause + ")"
         if g["where"]:
             sentence += f", {g['where']}"
@@ -403,19 +289,11 @@ def _baseline_words(baseline: Mapping[str, Any]) -> str:
     said = []
     day, week = baseline.get("day_before"), baseline.get("week_before")
     if day is not None:
-        said.append(f"{_pct(day['execute_share'])} at this time yesterday")
+        said.append(f"{percent(day['execute_share'])} at this time yesterday")
     if week is not None:
         when = "a week ago" if week["source"] == "buckets" else "that day a week ago"
-        said.append(f"{_pct(week['execute_share'])} {when}")
+        said.append(f"{percent(week['execute_share'])} {when}")
     return f" ({', '.join(said)})" if said else ""
-
-
-def _pct(x: float) -> str:
-    return f"{x * 100:.0f} %" if x >= 0.01 or x == 0 else f"{x * 100:.1f} %"
-
-
-def _and(names: Sequence[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _duration(minutes: int) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from decision_intel.model.classify import NO_REASON
-from decision_intel.model.completeness import CAUSE_WORDS
+from decision_intel.model.losses import CAUSE_WORDS
 from decision_intel.model.windows import parse_bucket
 from decision_intel.text import count
 

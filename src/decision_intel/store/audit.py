@@ -10,7 +10,8 @@ import redis.asyncio as aioredis
 
 from decision_intel import keys
 from decision_intel.keys import id_parts
-from decision_intel.model.completeness import FOREIGN_LISTED, Audit, LossEvent, loss_record
+from decision_intel.model.completeness import Audit
+from decision_intel.model.losses import LossEvent, loss_record
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
 
@@ -32,10 +33,10 @@ def parse(reply: list[Any]) -> Audit | None:
     if int(reply[0]) == 0:
         return None
     headroom = _text(reply[1])
-    n_foreign = int(reply[6])
-    pos = 7
+    n_foreign, n_named = int(reply[6]), int(reply[7])
+    pos = 8
     foreign = []
-    for _ in range(min(n_foreign, FOREIGN_LISTED)):
+    for _ in range(n_named):
         name = reply[pos] if isinstance(reply[pos], bytes) else str(reply[pos]).encode()
         foreign.append((name, int(reply[pos + 1])))
         pos += 2

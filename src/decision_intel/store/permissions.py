@@ -75,6 +75,7 @@ def probes(s: Settings, consumer: str) -> list[tuple[str, ...]]:
         ("ZREMRANGEBYLEX", keys.SETTLED, "-", "(a"),
         ("SADD", keys.CONSUMERS, c),
         ("SISMEMBER", keys.CONSUMERS, c),
+        ("SCARD", keys.CONSUMERS),
         ("SREM", keys.CONSUMERS, c),
         ("MULTI",),
         ("EXEC",),

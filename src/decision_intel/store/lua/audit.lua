@@ -25,8 +25,8 @@
 -- Returns {0} (another daemon's turn, or no group) or
 -- {1, headroom_ms ('' empty stream), exact (1: the identity held this turn),
 --  trimmed_ever (1: entries were ever removed from the stream), last_loss_ms, acked_ms
---  (0: never; `p35 check --ack-losses` sets it), n_foreign, {name, pending} of the first
---  ten..., n_events, {cause, count, first_id, last_id}...}
+--  (0: never; `p35 check --ack-losses` sets it), n_foreign, n_named, {name, pending} of
+--  the first ten named..., n_events, {cause, count, first_id, last_id}...}
 -- The ledger keeps the foreign consumers named this turn as JSON (`foreign`) for
 -- `p35 check`.
 
@@ -65,27 +65,33 @@ local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local headroom = ''
 if first then headroom = now_ms - tonumber(string.match(first, '^(%d+)')) end
 
--- Consumers that are not p35's: reported, never removed.
+-- Consumers that are not p35's: reported, never removed. Past MAX_LISTED consumers (ghost
+-- names by the thousand) XINFO CONSUMERS would hold Redis for tenths of a second at
+-- every turn: they are counted from the group's consumer count instead, unnamed.
+local MAX_LISTED = 1000
 local foreign, n_foreign = {}, 0
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
-  local fields = {}
-  for i = 1, #c, 2 do fields[c[i]] = c[i + 1] end
-  if redis.call('SISMEMBER', names, fields['name']) == 0 then
-    n_foreign = n_foreign + 1
-    if n_foreign <= 10 then
-      foreign[#foreign + 1] = fields['name']
-      foreign[#foreign + 1] = fields['pending']
+if tonumber(row['consumers']) > MAX_LISTED then
+  n_foreign = math.max(0, tonumber(row['consumers']) - redis.call('SCARD', names))
+else
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
+    local fields = {}
+    for i = 1, #c, 2 do fields[c[i]] = c[i + 1] end
+    if redis.call('SISMEMBER', names, fields['name']) == 0 then
+      n_foreign = n_foreign + 1
+      if n_foreign <= 10 then
+        foreign[#foreign + 1] = fields['name']
+        foreign[#foreign + 1] = fields['pending']
+      end
     end
   end
 end
-
 redis.call('HSET', ledger, 'foreign', cjson.encode({n = n_foreign, names = foreign}))
 
 -- The reply, and the status fields every turn rewrites.
 local function reply(exact, order, events)
   local marks = redis.call('HMGET', ledger, 'last_loss_ms', 'acked_ms')
   local out = {1, headroom, exact, (added - length > 0) and 1 or 0,
-    tonumber(marks[1] or '0'), tonumber(marks[2] or '0'), n_foreign}
+    tonumber(marks[1] or '0'), tonumber(marks[2] or '0'), n_foreign, #foreign / 2}
   for _, v in ipairs(foreign) do out[#out + 1] = v end
   out[#out + 1] = #order
   for _, cause in ipairs(order) do
