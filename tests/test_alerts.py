@@ -9,9 +9,17 @@ from pathlib import Path
 import pytest
 import redis
 import structlog
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from decision_intel import keys
 from decision_intel.daemon.alert_store import AlertStore, recent
+from decision_intel.daemon.metrics import (
+    MAX_OPEN_ALERT_SERIES,
+    OPEN_ALERTS_FRESH_S,
+    OpenAlertsCollector,
+    PrometheusMetrics,
+)
 from decision_intel.devtools.testing import RedisServer
 from decision_intel.model.alerts import (
     CRITICAL,
@@ -383,3 +391,68 @@ def test_new_gate_and_unknown_high_through_the_daemon(
     assert unknown[b"severity"] == b"HIGH"
     assert b"no decision and no executed field" in unknown[b"top_causes"]
     assert d.terminate_and_wait()[0] == 0
+
+
+# -- p35_alert_open: the open alerts as state, for Prometheus ----------------------------
+
+
+def open_series(metrics: PrometheusMetrics) -> dict[tuple[str, str, str, str], float]:
+    """The p35_alert_open samples as (type, subject, window, severity) -> value."""
+    text = generate_latest(metrics.registry).decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "p35_alert_open":
+                lab = s.labels
+                out[(lab["type"], lab["subject"], lab["window"], lab["severity"])] = s.value
+    return out
+
+
+def test_alert_open_is_1_while_firing_follows_the_severity_and_goes_when_resolved(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """The gauge follows the episode: MEDIUM, a rise to HIGH, a held-back repeat, the
+    resolution; a restarted daemon (a fresh store) shows what Redis's state holds open."""
+    steps = [
+        window(100, {"risk_paused": 45}),
+        window(100, {"risk_paused": 65}),
+        window(100, {"risk_paused": 66}),  # held back by the de-duplication: still open
+        window(100, {"risk_paused": 39}),
+    ]
+    gauge = ("gate_explosion", "risk_paused", "5m")
+
+    async def go() -> list[dict[tuple[str, str, str, str], float]]:
+        s = Settings(redis_url=redis_server.url, alert_min_decisions=100, alert_windows="5m")  # type: ignore[arg-type]
+        seen = []
+        for i, counts in enumerate(steps):
+            metrics = PrometheusMetrics()  # a fresh process each turn: it reads Redis's state
+            client = connect(s)
+            store = AlertStore(s, client, structlog.get_logger(), metrics)
+            windows = {w: Counts() for w in keys.WINDOWS}
+            windows["5m"] = counts
+            if i == 2:
+                seen.append(open_series(metrics))  # before any evaluation: nothing known
+            await store.run(windows, T0 + i * 60_000)
+            seen.append(open_series(metrics))
+            await client.aclose()
+        return seen
+
+    first, high, before, held, resolved = asyncio.run(go())
+    assert first == {(*gauge, MEDIUM): 1}
+    assert high == {(*gauge, HIGH): 1}
+    assert before == {}
+    assert held == {(*gauge, HIGH): 1}
+    assert resolved == {}
+
+
+def test_alert_open_is_bounded_highest_severity_first_and_drops_a_stale_view() -> None:
+    now = [1000.0]
+    collector = OpenAlertsCollector(clock=lambda: now[0])
+    many = {("stuck", "15m", f"SYM{i:04d}"): MEDIUM for i in range(MAX_OPEN_ALERT_SERIES + 50)}
+    many[("gate_explosion", "5m", "risk_paused")] = CRITICAL
+    collector.update(many)
+    shown = {tuple(s.labels.values()) for f in collector.collect() for s in f.samples}
+    assert len(shown) == MAX_OPEN_ALERT_SERIES
+    assert ("gate_explosion", "risk_paused", "5m", CRITICAL) in shown
+    now[0] += OPEN_ALERTS_FRESH_S + 1  # another daemon evaluates now: this view is old
+    assert [s for f in collector.collect() for s in f.samples] == []

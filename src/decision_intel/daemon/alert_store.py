@@ -7,13 +7,14 @@ holds across restarts and across several daemons.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from decision_intel import keys
-from decision_intel.daemon.metrics import Metrics
+from decision_intel.daemon.metrics import Metrics, OpenAlerts
 from decision_intel.model import completeness
 from decision_intel.model.alerts import (
     ENTRIES_LOST,
@@ -21,6 +22,7 @@ from decision_intel.model.alerts import (
     NEW_GATE_DEDUP_MS,
     NEW_GATE_WINDOW,
     SEVERITY_RANK,
+    SUPPRESSED,
     UNKNOWN_HIGH,
     AlertKey,
     Evaluation,
@@ -55,8 +57,19 @@ class AlertStore:
         self._script = scripts.load(client, "alert")
 
     async def open_keys(self) -> list[str]:
-        found: Any = await self.client.hkeys(keys.ALERT_STATE)
-        return [k.decode() for k in found]
+        return list(await self.open_state())
+
+    async def open_state(self) -> dict[str, str]:
+        """The open alerts in Redis's state: key `type|window|subject` -> last severity."""
+        found: Any = await self.client.hgetall(keys.ALERT_STATE)
+        out = {}
+        for key, raw in found.items():
+            try:
+                severity = str(json.loads(raw)["severity"])
+            except (ValueError, KeyError, TypeError):
+                severity = "MEDIUM"  # a state written by hand: still open, still shown
+            out[key.decode(errors="replace")] = severity
+        return out
 
     async def run(
         self, windows: dict[str, Counts], now_ms: int, minutes: dict[int, Counts] | None = None
@@ -64,9 +77,10 @@ class AlertStore:
         """Evaluate the rules on the windows just built (once per interval per group), send
         what the state in Redis says to send, and log one line per event sent. `minutes`
         (the buckets the windows were built from) dates gate explosions and stuck symbols."""
+        open_state = await self.open_state()
         evaluation = evaluate(
             windows,
-            await self.open_keys(),
+            list(open_state),
             alert_windows=self.s.alert_window_list,
             mix_window=self.s.mix_window,
             min_decisions=self.s.alert_min_decisions,
@@ -80,22 +94,30 @@ class AlertStore:
                 f.fields["top_causes"] = await self.top_causes()
             elif minutes is not None:
                 diagnosis_fields(f, windows, minutes, now_ms // 60_000, memo)
-        await self.send(evaluation, now_ms)
+        await self.send(evaluation, now_ms, open_state)
 
     async def run_completeness(self, audit: Audit, now_ms: int) -> None:
         """The completeness audit's alerts (model/completeness.py), through the same
         de-duplicating state as the window alerts."""
-        open_keys = await self.open_keys()
-        evaluation = completeness.evaluate(audit, open_keys, self.s.min_headroom_sec)
+        open_state = await self.open_state()
+        evaluation = completeness.evaluate(audit, list(open_state), self.s.min_headroom_sec)
         if evaluation.firing or evaluation.resolved:
-            await self.send(evaluation, now_ms)
+            await self.send(evaluation, now_ms, open_state)
+        else:
+            self.metrics.alerts_open(open_alerts(open_state))
 
-    async def send(self, evaluation: Evaluation, now_ms: int) -> None:
-        """Send what the state in Redis says to send; one log line per event sent."""
+    async def send(
+        self, evaluation: Evaluation, now_ms: int, open_state: dict[str, str] | None = None
+    ) -> None:
+        """Send what the state in Redis says to send; one log line per event sent. With
+        the state read before the evaluation, the open alerts after it go to the metrics."""
         by_key = {f.key: f for f in evaluation.firing}
+        after = dict(open_state or {})
         for key, severity, state in await self.apply(evaluation, now_ms):
             alert_type, window, subject = AlertKey.parse(key)
             if state == "firing":
+                if alert_type != SUPPRESSED:  # an event, never open state
+                    after[key] = severity
                 self.metrics.alert(alert_type, severity)
                 fields = by_key[key].fields if key in by_key else {}
                 self.log.warning(
@@ -107,7 +129,10 @@ class AlertStore:
                     **fields,
                 )
             else:
+                after.pop(key, None)
                 self.log.info("alert.resolved", type=alert_type, window=window, subject=subject)
+        if open_state is not None:
+            self.metrics.alerts_open(open_alerts(after))
 
     async def gate_history(self, windows: dict[str, Counts], now_ms: int) -> GateHistory:
         """Which of the window's big gates the daily rollups of the 7 days before today
@@ -155,6 +180,16 @@ class AlertStore:
         args += evaluation.resolved
         reply: Any = await self._script(keys=[keys.ALERT_STATE, keys.ALERTS], args=args)
         return [(row[0].decode(), row[1].decode(), row[2].decode()) for row in reply]
+
+
+def open_alerts(state: dict[str, str]) -> OpenAlerts:
+    """The state's keys as (type, window, subject) -> severity, for `p35_alert_open`."""
+    out: OpenAlerts = {}
+    for key, severity in state.items():
+        if key.count("|") >= 2:
+            alert_type, window, subject = AlertKey.parse(key)
+            out[(alert_type, window, subject)] = severity
+    return out
 
 
 async def recent(client: aioredis.Redis, count: int) -> list[dict[str, str]]:

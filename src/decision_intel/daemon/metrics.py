@@ -6,7 +6,10 @@ time. `build(settings)` makes `PrometheusMetrics`, and `serve()` serves `/metric
 daemon's own event loop: no thread per connection (the unit allows 32 tasks), at
 most MAX_CONNECTIONS at once, a timeout on every request, 404 for any other path,
 and nothing it does can hold up the heartbeat or the shutdown. Labels stay
-low-cardinality: decision, alert type and severity; never a reason or a symbol.
+low-cardinality: decision, alert type and severity; never a reason or a symbol, except
+`p35_alert_open`, whose subject (a gate or a symbol, sanitized and capped by the rules)
+is what an alert rule forwards: at most MAX_OPEN_ALERT_SERIES of them, the highest
+severities first.
 
 The `process_*` series come from /proc/self only: under the unit's
 `ProcSubset=pid`, /proc/stat is hidden and prometheus_client's own process
@@ -32,6 +35,16 @@ from decision_intel.store.flush import FlushResult
 FLUSH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 SNAPSHOT_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+MAX_OPEN_ALERT_SERIES = 200
+"""p35_alert_open series at most; open alerts past it are left out, lowest severity first."""
+OPEN_ALERTS_FRESH_S = 120.0
+"""p35_alert_open shows what this daemon last read of the open-alert state for this long.
+Only the daemon that evaluates reads it; another one's older view is dropped, so a
+Prometheus taking the max over instances never keeps an alert another daemon resolved."""
+SEVERITY_ORDER = {"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2}
+
+OpenAlerts = dict[tuple[str, str, str], str]
+"""(type, window, subject) -> severity of the alerts open in Redis's state."""
 
 
 class MetricsPortError(Exception):
@@ -65,6 +78,9 @@ class Metrics:
     def alert(self, alert_type: str, severity: str) -> None:
         pass
 
+    def alerts_open(self, open_alerts: OpenAlerts) -> None:
+        pass
+
 
 class PrometheusMetrics(Metrics):
     def __init__(self) -> None:
@@ -72,6 +88,8 @@ class PrometheusMetrics(Metrics):
 
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(ProcessCollector())  # RSS, CPU, open fds of this process
+        self.open_alerts = OpenAlertsCollector()
+        self.registry.register(self.open_alerts)
         r = self.registry
         self.entries = Counter(
             "p35_entries", "Entries counted, by decision.", ["decision"], registry=r
@@ -196,6 +214,37 @@ class PrometheusMetrics(Metrics):
 
     def alert(self, alert_type: str, severity: str) -> None:
         self.alerts.labels(alert_type, severity).inc()
+
+    def alerts_open(self, open_alerts: OpenAlerts) -> None:
+        self.open_alerts.update(open_alerts)
+
+
+class OpenAlertsCollector:
+    """`p35_alert_open{type,subject,window,severity}`: 1 while the alert is open in
+    Redis's state (docs/alerts.md), no series once it is resolved."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self.open: OpenAlerts = {}
+        self.read_at_s = float("-inf")
+
+    def update(self, open_alerts: OpenAlerts) -> None:
+        ranked = sorted(open_alerts.items(), key=lambda kv: (SEVERITY_ORDER.get(kv[1], 3), kv[0]))
+        self.open = dict(ranked[:MAX_OPEN_ALERT_SERIES])
+        self.read_at_s = self.clock()
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily(
+            "p35_alert_open",
+            "1 while a p35 alert is open (firing), by type, subject, window and severity.",
+            labels=["type", "subject", "window", "severity"],
+        )
+        if self.clock() - self.read_at_s <= OPEN_ALERTS_FRESH_S:
+            for (alert_type, window, subject), severity in self.open.items():
+                family.add_metric([alert_type, subject, window, severity], 1)
+        yield family
 
 
 class ProcessCollector:
