@@ -6,6 +6,8 @@
 #
 #   DESTDIR    install under another root (tests; packaging)
 #   SYSTEMCTL  command used instead of systemctl
+#   PROMETHEUS_RULES_DIR  where Prometheus reads rule files (default /etc/prometheus/rules.d);
+#              deploy/prometheus/p35.rules.yml goes there only when the directory exists
 #   PYTHON     interpreter for the virtualenv (default /usr/bin/python3 when it is 3.11
 #              or newer, else python3). It must live outside /root and /home: the
 #              unit's ProtectHome=yes hides those from the service.
@@ -26,7 +28,7 @@ for arg in "$@"; do
     --dry-run) DRY=1 ;;
     --skip-proof) SKIP_PROOF=1 ;;
     --rollback) ROLLBACK=1 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "deploy_p35: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +44,7 @@ fi
 UNIT=quantum-p35-decision-intelligence
 APP=$DESTDIR/opt/quantum/p35-decision-intelligence
 UNITDIR=$DESTDIR/etc/systemd/system
+RULESDIR=$DESTDIR${PROMETHEUS_RULES_DIR:-/etc/prometheus/rules.d}
 ENVFILE=$DESTDIR/etc/quantum/p35-decision-intelligence.env
 KEEP_RELEASES=3
 
@@ -117,6 +120,15 @@ install_file "$SRC/scripts/p35_dashboard_queries.sh" \
 for unit in "$UNIT.service" "$UNIT@.service"; do
   install_file "$SRC/deploy/systemd/$unit" "$UNITDIR/$unit" 0644 && units_changed=1 || true
 done
+# Prometheus's rules, where a Prometheus reads a rules directory; its reload is the
+# operator's (promtool check rules, then SIGHUP or /-/reload).
+if [ -d "$RULESDIR" ]; then
+  if install_file "$SRC/deploy/prometheus/p35.rules.yml" "$RULESDIR/p35.rules.yml" 0644; then
+    say "prometheus: rules installed; reload Prometheus to load them"
+  fi
+else
+  say "prometheus: no $RULESDIR, rules not installed (deploy/prometheus/p35.rules.yml)"
+fi
 
 # 3. Settings: the operator's file is theirs.
 if [ ! -e "$ENVFILE" ]; then

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "deploy" / "systemd"
 UNIT = "quantum-p35-decision-intelligence"
 ENV_REL = "etc/quantum/p35-decision-intelligence.env"
+RULES_REL = "etc/prometheus/rules.d/p35.rules.yml"
 
 FAKE_SYSTEMCTL = """#!/bin/sh
 # Records every call; remembers enable --now, so is-active answers like systemd would.
@@ -84,6 +85,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     def deploy(*args: str) -> subprocess.CompletedProcess[str]:
         return run_deploy(env, "--skip-proof", *args, timeout=600)
 
+    (dest / RULES_REL).parent.mkdir(parents=True)  # a Prometheus that reads rules.d
     first = deploy()
     calls_first = (state / "calls").read_text().splitlines()
     env_file = dest / ENV_REL
@@ -120,6 +122,10 @@ def test_first_deploy_installs_code_units_and_env(deployed: dict[str, object]) -
         assert (dest / "etc/systemd/system" / unit).read_bytes() == (UNITS / unit).read_bytes()
     assert oct((dest / ENV_REL).stat().st_mode & 0o777) == "0o600"
     assert (app / "bin/proof_p35_decision_intelligence.sh").exists()
+    rules = dest / RULES_REL
+    assert rules.read_bytes() == (ROOT / "deploy/prometheus/p35.rules.yml").read_bytes()
+    assert oct(rules.stat().st_mode & 0o777) == "0o644"
+    assert "prometheus: rules installed" in first.stdout  # type: ignore[attr-defined]
     assert deployed["calls_first"] == [
         "daemon-reload",
         f"list-units --plain --no-legend --state=active {UNIT}@*.service",
@@ -144,6 +150,7 @@ def test_second_deploy_changes_nothing_and_keeps_operator_edits(
     # Which settings the operator set, never their values (the file holds the password).
     assert "keeping" in out and "it sets: P35_REDIS_URL" in out
     assert "ops-edited" not in out
+    assert "prometheus: rules installed" not in out  # unchanged: not copied again
 
 
 def test_dry_run_prints_and_changes_nothing(deployed: dict[str, object]) -> None:
@@ -158,6 +165,8 @@ def test_dry_run_of_a_first_install_says_what_it_would_do(tmp_path: Path) -> Non
     assert out.returncode == 0, out.stderr
     assert "would run: " in out.stdout and "venv" in out.stdout
     assert "would run: /bin/false enable --now" in out.stdout
+    assert "prometheus: no " in out.stdout and "rules not installed" in out.stdout
+    assert not (tmp_path / "r/etc/prometheus").exists()
     assert not (tmp_path / "r").exists()
 
 

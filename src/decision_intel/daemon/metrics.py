@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from decision_intel import __version__
+from decision_intel.model.alerts import ALERT_TYPES, SEVERITY_RANK
 from decision_intel.model.classify import DECISIONS
 from decision_intel.model.losses import LOSS_CAUSES
 from decision_intel.settings import Settings
@@ -175,6 +176,9 @@ class PrometheusMetrics(Metrics):
             self.entries.labels(decision)  # every decision shows, 0 until seen
         for cause in LOSS_CAUSES:
             self.lost.labels(cause)
+        for alert_type in ALERT_TYPES:  # 0 from the start: increase() sees the first one
+            for severity in SEVERITY_RANK:
+                self.alerts.labels(alert_type, severity)
 
     def flushed(self, result: FlushResult, *, size: int, seconds: float) -> None:
         for decision, n in result.decisions.items():

@@ -25,6 +25,16 @@ ENTRIES_LOST, FOREIGN_CONSUMER, HEADROOM_LOW = "entries_lost", "foreign_consumer
 AUDIT_TYPES = (ENTRIES_LOST, FOREIGN_CONSUMER, HEADROOM_LOW)
 """The completeness audit's alert types (completeness.py): not resolved by the windows."""
 """SUPPRESSED: the one event that counts what an evaluation over the cap did not send."""
+ALERT_TYPES = (
+    GATE_EXPLOSION,
+    STUCK,
+    DECISION_MIX,
+    NEW_GATE,
+    STREAM_CLOCK,
+    SUPPRESSED,
+    *AUDIT_TYPES,
+)
+"""Every alert type p35 raises."""
 MEDIUM, HIGH, CRITICAL = "MEDIUM", "HIGH", "CRITICAL"
 SEVERITY_RANK = {MEDIUM: 1, HIGH: 2, CRITICAL: 3}
 
