@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-systemd chaos bench redis-server clean
+.PHONY: demo test test-fast test-systemd test-prometheus chaos bench redis-server clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(STAMP) redis-server
 # 2 minutes; tests/sysd.py). Nothing on the host changes.
 test-systemd: $(STAMP) redis-server
 	$(VENV)/bin/python -m pytest -m systemd -p no:cacheprovider -rP --timeout 900 tests/test_systemd.py
+
+# Debian's Prometheus scrapes a live `p35 run` and evaluates the shipped rules; a real
+# Alertmanager routes them to a webhook (about 20 s; tests/test_prometheus_live.py).
+test-prometheus: $(STAMP) redis-server
+	$(VENV)/bin/python -m pytest -m prometheus -p no:cacheprovider -rP --timeout 240 tests/test_prometheus_live.py
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not e2e"
