@@ -64,7 +64,12 @@ def tree_state(root: Path) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="module")
+# The tests that read the one deploy run on one xdist worker, where it is built once
+# (session scope: other modules' tests run between them on that worker).
+DEPLOYED = pytest.mark.xdist_group("deployed")
+
+
+@pytest.fixture(scope="session")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """Deploy twice into a temporary root, with an operator edit in between."""
     base = tmp_path_factory.mktemp("deploy")
@@ -106,6 +111,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     }
 
 
+@pytest.mark.pip
+@DEPLOYED
 def test_first_deploy_installs_code_units_and_env(deployed: dict[str, object]) -> None:
     first = deployed["first"]
     assert first.returncode == 0, first.stderr  # type: ignore[attr-defined]
@@ -128,6 +135,8 @@ def test_first_deploy_installs_code_units_and_env(deployed: dict[str, object]) -
     ]
 
 
+@pytest.mark.pip
+@DEPLOYED
 def test_second_deploy_changes_nothing_and_keeps_operator_edits(
     deployed: dict[str, object],
 ) -> None:
@@ -146,6 +155,8 @@ def test_second_deploy_changes_nothing_and_keeps_operator_edits(
     assert "ops-edited" not in out
 
 
+@pytest.mark.pip
+@DEPLOYED
 def test_dry_run_prints_and_changes_nothing(deployed: dict[str, object]) -> None:
     dry = deployed["dry"]
     assert dry.returncode == 0, dry.stderr  # type: ignore[attr-defined]
@@ -432,6 +443,8 @@ def test_env_template_lists_every_setting_with_its_default() -> None:
             assert value == default, line
 
 
+@pytest.mark.pip
+@DEPLOYED
 def test_rollback_without_an_earlier_release_fails_clearly(deployed: dict[str, object]) -> None:
     out = subprocess.run(
         [str(ROOT / "scripts/deploy_p35.sh"), "--rollback"],
@@ -461,6 +474,7 @@ def test_a_python_under_a_home_directory_is_refused_for_a_real_install(tmp_path:
     assert "would run" not in out.stdout
 
 
+@pytest.mark.pip
 def test_deploy_upgrades_running_template_instances_not_the_plain_unit(tmp_path: Path) -> None:
     """With @a and @b running (docs/operations.md), an upgrade restarts them; it neither
     starts the plain unit (a third consumer) nor leaves them on the old release."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import re
 import shlex
@@ -35,7 +36,8 @@ class Pane:
         tmux = shutil.which("tmux")
         if tmux is None:
             pytest.fail("tmux is not installed (apt-get install tmux)")
-        self.tmux = [tmux, "-L", f"p35test{next(_ids)}", "-f", "/dev/null"]
+        # A socket per test process and pane: parallel workers never share a tmux server.
+        self.tmux = [tmux, "-L", f"p35test{os.getpid()}_{next(_ids)}", "-f", "/dev/null"]
         self.exit_file = tmp_path / f"top_exit_{next(_ids)}"
         # The terminal's size is the pane's: no COLUMNS/LINES from the test's environment.
         env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
@@ -109,6 +111,8 @@ def kill_switch_counted(
     wait_for(lambda: drained(r, total), 60, "the traffic counted")
 
 
+@pytest.mark.e2e
+@pytest.mark.tmux
 def test_top_shows_verdict_gates_and_heatmap_follows_traffic_and_keys(
     r: redis.Redis,
     base_env: dict[str, str],
@@ -138,6 +142,8 @@ def test_top_shows_verdict_gates_and_heatmap_follows_traffic_and_keys(
     assert pane.exit_status() == 0
 
 
+@pytest.mark.e2e
+@pytest.mark.tmux
 def test_top_fits_80x24_honours_no_color_and_waits_out_redis_down(
     r: redis.Redis,
     base_env: dict[str, str],

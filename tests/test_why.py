@@ -16,6 +16,8 @@ from decision_intel.devtools import producers
 from tests.helpers import STREAM, Daemon, drained, run_p35, wait_for
 from tests.traffic import Make, blocked, normal, now_minute, write_minutes
 
+pytestmark = pytest.mark.e2e  # every test counts its traffic with a real `p35 run`
+
 
 def count_and_why(
     r: redis.Redis,
