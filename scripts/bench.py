@@ -390,8 +390,16 @@ def _at_rate(r: redis.Redis, rng: random.Random, rate: int, seconds: float) -> N
         time.sleep(seconds)
 
 
+def _started(r: redis.Redis, kind: str) -> bool:
+    """p35 built its first snapshot; a reader child, its imports done, waits on its first
+    read (a blocked XREADGROUP on an empty stream creates no consumer yet: CLIENT LIST)."""
+    if kind == "p35":
+        return bool(r.hget("quantum:p35:status", "snapshot_ts"))
+    return any(c.get("cmd") == "xreadgroup" for c in r.client_list())
+
+
 def steady_round(
-    kind: str, rates: list[int], seconds: float, idle_s: float
+    kind: str, rates: list[int], seconds: float, idle_s: float, warmup_s: float = 2.0
 ) -> dict[str, dict[str, Any]]:
     """One contender (p35, naive or the raw reader) at each rate: its CPU as % of a core
     (from /proc) and the Redis time its commands take as % of Redis's core (every
@@ -406,16 +414,18 @@ def steady_round(
             proc = subprocess.Popen(
                 [P35, "run"], env=p35_env(url, "bench_live"), stdout=subprocess.DEVNULL
             )
-            while not r.exists("quantum:p35:status:consumer:bench"):
-                time.sleep(0.02)
         else:
             cmd = [sys.executable, __file__, "--child", f"{kind}-live", url, "bench_live", "0"]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         out: dict[str, dict[str, Any]] = {}
         try:
-            time.sleep(3)  # start-up done, first snapshot built
+            deadline = time.monotonic() + 60
+            while not _started(r, kind):  # start-up is not measured
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind} did not start (exit status {proc.poll()})")
+                time.sleep(0.02)
             for rate in rates:
-                _at_rate(r, rng, rate, 2)  # warm-up
+                _at_rate(r, rng, rate, warmup_s)
                 slowlog_all(r)
                 c0, t0 = proc_cpu_s(proc.pid), time.monotonic()
                 _at_rate(r, rng, rate, seconds if rate else idle_s)
@@ -808,10 +818,7 @@ def report(args: argparse.Namespace, results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        reader_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
-        return
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--entries", type=int, default=200_000, help="entries per drain run")
     p.add_argument("--runs", type=int, default=3, help="drain runs (medians reported)")
@@ -844,7 +851,14 @@ def main() -> None:
         "--why-hours", type=int, default=48, help="hours of buckets for p35 why; 0 skips it"
     )
     p.add_argument("--json", type=Path, help="also write the raw results here")
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        reader_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
+        return
+    args = parse_args()
     EXTRA_ENV.update(item.split("=", 1) for item in args.set)
 
     results: dict = {"drain": []}
