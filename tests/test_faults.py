@@ -504,7 +504,15 @@ def test_lag_is_right_after_a_redis_restart_that_restores_a_stale_entries_read(
     assert group_info(r)["lag"] != 0, "Redis no longer restores a stale entries-read"
     wait_for(lambda: any(e["event"] == "redis.available" for e in d.events()), 30, "back")
     seen = len(d.events())
-    time.sleep(2)  # several heartbeats and progress intervals after the restart
+    # Several heartbeats (0.5 s) and progress intervals (0.5 s) after the restart, counted
+    # rather than slept for: a busy machine stretches two seconds over fewer of them.
+    beats: set[object] = set()
+
+    def four_more_beats() -> bool:
+        beats.add(r.hget("quantum:p35:status", "last_ts"))
+        return len(beats) >= 5
+
+    wait_for(four_more_beats, 30, "four heartbeats after the restart")
     status = r.hgetall("quantum:p35:status")
     assert status[b"lag"] == b"0"
     assert not [e for e in d.events()[seen:] if e["event"] == "progress"]
