@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import structlog
 
 from decision_intel.devtools.testing import REDIS_SERVER, RedisServer
 from decision_intel.settings import Settings, load
-from tests.helpers import Daemon
+from tests.helpers import Daemon, RawRedis
 
 
 @pytest.fixture(autouse=True)
@@ -77,8 +76,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=redis_server.port)
+def r(redis_server: RedisServer) -> Iterator[RawRedis]:
+    client = RawRedis(port=redis_server.port)
     client.flushall()
     yield client
     client.close()

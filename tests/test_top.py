@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from decision_intel.cli.top import Frame, incomplete_line, verdict_line
 from decision_intel.devtools import producers
@@ -22,7 +21,7 @@ from decision_intel.model.classify import BLOCKED, EXECUTE
 from decision_intel.model.diagnose import Thresholds
 from decision_intel.model.losses import LossEvent
 from decision_intel.model.windows import Counts
-from tests.helpers import STREAM, Daemon, drained, p35_executable, run_p35, wait_for
+from tests.helpers import STREAM, Daemon, RawRedis, drained, p35_executable, run_p35, wait_for
 from tests.traffic import Make, blocked, normal, now_minute, write_minutes
 
 _ids = itertools.count()
@@ -95,7 +94,7 @@ def panes() -> Iterator[list[Pane]]:
 
 @pytest.fixture
 def kill_switch_counted(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """40 minutes of both producers' traffic, the last 10 with the kill switch at 70 %,
     counted by a running daemon."""
@@ -114,7 +113,7 @@ def kill_switch_counted(
 @pytest.mark.e2e
 @pytest.mark.tmux
 def test_top_shows_verdict_gates_and_heatmap_follows_traffic_and_keys(
-    r: redis.Redis,
+    r: RawRedis,
     base_env: dict[str, str],
     kill_switch_counted: None,
     panes: list[Pane],
@@ -145,7 +144,7 @@ def test_top_shows_verdict_gates_and_heatmap_follows_traffic_and_keys(
 @pytest.mark.e2e
 @pytest.mark.tmux
 def test_top_fits_80x24_honours_no_color_and_waits_out_redis_down(
-    r: redis.Redis,
+    r: RawRedis,
     base_env: dict[str, str],
     kill_switch_counted: None,
     panes: list[Pane],
