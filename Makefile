@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers, each with a redis-server of its own. Most of a test's time is
+# spent waiting on a daemon or Redis, so more workers than cores still pays.
+TEST_WORKERS ?= 4
 
 .PHONY: demo test test-fast test-systemd test-prometheus chaos bench redis-server clean
 
@@ -25,7 +28,7 @@ test: $(STAMP) redis-server
 	$(VENV)/bin/ruff format --check src tests scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # Operator paths under the real systemd, booted in namespaces of its own (root; about
 # 2 minutes; tests/sysd.py). Nothing on the host changes.
@@ -37,8 +40,10 @@ test-systemd: $(STAMP) redis-server
 test-prometheus: $(STAMP) redis-server
 	$(VENV)/bin/python -m pytest -m prometheus -p no:cacheprovider -rP --timeout 240 tests/test_prometheus_live.py
 
-test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -m "not e2e"
+# No daemon, no pip, no tmux, no systemd (tests/conftest.py fails a test that starts one
+# of these without its marker).
+test-fast: $(STAMP) redis-server
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not e2e and not pip and not tmux and not systemd"
 
 # The fault tests with more cycles, Redis down 30 s, the 10-minute memory run, 40,000
 # fuzzed entries (about 15 minutes; docs/reliability.md).

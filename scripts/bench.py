@@ -55,6 +55,20 @@ P35 = str(Path(sys.executable).parent / "p35")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+# -- clients ---------------------------------------------------------------------------
+
+
+# The bench reads raw RESP2 replies (bytes). redis-py 8 types each reply as the union of
+# every shape it could take (RESP2/RESP3, bytes/str, None); as src/ holds its replies as
+# Any, and tests/helpers.py's RawRedis, the bench's clients give replies mypy does not check.
+def sync_client(url: str, **kwargs: Any) -> Any:
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def async_client(url: str) -> Any:
+    return aioredis.from_url(url)
+
+
 # -- a throwaway redis-server ---------------------------------------------------------
 
 
@@ -71,12 +85,12 @@ def redis_server() -> Iterator[str]:
 
 
 def load(url: str, n: int, seed: int, stream: str = STREAM) -> None:
-    r = redis.Redis.from_url(url)
+    r = sync_client(url)
     write_backlog(r, random.Random(seed), n, 60, stream)
     r.close()
 
 
-def group_state(r: redis.Redis, group: str, stream: str = STREAM) -> dict[str, int]:
+def group_state(r: Any, group: str, stream: str = STREAM) -> dict[str, int]:
     for g in r.xinfo_groups(stream):
         if g["name"].decode() == group:
             return {"read": g["entries-read"] or 0, "lag": g["lag"], "pending": g["pending"]}
@@ -95,14 +109,14 @@ NESTED = b"?:0"
 """SLOWLOG's client address for a command a script ran: its time is inside the script's."""
 
 
-def slowlog_all(r: redis.Redis) -> None:
+def slowlog_all(r: Any) -> None:
     """Log every command from now on (SLOWLOG's duration is commandstats' usec, per call)."""
     r.config_set("slowlog-log-slower-than", 0)
     r.config_set("slowlog-max-len", 5_000_000)
     r.slowlog_reset()
 
 
-def command_us(r: redis.Redis) -> dict[str, float]:
+def command_us(r: Any) -> dict[str, float]:
     """Redis time of every command sent since the last reset, by what ran, in µs; the bench's
     own connections left out, and so is a command a script ran (it is inside the script's
     time). commandstats alone cannot tell those apart: it counts both."""
@@ -123,7 +137,7 @@ def command_us(r: redis.Redis) -> dict[str, float]:
 
 
 async def _ceiling(url: str, group: str, _cap_s: float) -> int:
-    r = aioredis.from_url(url)
+    r = async_client(url)
     done = 0
     while True:
         reply = await r.xreadgroup(group, "ceiling", {STREAM: ">"}, count=1000)
@@ -136,7 +150,7 @@ async def _ceiling(url: str, group: str, _cap_s: float) -> int:
     return done
 
 
-async def _naive_count(r: aioredis.Redis, group: str, entry_id: bytes, fields: dict) -> None:
+async def _naive_count(r: Any, group: str, entry_id: bytes, fields: dict) -> None:
     """The original design, per entry: five commands, each its own round trip."""
     c = classify(fields)
     key = keys.bucket(keys.minute_of_id(entry_id))
@@ -149,7 +163,7 @@ async def _naive_count(r: aioredis.Redis, group: str, entry_id: bytes, fields: d
 
 async def _naive(url: str, group: str, cap_s: float) -> int:
     """The naive design draining a backlog, for at most cap_s."""
-    r = aioredis.from_url(url)
+    r = async_client(url)
     done = 0
     deadline = time.monotonic() + cap_s
     while time.monotonic() < deadline:
@@ -165,7 +179,7 @@ async def _naive(url: str, group: str, cap_s: float) -> int:
 
 async def _naive_live(url: str, group: str, _cap_s: float) -> int:
     """The naive design live: a blocking read, then five round trips per entry."""
-    r = aioredis.from_url(url)
+    r = async_client(url)
     while True:
         reply = await r.xreadgroup(group, "naive", {STREAM: ">"}, count=100, block=1000)
         for entry_id, fields in reply[0][1] if reply else []:
@@ -174,7 +188,7 @@ async def _naive_live(url: str, group: str, _cap_s: float) -> int:
 
 async def _ceiling_live(url: str, group: str, _cap_s: float) -> int:
     """The raw reader live: what reading and acknowledging the entries costs at all."""
-    r = aioredis.from_url(url)
+    r = async_client(url)
     while True:
         reply = await r.xreadgroup(group, "ceiling", {STREAM: ">"}, count=1000, block=1000)
         if reply and reply[0][1]:
@@ -202,7 +216,7 @@ def reader_child(kind: str, url: str, group: str, cap_s: float) -> None:
 
 
 def run_reader(kind: str, url: str, group: str, cap_s: float) -> dict[str, float]:
-    redis.Redis.from_url(url).xgroup_create(STREAM, group, id="0")
+    sync_client(url).xgroup_create(STREAM, group, id="0")
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, url, group, str(cap_s)],
         check=True,
@@ -248,7 +262,7 @@ def p35_env(url: str, group: str, stream: str = STREAM) -> dict[str, str]:
 
 def run_p35(url: str, group: str, total: int) -> dict[str, float]:
     """Drain `total` entries with a real `p35 run`; time from first read to fully drained."""
-    r = redis.Redis.from_url(url)
+    r = sync_client(url)
     r.xgroup_create(STREAM, group, id="0")
     proc = subprocess.Popen([P35, "run"], env=p35_env(url, group), stdout=subprocess.DEVNULL)
     try:
@@ -259,6 +273,7 @@ def run_p35(url: str, group: str, total: int) -> dict[str, float]:
             if t0 is None and st["read"] > 0:
                 t0, c0 = now, proc_cpu_s(proc.pid)
             if st["lag"] == 0 and st["pending"] == 0 and st["read"] >= total:
+                assert t0 is not None and c0 is not None  # total > 0: read since the start
                 seconds, cpu = now - t0, proc_cpu_s(proc.pid) - c0
                 hwm = proc_hwm_mb(proc.pid)
                 break
@@ -308,7 +323,7 @@ async def _latency(url: str, rate: int, seconds: float) -> dict[str, float]:
     the first poll that sees it counted. The status total moves in the same script as the
     bucket increments, and one consumer counts in stream order, so entry k is counted
     when processed_total > k."""
-    r = aioredis.from_url(url)
+    r = async_client(url)
     rng = random.Random(7)
     added: list[int] = []  # ID milliseconds, in stream order
     seen: list[tuple[int, int]] = []  # (server ms, processed_total)
@@ -364,7 +379,7 @@ async def _latency(url: str, rate: int, seconds: float) -> dict[str, float]:
 
 def latency_round(rate: int, seconds: float) -> dict[str, float]:
     with redis_server() as url:
-        r = redis.Redis.from_url(url)
+        r = sync_client(url)
         r.xgroup_create(STREAM, "bench_p35", id="$", mkstream=True)
         proc = subprocess.Popen(
             [P35, "run"], env=p35_env(url, "bench_p35"), stdout=subprocess.DEVNULL
@@ -383,15 +398,23 @@ def latency_round(rate: int, seconds: float) -> dict[str, float]:
 # -- steady state: CPU and Redis time at live rates ---------------------------------------
 
 
-def _at_rate(r: redis.Redis, rng: random.Random, rate: int, seconds: float) -> None:
+def _at_rate(r: Any, rng: random.Random, rate: int, seconds: float) -> None:
     if rate:
         write_live(r, rng, rate, seconds)
     else:
         time.sleep(seconds)
 
 
+def _started(r: Any, kind: str) -> bool:
+    """p35 built its first snapshot; a reader child, its imports done, waits on its first
+    read (a blocked XREADGROUP on an empty stream creates no consumer yet: CLIENT LIST)."""
+    if kind == "p35":
+        return bool(r.hget("quantum:p35:status", "snapshot_ts"))
+    return any(c.get("cmd") == "xreadgroup" for c in r.client_list())
+
+
 def steady_round(
-    kind: str, rates: list[int], seconds: float, idle_s: float
+    kind: str, rates: list[int], seconds: float, idle_s: float, warmup_s: float = 2.0
 ) -> dict[str, dict[str, Any]]:
     """One contender (p35, naive or the raw reader) at each rate: its CPU as % of a core
     (from /proc) and the Redis time its commands take as % of Redis's core (every
@@ -399,23 +422,25 @@ def steady_round(
     is measured over `idle_s`: the kernel charges CPU in 10 ms ticks, and a few seconds
     idle hold only a few of them."""
     with redis_server() as url:
-        r = redis.Redis.from_url(url, client_name=BENCH_CLIENT)
+        r = sync_client(url, client_name=BENCH_CLIENT)
         rng = random.Random(11)
         r.xgroup_create(STREAM, "bench_live", id="$", mkstream=True)
         if kind == "p35":
             proc = subprocess.Popen(
                 [P35, "run"], env=p35_env(url, "bench_live"), stdout=subprocess.DEVNULL
             )
-            while not r.exists("quantum:p35:status:consumer:bench"):
-                time.sleep(0.02)
         else:
             cmd = [sys.executable, __file__, "--child", f"{kind}-live", url, "bench_live", "0"]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         out: dict[str, dict[str, Any]] = {}
         try:
-            time.sleep(3)  # start-up done, first snapshot built
+            deadline = time.monotonic() + 60
+            while not _started(r, kind):  # start-up is not measured
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind} did not start (exit status {proc.poll()})")
+                time.sleep(0.02)
             for rate in rates:
-                _at_rate(r, rng, rate, 2)  # warm-up
+                _at_rate(r, rng, rate, warmup_s)
                 slowlog_all(r)
                 c0, t0 = proc_cpu_s(proc.pid), time.monotonic()
                 _at_rate(r, rng, rate, seconds if rate else idle_s)
@@ -437,10 +462,10 @@ def steady_round(
 # -- the flush script and the consumer group, per call ---------------------------------------
 
 
-def _produce(r: redis.Redis, rng: random.Random, n: int) -> None:
+def _produce(r: Any, rng: random.Random, n: int) -> None:
     pipe = r.pipeline(transaction=False)
     for _ in range(n):
-        pipe.xadd(STREAM, entry(rng))  # type: ignore[arg-type]
+        pipe.xadd(STREAM, entry(rng))
     pipe.execute()
 
 
@@ -453,8 +478,8 @@ def flush_round(sizes: list[int], flushes: int) -> dict[str, dict[str, float]]:
     rng = random.Random(7)
     out: dict[str, dict[str, float]] = {}
     with redis_server() as url:
-        r = redis.Redis.from_url(url, client_name=BENCH_CLIENT)
-        reader = redis.Redis.from_url(url)
+        r = sync_client(url, client_name=BENCH_CLIENT)
+        reader = sync_client(url)
         r.xgroup_create(STREAM, settings.group, id="$", mkstream=True)
         flush = reader.register_script(scripts.source("flush"))
         # Each reading below takes only its own command's name, and resets the log.
@@ -507,7 +532,7 @@ def backlog_round(entries: int) -> dict[str, float]:
 
 
 def plant_wide_buckets(url: str, symbols: int, reasons: int, now_minute: int) -> None:
-    r = redis.Redis.from_url(url)
+    r = sync_client(url)
     rng = random.Random(3)
     names = [f"gate_{i:03d}" for i in range(reasons)]
     syms = [f"SYM{i:03d}USDT" for i in range(symbols)]
@@ -534,7 +559,7 @@ def plant_wide_buckets(url: str, symbols: int, reasons: int, now_minute: int) ->
 
 async def _snapshot_times(url: str, repeats: int, per_symbol: bool) -> dict[str, float]:
     settings = load_settings(redis_url=url, symbol_breakdown=per_symbol)
-    client = aioredis.from_url(url)
+    client = async_client(url)
     now_ms = int(time.time() * 1000)
     cold, warm = [], []
     for _ in range(repeats):
@@ -554,7 +579,7 @@ async def _snapshot_times(url: str, repeats: int, per_symbol: bool) -> dict[str,
 def snapshot_round(symbols: int, reasons: int, repeats: int) -> dict[str, float]:
     with redis_server() as url:
         plant_wide_buckets(url, symbols, reasons, int(time.time()) // 60)
-        fields = redis.Redis.from_url(url).hlen(keys.bucket(int(time.time()) // 60))
+        fields = sync_client(url).hlen(keys.bucket(int(time.time()) // 60))
         window_only = asyncio.run(_snapshot_times(url, repeats, per_symbol=False))
         out = asyncio.run(_snapshot_times(url, repeats, per_symbol=True))
         out["window_only_cold_ms"] = window_only["cold_ms"]
@@ -571,7 +596,7 @@ def plant_history(url: str, symbols: int, reasons: int, now_minute: int, hours: 
     (gate_000, about 15 %, so its onset walk goes back to the horizon) and, for the last
     90 minutes, kill_switch_active at about 60 %. Built as a few templates, DUMPed once
     and RESTOREd into every minute: planting millions of fields one by one takes minutes."""
-    r = redis.Redis.from_url(url)
+    r = sync_client(url)
     rng = random.Random(5)
     names = [f"gate_{i:03d}" for i in range(reasons)]
     syms = [f"SYM{i:03d}USDT" for i in range(symbols)]
@@ -613,7 +638,7 @@ def plant_history(url: str, symbols: int, reasons: int, now_minute: int, hours: 
 
 
 async def _snapshot_once(url: str) -> None:
-    client = aioredis.from_url(url)
+    client = async_client(url)
     sec, usec = await client.time()
     await Snapshotter(load_settings(redis_url=url), client, "bench").run(sec * 1000 + usec // 1000)
     await client.aclose()
@@ -623,7 +648,7 @@ async def _why_times(url: str, repeats: int) -> dict[str, Any]:
     from decision_intel.cli.why import why
 
     settings = load_settings(redis_url=url)
-    client = aioredis.from_url(url)
+    client = async_client(url)
     times = []
     doc: dict = {}
     for _ in range(repeats):
@@ -637,7 +662,7 @@ async def _why_times(url: str, repeats: int) -> dict[str, Any]:
 
 def why_round(symbols: int, reasons: int, hours: int) -> dict:
     with redis_server() as url:
-        r = redis.Redis.from_url(url, client_name=BENCH_CLIENT)
+        r = sync_client(url, client_name=BENCH_CLIENT)
         planted_up_to = int(r.time()[0]) // 60
         plant_history(url, symbols, reasons, planted_up_to, hours)
         asyncio.run(_snapshot_once(url))  # the per-symbol keys attribution reads
@@ -661,7 +686,7 @@ async def _top_times(url: str, repeats: int) -> dict[str, float]:
     from decision_intel.cli.top import Reader
 
     settings = load_settings(redis_url=url)
-    client = aioredis.from_url(url)
+    client = async_client(url)
     sec, _ = await client.time()
     cold, warm, redis_us = [], [], []
     for _ in range(repeats):
@@ -687,7 +712,7 @@ async def _top_times(url: str, repeats: int) -> dict[str, float]:
 
 def top_round(symbols: int, reasons: int) -> dict[str, float]:
     with redis_server() as url:
-        r = redis.Redis.from_url(url)
+        r = sync_client(url)
         plant_wide_buckets(url, symbols, reasons, int(r.time()[0]) // 60)
         asyncio.run(_snapshot_once(url))
         r.close()
@@ -808,10 +833,7 @@ def report(args: argparse.Namespace, results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        reader_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
-        return
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--entries", type=int, default=200_000, help="entries per drain run")
     p.add_argument("--runs", type=int, default=3, help="drain runs (medians reported)")
@@ -844,7 +866,14 @@ def main() -> None:
         "--why-hours", type=int, default=48, help="hours of buckets for p35 why; 0 skips it"
     )
     p.add_argument("--json", type=Path, help="also write the raw results here")
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        reader_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
+        return
+    args = parse_args()
     EXTRA_ENV.update(item.split("=", 1) for item in args.set)
 
     results: dict = {"drain": []}

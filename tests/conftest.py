@@ -1,18 +1,20 @@
-"""Fixtures: one real redis-server per session on a free port, flushed before each test."""
+"""Fixtures: one real redis-server per test process (each xdist worker has its own) on a
+free port, flushed before each test; and a guard that keeps the markers honest."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-import redis
 import structlog
 
 from decision_intel.devtools.testing import REDIS_SERVER, RedisServer
 from decision_intel.settings import Settings, load
-from tests.helpers import Daemon
+from tests.helpers import Daemon, RawRedis
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +23,46 @@ def fresh_logging() -> Iterator[None]:
     configures logging (test_logs.py) never filters what another captures."""
     yield
     structlog.reset_defaults()
+
+
+def _needs_marker(args: object) -> str | None:
+    """The marker a command needs (`make test-fast` runs none of these), or None. A real
+    deploy's pip runs in a grandchild: test_deploy.py marks those tests by hand."""
+    if isinstance(args, str) or not isinstance(args, Sequence):
+        return None  # a shell string: none of the tests start these through a shell
+    argv = [str(a) for a in args]
+    names = [Path(a).name for a in argv]
+    if names[:1] == ["p35"] and "run" in argv[1:2]:
+        return "e2e"  # the real daemon
+    if "tmux" in names[:1]:
+        return "tmux"
+    if "pip" in names[:1] or argv[1:3] == ["-m", "pip"]:
+        return "pip"
+    return None
+
+
+class _CheckedPopen(subprocess.Popen[bytes]):
+    """subprocess.Popen that refuses a command the running test is not marked for."""
+
+    nodeid = ""
+    marked: frozenset[str] = frozenset()
+
+    def __init__(self, args: Any, *rest: Any, **kwargs: Any) -> None:
+        need = _needs_marker(args)
+        if need is not None and need not in self.marked:
+            raise AssertionError(f"{self.nodeid} runs {args!r}: mark it {need}")
+        super().__init__(args, *rest, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def honest_markers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that starts the daemon, tmux or pip without its marker fails here, so the
+    markers `make test-fast` selects on cannot drift from what the tests do."""
+    monkeypatch.setattr(_CheckedPopen, "nodeid", request.node.nodeid)
+    monkeypatch.setattr(
+        _CheckedPopen, "marked", frozenset(m.name for m in request.node.iter_markers())
+    )
+    monkeypatch.setattr(subprocess, "Popen", _CheckedPopen)
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +76,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=redis_server.port)
+def r(redis_server: RedisServer) -> Iterator[RawRedis]:
+    client = RawRedis(port=redis_server.port)
     client.flushall()
     yield client
     client.close()

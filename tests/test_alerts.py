@@ -34,7 +34,7 @@ from decision_intel.model.alerts import (
 from decision_intel.model.windows import Counts, window_counts
 from decision_intel.settings import Settings
 from decision_intel.store.client import connect
-from tests.helpers import Daemon, run_p35, wait_for
+from tests.helpers import Daemon, RawRedis, run_p35, wait_for
 from tests.traffic import STREAM
 
 
@@ -220,7 +220,7 @@ def run_apply(server: RedisServer, steps: list[tuple[Counts, int]], **overrides:
 T0 = 1_795_000_000_000
 
 
-def test_dedup_escalation_repeat_and_resolution(r: redis.Redis, redis_server: RedisServer) -> None:
+def test_dedup_escalation_repeat_and_resolution(r: RawRedis, redis_server: RedisServer) -> None:
     key = "gate_explosion|5m|risk_paused"
     steps = [
         (window(100, {"risk_paused": 45}), T0),  # MEDIUM: sent
@@ -261,14 +261,14 @@ def test_dedup_escalation_repeat_and_resolution(r: redis.Redis, redis_server: Re
 
 
 async def _recent(server: RedisServer) -> list[dict[str, str]]:
-    client = connect(Settings(redis_url=server.url))  # type: ignore[arg-type]
+    client = connect(Settings(redis_url=server.url))
     try:
         return await recent(client, 100)
     finally:
         await client.aclose()
 
 
-def test_the_alert_stream_is_capped(r: redis.Redis, redis_server: RedisServer) -> None:
+def test_the_alert_stream_is_capped(r: RawRedis, redis_server: RedisServer) -> None:
     steps = [(window(100, {f"gate_{i}": 90}), T0 + i) for i in range(400)]
     run_apply(redis_server, steps, alert_dedup_sec=0, alerts_maxlen=100)
     assert 100 <= r.xlen(keys.ALERTS) <= 200  # MAXLEN ~ trims whole nodes
@@ -279,7 +279,7 @@ def test_the_alert_stream_is_capped(r: redis.Redis, redis_server: RedisServer) -
 
 @pytest.mark.e2e
 def test_alerts_are_sent_once_across_a_restart_and_two_daemons(
-    r: redis.Redis, base_env: dict[str, str], daemons: list, tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list, tmp_path: Path
 ) -> None:
     """300 blocked decisions now: gate explosion (CRITICAL), stuck BTCUSDT, and two
     decision-mix alerts, each sent once; a restart and a second daemon send nothing more."""
@@ -354,7 +354,7 @@ def test_new_gate_fires_only_for_gates_no_rollup_of_the_week_holds() -> None:
 
 @pytest.mark.e2e
 def test_new_gate_and_unknown_high_through_the_daemon(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Yesterday's rollup holds `old_gate`; today `brand_new` and `old_gate` share the
     traffic and a quarter is UNKNOWN: one new_gate event (brand_new), an unknown_high event
@@ -422,7 +422,7 @@ def test_alert_open_is_1_while_firing_follows_the_severity_and_goes_when_resolve
     gauge = ("gate_explosion", "risk_paused", "5m")
 
     async def go() -> list[dict[tuple[str, str, str, str], float]]:
-        s = Settings(redis_url=redis_server.url, alert_min_decisions=100, alert_windows="5m")  # type: ignore[arg-type]
+        s = Settings(redis_url=redis_server.url, alert_min_decisions=100, alert_windows="5m")
         seen = []
         for i, counts in enumerate(steps):
             metrics = PrometheusMetrics()  # a fresh process each turn: it reads Redis's state

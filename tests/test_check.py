@@ -5,16 +5,15 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 
 from decision_intel import keys
-from tests.helpers import GROUP, STREAM, run_p35
+from tests.helpers import GROUP, STREAM, RawRedis, run_p35
 
 pytestmark = pytest.mark.e2e
 
 
 def test_check_answers_within_its_own_bound_whatever_the_snapshot_interval(
-    r: redis.Redis, base_env: dict[str, str]
+    r: RawRedis, base_env: dict[str, str]
 ) -> None:
     """With a window key missing and a fresh heartbeat, the check waited for a rebuild up
     to P35_SNAPSHOT_INTERVAL_SEC + 3 s: 603 s with 600 set, past any probe's timeout

@@ -67,7 +67,7 @@ def test_spec_normalization_examples(raw: str, want: str) -> None:
 
 
 J = json.dumps
-CASES: list[tuple[str, dict[str, object], tuple[str, str, str | None]]] = [
+CASES: list[tuple[str, dict[bytes, bytes], tuple[str, str, str | None]]] = [
     # decision words, case and whitespace
     ("executed word", entry(decision="executed"), ("EXECUTE", "none", None)),
     ("exec word", entry(decision=" Exec "), ("EXECUTE", "none", None)),

@@ -9,15 +9,14 @@ import signal
 from pathlib import Path
 
 import pytest
-import redis
 
 from decision_intel import keys
-from tests.helpers import GROUP, STREAM, Daemon, group_info, run_p35, wait_for
+from tests.helpers import GROUP, STREAM, Daemon, RawRedis, group_info, run_p35, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def produce(r: redis.Redis, n: int, start: int = 0, **xadd: object) -> list[bytes]:
+def produce(r: RawRedis, n: int, start: int = 0, **xadd: object) -> list[bytes]:
     """Entries shaped like the Apply Layer's: a unique plan_id and timestamp on each."""
     pipe = r.pipeline(transaction=False)
     for i in range(start, start + n):
@@ -29,32 +28,32 @@ def produce(r: redis.Redis, n: int, start: int = 0, **xadd: object) -> list[byte
             "error": ("no_position", "kill_score_critical", "")[i % 3],
             "timestamp": str(1769929091 + i),
         }
-        pipe.xadd(STREAM, fields, **xadd)  # type: ignore[arg-type]
+        pipe.xadd(STREAM, fields, **xadd)
     return list(pipe.execute())
 
 
-def status(r: redis.Redis) -> dict[str, str]:
+def status(r: RawRedis) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in r.hgetall(keys.STATUS).items()}
 
 
-def stat(r: redis.Redis, field: str) -> int:
+def stat(r: RawRedis, field: str) -> int:
     return int(status(r).get(field) or 0)
 
 
-def bucket_total(r: redis.Redis) -> int:
+def bucket_total(r: RawRedis) -> int:
     total = 0
     for key in r.scan_iter(f"{keys.PREFIX}:bucket:*"):
         total += sum(int(v) for f, v in r.hgetall(key).items() if f.startswith(b"decision:"))
     return total
 
 
-def settled(r: redis.Redis) -> bool:
+def settled(r: RawRedis) -> bool:
     """Everything delivered is acknowledged and the audit has had a complete turn."""
     g = group_info(r)
     return bool(g) and g["pending"] == 0 and status(r).get("lost_exact") == "1"
 
 
-def alerts(r: redis.Redis, kind: str) -> list[dict[str, str]]:
+def alerts(r: RawRedis, kind: str) -> list[dict[str, str]]:
     return [
         {k.decode(): v.decode() for k, v in f.items()}
         for _, f in r.xrange(keys.ALERTS)
@@ -91,7 +90,7 @@ def start(env: dict[str, str], tmp_path: Path, daemons: list[Daemon], name: str)
 
 
 def run_until_counted(
-    r: redis.Redis, env: dict[str, str], tmp_path: Path, daemons: list[Daemon], n: int
+    r: RawRedis, env: dict[str, str], tmp_path: Path, daemons: list[Daemon], n: int
 ) -> Daemon:
     d = start(env, tmp_path, daemons, f"first-{n}")
     wait_for(lambda: stat(r, "processed_total") >= n and settled(r), 60, f"{n} counted")
@@ -100,7 +99,7 @@ def run_until_counted(
 
 @pytest.mark.parametrize("approximate", [True, False], ids=["maxlen~", "maxlen="])
 def test_entries_trimmed_while_p35_is_down_are_reported_exactly(
-    r: redis.Redis,
+    r: RawRedis,
     base_env: dict[str, str],
     daemons: list[Daemon],
     tmp_path: Path,
@@ -161,7 +160,7 @@ def test_entries_trimmed_while_p35_is_down_are_reported_exactly(
 
 
 def test_a_guard_acknowledging_our_pending_entries_is_reported_and_never_removed(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """The deadlock guard XAUTOCLAIMs a dead p35 consumer's idle entries into its own
     consumer and XACKs them: `acked_elsewhere`, the guard named, never deleted."""
@@ -202,7 +201,7 @@ def test_a_guard_acknowledging_our_pending_entries_is_reported_and_never_removed
 
 @pytest.mark.parametrize("where", ["0", "middle"])
 def test_moving_the_group_back_counts_nothing_twice_with_two_consumers(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path, where: str
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path, where: str
 ) -> None:
     """XGROUP SETID back (to 0, or to a middle ID) under two running consumers: every
     entry delivered again is acknowledged as a replay, none is counted twice."""
@@ -234,7 +233,7 @@ def test_moving_the_group_back_counts_nothing_twice_with_two_consumers(
 
 
 def test_moving_the_group_forward_reports_what_it_skipped(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """XGROUP SETID to `$` with 3,000 unread: `lost_skipped` 3,000; the check's data says so."""
     produce(r, 100)
@@ -260,7 +259,7 @@ def test_moving_the_group_forward_reports_what_it_skipped(
 
 
 def test_unread_entries_deleted_and_a_consumer_deleted_with_entries_are_reported(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """XDEL of unread entries is `trimmed`; XGROUP DELCONSUMER of a p35 consumer holding
     entries is `acked_elsewhere`; the rest is counted once."""
@@ -283,7 +282,7 @@ def test_unread_entries_deleted_and_a_consumer_deleted_with_entries_are_reported
 
 
 def test_sigkill_while_the_group_moves_back_counts_nothing_twice(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Replays under kill -9: the daemon killed mid-replay, restarted: still no double."""
     env = {**base_env, "P35_BATCH_SIZE": "50"}
@@ -304,7 +303,7 @@ def test_sigkill_while_the_group_moves_back_counts_nothing_twice(
 
 
 def test_kill_9_while_a_producer_trims_loses_nothing_silently(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """A producer writing with MAXLEN ~ 2000 faster than a daemon that is killed -9 three
     times: at the end every entry written is counted once or reported trimmed, exactly."""
@@ -317,7 +316,7 @@ def test_kill_9_while_a_producer_trims_loses_nothing_silently(
     done = threading.Event()
 
     def write() -> None:
-        w = redis.Redis(port=r.connection_pool.connection_kwargs["port"])
+        w = RawRedis(port=r.connection_pool.connection_kwargs["port"])
         for start in range(0, total, 500):
             produce(w, 500, start=start, maxlen=2000, approximate=True)
             time.sleep(0.05)  # about 10,000 entries/s: the kills land while it writes
@@ -331,7 +330,11 @@ def test_kill_9_while_a_producer_trims_loses_nothing_silently(
     rng = random.Random()
     for i in range(3):
         before = stat(r, "processed_total")
-        wait_for(lambda b=before: stat(r, "processed_total") > b + 300, 60, "more counted")
+
+        def more_counted(b: int = before) -> bool:
+            return stat(r, "processed_total") > b + 300
+
+        wait_for(more_counted, 60, "more counted")
         wait_for(lambda: rng.random() < 0.2, 1, "a random moment", every=0.01)
         d.signal(signal.SIGKILL)
         d.wait(10)
@@ -351,7 +354,7 @@ def test_kill_9_while_a_producer_trims_loses_nothing_silently(
 
 
 def test_thousands_of_ghost_consumers_are_counted_not_listed(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """1,500 consumers made by another client with XGROUP CREATECONSUMER: the audit counts
     them from the group (no XINFO CONSUMERS of them at each turn), one `others` alert."""

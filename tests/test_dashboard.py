@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from decision_intel import keys
 from decision_intel.devtools.testing import RedisServer, free_port
-from tests.helpers import STREAM, p35_executable, run_p35, snapshot
+from tests.helpers import STREAM, RawRedis, p35_executable, run_p35, snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +33,7 @@ def dash(env: dict[str, str], *args: str, script: bool = False) -> subprocess.Co
     )
 
 
-def plant_minute(r: redis.Redis, minute: int) -> None:
+def plant_minute(r: RawRedis, minute: int) -> None:
     """100 decisions: BLOCKED 60 (risk_paused 50, p33_permit_denied 10), SKIP 30
     (no_position), EXECUTE 10; BTCUSDT has 70 of them and ETHUSDT 30."""
     fields = {
@@ -61,7 +60,7 @@ def plant_minute(r: redis.Redis, minute: int) -> None:
 
 
 @pytest.fixture
-def known(r: redis.Redis, redis_server: RedisServer, base_env: dict[str, str]) -> dict[str, str]:
+def known(r: RawRedis, redis_server: RedisServer, base_env: dict[str, str]) -> dict[str, str]:
     sec = int(r.time()[0])
     plant_minute(r, sec // 60)
     snapshot(redis_server.url, sec * 1000)
@@ -137,7 +136,7 @@ def test_all_modes_and_the_wrapper_script(known: dict[str, str]) -> None:
     assert wrapped.stdout == dash(known, "a").stdout
 
 
-def test_empty_redis_gives_honest_empty_states(r: redis.Redis, base_env: dict[str, str]) -> None:
+def test_empty_redis_gives_honest_empty_states(r: RawRedis, base_env: dict[str, str]) -> None:
     text = dash(base_env, "all", "--window", "15m").stdout
     assert "no decisions in the last 15 minutes" in text
     assert "no service status: the service has never run against this Redis" in text
@@ -161,9 +160,7 @@ def test_no_password_in_output_when_redis_is_unreachable(base_env: dict[str, str
         assert "ConnectionError" in out.stderr and len(out.stderr.splitlines()) == 1
 
 
-def test_p35_explain_shows_the_rule_and_the_layers(
-    r: redis.Redis, base_env: dict[str, str]
-) -> None:
+def test_p35_explain_shows_the_rule_and_the_layers(r: RawRedis, base_env: dict[str, str]) -> None:
     """`p35 explain ID` classifies with the daemon's rules and the env's vocabulary, and says
     which rule decided and where each field came from; exit 1 for an ID not in the stream."""
     details = json.dumps({"decision": "DENIED", "error": "NOT_EXIT_OWNER:source=manual"})
@@ -229,7 +226,7 @@ def test_usage_errors_exit_64_never_a_verdict(base_env: dict[str, str]) -> None:
     "args", [["status"], ["status", "--json"], ["alerts"], ["why"], ["dash", "a"]]
 )
 def test_a_reader_that_left_is_no_redis_error(
-    r: redis.Redis, base_env: dict[str, str], args: list[str]
+    r: RawRedis, base_env: dict[str, str], args: list[str]
 ) -> None:
     """`p35 status | head -1`: status said `Redis at …: BrokenPipeError` and exited 69
     (Redis trouble) when the reader left; the others wrote Python's 'Exception ignored'
@@ -250,7 +247,7 @@ def test_a_reader_that_left_is_no_redis_error(
 
 
 def test_a_status_dated_ahead_of_redis_clock_is_stale_everywhere(
-    r: redis.Redis, known: dict[str, str]
+    r: RawRedis, known: dict[str, str]
 ) -> None:
     """A heartbeat dated an hour ahead of Redis's clock (an older daemon on a host whose
     clock runs fast, or a planted value) says nothing about the service now: `check`
@@ -270,9 +267,7 @@ def test_a_status_dated_ahead_of_redis_clock_is_stale_everywhere(
     assert re.search(ahead, run_p35(known, "status").stdout)
 
 
-def test_infinite_scores_in_the_top_keys_break_no_view(
-    r: redis.Redis, known: dict[str, str]
-) -> None:
+def test_infinite_scores_in_the_top_keys_break_no_view(r: RawRedis, known: dict[str, str]) -> None:
     """A ZSET score of +inf or -inf planted in `reason:top:<w>` or a per-symbol top key
     killed `status`, `status --json` and every `dash` mode with an OverflowError (issue 27
     #6). It is no count: left out, and the rest is shown."""
@@ -287,9 +282,7 @@ def test_infinite_scores_in_the_top_keys_break_no_view(
     assert why.returncode in (0, 1, 2, 3) and "Traceback" not in why.stderr, why.stderr
 
 
-def test_far_future_alert_timestamps_break_no_view(
-    r: redis.Redis, base_env: dict[str, str]
-) -> None:
+def test_far_future_alert_timestamps_break_no_view(r: RawRedis, base_env: dict[str, str]) -> None:
     """An alert dated 1e20 made `p35 alerts` exit 1 with a traceback, and 1e17 exit 69
     blaming Redis (gmtime's OverflowError and OSError; issue 27 #7). Such a time is shown
     as "?", and the rest of the line and the other alerts as usual."""
@@ -304,7 +297,7 @@ def test_far_future_alert_timestamps_break_no_view(
 
 
 def test_p35_explain_counts_an_entry_over_the_limits_as_the_daemon_does(
-    r: redis.Redis, base_env: dict[str, str]
+    r: RawRedis, base_env: dict[str, str]
 ) -> None:
     """An entry over the 8 MiB read budget made `p35 explain` exit 69 with "Redis at …:
     ReplyTooLarge" (issue 27 #11). It is read measured, like the daemon's reads, and
@@ -333,7 +326,7 @@ def test_p35_explain_counts_an_entry_over_the_limits_as_the_daemon_does(
     ],
 )
 def test_a_key_of_another_type_is_named_not_taken_for_redis_down(
-    r: redis.Redis, base_env: dict[str, str], key: str, views: list[list[str]]
+    r: RawRedis, base_env: dict[str, str], key: str, views: list[list[str]]
 ) -> None:
     """A key planted with another type made status, dash, alerts and report exit 69
     with "Redis at URL: ResponseError WRONGTYPE", which reads as Redis down (issue 27
@@ -347,7 +340,7 @@ def test_a_key_of_another_type_is_named_not_taken_for_redis_down(
 
 
 def test_a_planted_megabyte_name_is_shown_cut_and_dash_e_sums_up_consumers(
-    r: redis.Redis, known: dict[str, str]
+    r: RawRedis, known: dict[str, str]
 ) -> None:
     """A 1 MB planted reason gave 2-4 MB of output from why, status, dash and report, and
     `dash e` listed every consumer (1.86 MB for 20,000; issue 27 #12). Names are cut,
@@ -373,7 +366,7 @@ def test_a_planted_megabyte_name_is_shown_cut_and_dash_e_sums_up_consumers(
 
 
 def test_mode_e_sums_up_a_consumer_list_larger_than_the_read_budget(
-    known: dict[str, str], r: redis.Redis
+    known: dict[str, str], r: RawRedis
 ) -> None:
     """Issue 27 #5: with 60,000 long ghost names the XINFO CONSUMERS reply (15 MiB) passed
     the read budget and `dash e` exited 69 blaming Redis. The same at a tenth of the scale

@@ -12,12 +12,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
-import redis
 
 from decision_intel.devtools.testing import free_port
-from tests.helpers import Daemon, drained, run_p35, wait_for
+from tests.helpers import Daemon, RawRedis, drained, run_p35, wait_for
 from tests.traffic import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,8 +65,13 @@ def tree_state(root: Path) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+# The tests that read the one deploy run on one xdist worker, where it is built once
+# (session scope: other modules' tests run between them on that worker).
+DEPLOYED = pytest.mark.xdist_group("deployed")
+
+
+@pytest.fixture(scope="session")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Deploy twice into a temporary root, with an operator edit in between."""
     base = tmp_path_factory.mktemp("deploy")
     dest, state = base / "root", base / "state"
@@ -108,10 +113,12 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     }
 
 
-def test_first_deploy_installs_code_units_and_env(deployed: dict[str, object]) -> None:
+@pytest.mark.pip
+@DEPLOYED
+def test_first_deploy_installs_code_units_and_env(deployed: dict[str, Any]) -> None:
     first = deployed["first"]
-    assert first.returncode == 0, first.stderr  # type: ignore[attr-defined]
-    dest: Path = deployed["dest"]  # type: ignore[assignment]
+    assert first.returncode == 0, first.stderr
+    dest: Path = deployed["dest"]
     app = dest / "opt/quantum/p35-decision-intelligence"
     assert (app / "venv").is_symlink()
     version = subprocess.run(
@@ -125,7 +132,7 @@ def test_first_deploy_installs_code_units_and_env(deployed: dict[str, object]) -
     rules = dest / RULES_REL
     assert rules.read_bytes() == (ROOT / "deploy/prometheus/p35.rules.yml").read_bytes()
     assert oct(rules.stat().st_mode & 0o777) == "0o644"
-    assert "prometheus: rules installed" in first.stdout  # type: ignore[attr-defined]
+    assert "prometheus: rules installed" in first.stdout
     assert deployed["calls_first"] == [
         "daemon-reload",
         f"list-units --plain --no-legend --state=active {UNIT}@*.service",
@@ -134,29 +141,33 @@ def test_first_deploy_installs_code_units_and_env(deployed: dict[str, object]) -
     ]
 
 
+@pytest.mark.pip
+@DEPLOYED
 def test_second_deploy_changes_nothing_and_keeps_operator_edits(
-    deployed: dict[str, object],
+    deployed: dict[str, Any],
 ) -> None:
     second = deployed["second"]
-    assert second.returncode == 0, second.stderr  # type: ignore[attr-defined]
+    assert second.returncode == 0, second.stderr
     assert deployed["after"] == deployed["before"], "the second run changed files"
     assert deployed["calls_second"] == [
         f"list-units --plain --no-legend --state=active {UNIT}@*.service",
         f"is-active --quiet {UNIT}",
     ], "it restarted needlessly"
-    dest: Path = deployed["dest"]  # type: ignore[assignment]
+    dest: Path = deployed["dest"]
     assert "redis://ops-edited:6379/0" in (dest / ENV_REL).read_text()
-    out = second.stdout  # type: ignore[attr-defined]
+    out = second.stdout
     # Which settings the operator set, never their values (the file holds the password).
     assert "keeping" in out and "it sets: P35_REDIS_URL" in out
     assert "ops-edited" not in out
     assert "prometheus: rules installed" not in out  # unchanged: not copied again
 
 
-def test_dry_run_prints_and_changes_nothing(deployed: dict[str, object]) -> None:
+@pytest.mark.pip
+@DEPLOYED
+def test_dry_run_prints_and_changes_nothing(deployed: dict[str, Any]) -> None:
     dry = deployed["dry"]
-    assert dry.returncode == 0, dry.stderr  # type: ignore[attr-defined]
-    assert tree_state(deployed["dest"]) == deployed["after"]  # type: ignore[arg-type]
+    assert dry.returncode == 0, dry.stderr
+    assert tree_state(deployed["dest"]) == deployed["after"]
 
 
 def test_dry_run_of_a_first_install_says_what_it_would_do(tmp_path: Path) -> None:
@@ -266,6 +277,7 @@ def test_systemd_analyze_security_exposure_at_most_2(unit: str, tmp_path: Path) 
     if "@" in unit:  # the offline analysis needs an instance name
         path = tmp_path / unit.replace("@", "@main")
         shutil.copy(UNITS / unit, path)
+    assert ANALYZE is not None  # needs_analyze
     out = subprocess.run(
         [ANALYZE, "security", "--offline=true", "--no-pager", str(path)],
         capture_output=True,
@@ -291,6 +303,7 @@ def test_systemd_analyze_verify_finds_no_problem(unit: str, tmp_path: Path) -> N
     )
     name = unit.replace("@", "@main")
     (tmp_path / name).write_text(text)
+    assert ANALYZE is not None  # needs_analyze
     out = subprocess.run(
         [ANALYZE, "verify", "--man=no", str(tmp_path / name)],
         capture_output=True,
@@ -364,7 +377,7 @@ def test_ready_comes_at_once_without_redis_and_status_says_what_it_waits_for(
 
 @pytest.mark.e2e
 def test_proof_passes_with_the_daemon_running_and_fails_without(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     load(r, 2_000, span_minutes=30)
     d = Daemon(base_env, tmp_path / "d.log").start()
@@ -393,7 +406,7 @@ def test_proof_passes_with_the_daemon_running_and_fails_without(
 
 @pytest.mark.e2e
 def test_check_waits_for_the_rebuild_that_covers_traffic_newer_than_the_last_one(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Traffic lands in a closed minute just after a rebuild (a first entry, a backlog):
     its snapshot keys are rightly absent for up to one interval. `p35 check` run then
@@ -441,13 +454,15 @@ def test_env_template_lists_every_setting_with_its_default() -> None:
             assert value == default, line
 
 
-def test_rollback_without_an_earlier_release_fails_clearly(deployed: dict[str, object]) -> None:
+@pytest.mark.pip
+@DEPLOYED
+def test_rollback_without_an_earlier_release_fails_clearly(deployed: dict[str, Any]) -> None:
     out = subprocess.run(
         [str(ROOT / "scripts/deploy_p35.sh"), "--rollback"],
         env=deployed["env"],
         capture_output=True,
         text=True,
-        timeout=60,  # type: ignore[arg-type]
+        timeout=60,
     )
     assert out.returncode == 1
     assert "no earlier release to roll back to" in out.stderr
@@ -470,6 +485,7 @@ def test_a_python_under_a_home_directory_is_refused_for_a_real_install(tmp_path:
     assert "would run" not in out.stdout
 
 
+@pytest.mark.pip
 def test_deploy_upgrades_running_template_instances_not_the_plain_unit(tmp_path: Path) -> None:
     """With @a and @b running (docs/operations.md), an upgrade restarts them; it neither
     starts the plain unit (a third consumer) nor leaves them on the old release."""

@@ -9,13 +9,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis
 
 from decision_intel import keys
 from decision_intel.keys import minute_of_id
 from tests.helpers import (
     GROUP,
     Daemon,
+    RawRedis,
     drained,
     entries_read,
     group_info,
@@ -30,7 +30,7 @@ N = 20_000
 
 
 def test_sigkill_at_random_moments_loses_and_doubles_nothing(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Five SIGKILLs mid-drain, each followed by a restart: every bucket is still exact."""
     expected = load(r, N, span_minutes=90)
@@ -48,7 +48,11 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     for i, threshold in enumerate(thresholds):
         d = Daemon(env, tmp_path / f"run{i}.log").start()
         daemons.append(d)
-        wait_for(lambda t=threshold: entries_read(r) >= t, 60, f"{threshold} entries read")
+
+        def read_past(t: int = threshold) -> bool:
+            return entries_read(r) >= t
+
+        wait_for(read_past, 60, f"{threshold} entries read")
         time.sleep(rng.uniform(0, 0.02))
         d.signal(signal.SIGKILL)
         d.wait(10)
@@ -68,7 +72,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
 
 
 def test_three_daemons_on_one_group_count_exactly(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Three concurrent consumers share the work; no entry is lost or counted twice."""
     env = {**base_env, "P35_BATCH_SIZE": "50"}
@@ -91,7 +95,7 @@ def test_three_daemons_on_one_group_count_exactly(
 
 
 def test_sigterm_mid_drain_exits_zero_fast_and_leaves_nothing_pending(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """SIGTERM mid-drain: exit 0 within 5 s, all it read counted; a successor ends exact."""
     expected = load(r, N, span_minutes=90)
@@ -115,7 +119,7 @@ def test_sigterm_mid_drain_exits_zero_fast_and_leaves_nothing_pending(
 
 
 def test_daily_rollups_across_midnight_stay_exact_through_a_kill_and_two_daemons(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Entries from 23:50 to 00:10 (UTC, yesterday's midnight): one daemon SIGKILLed mid-drain,
     then two daemons finish. Both days' rollups are exact (assert_exact checks them)."""
@@ -147,7 +151,7 @@ def test_daily_rollups_across_midnight_stay_exact_through_a_kill_and_two_daemons
 
 
 def test_a_minute_whose_bucket_expires_unrolled_while_the_daemon_is_down_reaches_its_day(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Issue 27 #2: a daemon killed after its flush and before its roll-up leaves its
     minutes listed; when it stays down past their buckets' lifetime (2 days by default,
@@ -163,7 +167,7 @@ def test_a_minute_whose_bucket_expires_unrolled_while_the_daemon_is_down_reaches
               "risk_paused")] * 100  # fmt: skip
     want: dict[str, Counter[str]] = {}
     for fields, decision, reason in rows:
-        day = keys.daily(minute_of_id(r.xadd(STREAM, fields)) // 1440)  # type: ignore[arg-type]
+        day = keys.daily(minute_of_id(r.xadd(STREAM, fields)) // 1440)
         want.setdefault(day, Counter()).update(
             [f"decision:{decision}", f"reason:{reason}",
              f"symbol_decision:{fields['symbol']}:{decision}"]

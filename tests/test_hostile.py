@@ -20,9 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from tests.helpers import GROUP, Daemon, drained, memory_cgroup, wait_for
+from tests.helpers import GROUP, Daemon, RawRedis, drained, memory_cgroup, wait_for
 from tests.traffic import STREAM, minute_label
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +40,7 @@ def cgroup() -> Iterator[Path | None]:
             procs.parent.rmdir()
 
 
-def decisions_in(r: redis.Redis, minutes: range) -> Counter[str]:
+def decisions_in(r: RawRedis, minutes: range) -> Counter[str]:
     total: Counter[str] = Counter()
     for m in minutes:
         for k, v in r.hgetall(f"quantum:p35:bucket:{minute_label(m)}").items():
@@ -51,7 +50,7 @@ def decisions_in(r: redis.Redis, minutes: range) -> Counter[str]:
 
 
 def test_entry_ids_far_ahead_of_redis_clock_are_counted_once_at_the_minute_read(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """`XADD <year 2126>-0`, then `*` entries (which inherit that time), then the largest
     possible ID: every entry counted once in the minute Redis read it, the status counts
@@ -93,7 +92,7 @@ def test_entry_ids_far_ahead_of_redis_clock_are_counted_once_at_the_minute_read(
     assert not [e for e in d.events() if e.get("level") in ("error", "critical")]
 
 
-def _load_attack(r: redis.Redis, kind: str) -> tuple[int, int]:
+def _load_attack(r: RawRedis, kind: str) -> tuple[int, int]:
     """XADD one attack mixed with ordinary entries; returns (entries, UNKNOWN expected)."""
     ordinary = {"symbol": "ETHUSDT", "executed": "True"}
     pipe = r.pipeline(transaction=False)
@@ -111,7 +110,7 @@ def _load_attack(r: redis.Redis, kind: str) -> tuple[int, int]:
         else:  # UNKNOWN, each with a large raw copy of control characters
             entry = {f"c{k}": "\x1b\x9b\u202e" * 300 for k in range(50)}
             unknown += 1
-        pipe.xadd(STREAM, entry)  # type: ignore[arg-type]
+        pipe.xadd(STREAM, entry)
         pipe.xadd(STREAM, ordinary)
         n += 2
         if len(pipe) >= 20:
@@ -123,7 +122,7 @@ def _load_attack(r: redis.Redis, kind: str) -> tuple[int, int]:
 @pytest.mark.parametrize("kind", ["wide", "big", "decisions", "raw"])
 def test_memory_stays_in_budget_whatever_entries_hold(
     kind: str,
-    r: redis.Redis,
+    r: RawRedis,
     base_env: dict[str, str],
     daemons: list[Daemon],
     tmp_path: Path,
@@ -156,7 +155,7 @@ def test_memory_stays_in_budget_whatever_entries_hold(
 
 
 def test_entries_of_empty_fields_are_read_within_the_budget_and_counted(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Issue 27 #1: 600 entries of 256 empty name/value pairs are 0 bytes of content but
     3 KB each on the wire. The fallback measured content only, so its own reply of 500 of
@@ -188,7 +187,7 @@ HOSTILE_NAME = b"\x1b]0;pwned\x07\x1b]52;c;SGVsbG8=\x07\x1b[2J\xc2\x9b2J\xe2\x80
 
 
 def test_a_hostile_consumer_name_never_reaches_a_terminal_nor_breaks_a_view(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Anyone allowed XREADGROUP can create a consumer name: title change, clipboard write
     (OSC 52), screen clear, C1 CSI, a bidi override, bytes that are not UTF-8. Every view
@@ -281,7 +280,7 @@ async def _top_screen(url: str) -> str:
 
 
 def test_values_planted_in_the_services_keys_break_no_view(
-    r: redis.Redis, base_env: dict[str, str]
+    r: RawRedis, base_env: dict[str, str]
 ) -> None:
     """Whoever can write `quantum:p35:*` (or an older or broken writer) can leave names
     with control characters and values that are not numbers. Every view shows the rest,
@@ -332,7 +331,7 @@ def test_values_planted_in_the_services_keys_break_no_view(
 
 
 def test_an_alert_storm_is_capped_keeping_the_highest_severity_and_summing_the_rest(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """500 new symbols, 10 BLOCKED each: 500 `stuck` alerts at once used to flood the capped
     stream (evicting the CRITICAL gate explosion of the same pass) and the log. One
@@ -375,7 +374,7 @@ def test_an_alert_storm_is_capped_keeping_the_highest_severity_and_summing_the_r
 
 
 def test_the_daemon_counts_producers_current_words_with_the_operators_vocabulary(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """SPEC 4, second revision, through the real daemon: RECONCILE_CLOSE falls through to
     `executed` (it used to be UNKNOWN, and land in the invalid stream), and the env file's
@@ -399,7 +398,7 @@ def test_the_daemon_counts_producers_current_words_with_the_operators_vocabulary
     want: Counter[str] = Counter(f"decision:{decision}" for _, decision in rows)
     assert got == want
     assert r.xlen("quantum:p35:invalid") == 0
-    reasons = Counter()
+    reasons: Counter[str] = Counter()
     for m in range(sec // 60 - 2, sec // 60 + 1):
         for k, v in r.hgetall(f"quantum:p35:bucket:{minute_label(m)}").items():
             if k.startswith(b"reason:"):
@@ -411,7 +410,7 @@ class HeartbeatWatch:
     """Every `last_ts` the status took, read every 20 ms in a thread: the largest gap
     between two rewrites (a missed value can only make the gap look larger)."""
 
-    def __init__(self, r: redis.Redis):
+    def __init__(self, r: RawRedis):
         self.r = r
         self.stamps: list[float] = []
         self._stop = threading.Event()
@@ -439,7 +438,7 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _ghosts(r: redis.Redis, names: list[str], ours: bool) -> None:
+def _ghosts(r: RawRedis, names: list[str], ours: bool) -> None:
     """Consumers made with XGROUP CREATECONSUMER; `ours`: named as departed p35 daemons."""
     pipe = r.pipeline(transaction=False)
     for name in names:
@@ -453,7 +452,7 @@ def _ghosts(r: redis.Redis, names: list[str], ours: bool) -> None:
 
 @pytest.mark.parametrize("own", [20_000, 10_000])
 def test_twenty_thousand_departed_consumers_neither_stall_the_heartbeat_nor_flood_the_log(
-    own: int, r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    own: int, r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Issue 27 #4: 20,000 consumers in the group, `own` of them named as departed p35
     daemons (the rest another client's ghosts, never removed). Removed one round trip
@@ -482,13 +481,13 @@ def test_twenty_thousand_departed_consumers_neither_stall_the_heartbeat_nor_floo
         f"log_lines={len(events)} summary_lines={len(summaries)} cpu_s={cpu:.2f}"
     )
     assert not [e for e in events if e["event"] in ("consumer.removed", "tick.failed")]
-    assert sum(int(e["count"]) for e in summaries) == own  # type: ignore[call-overload]
+    assert sum(int(e["count"]) for e in summaries) == own
     assert len(summaries) == 1  # one sweep: every one was departed at the start
     assert gap_s <= 5.0, f"the heartbeat stalled {gap_s:.1f} s"
 
 
 def test_departed_consumers_past_the_read_budget_are_removed_without_a_failed_tick(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Issue 27 #5: with 60,000 long ghost names the XINFO CONSUMERS reply (15 MiB) passed
     the read budget, so the removal failed every tick (a `tick.failed` traceback each

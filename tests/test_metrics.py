@@ -13,11 +13,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from decision_intel.devtools.testing import free_port
-from tests.helpers import Daemon, drained, wait_for
+from tests.helpers import Daemon, RawRedis, drained, wait_for
 from tests.traffic import load_truth
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +61,7 @@ def listening(pid: int) -> list[tuple[str, int]]:
 
 
 def test_metrics_match_known_traffic_and_cover_the_dashboard(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     truth = load_truth(r, 6_000)
     port = free_port()
@@ -101,7 +100,7 @@ def test_metrics_match_known_traffic_and_cover_the_dashboard(
 
 
 def test_no_endpoint_when_the_port_is_unset(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     d = Daemon(base_env, tmp_path / "d.log").start()
     daemons.append(d)
@@ -127,7 +126,7 @@ def test_a_port_in_use_stops_the_start_with_one_line_naming_it(
 
 
 def test_the_endpoint_serves_only_metrics_and_idle_sockets_hold_up_nothing(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """Any other path is 404. 200 idle connections (each used to take a thread; under the
     unit's TasksMax=32 thirty broke /metrics with a traceback each, and thousands stalled

@@ -7,9 +7,8 @@ import subprocess
 import time
 
 import pytest
-import redis
 
-from tests.helpers import run_p35
+from tests.helpers import RawRedis, run_p35
 
 pytestmark = pytest.mark.e2e
 
@@ -20,11 +19,11 @@ def report(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return run_p35(env, "report", *args)
 
 
-def plant(r: redis.Redis, day: str, fields: dict[str, int]) -> None:
+def plant(r: RawRedis, day: str, fields: dict[str, int | str]) -> None:
     r.hset(f"quantum:p35:daily:{day}", mapping=fields)
 
 
-def test_week_over_week_shares_and_movers(r: redis.Redis, base_env: dict[str, str]) -> None:
+def test_week_over_week_shares_and_movers(r: RawRedis, base_env: dict[str, str]) -> None:
     plant(
         r,
         DAY,
@@ -80,7 +79,7 @@ def test_week_over_week_shares_and_movers(r: redis.Redis, base_env: dict[str, st
     assert [line.split() for line in symbols[:2]] == [["200", "BTCUSDT"], ["100", "ETHUSDT"]]
 
 
-def test_today_is_said_to_be_the_day_so_far(r: redis.Redis, base_env: dict[str, str]) -> None:
+def test_today_is_said_to_be_the_day_so_far(r: RawRedis, base_env: dict[str, str]) -> None:
     today = time.strftime("%Y%m%d", time.gmtime())
     plant(r, today, {"decision:EXECUTE": 3, "reason:none": 3})
     rep = json.loads(report(base_env, "--json").stdout)
@@ -92,7 +91,7 @@ def test_today_is_said_to_be_the_day_so_far(r: redis.Redis, base_env: dict[str, 
 
 
 def test_names_planted_in_a_rollup_reach_no_terminal_raw(
-    r: redis.Redis, base_env: dict[str, str]
+    r: RawRedis, base_env: dict[str, str]
 ) -> None:
     """Rollup field names carry reasons and symbols: anyone who can write the key can
     plant a title change, a screen clear, a C1 CSI, a bidi override or bytes that are not
@@ -116,9 +115,7 @@ def test_names_planted_in_a_rollup_reach_no_terminal_raw(
     assert "gate\\x1b]0;pwned\\x07" in text and "BTC\\x9b2J" in text
 
 
-def test_no_comparison_and_no_data_are_said_plainly(
-    r: redis.Redis, base_env: dict[str, str]
-) -> None:
+def test_no_comparison_and_no_data_are_said_plainly(r: RawRedis, base_env: dict[str, str]) -> None:
     plant(r, DAY, {"decision:EXECUTE": 3, "reason:none": 3})
     rep = json.loads(report(base_env, "--day", DAY, "--json").stdout)
     assert rep["compared_with"] is None and rep["rose"] == [] and rep["fell"] == []
@@ -138,11 +135,11 @@ def test_no_comparison_and_no_data_are_said_plainly(
     ],
 )
 def test_a_rollup_without_decision_counts_is_reported_not_a_crash(
-    r: redis.Redis, base_env: dict[str, str], decisions: dict[str, str]
+    r: RawRedis, base_env: dict[str, str], decisions: dict[str, str]
 ) -> None:
     """Decision counts that are missing, negative, not whole or zero, beside reason
     counts that are integers, crashed `p35 report` with a KeyError (issue 27 #8)."""
-    plant(r, DAY, {**decisions, "reason:risk_paused": 4, "reason:none": 1})  # type: ignore[dict-item]
+    plant(r, DAY, {**decisions, "reason:risk_paused": 4, "reason:none": 1})
     plant(r, WEEK_AGO, {"decision:SKIP": "-1", "reason:risk_paused": 2})
     for args in ([], ["--json"]):
         out = report(base_env, "--day", DAY, *args)

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from decision_intel.devtools.testing import RedisServer, free_port
-from tests.helpers import GROUP, Daemon, drained, run_p35, wait_for
+from tests.helpers import GROUP, Daemon, RawRedis, drained, run_p35, wait_for
 from tests.traffic import STREAM, assert_exact, load
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +52,7 @@ def user_url(server: RedisServer, password: str = PASSWORD) -> str:
     return f"redis://p35:{password}@127.0.0.1:{server.port}/0"
 
 
-def everything_in_redis(r: redis.Redis) -> str:
+def everything_in_redis(r: RawRedis) -> str:
     """Every key and value, as text, to search for secrets."""
     out = []
     for key in r.scan_iter("*"):
@@ -88,7 +88,7 @@ def test_the_documented_acl_runs_the_whole_daemon_and_cli_and_no_secret_leaks(
 ) -> None:
     """Drain exact, reclaim, invalid stream, snapshots, departed-consumer removal, status and
     check, a Redis outage and a wrong password: no ACL denial, and the password in no output."""
-    admin = redis.Redis(port=acl_server.port)
+    admin = RawRedis(port=acl_server.port)
     expected = load(admin, 5_000)  # includes UNKNOWN entries: the invalid stream is written
     admin.xgroup_create(STREAM, GROUP, id="0")
     admin.xgroup_createconsumer(STREAM, GROUP, "departed")  # removed by the daemon later
@@ -112,7 +112,7 @@ def test_the_documented_acl_runs_the_whole_daemon_and_cli_and_no_secret_leaks(
     assert json.loads(why.stdout)["verdict"] and not why.stderr and not why_one.stderr
     asyncio.run(top_frame(env["P35_REDIS_URL"]))  # what one `p35 top` refresh reads
     acl_server.restart()  # an outage; the user lives on the command line, data in the AOF
-    admin = redis.Redis(port=acl_server.port)
+    admin = RawRedis(port=acl_server.port)
     wait_for(lambda: any(e["event"] == "redis.available" for e in d.events()), 30, "back")
     assert d.terminate_and_wait()[0] == 0
     assert_exact(admin, expected)
@@ -154,7 +154,7 @@ def test_a_missing_permission_stops_the_start_with_one_line_naming_it(
         errors = [e for e in d.events() if e["level"] == "error"]
         assert [e["event"] for e in errors] == ["redis.access_denied"]
         assert "'xautoclaim'" in str(errors[0]["detail"])
-        assert not redis.Redis(port=server.port).exists("quantum:p35:status")  # nothing began
+        assert not RawRedis(port=server.port).exists("quantum:p35:status")  # nothing began
     finally:
         server.stop()
 
@@ -164,11 +164,11 @@ def test_the_documented_acl_refuses_what_an_attacker_with_the_password_would_try
 ) -> None:
     """The p35 user may read and acknowledge the input stream, never write it: no forged
     entries, no deleting, trimming or expiring it, no other keys, no EVAL, no SCAN."""
-    admin = redis.Redis(port=acl_server.port)
+    admin = RawRedis(port=acl_server.port)
     admin.xadd(STREAM, {"decision": "SKIP"})
     admin.xgroup_create(STREAM, GROUP, id="0")
     admin.set("other:service:key", "x")
-    p35 = redis.Redis.from_url(user_url(acl_server))
+    p35 = RawRedis.from_url(user_url(acl_server))
     attempts = [
         ("XADD", STREAM, "*", "decision", "EXECUTE"),
         ("DEL", STREAM),
@@ -289,7 +289,7 @@ def test_the_daemon_counts_over_tls_with_a_ca_file(
         stderr=subprocess.DEVNULL,
     )
     try:
-        admin = redis.Redis(host="localhost", port=port, ssl=True, ssl_ca_certs=str(ca))
+        admin = RawRedis(host="localhost", port=port, ssl=True, ssl_ca_certs=str(ca))
         deadline = time.monotonic() + 10
         while True:
             try:

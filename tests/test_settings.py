@@ -55,6 +55,7 @@ def test_p35_variables_win_over_legacy_ones(monkeypatch: pytest.MonkeyPatch) -> 
     assert s.log_level == "WARNING"
 
 
+@pytest.mark.e2e  # each case starts the real `p35 run` (it exits 78)
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -130,6 +131,7 @@ def test_unknown_p35_variables_are_reported() -> None:
     assert unknown_variables(env) == ["P35_BATCH_SIZ"]
 
 
+@pytest.mark.e2e
 def test_p35_run_with_a_bad_setting_exits_78_with_one_line() -> None:
     """The real process: exit status 78 (EX_CONFIG) and one line naming the variable."""
     proc = subprocess.run(
@@ -172,6 +174,7 @@ def test_env_file_is_read_as_systemd_reads_it_without_shell_expansion() -> None:
     }
 
 
+@pytest.mark.e2e
 def test_p35_run_with_an_unencoded_hash_in_the_password_exits_78_not_1() -> None:
     """It used to die in redis-py with a traceback (exit 1), printing part of the secret."""
     proc = subprocess.run(
@@ -186,6 +189,7 @@ def test_p35_run_with_an_unencoded_hash_in_the_password_exits_78_not_1() -> None
     assert "P35_REDIS_URL" in line and "percent-encode" in line and "secret" not in line
 
 
+@pytest.mark.e2e  # each case starts the real `p35 run` (it exits 78)
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -231,7 +235,12 @@ def test_the_vocabulary_settings_reach_the_classifier(monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize(
     "ttl_s, interval_s, refused",
-    [("660", "700", True), ("660", "541", True), ("660", "540", False), ("120", "10", False)],
+    [
+        pytest.param("660", "700", True, marks=pytest.mark.e2e),  # refused: runs `p35 run`
+        pytest.param("660", "541", True, marks=pytest.mark.e2e),
+        ("660", "540", False),
+        ("120", "10", False),
+    ],
 )
 def test_a_snapshot_interval_the_buckets_do_not_outlive_stops_p35_run_with_78(
     ttl_s: str, interval_s: str, refused: bool

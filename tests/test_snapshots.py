@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from decision_intel import keys
 from decision_intel.daemon.snapshots import Snapshotter
 from decision_intel.devtools.testing import RedisServer
 from decision_intel.settings import Settings
 from decision_intel.store.client import connect
-from tests.helpers import Daemon, drained, snapshot, wait_for
+from tests.helpers import Daemon, RawRedis, drained, snapshot, wait_for
 from tests.traffic import load
 
 
@@ -57,13 +56,13 @@ def expected_symbol_windows(
     return out
 
 
-def plant(r: redis.Redis, minute: int, fields: dict[str, int]) -> None:
+def plant(r: RawRedis, minute: int, fields: dict[str, int]) -> None:
     """A bucket as the flush script leaves it: the fields, and their copy in its meta hash."""
     r.hset(keys.bucket(minute), mapping=fields)
     r.hset(keys.bucket_meta(minute), mapping={**fields, "v": 1})
 
 
-def drain_with_daemon(r: redis.Redis, env: dict[str, str], log: Path, n: int) -> None:
+def drain_with_daemon(r: RawRedis, env: dict[str, str], log: Path, n: int) -> None:
     d = Daemon(env, log).start()
     try:
         wait_for(lambda: drained(r, n), 60, "drain")
@@ -73,7 +72,7 @@ def drain_with_daemon(r: redis.Redis, env: dict[str, str], log: Path, n: int) ->
 
 @pytest.mark.e2e
 def test_snapshot_values_are_the_sums_of_the_right_buckets(
-    r: redis.Redis, redis_server: RedisServer, base_env: dict[str, str], tmp_path: Path
+    r: RawRedis, redis_server: RedisServer, base_env: dict[str, str], tmp_path: Path
 ) -> None:
     sec, _ = r.time()
     now_ms = sec * 1000
@@ -110,7 +109,7 @@ def test_snapshot_values_are_the_sums_of_the_right_buckets(
 
 
 def test_an_empty_window_has_no_keys_and_stale_copies_go(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """Traffic only 20-50 minutes ago: 1m/5m/15m have no keys (old copies removed); 1h has."""
     sec, _ = r.time()
@@ -127,7 +126,7 @@ def test_an_empty_window_has_no_keys_and_stale_copies_go(
 
 
 def test_per_symbol_keys_follow_their_symbol_in_and_out_of_each_window(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """BTC now and 10 min ago, ETH 30 min ago: keys where they have data, none elsewhere;
     45 minutes later ETH has left every window and BTC all but 1h, and their keys go."""
@@ -177,7 +176,7 @@ def test_per_symbol_keys_follow_their_symbol_in_and_out_of_each_window(
 
 
 def test_a_reader_never_sees_a_snapshot_missing_or_half_built(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """A reader polls while the snapshot is rebuilt 150 times: always whole, never absent."""
     sec, _ = r.time()
@@ -194,7 +193,7 @@ def test_a_reader_never_sees_a_snapshot_missing_or_half_built(
     bad: list[str] = []
 
     def reader() -> None:
-        client = redis.Redis(port=redis_server.port)
+        client = RawRedis(port=redis_server.port)
         while not stop.is_set():
             pipe = client.pipeline(transaction=False)
             pipe.hgetall(keys.decision_counts("1h"))
@@ -224,11 +223,11 @@ def test_a_reader_never_sees_a_snapshot_missing_or_half_built(
     assert not bad, bad[:5]
 
 
-def test_only_one_daemon_per_interval_rebuilds(r: redis.Redis, redis_server: RedisServer) -> None:
+def test_only_one_daemon_per_interval_rebuilds(r: RawRedis, redis_server: RedisServer) -> None:
     """Across the group, the lock lets exactly one of several daemons rebuild per interval."""
 
     async def go() -> list[bool]:
-        s = Settings(redis_url=redis_server.url, snapshot_interval_sec=30)  # type: ignore[arg-type]
+        s = Settings(redis_url=redis_server.url, snapshot_interval_sec=30)
         results = []
         for name in ("a", "b", "c", "a"):
             client = connect(s)
@@ -240,27 +239,31 @@ def test_only_one_daemon_per_interval_rebuilds(r: redis.Redis, redis_server: Red
     assert asyncio.run(go()) == [True, False, False, False]
 
 
-def test_rebuild_rereads_only_buckets_that_changed(
-    r: redis.Redis, redis_server: RedisServer
-) -> None:
+def test_rebuild_rereads_only_buckets_that_changed(r: RawRedis, redis_server: RedisServer) -> None:
     """The change counter lets a rebuild skip unchanged buckets, yet pick up a changed one."""
     now_ms = 1_795_000_000_000
     minute = now_ms // 60_000
 
     async def go() -> tuple[int, int, int]:
-        s = Settings(redis_url=redis_server.url)  # type: ignore[arg-type]
+        s = Settings(redis_url=redis_server.url)
         client = connect(s)
         for m in (minute, minute - 3):
             for key in (keys.bucket(m), keys.bucket_meta(m)):
                 await client.hset(key, mapping={"decision:SKIP": 1, "reason:a": 1})
             await client.hset(keys.bucket_meta(m), "v", 1)
         snap = Snapshotter(s, client, "x")
-        first = (await snap.run(now_ms))["5m"].total
+
+        async def total_5m() -> int:
+            windows = await snap.run(now_ms)
+            assert windows is not None  # this daemon's turn: it built them
+            return windows["5m"].total
+
+        first = await total_5m()
         for key in (keys.bucket(minute - 3), keys.bucket_meta(minute - 3)):
             await client.hset(key, mapping={"decision:SKIP": 5, "reason:a": 5})
-        unchanged = (await snap.run(now_ms))["5m"].total  # same version: cache used
+        unchanged = await total_5m()  # same version: cache used
         await client.hincrby(keys.bucket_meta(minute - 3), "v", 1)
-        changed = (await snap.run(now_ms))["5m"].total
+        changed = await total_5m()
         await client.aclose()
         return first, unchanged, changed
 
@@ -268,7 +271,7 @@ def test_rebuild_rereads_only_buckets_that_changed(
 
 
 def test_an_unchanged_hour_is_not_rebuilt_within_its_minute(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """Idle: no bucket changed since the last rebuild in this minute, so only snapshot_ts
     moves and nothing is handed to the alerts; a change, or the next minute, rebuilds."""
@@ -276,7 +279,7 @@ def test_an_unchanged_hour_is_not_rebuilt_within_its_minute(
     minute = now_ms // 60_000
 
     async def go() -> list[object]:
-        s = Settings(redis_url=redis_server.url)  # type: ignore[arg-type]
+        s = Settings(redis_url=redis_server.url)
         client = connect(s)
         for key in (keys.bucket(minute), keys.bucket_meta(minute)):
             await client.hset(key, mapping={"decision:SKIP": 2, "reason:a": 2})
@@ -311,7 +314,7 @@ async def _add_behind_the_flush(client: Any, minute: int, skips: int) -> None:
 
 @pytest.mark.parametrize("ttl_s, sees_change", [(172_800, False), (120, True)])
 def test_an_idle_turn_reads_no_bucket_while_processed_total_stands_still(
-    r: redis.Redis, redis_server: RedisServer, ttl_s: int, sees_change: bool
+    r: RawRedis, redis_server: RedisServer, ttl_s: int, sees_change: bool
 ) -> None:
     """Every flush that changes a bucket moves the group's processed_total with it, so
     a turn that finds the same total in the same minute reads no bucket: a change made
@@ -322,7 +325,7 @@ def test_an_idle_turn_reads_no_bucket_while_processed_total_stands_still(
     minute = now_ms // 60_000
 
     async def go() -> list[int | None]:
-        s = Settings(redis_url=redis_server.url, bucket_ttl_sec=ttl_s)  # type: ignore[arg-type]
+        s = Settings(redis_url=redis_server.url, bucket_ttl_sec=ttl_s)
         client = connect(s)
         await _plant(client, minute, 2)
         snap = Snapshotter(s, client, "x")
@@ -343,7 +346,7 @@ def test_an_idle_turn_reads_no_bucket_while_processed_total_stands_still(
 
 
 def test_the_turn_reads_processed_total_and_skips_the_buckets_while_it_stands_still(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """The daemon's own path (maybe_run): the turn's round trip carries processed_total.
     A change behind the flush's back is not seen while the total stands still; once the
@@ -356,7 +359,7 @@ def test_the_turn_reads_processed_total_and_skips_the_buckets_while_it_stands_st
         return None if built is None else built[0]["1h"].total
 
     async def go() -> tuple[list[int | None], set[int]]:
-        s = Settings(redis_url=redis_server.url)  # type: ignore[arg-type]
+        s = Settings(redis_url=redis_server.url)
         client = connect(s)
         sec, _ = r.time()
         minute = int(sec) // 60

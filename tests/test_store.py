@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
-import redis
 import structlog
 
 from decision_intel import keys
@@ -23,7 +22,7 @@ from decision_intel.store import permissions
 from decision_intel.store.backoff import Refusing
 from decision_intel.store.client import ReplyTooLarge, connect, find_group
 from decision_intel.store.group import Departed, LeaseLost, Store
-from tests.helpers import GROUP
+from tests.helpers import GROUP, RawRedis
 from tests.traffic import STREAM
 
 T = TypeVar("T")
@@ -65,12 +64,12 @@ def count_all(server: RedisServer, **overrides: object) -> None:
     run(go)
 
 
-def add(r: redis.Redis, n: int, **fields: str) -> list[bytes]:
+def add(r: RawRedis, n: int, **fields: str) -> list[bytes]:
     body = fields or {"symbol": "BTCUSDT", "executed": "false", "error": "risk_paused:x"}
     return [r.xadd(STREAM, body) for _ in range(n)]
 
 
-def bucket_total(r: redis.Redis, prefix: str = "decision:") -> int:
+def bucket_total(r: RawRedis, prefix: str = "decision:") -> int:
     total = 0
     for key in r.scan_iter("quantum:p35:bucket:*"):
         total += sum(int(v) for f, v in r.hgetall(key).items() if f.decode().startswith(prefix))
@@ -78,7 +77,7 @@ def bucket_total(r: redis.Redis, prefix: str = "decision:") -> int:
 
 
 def test_entries_claimed_away_are_counted_by_the_claimer_only(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """A reads 10; B claims 4 of them; A's flush counts 6, B's counts 4: 10 in all, once each."""
     add(r, 10)
@@ -90,7 +89,7 @@ def test_entries_claimed_away_are_counted_by_the_claimer_only(
         assert await a_store.take_lease() and await b_store.take_lease()
         a.ingest(await a_store.read_new(100, None))
         stolen = list(a.batch.items)[3:7]
-        claimed = await b_store.client.xclaim(STREAM, GROUP, "B", 0, stolen)
+        claimed: Any = await b_store.client.xclaim(STREAM, GROUP, "B", 0, [*stolen])
         b.ingest(claimed, reclaimed=True)
         await a.flush()
         await b.flush()
@@ -106,7 +105,7 @@ def test_entries_claimed_away_are_counted_by_the_claimer_only(
 
 
 def test_a_flush_repeated_after_a_lost_reply_counts_nothing_twice(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """Re-running the same flush (as after a dropped connection) adds nothing."""
     add(r, 25)
@@ -127,7 +126,7 @@ def test_a_flush_repeated_after_a_lost_reply_counts_nothing_twice(
 
 
 def test_a_process_that_lost_its_name_lease_counts_and_acks_nothing(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     add(r, 5)
 
@@ -145,7 +144,7 @@ def test_a_process_that_lost_its_name_lease_counts_and_acks_nothing(
 
 
 def test_reasons_beyond_the_bucket_bound_fold_into_other(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """With a bound of 5, 12 distinct reasons leave 4 named + `other`; the sums still hold."""
     ids = [
@@ -193,7 +192,7 @@ def test_reasons_beyond_the_bucket_bound_fold_into_other(
 
 
 def test_symbols_beyond_the_bucket_bound_get_no_symbol_fields(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     for i in range(8):
         r.xadd(STREAM, {"symbol": f"SYM{i}USDT", "executed": "true"})
@@ -209,7 +208,7 @@ def test_symbols_beyond_the_bucket_bound_get_no_symbol_fields(
 
 
 def test_entries_trimmed_while_pending_are_acked_and_reported(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """Read 10, stream trimmed to 3, restart re-reads own pending: 7 trimmed, 3 counted."""
     add(r, 10)
@@ -232,7 +231,7 @@ def test_entries_trimmed_while_pending_are_acked_and_reported(
 
 
 def test_unknown_entries_are_counted_and_copied_to_the_invalid_stream(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     big = "x" * 50_000  # large, but under P35_MAX_ENTRY_BYTES
     add(r, 1, plan_id="no-decision", blob=big)
@@ -250,7 +249,7 @@ def test_unknown_entries_are_counted_and_copied_to_the_invalid_stream(
 
 
 def test_a_read_measures_its_entries_as_redis_sent_them(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """Entries over the size limits are found while the reply is parsed: fields and bytes
     of the entry as Redis sends it (a repeated field name counts each time, each name and
@@ -275,6 +274,7 @@ def test_a_read_measures_its_entries_as_redis_sent_them(
             twice: (2, 80_002 + 2 * (6 + 10) + 100),
         }
         again = await store.read_bounded(b"0", 100)  # the script's measure: the same bytes
+        assert again.oversize is not None and rest.oversize is not None
         assert {i: again.oversize[i] for i in (big, twice)} == {
             i: rest.oversize[i] for i in (big, twice)
         }
@@ -291,7 +291,7 @@ def test_a_read_measures_its_entries_as_redis_sent_them(
 
 
 def test_an_entry_whose_reply_passes_the_budget_alone_is_counted_oversize_unread(
-    r: redis.Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    r: RawRedis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No read error escapes the recovery (issue 27 #1): with a reply budget smaller than
     one entry (8 KiB here, under a 20 KB entry the script returns whole), the bounded
@@ -321,7 +321,7 @@ def test_an_entry_whose_reply_passes_the_budget_alone_is_counted_oversize_unread
 
 
 def test_poison_entry_is_counted_once_as_unknown_with_its_delivery_count(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     [entry_id] = add(r, 1)
 
@@ -341,7 +341,7 @@ def test_poison_entry_is_counted_once_as_unknown_with_its_delivery_count(
 
 
 def test_departed_consumer_is_removed_only_when_it_owns_nothing(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """Of the group's consumers, only p35's (named in the set) that own nothing, have no
     lease and are idle long enough are removed, and never the caller itself."""
@@ -372,7 +372,7 @@ def test_departed_consumer_is_removed_only_when_it_owns_nothing(
 
 
 def test_departed_consumers_are_removed_in_bounded_batches(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """Issue 27 #4: many departed consumers go in one script call each batch, at most
     `max_removed` a call, which says whether more are left."""
@@ -397,7 +397,7 @@ def test_departed_consumers_are_removed_in_bounded_batches(
 
 
 def test_claiming_entries_trimmed_while_pending_reports_them(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """A dead consumer's entries, partly trimmed: the claimer counts the rest, reports the gone."""
     add(r, 10)
@@ -421,7 +421,7 @@ def test_claiming_entries_trimmed_while_pending_reports_them(
 
 
 def test_buckets_expire_at_their_minute_start_plus_the_ttl(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     [entry_id] = add(r, 1)
 
@@ -433,7 +433,7 @@ def test_buckets_expire_at_their_minute_start_plus_the_ttl(
 
 
 def test_an_entry_older_than_the_bucket_ttl_leaves_no_key_without_a_lifetime(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """A fresh bucket whose expiry has passed (an entry older than P35_BUCKET_TTL_SEC)
     used to be expired before `rolled` was written to its meta hash, which that write
@@ -455,7 +455,7 @@ def test_an_entry_older_than_the_bucket_ttl_leaves_no_key_without_a_lifetime(
     assert r.hget(keys.daily(minute // 1440), "decision:EXECUTE") == b"2"
 
 
-def test_a_script_redis_lost_is_loaded_again(r: redis.Redis, redis_server: RedisServer) -> None:
+def test_a_script_redis_lost_is_loaded_again(r: RawRedis, redis_server: RedisServer) -> None:
     """After SCRIPT FLUSH (or a restart without persistence of the script cache) the next
     call loads the script again: NOSCRIPT never reaches the consumer."""
     add(r, 4)
@@ -487,7 +487,7 @@ def rollup_view(fields: dict[bytes, bytes]) -> dict[str, int]:
 
 
 def test_each_count_reaches_the_daily_rollup_once_by_the_roll_up_or_by_a_late_flush(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     sec, _ = r.time()
     now_minute = sec // 60
@@ -539,7 +539,7 @@ def test_each_count_reaches_the_daily_rollup_once_by_the_roll_up_or_by_a_late_fl
 
 
 def test_two_buckets_of_one_day_counted_directly_in_one_flush_keep_its_distinct_counts(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """Both minutes are about to expire, so their counts go to their day at once, in one
     script: the second must start from the day as the first left it."""
@@ -562,7 +562,7 @@ def test_two_buckets_of_one_day_counted_directly_in_one_flush_keep_its_distinct_
 
 
 def test_a_bucket_from_before_the_roll_up_keeps_counting_into_its_day_directly(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     """Its counts went to its day with each flush (no `rolled` in its meta): after an
     upgrade, later ones must too, since no roll-up will ever take them there."""
@@ -580,7 +580,7 @@ def test_a_bucket_from_before_the_roll_up_keeps_counting_into_its_day_directly(
 
 
 def test_the_roll_up_leaves_the_current_minute_until_it_is_quiet(
-    r: redis.Redis, redis_server: RedisServer
+    r: RawRedis, redis_server: RedisServer
 ) -> None:
     async def go() -> None:
         store, c = await ready(redis_server, "A")
@@ -617,7 +617,7 @@ LOOKUPS: dict[str, Callable[[Any, Settings], Awaitable[object]]] = {
 
 @pytest.mark.parametrize("what", list(LOOKUPS))
 def test_a_busy_redis_is_an_outage_to_a_lookup_not_its_answer(
-    redis_server: RedisServer, r: redis.Redis, settings_for: Callable[..., Settings], what: str
+    redis_server: RedisServer, r: RawRedis, settings_for: Callable[..., Settings], what: str
 ) -> None:
     """While another client's script runs past busy-reply-threshold, Redis answers BUSY.
     `find_group` took any error reply for "no group" (`p35 check` then said the group was
@@ -627,7 +627,7 @@ def test_a_busy_redis_is_an_outage_to_a_lookup_not_its_answer(
     s = settings_for()
     lookup = LOOKUPS[what]
     r.config_set("busy-reply-threshold", 100)
-    other = redis.Redis(port=redis_server.port)
+    other = RawRedis(port=redis_server.port)
     busy = threading.Thread(target=other.eval, args=(BUSY_SCRIPT, 0))
 
     async def look(while_busy: bool) -> object:
@@ -652,7 +652,7 @@ def test_a_busy_redis_is_an_outage_to_a_lookup_not_its_answer(
 
 
 def test_the_heartbeat_is_dated_by_redis_clock_not_the_daemons(
-    r: redis.Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    r: RawRedis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A daemon host whose clock runs an hour fast dated its heartbeat an hour ahead, so a
     dead service passed `p35 check` for an hour (issue 27 #3): `last_ts` is Redis's time."""

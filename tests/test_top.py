@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import re
 import shlex
@@ -13,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from decision_intel.cli.top import Frame, incomplete_line, verdict_line
 from decision_intel.devtools import producers
@@ -21,7 +21,7 @@ from decision_intel.model.classify import BLOCKED, EXECUTE
 from decision_intel.model.diagnose import Thresholds
 from decision_intel.model.losses import LossEvent
 from decision_intel.model.windows import Counts
-from tests.helpers import STREAM, Daemon, drained, p35_executable, run_p35, wait_for
+from tests.helpers import STREAM, Daemon, RawRedis, drained, p35_executable, run_p35, wait_for
 from tests.traffic import Make, blocked, normal, now_minute, write_minutes
 
 _ids = itertools.count()
@@ -35,7 +35,8 @@ class Pane:
         tmux = shutil.which("tmux")
         if tmux is None:
             pytest.fail("tmux is not installed (apt-get install tmux)")
-        self.tmux = [tmux, "-L", f"p35test{next(_ids)}", "-f", "/dev/null"]
+        # A socket per test process and pane: parallel workers never share a tmux server.
+        self.tmux = [tmux, "-L", f"p35test{os.getpid()}_{next(_ids)}", "-f", "/dev/null"]
         self.exit_file = tmp_path / f"top_exit_{next(_ids)}"
         # The terminal's size is the pane's: no COLUMNS/LINES from the test's environment.
         env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
@@ -93,7 +94,7 @@ def panes() -> Iterator[list[Pane]]:
 
 @pytest.fixture
 def kill_switch_counted(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """40 minutes of both producers' traffic, the last 10 with the kill switch at 70 %,
     counted by a running daemon."""
@@ -109,8 +110,10 @@ def kill_switch_counted(
     wait_for(lambda: drained(r, total), 60, "the traffic counted")
 
 
+@pytest.mark.e2e
+@pytest.mark.tmux
 def test_top_shows_verdict_gates_and_heatmap_follows_traffic_and_keys(
-    r: redis.Redis,
+    r: RawRedis,
     base_env: dict[str, str],
     kill_switch_counted: None,
     panes: list[Pane],
@@ -138,8 +141,10 @@ def test_top_shows_verdict_gates_and_heatmap_follows_traffic_and_keys(
     assert pane.exit_status() == 0
 
 
+@pytest.mark.e2e
+@pytest.mark.tmux
 def test_top_fits_80x24_honours_no_color_and_waits_out_redis_down(
-    r: redis.Redis,
+    r: RawRedis,
     base_env: dict[str, str],
     kill_switch_counted: None,
     panes: list[Pane],

@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from decision_intel.devtools import producers
-from tests.helpers import STREAM, Daemon, drained, run_p35, wait_for
+from tests.helpers import STREAM, Daemon, RawRedis, drained, run_p35, wait_for
 from tests.traffic import Make, blocked, normal, now_minute, write_minutes
+
+pytestmark = pytest.mark.e2e  # every test counts its traffic with a real `p35 run`
 
 
 def count_and_why(
-    r: redis.Redis,
+    r: RawRedis,
     env: dict[str, str],
     daemons: list[Daemon],
     tmp_path: Path,
@@ -44,7 +45,7 @@ def count_and_why(
 
 
 def test_a_kill_switch_is_dated_to_its_minute_found_on_every_symbol_with_what_to_do(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     now = now_minute(r)
     jump = now - 11
@@ -90,7 +91,7 @@ def test_a_kill_switch_is_dated_to_its_minute_found_on_every_symbol_with_what_to
 
 
 def test_a_gate_on_two_symbols_is_attributed_to_them_with_its_raw_detail(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     now = now_minute(r)
     detail = "churn_blacklist:flips=7 in 1h"
@@ -114,7 +115,7 @@ def test_a_gate_on_two_symbols_is_attributed_to_them_with_its_raw_detail(
 
 
 def test_baselines_come_from_yesterdays_buckets_and_last_weeks_rollup(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     now = now_minute(r)
 
@@ -139,7 +140,7 @@ def test_baselines_come_from_yesterdays_buckets_and_last_weeks_rollup(
 
 
 def test_trading_and_each_unknown_say_so_with_their_exit_status(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     now = now_minute(r)
     # No service status yet: unknown, in words.
@@ -165,7 +166,7 @@ def test_trading_and_each_unknown_say_so_with_their_exit_status(
 
 
 def test_hostile_newest_entries_are_read_bounded_and_shown_escaped(
-    r: redis.Redis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
+    r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
     """The newest entries are anyone's: 1 MB details with terminal escapes. The recent
     read cuts them as the daemon does; the detail is short and cannot steer a terminal."""

@@ -20,7 +20,7 @@ from redis.retry import Retry
 from decision_intel import keys
 from decision_intel.devtools import producers
 from decision_intel.devtools.producers import apply_layer, intent_executor
-from tests.helpers import wait_for
+from tests.helpers import RawRedis, wait_for
 
 STREAM = "quantum:stream:apply.result"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT"]
@@ -102,7 +102,7 @@ Truth = dict[str, tuple[str, str, str]]
 
 
 def load_truth(
-    r: redis.Redis, n: int, *, span_minutes: float = 90, end_ms: int | None = None, seed: int = 7
+    r: RawRedis, n: int, *, span_minutes: float = 90, end_ms: int | None = None, seed: int = 7
 ) -> Truth:
     """XADD n entries with explicit IDs spread over the `span_minutes` before `end_ms`."""
     rng = random.Random(seed)
@@ -140,13 +140,13 @@ def expected_buckets(truth: Truth) -> dict[str, Counter[str]]:
 
 
 def load(
-    r: redis.Redis, n: int, *, span_minutes: int = 90, end_ms: int | None = None, seed: int = 7
+    r: RawRedis, n: int, *, span_minutes: int = 90, end_ms: int | None = None, seed: int = 7
 ) -> dict[str, Counter[str]]:
     """XADD n entries (see load_truth); returns the expected content of every bucket hash."""
     return expected_buckets(load_truth(r, n, span_minutes=span_minutes, end_ms=end_ms, seed=seed))
 
 
-def assert_exact(r: redis.Redis, expected: dict[str, Counter[str]]) -> None:
+def assert_exact(r: RawRedis, expected: dict[str, Counter[str]]) -> None:
     """Each bucket equals its expected content; nothing pending; Σ decision = Σ reason = entries."""
     actual_keys = {k.decode() for k in r.scan_iter("quantum:p35:bucket:*")}
     assert actual_keys == set(expected), "bucket keys differ from the minutes that had entries"
@@ -210,7 +210,7 @@ class Producer(threading.Thread):
     def run(self) -> None:
         # No automatic retry: a re-sent pipeline that was half applied would collide
         # with its own IDs. A failed chunk is simply given up; truth() reads back.
-        r = redis.Redis(port=self.port, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+        r = RawRedis(port=self.port, socket_timeout=2, retry=Retry(NoBackoff(), 0))
         last_ms, seq = 0, 0
         while not self._halt.is_set():
             chunk = max(1, self.rate // 50)
@@ -235,7 +235,7 @@ class Producer(threading.Thread):
         self._halt.set()
         self.join(10)
 
-    def truth(self, r: redis.Redis) -> Truth:
+    def truth(self, r: RawRedis) -> Truth:
         present = [entry_id.decode() for entry_id, _ in r.xrange(STREAM)]
         return {entry_id: self.labels[entry_id] for entry_id in present}
 
@@ -261,7 +261,7 @@ def blocked(error: str) -> Make:
 
 
 def write_minutes(
-    r: redis.Redis,
+    r: RawRedis,
     minutes: range,
     per_minute: int,
     pick: Callable[[random.Random, int, str], Make],
@@ -283,6 +283,6 @@ def write_minutes(
     return n
 
 
-def now_minute(r: redis.Redis) -> int:
+def now_minute(r: RawRedis) -> int:
     sec, _usec = r.time()
     return int(sec) // 60

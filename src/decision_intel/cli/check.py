@@ -35,6 +35,9 @@ async def run_checks(
     settings: Settings, client: aioredis.Redis, *, max_age_s: float, max_pending: int
 ) -> list[Check]:
     started = time.monotonic()
+    # The status before the clock: a heartbeat written between the two reads would date
+    # it ahead of a clock read first, and "ahead" means written by another clock.
+    raw_ts = await client.hget(keys.STATUS, "last_ts")
     sec, usec = await client.time()
     now_s = int(sec) + int(usec) / 1e6
     out: list[Check] = []
@@ -46,7 +49,6 @@ async def run_checks(
         else Check("group", False, f"no group {settings.group} on {settings.stream}")
     )
 
-    raw_ts = await client.hget(keys.STATUS, "last_ts")
     last_ts = number(raw_ts)
     alive = False
     if raw_ts is None:

@@ -188,6 +188,9 @@ async def why(
     client: aioredis.Redis, s: Settings, window: str, symbol: str | None
 ) -> dict[str, Any]:
     """Read what the diagnosis needs and return its document (diagnose.diagnose)."""
+    # The status before the clock: a heartbeat written during the reads below would date
+    # it ahead of a clock read first, and "ahead" means written by another clock.
+    status = safe_map(await client.hgetall(keys.STATUS))
     now_s = await redis_now_s(client)
     now_minute = int(now_s // 60)
     length = keys.WINDOWS[window]
@@ -237,7 +240,6 @@ async def why(
 
     classifier = Classifier(s.vocabulary)
     recent = await _recent(client, s, classifier, symbol)
-    status = safe_map(await client.hgetall(keys.STATUS))
     group = await find_group(client, s.stream, s.group)  # live, not the last heartbeat's
     if group is not None:
         status["lag"] = "" if group["lag"] is None else str(group["lag"])

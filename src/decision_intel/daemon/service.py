@@ -390,7 +390,7 @@ class Service:
         except Exception:
             # Periodic work only, and this job alone: it backs off, the others keep their
             # schedule, counting goes on. One line per failure streak, not per try.
-            retry_s = job.failed(now)
+            retry_s = job.failed(time.monotonic())  # from the failure, not the tick's start
             if job.failures == 1:
                 self.log.exception("tick.failed", job=job.name, retry_in_s=retry_s)
             return True

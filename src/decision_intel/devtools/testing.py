@@ -48,15 +48,22 @@ class RedisServer:
         )
         deadline = time.monotonic() + 10
         client = redis.Redis(port=self.port, socket_timeout=1)
-        while True:
-            try:
-                if client.ping():
-                    break
-            except (redis.ConnectionError, redis.BusyLoadingError):
+        try:
+            # Ours answers, not a server that another test process started on the port since
+            # free_port() chose it (parallel tests): that one would be shared silently.
+            while not self._answers(client):
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
+                    raise RuntimeError(f"redis-server did not start on port {self.port}")
                 time.sleep(0.02)
-        client.close()
+        finally:
+            client.close()
+
+    def _answers(self, client: redis.Redis) -> bool:
+        assert self.proc is not None
+        try:
+            return int(client.info("server")["process_id"]) == self.proc.pid
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            return False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
