@@ -26,7 +26,9 @@ def test_check_answers_within_its_own_bound_whatever_the_snapshot_interval(
     started = time.monotonic()
     out = run_p35({**base_env, "P35_SNAPSHOT_INTERVAL_SEC": "600"}, "check")
     took_s = time.monotonic() - started
-    assert took_s < 10.5, f"check took {took_s:.1f} s"
+    # The check keeps 1.5 s of its 10 s for its own process start; on a loaded machine
+    # (parallel test workers) that start alone can take longer, hence the margin here.
+    assert took_s < 12, f"check took {took_s:.1f} s"
     assert out.returncode == 1, out.stdout
     assert "ok   heartbeat" in out.stdout, out.stdout
     assert "FAIL windows" in out.stdout and "missing snapshots: 5m, 15m, 1h" in out.stdout

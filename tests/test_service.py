@@ -36,6 +36,11 @@ def test_waits_for_redis_at_start_then_proceeds(
     try:
         r = RawRedis(port=server.port)
         wait_for(lambda: bool(r.exists("quantum:p35:status")), 30, "first status")
+        wait_for(  # the log lines follow the status the daemon wrote
+            lambda: {"redis.available", "service.ready"} <= {e["event"] for e in d.events()},
+            30,
+            "redis.available and service.ready logged",
+        )
         names = [e["event"] for e in d.events()]
         assert names.count("redis.unavailable") == 1, names
         assert "redis.available" in names and "service.ready" in names
