@@ -118,3 +118,11 @@ def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
     yield started
     for d in started:
         d.kill()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that pip-install the project build it from this one source tree (its build/
+    and egg-info): two at once on two workers break each other, so they share a worker."""
+    for item in items:
+        if item.get_closest_marker("pip") is not None:
+            item.add_marker(pytest.mark.xdist_group("pip"))

@@ -314,6 +314,12 @@ def test_alerts_are_sent_once_across_a_restart_and_two_daemons(
     restarted = Daemon(base_env, tmp_path / "b.log").start()
     second = Daemon(base_env, tmp_path / "c.log").start()
     daemons += [restarted, second]
+
+    def ready(d: Daemon) -> bool:
+        return any(e["event"] == "service.ready" for e in d.events())
+
+    # A SIGTERM before its handlers are set would kill it, not stop it.
+    wait_for(lambda: ready(restarted) and ready(second), 30, "both ready")
     since = snapshot_ts()
     wait_for(lambda: snapshot_ts() >= since + 4, 30, "four more snapshot rounds")
     assert r.xlen(keys.ALERTS) == 4, "a restart or a second daemon sent an alert again"

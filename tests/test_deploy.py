@@ -67,7 +67,7 @@ def tree_state(root: Path) -> dict[str, str]:
 
 # The tests that read the one deploy run on one xdist worker, where it is built once
 # (session scope: other modules' tests run between them on that worker).
-DEPLOYED = pytest.mark.xdist_group("deployed")
+DEPLOYED = pytest.mark.xdist_group("pip")  # the group of every pip test (conftest.py)
 
 
 @pytest.fixture(scope="session")
