@@ -84,8 +84,11 @@ def logged(d: Daemon, name: str, n: int | None = None) -> list[dict[str, object]
 
 
 def start(env: dict[str, str], tmp_path: Path, daemons: list[Daemon], name: str) -> Daemon:
+    """A `p35 run`, once it is ready: its signal handlers are set (a SIGTERM before then
+    kills it) and it holds its name."""
     d = Daemon(env, tmp_path / f"{name}.log").start()
     daemons.append(d)
+    wait_for(lambda: bool(events(d, "service.ready")) or not d.alive, 60, f"{name} ready")
     return d
 
 

@@ -92,6 +92,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     (dest / RULES_REL).parent.mkdir(parents=True)  # a Prometheus that reads rules.d
     first = deploy()
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     calls_first = (state / "calls").read_text().splitlines()
     env_file = dest / ENV_REL
     env_file.write_text(env_file.read_text() + "P35_REDIS_URL=redis://ops-edited:6379/0\n")
