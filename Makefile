@@ -35,8 +35,8 @@ test: $(STAMP) redis-server
 test-systemd: $(STAMP) redis-server
 	$(VENV)/bin/python -m pytest -m systemd -p no:cacheprovider -rP --timeout 900 tests/test_systemd.py
 
-# No daemon, no pip, no tmux, no systemd (tests/conftest.py fails a test that starts one
-# of these without its marker).
+# No daemon, no pip, no tmux, no systemd (tests/conftest.py fails a test that starts
+# `p35 run`, tmux or pip without its marker).
 test-fast: $(STAMP) redis-server
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not e2e and not pip and not tmux and not systemd"
 
