@@ -40,8 +40,8 @@ test-systemd: $(STAMP) redis-server
 test-prometheus: $(STAMP) redis-server
 	$(VENV)/bin/python -m pytest -m prometheus -p no:cacheprovider -rP --timeout 240 tests/test_prometheus_live.py
 
-# No daemon, no pip, no tmux, no systemd (tests/conftest.py fails a test that starts one
-# of these without its marker).
+# No daemon, no pip, no tmux, no systemd (tests/conftest.py fails a test that starts
+# `p35 run`, tmux or pip without its marker).
 test-fast: $(STAMP) redis-server
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not e2e and not pip and not tmux and not systemd"
 
