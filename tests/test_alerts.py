@@ -298,8 +298,13 @@ def test_alerts_are_sent_once_across_a_restart_and_two_daemons(
     }
     events = [{k.decode(): v.decode() for k, v in f.items()} for _, f in r.xrange(keys.ALERTS)]
     assert {(e["type"], e["subject"], e["severity"]) for e in events} == want
-    warnings = [e for e in first.events() if e["event"] == "alert"]
-    assert len(warnings) == 4 and all(e["level"] == "warning" for e in warnings)
+
+    def warnings() -> list[dict[str, object]]:
+        return [e for e in first.events() if e["event"] == "alert"]
+
+    # The log lines follow what the alert script wrote to Redis.
+    wait_for(lambda: len(warnings()) >= 4, 30, "four alert lines")
+    assert len(warnings()) == 4 and all(e["level"] == "warning" for e in warnings())
     assert first.terminate_and_wait()[0] == 0
     listed = run_p35(base_env, "alerts", "--json")
     assert [(e["type"], e["subject"]) for e in json.loads(listed.stdout)] == [
