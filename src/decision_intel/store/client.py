@@ -11,12 +11,19 @@ bounded script read (`lua/read.lua`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+
+# redis-py has no public parser class: its `parser_class` option is public, the hiredis
+# parser it takes is not. No public interface sees a reply's bytes as they arrive (a
+# connection class would see them only through the same parser), so the budget rests
+# on this class: pyproject pins redis-py to the minor versions it is tested with, and
+# tests/test_client.py forces the budget's error on crafted replies from a fake server,
+# which fails the day a new redis-py stops calling `read_from_socket`.
+from redis._parsers.hiredis import _AsyncHiredisParser as _Parser
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
@@ -24,11 +31,6 @@ from redis.exceptions import RedisError, ResponseError
 from decision_intel.model.batch import ENTRY_OVERHEAD, PART_OVERHEAD_MAX, wire_size
 from decision_intel.settings import Settings
 from decision_intel.store.backoff import Refusing, refusing
-
-try:  # redis-py >= 5.1 keeps its parsers in redis._parsers.hiredis
-    from redis._parsers.hiredis import _AsyncHiredisParser as _Parser
-except ImportError:  # pragma: no cover - older layout
-    from redis._parsers import _AsyncHiredisParser as _Parser
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 Sizes = dict[bytes, tuple[int, int]]
@@ -79,7 +81,7 @@ class BudgetParser(_Parser):
     async def read_from_socket(self) -> Any:
         assert self._stream is not None and self._reader is not None  # set by on_connect
         buffer = await self._stream.read(self._read_size)
-        if not buffer:
+        if not buffer or not isinstance(buffer, bytes):
             return await super().read_from_socket()  # raises the usual ConnectionError
         self.reply_bytes += len(buffer)
         if self.reply_bytes > self.budget_bytes:
@@ -129,13 +131,12 @@ async def drop_idle_connections(*clients: aioredis.Redis) -> None:
     """Close the connections waiting in the clients' pools. After an outage they are
     dead: left there, each would fail its next command, long after Redis came back, and
     count as a second outage. After a failover they lead to the old primary, now a
-    replica, which refuses every write. The pool's lock keeps another task from taking
-    one of them while it is being closed (redis-py's `disconnect` alone does not)."""
+    replica, which refuses every write. A command that takes one of them as it is being
+    closed fails as it would have on the dead connection, and is retried like any other
+    (a flush retried after a lost reply counts nothing twice, lua/flush.lua)."""
     for client in clients:
-        pool = client.connection_pool
-        async with getattr(pool, "_lock", None) or contextlib.nullcontext():
-            idle = list(getattr(pool, "_available_connections", []))
-            await asyncio.gather(*(c.disconnect() for c in idle), return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):
+            await client.connection_pool.disconnect(inuse_connections=False)
 
 
 def parse_entries(reply: Any, limits: tuple[int, int] | None = None, **_options: Any) -> Read:
