@@ -49,7 +49,7 @@ def test_after_an_outage_pooled_connections_are_dropped_so_one_outage_is_one_fai
 
     from decision_intel.devtools.testing import RedisServer
     from decision_intel.settings import load
-    from decision_intel.store.client import connect, drop_idle_connections
+    from decision_intel.store.client import connect, renew_connections
 
     server = RedisServer(tmp_path / "r")  # type: ignore[operator]
     server.start()
@@ -74,7 +74,7 @@ def test_after_an_outage_pooled_connections_are_dropped_so_one_outage_is_one_fai
                     break
                 except ConnectionError:
                     pass
-            await drop_idle_connections(client)
+            renew_connections(client)
             with_drop = await three_at_once()
             await client.aclose()
             return without, with_drop
@@ -84,6 +84,36 @@ def test_after_an_outage_pooled_connections_are_dropped_so_one_outage_is_one_fai
         assert not [x for x in with_drop if isinstance(x, Exception)]
     finally:
         server.stop()
+
+
+def test_renewing_connections_cuts_no_command_running_on_one(redis_server: object) -> None:
+    """A command running when the connections are renewed completes on its connection
+    (closing it under the command was a second outage); every command after it runs on
+    a new connection (Redis's CLIENT ID tells)."""
+    import asyncio
+
+    from decision_intel.settings import load
+    from decision_intel.store.client import connect, renew_connections
+
+    client = connect(load(redis_url=redis_server.url))  # type: ignore[attr-defined]
+
+    name = client.connection_pool.connection_kwargs["client_name"]
+
+    async def go() -> tuple[object, set[int], set[int]]:
+        blocked = asyncio.ensure_future(client.blpop(["renew-test"], timeout=5))
+        while not any(c["cmd"] == "blpop" for c in await client.client_list()):
+            await asyncio.sleep(0.01)  # until Redis holds the BLPOP
+        before = {int(c["id"]) for c in await client.client_list() if c["name"] == name}
+        renew_connections(client)
+        await client.rpush("renew-test", "x")  # the BLPOP holds one: this takes another
+        popped = await blocked
+        after = {await client.client_id() for _ in range(3)}
+        await client.aclose()
+        return popped, before, after
+
+    popped, before, after = asyncio.run(go())
+    assert list(popped) == [b"renew-test", b"x"]  # type: ignore[call-overload]
+    assert not before & after
 
 
 @pytest.mark.parametrize(

@@ -509,11 +509,12 @@ def test_lag_is_right_after_a_redis_restart_that_restores_a_stale_entries_read(
     sec, usec = r.time()
     load_truth(r, 600, span_minutes=0.05, end_ms=sec * 1000 + usec // 1000 + 4000, seed=9)
     wait_for(lambda: drained(r, 1100), 30, "the second drain")
+    seen = len(d.events())
     aof_server.restart()
     r = RawRedis(port=aof_server.port)
     assert group_info(r)["lag"] != 0, "Redis no longer restores a stale entries-read"
-    wait_for(lambda: any(e["event"] == "redis.available" for e in d.events()), 30, "back")
-    seen = len(d.events())
+    # No wait for `redis.available`: when the restart falls between two commands,
+    # redis-py replaces the closed connection as it hands it out, and no command fails.
     # Several heartbeats (0.5 s) and progress intervals (0.5 s) after the restart, counted
     # rather than slept for: a busy machine stretches two seconds over fewer of them.
     beats: set[object] = set()

@@ -41,7 +41,7 @@ from decision_intel.store.backoff import (
     Connectivity,
     config_error,
 )
-from decision_intel.store.client import connect, drop_idle_connections
+from decision_intel.store.client import connect, renew_connections
 from decision_intel.store.group import FlushRefused, LeaseLost, Store
 from decision_intel.text import describe, safe
 
@@ -78,7 +78,7 @@ class Service:
         self.stop = asyncio.Event()
         self.metrics = metrics.build(settings)
         self.conn = Connectivity(
-            self.log, on_reconnect=self._reconnected, on_not_primary=self._drop_idle_connections
+            self.log, on_reconnect=self._reconnected, on_not_primary=self._renew_connections
         )
         # Clients connect on first use: building them here does no I/O.
         self.client = connect(settings)
@@ -93,7 +93,6 @@ class Service:
         self._foreign_seen: set[bytes] = set()
         self._headroom_logged = False
         self._metrics_server: MetricsServer | None = None
-        self._background: set[asyncio.Task[None]] = set()
 
     # -- stopping -----------------------------------------------------------------
 
@@ -488,12 +487,10 @@ class Service:
 
     def _reconnected(self) -> None:
         self.metrics.reconnected()
-        self._drop_idle_connections()
+        self._renew_connections()
 
-    def _drop_idle_connections(self) -> None:
-        task = asyncio.ensure_future(drop_idle_connections(self.client, self.reader))
-        self._background.add(task)  # held until done (the loop keeps only weak references)
-        task.add_done_callback(self._background.discard)
+    def _renew_connections(self) -> None:
+        renew_connections(self.client, self.reader)
 
     async def _check_permissions(self) -> None:
         denied = await self.store.denied_permissions()

@@ -11,7 +11,6 @@ bounded script read (`lua/read.lua`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Any, cast
 
@@ -24,6 +23,7 @@ import redis.asyncio as aioredis
 # tests/test_client.py forces the budget's error on crafted replies from a fake server,
 # which fails the day a new redis-py stops calling `read_from_socket`.
 from redis._parsers.hiredis import _AsyncHiredisParser as _Parser
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
@@ -120,6 +120,8 @@ def connect(settings: Settings, *, blocking: bool = False) -> aioredis.Redis:
     if settings.url.startswith("rediss://") and settings.redis_ca_file:
         kwargs["ssl_ca_certs"] = settings.redis_ca_file
     client = aioredis.from_url(settings.url, **kwargs)
+    pool = client.connection_pool  # its class follows the URL's scheme (TCP, TLS, socket)
+    pool.connection_class = _renewing(pool.connection_class)
     limits = (settings.max_entry_fields, settings.max_entry_bytes)
     client.set_response_callback(
         "XREADGROUP", cast(Any, functools.partial(parse_entries, limits=limits))
@@ -127,16 +129,37 @@ def connect(settings: Settings, *, blocking: bool = False) -> aioredis.Redis:
     return client
 
 
-async def drop_idle_connections(*clients: aioredis.Redis) -> None:
-    """Close the connections waiting in the clients' pools. After an outage they are
-    dead: left there, each would fail its next command, long after Redis came back, and
-    count as a second outage. After a failover they lead to the old primary, now a
-    replica, which refuses every write. A command that takes one of them as it is being
-    closed fails as it would have on the dead connection, and is retried like any other
-    (a flush retried after a lost reply counts nothing twice, lua/flush.lua)."""
+def renew_connections(*clients: aioredis.Redis) -> None:
+    """Make every connection of the clients' pools connect anew before its next command.
+    After an outage the pooled connections are dead: left as they are, each would fail
+    its next command, long after Redis came back, and count as a second outage. After a
+    failover they lead to the old primary, now a replica, which refuses every write. A
+    connection is replaced as the pool hands it out (`_Renewing.connect`), so none is
+    closed under a command running on it."""
     for client in clients:
-        with contextlib.suppress(RedisError, OSError):
-            await client.connection_pool.disconnect(inuse_connections=False)
+        cls = client.connection_pool.connection_class
+        if issubclass(cls, _Renewing):
+            cls.generation += 1
+
+
+class _Renewing(AbstractConnection):
+    """A connection that reconnects when the pool hands it out after `renew_connections`.
+    redis-py's pool calls `connect()` on every connection it hands out (a no-op while
+    connected); both are public API."""
+
+    generation = 0
+    """Bumped by renew_connections: one counter per client (see `_renewing`)."""
+    _connected_in = -1
+
+    async def connect(self) -> None:
+        if self._connected_in != self.generation and self.is_connected:
+            await self.disconnect()
+        await super().connect()
+        self._connected_in = self.generation
+
+
+def _renewing(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    return type("Renewing" + base.__name__, (_Renewing, base), {})
 
 
 def parse_entries(reply: Any, limits: tuple[int, int] | None = None, **_options: Any) -> Read:
