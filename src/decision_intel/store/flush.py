@@ -1,7 +1,9 @@
 """The flush script's protocol (`lua/flush.lua`): its arguments and its result. Pure.
 
-`flush_args()` lays a batch out in the order the script reads it; `tests/test_flush.py`
-pins that layout, so a change on one side cannot silently misread the other.
+`HEADER` names the script's fixed arguments; the script reads them by those names
+(`lua_prelude()` hands it the list) and `flush_args()` writes them in that order, then
+the variable-length groups `flush_read` (lua/flush_lib.lua) reads. `tests/test_flush.py`
+pins the layout and tests/test_flush_lua.py runs the script's steps on it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,29 @@ class FlushResult:
     trimmed: int = 0
     replayed: int = 0
     replay_range: tuple[bytes, bytes] | None = None
+
+
+HEADER = (
+    "stream",  # not a KEY: the ACL lets p35 read and acknowledge the stream, never write it
+    "group",
+    "consumer",
+    "token",  # the lease's holder token
+    "lease_ms",
+    "max_reasons",
+    "max_symbols",
+    "invalid_maxlen",
+    "min_id",  # min_id and max_id bound every ID in the batch
+    "max_id",
+    "newest_id",  # '' when the batch holds only reclaimed entries
+    "now_ms",
+    "reclaimed",
+    "future",  # entries whose ID lay too far ahead of Redis's clock
+)
+
+
+def lua_prelude() -> str:
+    """The header's names for the script, in front of lua/flush_lib.lua."""
+    return "local FLUSH_HEADER = {" + ", ".join(f"'{n}'" for n in HEADER) + "}\n"
 
 
 def _pairs(args: list[Any], counts: dict[str, int]) -> None:
@@ -76,24 +101,27 @@ def flush_keys(consumer: str) -> list[str]:
 def flush_args(
     s: Settings, batch: Batch, *, consumer: str, token: str, lease_ms: int, now_ms: int
 ) -> list[Any]:
-    """ARGV of `lua/flush.lua` for a batch (its header comment names each part)."""
+    """ARGV of `lua/flush.lua` for a batch: `HEADER`, then the groups flush_read reads."""
     low, high = batch.id_range()
     ids = list(batch.items)
-    args: list[Any] = [
-        s.stream,
-        s.group,
-        consumer,
-        token,
-        lease_ms,
-        s.max_reasons_per_bucket,
-        s.max_symbols_per_bucket,
-        s.invalid_maxlen,
-        low,
-        high,
-        batch.newest or "",
-        now_ms,
-        batch.reclaimed_count(),
-        len(batch.future),
+    header = {
+        "stream": s.stream,
+        "group": s.group,
+        "consumer": consumer,
+        "token": token,
+        "lease_ms": lease_ms,
+        "max_reasons": s.max_reasons_per_bucket,
+        "max_symbols": s.max_symbols_per_bucket,
+        "invalid_maxlen": s.invalid_maxlen,
+        "min_id": low,
+        "max_id": high,
+        "newest_id": batch.newest or "",
+        "now_ms": now_ms,
+        "reclaimed": batch.reclaimed_count(),
+        "future": len(batch.future),
+    }
+    args: list[Any] = [header[name] for name in HEADER]
+    args += [
         len(ids),
         *ids,
         len(batch.trimmed),

@@ -1,7 +1,8 @@
 """The Lua scripts in `lua/`: one registry for every module that runs one.
 
 `load(client, name)` gives redis-py's Script for `lua/<name>.lua`, with `lua/lib.lua`
-(the helpers the scripts share) in front. redis-py sends EVALSHA and, when Redis has
+(the helpers the scripts share) and the script's own library, if it has one, in front
+(`library(name)`: what tests run a script's steps with). redis-py sends EVALSHA and, when Redis has
 lost the script (a restart, SCRIPT FLUSH), loads it again and retries, so NOSCRIPT
 never reaches a caller. docs/design.md says which module owns each script.
 """
@@ -13,6 +14,8 @@ from importlib import resources
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+
+from decision_intel.store import flush
 
 NAMES = (
     "heartbeat",
@@ -33,13 +36,29 @@ NAMES = (
 )
 
 
+LIBRARIES = {"flush": (flush.lua_prelude, "flush_lib")}
+"""Scripts whose steps are functions of their own: a prelude Python writes (the names of
+the arguments) and the file that defines them."""
+
+_LUA = resources.files("decision_intel.store") / "lua"
+
+
 @functools.cache
-def source(name: str) -> str:
-    """The text sent to Redis for a script: lib.lua, then the script itself."""
+def library(name: str) -> str:
+    """What a script's body runs on: lib.lua, then the script's own library, if any."""
     if name not in NAMES:
         raise KeyError(f"no script {name!r} (lua/{name}.lua)")
-    lua = resources.files("decision_intel.store") / "lua"
-    return (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    text = (_LUA / "lib.lua").read_text() + "\n"
+    if name in LIBRARIES:
+        prelude, file = LIBRARIES[name]
+        text += prelude() + (_LUA / f"{file}.lua").read_text() + "\n"
+    return text
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The text sent to Redis for a script: its library, then the script itself."""
+    return library(name) + (_LUA / f"{name}.lua").read_text()
 
 
 def load(client: aioredis.Redis, name: str) -> AsyncScript:
