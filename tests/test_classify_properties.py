@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from decision_intel.model import classify as classify_module
 from decision_intel.model.batch import Batch
 from decision_intel.model.classify import DECISIONS, UNKNOWN, classify
-from tests.spec_reference import ALIASES, ERROR_SET, SKIP_SET, WORDS, reference
+from tests.spec_reference import ALIASES, ERROR_SET, SKIP_SET, WORDS, normalize, reference
 
 # -- the reference: SPEC section 4, read literally -------------------------------------
 
@@ -143,3 +143,42 @@ def test_every_entry_adds_one_decision_and_one_reason(
     deltas = batch.deltas()
     assert {m: sum(d.decisions.values()) for m, d in deltas.items()} == per_minute
     assert {m: sum(d.reasons.values()) for m, d in deltas.items()} == per_minute
+
+
+# Long reason values: the classifier reads a window of them (classify._normalize_long),
+# the reference the whole. Built so the 64-character cut, the window's edges (256, 1024,
+# 4096) and a trailing numeric parameter straddle each other.
+long_reasons = st.builds(
+    lambda head, body, tail, pad: (
+        head + body + tail + (pad if len(head + body + tail) <= 256 else "")
+    ),
+    st.one_of(st.just(""), st.text(alphabet="ab_ !\u0130\u03a3", max_size=1500)),
+    st.text(alphabet="aZ09_.-", min_size=20, max_size=140),
+    st.one_of(
+        st.text(alphabet="_0123456789.", max_size=3000),
+        st.lists(st.sampled_from(["_12", "_3.5", "_0", ".", "_", "7"]), max_size=900).map("".join),
+        st.text(alphabet="x_1:, -", max_size=3000),
+        st.text(max_size=600),
+    ),
+    st.sampled_from(["_9" * 140, "q" * 300, " " * 300, "_1.5" * 70 + "z"]),
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(long_reasons)
+def test_long_reasons_normalize_as_the_spec_reads_the_whole_value(text: str) -> None:
+    assert classify_module.normalize_reason(text) == normalize(text)
+
+
+def test_long_reason_straddling_the_cut_examples() -> None:
+    """A trailing parameter that begins before the 64th character and ends 5 KB later
+    moves the cut; one followed by a letter does not."""
+    head = "risk_" + "a" * 55  # 60 characters
+    for text in (
+        head + "_1" * 3000,
+        head + "_1" * 3000 + "x",
+        head + "_12.5" * 1000 + ": tail",
+        " " * 2000 + head + "!" * 3000,
+        head + "_1" * 200 + "," + "b" * 4000,
+    ):
+        assert classify_module.normalize_reason(text) == normalize(text), text[:80]

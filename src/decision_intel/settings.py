@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = Field("INFO", validation_alias=AliasChoices("P35_LOG_LEVEL", "LOG_LEVEL"))
     flush_max_entries: int = Field(500, ge=1, le=1_000_000)
-    flush_linger_ms: int = Field(200, ge=0, le=10_000)
+    flush_linger_ms: int = Field(1000, ge=0, le=10_000)
     max_reasons_per_bucket: int = Field(200, ge=2, le=100_000)
     max_symbols_per_bucket: int = Field(500, ge=1, le=100_000)
     max_deliveries: int = Field(10, ge=2, le=1_000_000)

@@ -60,6 +60,7 @@ _TRUE = frozenset({"true", "1", "yes", "t", "y"})
 _FALSE = frozenset({"false", "0", "no", "f", "n"})
 _EMPTY_REASONS = frozenset({"none", "null", "nil"})
 _EMPTY_DECISIONS = frozenset({"unknown"})
+_ABSENT_MAX = max(map(len, _EMPTY_REASONS | _EMPTY_DECISIONS))
 _STRIP_CHARS = (
     "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
     "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -72,6 +73,11 @@ _READ = ("decision", "executed", "error", "reason", "symbol")
 _REASON_LIKE = frozenset({"error", "reason"})
 _REASON_BAD_CHARS = re.compile(r"[^a-z0-9_.-]+")
 _TRAILING_NUMBER = re.compile(r"(?:_[0-9]+(?:\.[0-9]+)?)+$")
+_REASON_END = re.compile(r"[:,]")
+_NOT_NUMBER = re.compile(r"[^_0-9.]")
+"""A character no trailing numeric parameter holds: one past the 64th settles the cut."""
+_REASON_WINDOW = 256
+"""How much of a long reason value is read first (then four times more, as needed)."""
 SYMBOL = re.compile(r"[A-Z0-9]{2,30}")
 """What a symbol is, once upper-cased: anything else is no symbol (the CLI checks the same)."""
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -223,12 +229,13 @@ class _Fields:
     def get(
         self, name: bytes, absent: frozenset[str] = frozenset(), reason_like: bool = False
     ) -> str | None:
-        """The first value of `name` that is non-empty once stripped and not in `absent`."""
+        """The first value of `name` that is non-empty once stripped and not in `absent`
+        (_EMPTY_REASONS or _EMPTY_DECISIONS: `_among` knows their longest word)."""
         value = self._top.get(name)
         if value is not None:
             text = _text(value)
             stripped = strip(text)
-            if stripped and stripped.lower() not in absent:
+            if stripped and not _among(stripped, absent):
                 return self._found(name, text, "top")
         layers = self._layers()
         if not layers:
@@ -240,7 +247,7 @@ class _Fields:
             if text_or_none is None:
                 continue
             stripped = strip(text_or_none)
-            if stripped and stripped.lower() not in absent:
+            if stripped and not _among(stripped, absent):
                 return self._found(name, text_or_none, layer_name)
         return None
 
@@ -270,6 +277,12 @@ class _Fields:
         if self.trace is not None:
             self.trace[name.decode()] = {"value": text[:200], "layer": layer}
         return text
+
+
+def _among(stripped: str, words: frozenset[str]) -> bool:
+    """Whether a stripped value, lower-cased, is one of `words`: lower-casing never
+    shortens a string, so a value longer than every word is none of them unread."""
+    return len(stripped) <= _ABSENT_MAX and stripped.lower() in words
 
 
 def _raw_reason(fields: _Fields) -> str | None:
@@ -332,6 +345,8 @@ class Classifier:
         self._layered: dict[tuple[object, ...], Classification] = {}
         self._words: dict[str, str | None] = {}
         self._reasons: dict[str, str] = {}
+        self._word_max = max(map(len, self.vocab.words), default=0)
+        """Upper-casing never shortens a string: a longer value is no word, unread."""
 
     def classify(self, entry: Mapping[bytes, bytes]) -> Classification:
         """Classify one entry given as its field map (bytes keys, as redis-py returns them).
@@ -458,7 +473,8 @@ class Classifier:
         """The decision a `decision` value names, or None for a word we do not know."""
         if value in self._words:
             return self._words[value]
-        found = self.vocab.words.get(strip(value).upper())
+        word = strip(value)
+        found = self.vocab.words.get(word.upper()) if len(word) <= self._word_max else None
         if len(value) <= _WORD_MAX:  # remember words, not arbitrary producer data
             if len(self._words) >= _CACHE_MAX:
                 self._words.clear()
@@ -470,21 +486,46 @@ class Classifier:
         parameter, 64 characters, aliases."""
         if value is None:
             return NO_REASON
+        if len(value) > _KEY_PART_MAX:
+            return self._normalize_long(value)
         prefix = value.partition(":")[0]
         hit = self._reasons.get(prefix)
         if hit is None:
-            text = prefix.partition(",")[0].lower()
-            text = _REASON_BAD_CHARS.sub("_", text).strip("_")
-            number = _TRAILING_NUMBER.search(text)
-            if number is not None and number.start() > 0:
-                text = text[: number.start()]
-            text = text[:_REASON_MAX] or NO_REASON
-            hit = self.vocab.aliases.get(text, text)
-            if len(prefix) <= _KEY_PART_MAX:  # a 1 MB prefix is a one-off
-                if len(self._reasons) >= _CACHE_MAX:
-                    self._reasons.clear()
-                self._reasons[prefix] = hit
+            hit = self._normalized(prefix.partition(",")[0])
+            if len(self._reasons) >= _CACHE_MAX:
+                self._reasons.clear()
+            self._reasons[prefix] = hit
         return hit
+
+    def _normalized(self, text: str) -> str:
+        """The rule on the text before ':' and ','."""
+        text = _REASON_BAD_CHARS.sub("_", text.lower()).strip("_")
+        number = _TRAILING_NUMBER.search(text)
+        if number is not None and number.start() > 0:
+            text = text[: number.start()]
+        text = text[:_REASON_MAX] or NO_REASON
+        return self.vocab.aliases.get(text, text)
+
+    def _normalize_long(self, value: str) -> str:
+        """The rule on a long value, reading no more of it than decides the result (a
+        5 KB error string took 1,000 times a short one). A window of the value is cleaned
+        as the rule cleans it; once a character that no trailing numeric parameter holds
+        lies past the 64th, the cut cannot move: the first 64 are the result. Else the
+        window grows, up to the first ':' or ',' or the value's end, where the rule runs
+        on what was read. Lowering and cleaning work character by character, so a
+        window's cleaned text is the whole's but for a last '_' (a run of characters
+        the rule replaces may go on), and a '_' decides nothing here."""
+        size = _REASON_WINDOW
+        while True:
+            window = value[:size]
+            end = _REASON_END.search(window)
+            if end is not None or size >= len(value):
+                return self._normalized(window if end is None else window[: end.start()])
+            text = _REASON_BAD_CHARS.sub("_", window.lower()).lstrip("_")
+            if _NOT_NUMBER.search(text, _REASON_MAX):
+                text = text[:_REASON_MAX]
+                return self.vocab.aliases.get(text, text)
+            size *= 4
 
     def decision_for_reason(self, reason: str) -> str:
         """The decision of a not-executed entry, by its (normalized) reason."""
