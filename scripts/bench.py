@@ -43,7 +43,14 @@ import redis.asyncio as aioredis
 
 from decision_intel import keys
 from decision_intel.daemon.snapshots import Snapshotter
-from decision_intel.devtools.producers import STREAM, entry, write_backlog, write_live
+from decision_intel.devtools.producers import (
+    STREAM,
+    Shape,
+    bad_day_entry,
+    entry,
+    write_backlog,
+    write_live,
+)
 from decision_intel.devtools.testing import RedisServer
 from decision_intel.model.batch import Batch
 from decision_intel.model.classify import Classifier, classify
@@ -84,9 +91,13 @@ def redis_server() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def load(url: str, n: int, seed: int, stream: str = STREAM) -> None:
+TRAFFICS: dict[str, Shape] = {"producers": entry, "bad day": bad_day_entry}
+"""The drains' two traffics (producers.py says what a bad day holds)."""
+
+
+def load(url: str, n: int, seed: int, stream: str = STREAM, shape: Shape = entry) -> None:
     r = sync_client(url)
-    write_backlog(r, random.Random(seed), n, 60, stream)
+    write_backlog(r, random.Random(seed), n, 60, stream, shape)
     r.close()
 
 
@@ -296,12 +307,14 @@ def run_p35(url: str, group: str, total: int) -> dict[str, float]:
     }
 
 
-def drain_round(entries: int, seed: int, naive_cap_s: float) -> dict[str, dict[str, float]]:
+def drain_round(
+    entries: int, seed: int, naive_cap_s: float, shape: Shape = entry
+) -> dict[str, dict[str, float]]:
     """Each contender drains the same stream. The raw reader drains it just before p35 and
     again just after, and counts as the mean of the two: the machine's speed drifts, and a
     ratio of two drains seconds apart would carry that drift."""
     with redis_server() as url:
-        load(url, entries, seed)
+        load(url, entries, seed, shape=shape)
         naive = run_reader("naive", url, "bench_naive", naive_cap_s)
         before = run_reader("ceiling", url, "bench_ceiling", 0)
         p35 = run_p35(url, "bench_p35", entries)
@@ -755,6 +768,10 @@ def _steady_lines(args: argparse.Namespace, results: dict) -> list[str]:
             parts = sorted(row["redis_parts_pct"].items(), key=lambda kv: -kv[1])
             shown = ", ".join(f"{name} {pct:.3f}" for name, pct in parts if pct >= 0.0005)
             lines.append(f"  {_rate_label(rate)}: {shown or 'nothing'}")
+        lines += ["", "p35's whole Redis time as a multiple of its own XREADGROUP time:", ""]
+        for rate, row in steady["p35"].items():
+            if rate != "0" and (read := row["redis_parts_pct"].get("xreadgroup")):
+                lines.append(f"  {_rate_label(rate)}: {row['redis_pct'] / read:.2f}x")
     if flushes := results.get("flush"):
         lines += ["", "Redis time per call, on producer traffic read through the group (medians):"]
         for size, f in flushes.items():
@@ -766,28 +783,37 @@ def _steady_lines(args: argparse.Namespace, results: dict) -> list[str]:
     return lines
 
 
+def _drain_lines(traffic: str, rounds: list[dict[str, dict[str, float]]]) -> list[str]:
+    if not rounds:
+        return []
+    lines = [
+        "",
+        f"{traffic} traffic:",
+        "",
+        "| contender | entries/s | CPU s per 100k | peak RSS MB |",
+        "|---|---:|---:|---:|",
+    ]
+    for who in ("ceiling", "naive", "p35"):
+        rate = median_of(rounds, who, "rate")
+        cpu = statistics.median(r[who]["cpu_s"] / r[who]["entries"] * 1e5 for r in rounds)
+        hwm = f"{median_of(rounds, who, 'hwm_mb'):.1f}" if who == "p35" else "-"
+        lines.append(f"| {who} | {rate:,.0f} | {cpu:.2f} | {hwm} |")
+    ratios_c = [r["p35"]["rate"] / r["ceiling"]["rate"] for r in rounds]
+    ratios_n = [r["p35"]["rate"] / r["naive"]["rate"] for r in rounds]
+    lines += [
+        "",
+        f"p35 / ceiling: {statistics.median(ratios_c):.2f} "
+        f"(runs: {', '.join(f'{x:.2f}' for x in ratios_c)})",
+        f"p35 / naive:   {statistics.median(ratios_n):.1f} "
+        f"(runs: {', '.join(f'{x:.1f}' for x in ratios_n)})",
+    ]
+    return lines
+
+
 def report(args: argparse.Namespace, results: dict) -> str:
-    lines = [f"entries per drain run: {args.entries:,}; runs: {args.runs}; medians", ""]
-    rounds = results["drain"]
-    if rounds:
-        lines += [
-            "| contender | entries/s | CPU s per 100k | peak RSS MB |",
-            "|---|---:|---:|---:|",
-        ]
-        for who in ("ceiling", "naive", "p35"):
-            rate = median_of(rounds, who, "rate")
-            cpu = statistics.median(r[who]["cpu_s"] / r[who]["entries"] * 1e5 for r in rounds)
-            hwm = f"{median_of(rounds, who, 'hwm_mb'):.1f}" if who == "p35" else "-"
-            lines.append(f"| {who} | {rate:,.0f} | {cpu:.2f} | {hwm} |")
-        ratios_c = [r["p35"]["rate"] / r["ceiling"]["rate"] for r in rounds]
-        ratios_n = [r["p35"]["rate"] / r["naive"]["rate"] for r in rounds]
-        lines += [
-            "",
-            f"p35 / ceiling: {statistics.median(ratios_c):.2f} "
-            f"(runs: {', '.join(f'{x:.2f}' for x in ratios_c)})",
-            f"p35 / naive:   {statistics.median(ratios_n):.1f} "
-            f"(runs: {', '.join(f'{x:.1f}' for x in ratios_n)})",
-        ]
+    lines = [f"entries per drain run: {args.entries:,}; runs: {args.runs}; medians"]
+    for traffic, rounds in results["drain"].items():
+        lines += _drain_lines(traffic, rounds)
     if lat := results.get("latency"):
         lines += [
             "",
@@ -876,10 +902,13 @@ def main() -> None:
     args = parse_args()
     EXTRA_ENV.update(item.split("=", 1) for item in args.set)
 
-    results: dict = {"drain": []}
-    for i in range(args.runs):
-        print(f"drain run {i + 1}/{args.runs} ...", file=sys.stderr, flush=True)
-        results["drain"].append(drain_round(args.entries, 35 + i, args.naive_sec))
+    results: dict = {"drain": {traffic: [] for traffic in TRAFFICS}}
+    for i in range(args.runs):  # the traffics interleaved: a drift hits both alike
+        for traffic, shape in TRAFFICS.items():
+            print(f"drain run {i + 1}/{args.runs}, {traffic} ...", file=sys.stderr, flush=True)
+            results["drain"][traffic].append(
+                drain_round(args.entries, 35 + i, args.naive_sec, shape)
+            )
     if args.steady_sec > 0:
         print("steady state: idle, 100/s, 1000/s ...", file=sys.stderr, flush=True)
         results["steady"] = {

@@ -12,7 +12,7 @@ from scripts import bench
 
 
 def report_lines(results: dict[str, Any], *argv: str) -> str:
-    return bench.report(bench.parse_args(list(argv)), {"drain": [], **results})
+    return bench.report(bench.parse_args(list(argv)), {"drain": {}, **results})
 
 
 def test_flush_snapshot_top_and_why_rounds_on_tiny_sizes() -> None:
@@ -42,6 +42,8 @@ def test_flush_snapshot_top_and_why_rounds_on_tiny_sizes() -> None:
 @pytest.mark.e2e
 def test_drain_latency_backlog_and_steady_rounds_with_the_real_daemon() -> None:
     drain = bench.drain_round(3000, 35, 1)
+    bad = bench.drain_round(1000, 36, 1, bench.bad_day_entry)
+    assert bad["p35"]["counted"] == 1000  # oversize and unparseable entries counted too
     assert drain["p35"]["counted"] == 3000  # the daemon counted every entry it drained
     assert drain["ceiling"]["entries"] == 3000
     # The raw reader drains just before p35 and just after; its rate is the mean of both.
@@ -66,7 +68,12 @@ def test_drain_latency_backlog_and_steady_rounds_with_the_real_daemon() -> None:
     assert steady["p35"]["1000"]["redis_pct"] == pytest.approx(sum(live.values()))
     assert set(steady["ceiling"]["1000"]["redis_parts_pct"]) == {"xreadgroup", "xack"}
     text = report_lines(
-        {"drain": [drain], "latency": latency, "backlog": backlog, "steady": steady},
+        {
+            "drain": {"producers": [drain], "bad day": [bad]},
+            "latency": latency,
+            "backlog": backlog,
+            "steady": steady,
+        },
         *("--entries", "3000", "--runs", "1", "--rate", "200", "--latency-sec", "2"),
         *("--backlog", "4000", "--steady-sec", "0.5", "--idle-sec", "0.5"),
     )
@@ -77,5 +84,8 @@ def test_drain_latency_backlog_and_steady_rounds_with_the_real_daemon() -> None:
         "backlog of 4,000",
         "| 1,000/s |",
         "p35's Redis time by command",
+        "producers traffic:",
+        "bad day traffic:",
+        "as a multiple of its own XREADGROUP time",
     ):
         assert line in text

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 
@@ -120,8 +120,61 @@ def entry(
     return {"plan_id": f"{rng.getrandbits(64):016x}", "note": "a producer bug: no decision"}
 
 
+ODD_SYMBOLS = [
+    "BTCUSDT",
+    "ethusdt",
+    " SOLUSDT ",
+    "BnbUsdt",
+    "XRPUSDT\t",
+    "DOGE/USDT",
+    "ADA-USDT",
+    "1000PEPEUSDT",
+    "wifusdt ",
+    "\u200bAVAXUSDT",
+]
+"""Ten symbols as a bad day spells them: cases, padding, separators, a zero-width space."""
+
+
+def _junk(rng: random.Random, size: int) -> str:
+    return "".join(rng.choices("abcdefghij KLMNOP0123456789_-./{}[]\"'", k=size))
+
+
+def bad_day_entry(
+    rng: random.Random, symbol: str | None = None, now: float | None = None
+) -> dict[str, str]:
+    """An entry of a bad day (`make bench`'s second traffic, docs/performance.md): the
+    producers' mix over ten oddly spelt symbols, about 6 % of entries the rules must call
+    UNKNOWN (no decision and no executed field, `details` that is no JSON, junk fields up
+    to 3 KB, with the producers' own 1 %) and about 1 % carrying a 5 KB error string."""
+    sym = symbol or rng.choice(ODD_SYMBOLS)
+    ts = f"{time.time() if now is None else now:.6f}"
+    roll = rng.random()
+    if roll < 0.017:
+        return {"plan_id": f"{rng.getrandbits(64):016x}", "symbol": sym, "timestamp": ts}
+    if roll < 0.034:
+        return {
+            "plan_id": f"{rng.getrandbits(64):016x}",
+            "symbol": sym,
+            "details": "{" + _junk(rng, rng.randint(10, 400)),
+            "timestamp": ts,
+        }
+    if roll < 0.05:
+        fields = {"plan_id": f"{rng.getrandbits(64):016x}", "timestamp": ts}
+        for i in range(rng.randint(1, 6)):
+            fields[f"x_{i}_{rng.getrandbits(16):x}"] = _junk(rng, rng.randint(1, 3000))
+        return fields
+    if roll < 0.06:
+        error = "BinanceAPIException(code=-2019): " + _junk(rng, 5000)
+        return apply_layer(rng, sym, ts, executed="False", error=error)
+    return entry(rng, sym, now)
+
+
+Shape = Callable[..., dict[str, str]]
+"""An entry generator: `entry` (the producers) or `bad_day_entry`."""
+
+
 def backlog(
-    rng: random.Random, n: int, end_ms: int, minutes: int
+    rng: random.Random, n: int, end_ms: int, minutes: int, shape: Shape = entry
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """n entries with explicit IDs spread over the `minutes` before end_ms."""
     stamps = sorted(rng.randint(end_ms - minutes * 60_000, end_ms) for _ in range(n))
@@ -129,17 +182,22 @@ def backlog(
     for ms in stamps:
         seq = seq + 1 if ms == last else 0
         last = ms
-        yield f"{ms}-{seq}", entry(rng, now=ms / 1000)
+        yield f"{ms}-{seq}", shape(rng, now=ms / 1000)
 
 
 def write_backlog(
-    r: redis.Redis, rng: random.Random, n: int, minutes: int, stream: str = STREAM
+    r: redis.Redis,
+    rng: random.Random,
+    n: int,
+    minutes: int,
+    stream: str = STREAM,
+    shape: Shape = entry,
 ) -> None:
     """XADD n backlog entries ending now (server time), in pipelines of 5000."""
     sec, usec = r.time()
     end_ms = sec * 1000 + usec // 1000 - 1
     pipe = r.pipeline(transaction=False)
-    for entry_id, fields in backlog(rng, n, end_ms, minutes):
+    for entry_id, fields in backlog(rng, n, end_ms, minutes, shape):
         pipe.xadd(stream, fields, id=entry_id)  # type: ignore[arg-type]
         if len(pipe) >= 5000:
             pipe.execute()
