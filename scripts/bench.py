@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -541,6 +542,64 @@ def backlog_round(entries: int) -> dict[str, float]:
         return run_p35(url, "bench_p35", entries)
 
 
+# -- event-loop stalls -------------------------------------------------------------------------
+
+STALL_LINE = re.compile(r"Executing (.*) took (\d+\.\d+) seconds")
+
+
+def _stalls(text: str) -> list[tuple[float, str]]:
+    """asyncio's debug-mode reports of a callback or task step that held the loop past
+    100 ms: (ms, what), in the order they came."""
+    return [(float(m[2]) * 1000, m[1][:120]) for m in STALL_LINE.finditer(text)]
+
+
+def stall_round(symbols: int, reasons: int, entries: int) -> dict[str, Any]:
+    """The real `p35 run` in asyncio's debug mode (which reports every step that holds the
+    event loop over 100 ms, and slows the loop: an upper bound) over an hour of wide
+    buckets: its first views round, a second one, then a drain of `entries`."""
+    with redis_server() as url, tempfile.TemporaryFile("w+") as err:
+        now_minute = int(time.time()) // 60
+        plant_wide_buckets(url, symbols, reasons, now_minute)
+        r = sync_client(url, client_name=BENCH_CLIENT)
+        r.xgroup_create(STREAM, "bench_stall", id="$", mkstream=True)
+        env = {**p35_env(url, "bench_stall"), "PYTHONASYNCIODEBUG": "1"}
+        env["P35_SNAPSHOT_INTERVAL_SEC"] = "2"
+        proc = subprocess.Popen([P35, "run"], env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 120
+            first = None
+            while True:  # two views rounds: the cold one and one after
+                ts = r.hget("quantum:p35:status", "snapshot_ts")
+                first = first or ts
+                if ts and ts != first:
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"p35 made no second views round ({proc.poll()})")
+                time.sleep(0.05)
+            err.flush()
+            views = _stalls(Path(f"/proc/{proc.pid}/fd/2").read_text())
+            write_backlog(r, random.Random(5), entries, 1)
+            while (st := group_state(r, "bench_stall"))["lag"] != 0 or st["pending"]:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"p35 run exited with {proc.returncode}")
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+            r.close()
+        err.seek(0)
+        every = _stalls(err.read())
+    drain = every[len(views) :]
+    longest_views, longest_drain = max(views, default=(0.0, "")), max(drain, default=(0.0, ""))
+    return {
+        "views_ms": longest_views[0],
+        "views_what": longest_views[1],
+        "drain_ms": longest_drain[0],
+        "drain_what": longest_drain[1],
+        "over_100ms": len(every),
+    }
+
+
 # -- snapshots over wide buckets ---------------------------------------------------------------
 
 
@@ -829,6 +888,18 @@ def report(args: argparse.Namespace, results: dict) -> str:
             f"backlog of {args.backlog:,}: drained at {big['rate']:,.0f}/s, "
             f"peak RSS (VmHWM) {big['hwm_mb']:.1f} MB",
         ]
+    if stall := results.get("stall"):
+
+        def held(ms: float, what: str) -> str:
+            return f"{ms:.0f} ms ({what})" if ms else "none over 100 ms"
+
+        lines += [
+            "",
+            f"event-loop stalls (asyncio debug mode reports steps over 100 ms) over "
+            f"{args.symbols} symbols x {args.reasons} reasons: views round "
+            f"{held(stall['views_ms'], stall['views_what'])}; drain of {args.stall_entries:,} "
+            f"{held(stall['drain_ms'], stall['drain_what'])}",
+        ]
     if snap := results.get("snapshot"):
         lines += [
             "",
@@ -879,6 +950,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--flushes", type=int, default=200, help="flushes per batch size timed; 0 skips them"
     )
+    p.add_argument(
+        "--stall-entries", type=int, default=100_000, help="drain of the stall round; 0 skips it"
+    )
     p.add_argument("--symbols", type=int, default=500)
     p.add_argument("--reasons", type=int, default=100)
     p.add_argument(
@@ -893,6 +967,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--json", type=Path, help="also write the raw results here")
     return p.parse_args(argv)
+
+
+def _views_rounds(args: argparse.Namespace, results: dict) -> None:
+    """What reading the views costs over wide buckets: the daemon's stalls, snapshots,
+    p35 top and p35 why."""
+    if args.stall_entries > 0:
+        print("event-loop stalls ...", file=sys.stderr, flush=True)
+        results["stall"] = stall_round(args.symbols, args.reasons, args.stall_entries)
+    print("snapshots ...", file=sys.stderr, flush=True)
+    results["snapshot"] = snapshot_round(args.symbols, args.reasons, 5)
+    print("p35 top refresh ...", file=sys.stderr, flush=True)
+    results["top"] = top_round(args.symbols, args.reasons)
+    if args.why_hours > 0:
+        print(f"p35 why over {args.why_hours} h ...", file=sys.stderr, flush=True)
+        results["why"] = why_round(args.symbols, args.reasons, args.why_hours)
 
 
 def main() -> None:
@@ -925,14 +1014,7 @@ def main() -> None:
         print(f"backlog of {args.backlog:,} ...", file=sys.stderr, flush=True)
         results["backlog"] = backlog_round(args.backlog)
     if args.symbols > 0:
-        print("snapshots ...", file=sys.stderr, flush=True)
-        results["snapshot"] = snapshot_round(args.symbols, args.reasons, 5)
-    if args.symbols > 0:
-        print("p35 top refresh ...", file=sys.stderr, flush=True)
-        results["top"] = top_round(args.symbols, args.reasons)
-    if args.why_hours > 0 and args.symbols > 0:
-        print(f"p35 why over {args.why_hours} h ...", file=sys.stderr, flush=True)
-        results["why"] = why_round(args.symbols, args.reasons, args.why_hours)
+        _views_rounds(args, results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print(report(args, results))

@@ -43,6 +43,8 @@ def test_flush_snapshot_top_and_why_rounds_on_tiny_sizes() -> None:
 def test_drain_latency_backlog_and_steady_rounds_with_the_real_daemon() -> None:
     drain = bench.drain_round(3000, 35, 1)
     bad = bench.drain_round(1000, 36, 1, bench.bad_day_entry)
+    stall = bench.stall_round(20, 5, 500)
+    assert set(stall) >= {"views_ms", "drain_ms", "over_100ms"}
     assert bad["p35"]["counted"] == 1000  # oversize and unparseable entries counted too
     assert drain["p35"]["counted"] == 3000  # the daemon counted every entry it drained
     assert drain["ceiling"]["entries"] == 3000
@@ -70,6 +72,7 @@ def test_drain_latency_backlog_and_steady_rounds_with_the_real_daemon() -> None:
     text = report_lines(
         {
             "drain": {"producers": [drain], "bad day": [bad]},
+            "stall": stall,
             "latency": latency,
             "backlog": backlog,
             "steady": steady,
@@ -87,5 +90,20 @@ def test_drain_latency_backlog_and_steady_rounds_with_the_real_daemon() -> None:
         "producers traffic:",
         "bad day traffic:",
         "as a multiple of its own XREADGROUP time",
+        "event-loop stalls",
     ):
         assert line in text
+
+
+def test_the_stall_round_reads_asyncio_debug_reports() -> None:
+    """The lines asyncio's debug mode writes (base_events: 'Executing %s took %.3f
+    seconds') are what the stall round reads, in the order they came."""
+    log = (
+        "Executing <Task pending name='tick' coro=<Service._tick_loop()>> took 0.594 seconds\n"
+        "something else\n"
+        "Executing <Handle Consumer._flush()> took 0.135 seconds\n"
+    )
+    assert bench._stalls(log) == [
+        (594.0, "<Task pending name='tick' coro=<Service._tick_loop()>>"),
+        (135.0, "<Handle Consumer._flush()>"),
+    ]
