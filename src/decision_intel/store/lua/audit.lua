@@ -51,12 +51,7 @@ for i = 1, #info, 2 do
   elseif k == 'last-generated-id' then last_gen = v
   elseif k == 'first-entry' and type(v) == 'table' then first = v[1] end
 end
-local row
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-  local fields = {}
-  for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
-  if fields['name'] == group then row = fields end
-end
+local row = group_row(stream, group)
 if not row then return {0} end
 local L, pending = row['last-delivered-id'], tonumber(row['pending'])
 

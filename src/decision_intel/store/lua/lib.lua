@@ -183,6 +183,17 @@ local function measure(flat, max_fields, max_bytes)
   return cut, cut_size, {n / 2, size}
 end
 
+-- group_row(stream, group): the group's XINFO GROUPS row as a table keyed by field
+-- name, or nil when the stream has no such group.
+local function group_row(stream, group)
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local fields = {}
+    for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
+    if fields['name'] == group then return fields end
+  end
+  return nil
+end
+
 -- group_state(stream, group): the group's state without entry contents (XINFO STREAM's
 -- first and last entries stay in Redis: producers may make them any size). Lag is
 -- derived: a Redis restarted from a rewritten AOF can restore a stale entries-read
@@ -197,12 +208,7 @@ local function group_state(stream, group)
   for i = 1, #info, 2 do
     if info[i] == 'last-generated-id' then last_generated = info[i + 1] end
   end
-  local row
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-    local fields = {}
-    for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
-    if fields['name'] == group then row = fields end
-  end
+  local row = group_row(stream, group)
   if not row then return {} end
   local lag = row['lag']
   if row['last-delivered-id'] == last_generated then lag = 0 end
