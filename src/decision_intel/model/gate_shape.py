@@ -1,12 +1,12 @@
 """A gate's shape: since when it has held its level (`onset`) and which symbols carry it
 (`attribute`). Pure. `p35 why`'s diagnosis and the alerts' `since`/`top_symbols` fields
-share it, so neither imports the other."""
+share it, so neither imports the other; every view's JSON shows a gate as a `GateShare`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from decision_intel.model.windows import Counts
 
@@ -33,6 +33,15 @@ class Onset:
     """The gate's share in the window-long span before the onset (None: no traffic)."""
     at_edge: bool
     """The run reaches the oldest minute read: it may have started earlier."""
+
+
+class GateShare(TypedDict):
+    """A gate in a view's JSON (`p35 why`, `dash`, `report`): its count and its share of
+    the decisions counted over the same span, rounded to 4 decimals."""
+
+    reason: str
+    count: int
+    share: float
 
 
 def share(part: int, total: int) -> float:
