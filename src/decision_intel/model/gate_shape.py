@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from decision_intel.model.windows import Counts
 
@@ -42,6 +42,16 @@ class GateShare(TypedDict):
     reason: str
     count: int
     share: float
+
+
+class SymbolShare(TypedDict):
+    """A symbol carrying a gate (`p35 why --json`'s `symbols`)."""
+
+    symbol: str
+    share_of_gate: float
+    """The share of the gate's entries that are this symbol's."""
+    lift: float
+    """The gate's share of the symbol's decisions over its share of all decisions."""
 
 
 def share(part: int, total: int) -> float:
@@ -101,7 +111,7 @@ def onset(series: Mapping[int, Counts], reason: str, newest: int, oldest: int, s
     return Onset(since, before, minute < oldest)
 
 
-def attribute(counts: Counts, reason: str) -> tuple[list[dict[str, Any]], str]:
+def attribute(counts: Counts, reason: str) -> tuple[list[SymbolShare], str]:
     """The symbols carrying a gate (share of the gate, lift) and how to say where it is."""
     gate_n = counts.reasons.get(reason, 0)
     total = counts.total
@@ -120,7 +130,7 @@ def attribute(counts: Counts, reason: str) -> tuple[list[dict[str, Any]], str]:
             rows.append((symbol, hits, lift))
     rows.sort(key=lambda r: (-r[1], r[0]))
     out = [
-        {"symbol": sym, "share_of_gate": round(hits / gate_n, 4), "lift": round(lift, 2)}
+        SymbolShare(symbol=sym, share_of_gate=round(hits / gate_n, 4), lift=round(lift, 2))
         for sym, hits, lift in rows[:TOP_SYMBOLS]
     ]
     carried = 0
