@@ -718,16 +718,18 @@ async def _snapshot_once(url: str) -> None:
 
 async def _why_times(url: str, repeats: int) -> dict[str, Any]:
     from decision_intel.cli.why import why
+    from decision_intel.model.diagnose import Diagnosis
 
     settings = load_settings(redis_url=url)
     client = async_client(url)
     times = []
-    doc: dict = {}
+    doc: Diagnosis | None = None
     for _ in range(repeats):
         t0 = time.perf_counter()
         doc = await why(client, settings, "1h", None)
         times.append((time.perf_counter() - t0) * 1000)
     await client.aclose()
+    assert doc is not None, "no repeats"
     gates = [f"{g['reason']} ({g['where'] or 'no symbols'})" for g in doc["gates"]]
     return {"ms": statistics.median(times), "gates": gates, "verdict": doc["verdict"]}
 

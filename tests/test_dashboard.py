@@ -73,6 +73,31 @@ def known(r: RawRedis, redis_server: RedisServer, base_env: dict[str, str]) -> d
     return base_env
 
 
+def test_status_text_and_json(known: dict[str, str]) -> None:
+    """`p35 status --json` is an operator interface: the status hash and, per window, the
+    decision counts and the top reasons as [reason, count] pairs; the text says the same."""
+    out = run_p35(known, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert set(doc) == {"status", "windows"}
+    assert doc["status"]["state"] == "running" and doc["status"]["processed_total"] == "100"
+    assert set(doc["windows"]) == set(keys.WINDOWS)
+    assert doc["windows"]["5m"] == {
+        "decisions": {"BLOCKED": 60, "EXECUTE": 10, "SKIP": 30},
+        "top_reasons": [  # ties as ZREVRANGE gives them
+            ["risk_paused", 50],
+            ["no_position", 30],
+            ["p33_permit_denied", 10],
+            ["none", 10],
+        ],
+    }
+    text = run_p35(known, "status").stdout
+    assert re.search(r"^status \(\d+ s old, written by \?\):$", text, re.M), text
+    assert "\n  state              running\n" in text
+    assert "\n5m: 100 decisions: BLOCKED 60 (60%), EXECUTE 10 (10%), SKIP 30 (30%)\n" in text
+    assert "\n        50  risk_paused\n" in text
+
+
 def test_mode_a_text_and_json(known: dict[str, str]) -> None:
     out = dash(known, "a", "--json")
     assert out.returncode == 0, out.stderr

@@ -3,6 +3,7 @@ Redis."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from decision_intel.model.diagnose import (
     NOT_TRADING,
     TRADING,
     UNKNOWN,
+    Baseline,
     Evidence,
     Thresholds,
     diagnose,
@@ -23,6 +25,7 @@ from decision_intel.model.diagnose import (
     verdict,
 )
 from decision_intel.model.gate_shape import Onset, attribute, onset
+from decision_intel.model.losses import LossEvent, incomplete
 from decision_intel.model.windows import Counts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,6 +187,7 @@ def test_the_document_and_its_paragraph() -> None:
     assert set(gate) >= {"reason", "decision", "count", "share", "since", "share_before"}
     assert set(gate) >= {"symbols", "examples", "action"}
     assert gate["reason"] == GATE and gate["decision"] == "BLOCKED"
+    assert gate["since"] is not None
     assert abs(gate["since"] - (now_minute - 17) * 60) <= 120
     assert doc["service"] == {"status_age_s": 1.0, "lag": 0, "pending": 3}
     text = doc["text"]
@@ -191,6 +195,32 @@ def test_the_document_and_its_paragraph() -> None:
     assert f"were BLOCKED by `{GATE}` since " in text and "0 % before" in text
     assert "What to do: the global kill switch is on" in text
     assert "docs/action-mapping.md#kill_switch_active" in text
+
+
+def test_the_document_has_the_keys_docs_dashboard_md_shows() -> None:
+    """`p35 why --json` is an operator interface: every level of it has exactly the keys
+    of the example in docs/dashboard.md, every optional part filled in."""
+    doc_md = (ROOT / "docs/dashboard.md").read_text()
+    example = json.loads(doc_md.split("**JSON** (`--json`):\n\n```json\n")[1].split("```")[0])
+    counts = per_symbol({"ETHUSDT": (100, 90), "BTCUSDT": (400, 10)})
+    ev = Evidence(
+        "5m", None, 600.0, counts, {GATE: Onset(5, 0.0, False)},
+        {"day_before": Baseline(300, 0.36, {GATE: 0.0}, "buckets"), "week_before": None},
+        [("1-0", GATE, GATE)], {"last_ts": "599"}, Classifier().decision_for_reason,
+        incomplete=incomplete([LossEvent("trimmed", 3, "1000-0", "2000-0")], 0, 600),
+    )  # fmt: skip
+    doc = diagnose(ev)
+    gate, documented_gate = doc["gates"][0], example["gates"][0]
+    assert doc["incomplete"] is not None and gate["action"] is not None
+    assert set(doc) == set(example)
+    assert set(gate) == set(documented_gate)
+    assert set(gate["action"]) == set(documented_gate["action"])
+    assert set(gate["symbols"][0]) == set(documented_gate["symbols"][0])
+    assert set(gate["examples"][0]) == set(documented_gate["examples"][0])
+    assert set(doc["baseline"]) == set(example["baseline"])
+    assert set(doc["baseline"]["day_before"] or {}) == set(example["baseline"]["day_before"])
+    assert set(doc["incomplete"]) == set(example["incomplete"])
+    assert set(doc["service"]) == set(example["service"])
 
 
 def test_a_run_that_reaches_the_oldest_minute_read_says_or_earlier() -> None:

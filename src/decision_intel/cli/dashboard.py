@@ -1,16 +1,18 @@
 """`p35 dash`: why are we not trading, answered from the snapshot keys in five seconds.
 
 `collect()` is the only function here that talks to Redis: it reads the snapshot,
-per-symbol and status keys (never a SCAN over buckets) into plain data. The
-`view_*` functions turn that data into the stable JSON documented in
-docs/dashboard.md, and `render()` turns the views into text. Both are pure.
+per-symbol and status keys (never a SCAN over buckets) into a `DashData`. The
+`view_*` functions turn that into the stable JSON documented in docs/dashboard.md
+(one TypedDict a mode, its keys the JSON's), and `render()` turns the views into
+text. Both are pure.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from typing import Any
+from dataclasses import dataclass
+from typing import TypedDict
 
 import redis.asyncio as aioredis
 
@@ -19,10 +21,11 @@ from decision_intel.keys import WINDOW_WORDS
 from decision_intel.model.alerts import GATE_SHARE_MIN
 from decision_intel.model.classify import NO_REASON, SKIP
 from decision_intel.model.diagnose import fresh, status_age
+from decision_intel.model.gate_shape import GateShare
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
 from decision_intel.store.client import find_group
-from decision_intel.store.reads import read_window
+from decision_intel.store.reads import WindowSnapshot, read_window
 from decision_intel.text import count, number, safe_map, safe_name
 
 MODES = ("a", "b", "c", "d", "e")
@@ -40,52 +43,78 @@ the least idle), and sums up the rest."""
 # -- Redis -> data --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Consumer:
+    name: str
+    """Safe to print, cut to MAX_NAME_CHARS."""
+    pending: int
+    idle_ms: int
+
+
+@dataclass(frozen=True)
+class Group:
+    lag: int | None
+    """None where Redis cannot tell (an entry deleted or trimmed past the group)."""
+    pending: int
+    consumers: list[Consumer]
+    """At most MAX_CONSUMERS_SHOWN: the most pending, then the least idle."""
+    consumers_total: int
+
+
+@dataclass(frozen=True)
+class DashData:
+    """What `collect()` read: everything any mode shows."""
+
+    window: str
+    now_s: float
+    """Redis's clock, the one the heartbeat and the snapshots are dated by."""
+    snapshot: WindowSnapshot
+    """The window's counts over all symbols."""
+    symbols: dict[str, WindowSnapshot]
+    """The window's counts of each symbol asked for."""
+    status: dict[str, str]
+    group: Group | None
+    """None when the stream or the group is missing."""
+    systemd: dict[str, str] | None
+    """unit -> its state (`_systemd_units`); None where systemctl cannot tell."""
+
+
 async def collect(
     client: aioredis.Redis, settings: Settings, window: str, symbols: list[str]
-) -> dict[str, Any]:
+) -> DashData:
     """Everything any mode shows, read in a few round trips. "Now" is Redis's clock, the
     one the heartbeat and the snapshots are dated by."""
     sec, usec = await client.time()
-    data: dict[str, Any] = {"window": window, "now": sec + usec / 1e6}
-    data["all"] = await read_window(
-        client, keys.decision_counts(window), keys.reason_top(window), 50
-    )
-    data["symbols"] = {
+    snapshot = await read_window(client, keys.decision_counts(window), keys.reason_top(window), 50)
+    per_symbol = {
         s: await read_window(
             client, keys.symbol_decision_counts(s, window), keys.symbol_reason_top(s, window), 10
         )
         for s in symbols
     }
     status = await client.hgetall(keys.STATUS)
-    data["status"] = safe_map(status)
-    group = await find_group(client, settings.stream, settings.group)
-    consumers, total = [], 0
-    if group is not None:
+    found = await find_group(client, settings.stream, settings.group)
+    group = None
+    if found is not None:
         # Summed up inside Redis: the whole list can pass the read budget (issue 27 #5).
         reply = await scripts.load(client, "consumers")(
             keys=[], args=[settings.stream, settings.group, MAX_CONSUMERS_SHOWN, 4 * MAX_NAME_CHARS]
         )
+        consumers = [
+            Consumer(safe_name(name, MAX_NAME_CHARS, length=int(length)), int(pending), int(idle))
+            for name, length, pending, idle in reply[1:]
+        ]
         total = int(reply[0]) if reply else 0
-        for name, length, pending, idle_ms in reply[1:]:
-            consumers.append(
-                {
-                    "name": safe_name(name, MAX_NAME_CHARS, length=int(length)),
-                    "pending": int(pending),
-                    "idle_ms": int(idle_ms),
-                }
-            )
-    data["group"] = (
-        None
-        if group is None
-        else {
-            "lag": group.get("lag"),
-            "pending": group.get("pending"),
-            "consumers": consumers,
-            "consumers_total": total,
-        }
+        group = Group(found["lag"], found["pending"], consumers, total)
+    return DashData(
+        window=window,
+        now_s=sec + usec / 1e6,
+        snapshot=snapshot,
+        symbols=per_symbol,
+        status=safe_map(status),
+        group=group,
+        systemd=_systemd_units(),
     )
-    data["systemd"] = _systemd_units()
-    return data
 
 
 def _systemd_units() -> dict[str, str] | None:
@@ -137,96 +166,189 @@ def systemd_state(units: dict[str, str] | None) -> str | None:
 # -- data -> views (the JSON) ---------------------------------------------------------------
 
 
+class DecisionShare(TypedDict):
+    count: int
+    share: float
+
+
+class ReasonCount(TypedDict):
+    reason: str
+    count: int
+
+
+class ViewA(TypedDict):
+    """(a) why are we not trading."""
+
+    window: str
+    total: int
+    decisions: dict[str, DecisionShare]
+    top_reasons: list[ReasonCount]
+    skip_rate: float
+
+
+class SymbolView(TypedDict):
+    total: int
+    decisions: dict[str, int]
+    skip_rate: float
+    top_gates: list[GateShare]
+
+
+class ViewB(TypedDict):
+    """(b) top gates per symbol."""
+
+    window: str
+    symbols: dict[str, SymbolView]
+
+
+class GateRow(GateShare):
+    dominant: bool
+    """Over the threshold (`none` never is)."""
+
+
+class ViewC(TypedDict):
+    """(c) gate share."""
+
+    window: str
+    total: int
+    threshold: float
+    gates: list[GateRow]
+
+
+class ViewD(TypedDict):
+    """(d) drift: the gates over the threshold."""
+
+    window: str
+    total: int
+    threshold: float
+    drift: list[GateShare]
+
+
+class ConsumerView(TypedDict):
+    name: str
+    pending: int
+    idle_s: float
+
+
+class ViewE(TypedDict):
+    """(e) service health; a field the service never wrote is None."""
+
+    status_age_s: float | None
+    snapshot_age_s: float | None
+    state: str | None
+    processed_total: int
+    lag: int | None
+    pending: int | None
+    consumers: list[ConsumerView]
+    consumers_total: int
+    systemd: str | None
+    systemd_units: dict[str, str] | None
+
+
+class Views(TypedDict, total=False):
+    """`p35 dash --json`: a key per mode shown."""
+
+    a: ViewA
+    b: ViewB
+    c: ViewC
+    d: ViewD
+    e: ViewE
+
+
 def _share(n: int, total: int) -> float:
     return round(n / total, 4) if total else 0.0
 
 
-def view_a(data: dict[str, Any]) -> dict[str, Any]:
-    counts = data["all"]["decisions"]
+def view_a(data: DashData) -> ViewA:
+    counts = data.snapshot.decisions
     total = sum(counts.values())
     return {
-        "window": data["window"],
+        "window": data.window,
         "total": total,
         "decisions": {
             d: {"count": n, "share": _share(n, total)} for d, n in sorted(counts.items())
         },
-        "top_reasons": [{"reason": r, "count": n} for r, n in data["all"]["reasons"][:15]],
+        "top_reasons": [{"reason": r, "count": n} for r, n in data.snapshot.reasons[:15]],
         "skip_rate": _share(counts.get(SKIP, 0), total),
     }
 
 
-def view_b(data: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for symbol, view in data["symbols"].items():
-        counts = view["decisions"]
+def view_b(data: DashData) -> ViewB:
+    out: dict[str, SymbolView] = {}
+    for symbol, view in data.symbols.items():
+        counts = view.decisions
         total = sum(counts.values())
         out[symbol] = {
             "total": total,
             "decisions": dict(sorted(counts.items())),
             "skip_rate": _share(counts.get(SKIP, 0), total),
             "top_gates": [
-                {"reason": r, "count": n, "share": _share(n, total)}
-                for r, n in view["reasons"][:10]
+                {"reason": r, "count": n, "share": _share(n, total)} for r, n in view.reasons[:10]
             ],
         }
-    return {"window": data["window"], "symbols": out}
+    return {"window": data.window, "symbols": out}
 
 
-def view_c(data: dict[str, Any], threshold: float = GATE_SHARE_MIN) -> dict[str, Any]:
-    total = sum(data["all"]["decisions"].values())
-    rows = [
+def view_c(data: DashData, threshold: float = GATE_SHARE_MIN) -> ViewC:
+    total = sum(data.snapshot.decisions.values())
+    rows: list[GateRow] = [
         {
             "reason": r,
             "count": n,
             "share": _share(n, total),
             "dominant": r != NO_REASON and total > 0 and n / total > threshold,
         }
-        for r, n in data["all"]["reasons"][:10]
+        for r, n in data.snapshot.reasons[:10]
     ]
-    return {"window": data["window"], "total": total, "threshold": threshold, "gates": rows}
+    return {"window": data.window, "total": total, "threshold": threshold, "gates": rows}
 
 
-def view_d(data: dict[str, Any], threshold: float) -> dict[str, Any]:
-    total = sum(data["all"]["decisions"].values())
-    over = [
+def view_d(data: DashData, threshold: float) -> ViewD:
+    total = sum(data.snapshot.decisions.values())
+    over: list[GateShare] = [
         {"reason": r, "count": n, "share": _share(n, total)}
-        for r, n in data["all"]["reasons"]
+        for r, n in data.snapshot.reasons
         if r != NO_REASON and total > 0 and n / total > threshold
     ]
-    return {"window": data["window"], "total": total, "threshold": threshold, "drift": over}
+    return {"window": data.window, "total": total, "threshold": threshold, "drift": over}
 
 
-def view_e(data: dict[str, Any]) -> dict[str, Any]:
-    status, now = data["status"], data["now"]
+def view_e(data: DashData) -> ViewE:
+    status, now, group = data.status, data.now_s, data.group
     last_ts, snap_ts = number(status.get("last_ts")), number(status.get("snapshot_ts"))
-    group = data["group"]
     return {
         "status_age_s": None if last_ts is None else round(now - last_ts, 1),
         "snapshot_age_s": None if snap_ts is None else round(now - snap_ts, 1),
         "state": status.get("state"),
         "processed_total": count(status.get("processed_total")) or 0,
-        "lag": None if group is None else group["lag"],
-        "pending": None if group is None else group["pending"],
+        "lag": None if group is None else group.lag,
+        "pending": None if group is None else group.pending,
         "consumers": [
-            {"name": c["name"], "pending": c["pending"], "idle_s": round(c["idle_ms"] / 1000, 1)}
-            for c in (group["consumers"] if group else [])
+            {"name": c.name, "pending": c.pending, "idle_s": round(c.idle_ms / 1000, 1)}
+            for c in (group.consumers if group else [])
         ],
-        "consumers_total": group["consumers_total"] if group else 0,
-        "systemd": systemd_state(data["systemd"]),
-        "systemd_units": data["systemd"],
+        "consumers_total": group.consumers_total if group else 0,
+        "systemd": systemd_state(data.systemd),
+        "systemd_units": data.systemd,
     }
 
 
-def views(data: dict[str, Any], modes: list[str], threshold: float) -> dict[str, Any]:
-    builders = {"a": view_a, "b": view_b, "c": view_c, "e": view_e}
-    out: dict[str, Any] = {}
-    for mode in modes:
-        out[mode] = view_d(data, threshold) if mode == "d" else builders[mode](data)
+def views(data: DashData, modes: list[str], threshold: float) -> Views:
+    out: Views = {}
+    if "a" in modes:
+        out["a"] = view_a(data)
+    if "b" in modes:
+        out["b"] = view_b(data)
+    if "c" in modes:
+        out["c"] = view_c(data)
+    if "d" in modes:
+        out["d"] = view_d(data, threshold)
+    if "e" in modes:
+        out["e"] = view_e(data)
     return out
 
 
-def drift_found(views_: dict[str, Any]) -> bool:
-    return bool(views_.get("d", {}).get("drift"))
+def drift_found(views_: Views) -> bool:
+    return "d" in views_ and bool(views_["d"]["drift"])
 
 
 # -- views -> text ----------------------------------------------------------------------------
@@ -257,12 +379,22 @@ def _empty(window: str) -> str:
     return f"no decisions in the last {WINDOW_WORDS.get(window, window)}"
 
 
-def render(v: dict[str, Any], st: Style) -> str:
-    renderers = {"a": _render_a, "b": _render_b, "c": _render_c, "d": _render_d, "e": _render_e}
-    return "\n\n".join(renderers[mode](view, st) for mode, view in v.items())
+def render(v: Views, st: Style) -> str:
+    parts = []
+    if "a" in v:
+        parts.append(_render_a(v["a"], st))
+    if "b" in v:
+        parts.append(_render_b(v["b"], st))
+    if "c" in v:
+        parts.append(_render_c(v["c"], st))
+    if "d" in v:
+        parts.append(_render_d(v["d"], st))
+    if "e" in v:
+        parts.append(_render_e(v["e"], st))
+    return "\n\n".join(parts)
 
 
-def _render_a(a: dict[str, Any], st: Style) -> str:
+def _render_a(a: ViewA, st: Style) -> str:
     lines = [st.bold(f"(a) why are we not trading: last {WINDOW_WORDS[a['window']]}")]
     if not a["total"]:
         return "\n".join([*lines, f"  {_empty(a['window'])}"])
@@ -274,7 +406,7 @@ def _render_a(a: dict[str, Any], st: Style) -> str:
     return "\n".join(lines)
 
 
-def _render_b(b: dict[str, Any], st: Style) -> str:
+def _render_b(b: ViewB, st: Style) -> str:
     lines = [st.bold(f"(b) top gates per symbol: last {WINDOW_WORDS[b['window']]}")]
     for symbol, s in b["symbols"].items():
         if not s["total"]:
@@ -286,7 +418,7 @@ def _render_b(b: dict[str, Any], st: Style) -> str:
     return "\n".join(lines)
 
 
-def _render_c(c: dict[str, Any], st: Style) -> str:
+def _render_c(c: ViewC, st: Style) -> str:
     lines = [st.bold(f"(c) gate share: last {WINDOW_WORDS[c['window']]}")]
     if not c["total"]:
         lines.append(f"  {_empty(c['window'])}")
@@ -296,7 +428,7 @@ def _render_c(c: dict[str, Any], st: Style) -> str:
     return "\n".join(lines)
 
 
-def _render_d(d: dict[str, Any], st: Style) -> str:
+def _render_d(d: ViewD, st: Style) -> str:
     head = f"(d) drift over {_pct(d['threshold']).strip()}: last {WINDOW_WORDS[d['window']]}"
     lines = [st.bold(head)]
     if not d["total"]:
@@ -316,7 +448,7 @@ def _age(seconds: float | None, what: str, st: Style, stale_after: float) -> str
     return text if fresh(seconds, stale_after) else st.bad(text + " (stale)")
 
 
-def _render_e(e: dict[str, Any], st: Style) -> str:
+def _render_e(e: ViewE, st: Style) -> str:
     lines = [st.bold("(e) service health")]
     lines.append("  " + _age(e["status_age_s"], "service status", st, 15))
     lines.append("  " + _age(e["snapshot_age_s"], "last snapshot", st, 60))

@@ -10,13 +10,19 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from decision_intel import __version__, keys
 from decision_intel.daemon.notify import Notifier
 from decision_intel.model.alerts import GATE_SHARE_MIN
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
 from decision_intel.text import describe, number, safe, safe_map, utc
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from decision_intel.store.reads import WindowSnapshot
 
 T = TypeVar("T")
 
@@ -69,16 +75,34 @@ def _query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
-async def _status(client: Any) -> dict[str, object]:
+@dataclass(frozen=True)
+class StatusRead:
+    """What `p35 status` shows: the status hash and each window's snapshot."""
+
+    status: dict[str, str]
+    windows: dict[str, WindowSnapshot]
+    now_s: float
+    """Redis's clock, the one the heartbeat is dated by."""
+
+    def to_json(self) -> dict[str, object]:
+        """`p35 status --json` (without the clock)."""
+        windows = {
+            w: {"decisions": snap.decisions, "top_reasons": snap.reasons}
+            for w, snap in self.windows.items()
+        }
+        return {"status": self.status, "windows": windows}
+
+
+async def _status(client: aioredis.Redis) -> StatusRead:
     from decision_intel.store.reads import read_window
 
     raw = await client.hgetall(keys.STATUS)
     sec, usec = await client.time()  # the clock the heartbeat is dated by
-    windows = {}
-    for window in keys.WINDOWS:
-        view = await read_window(client, keys.decision_counts(window), keys.reason_top(window), 10)
-        windows[window] = {"decisions": view["decisions"], "top_reasons": view["reasons"]}
-    return {"status": safe_map(raw), "windows": windows, "now": sec + usec / 1e6}
+    windows = {
+        window: await read_window(client, keys.decision_counts(window), keys.reason_top(window), 10)
+        for window in keys.WINDOWS
+    }
+    return StatusRead(safe_map(raw), windows, sec + usec / 1e6)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -87,28 +111,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings()
     data = _query(settings, _status)
-    now_s = float(data.pop("now"))  # type: ignore[arg-type]
     if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True))
-        return 0 if data["status"] else 1
-    status: dict[str, str] = data["status"]  # type: ignore[assignment]
+        print(json.dumps(data.to_json(), indent=2, sort_keys=True))
+        return 0 if data.status else 1
+    status = data.status
     if not status:
         print("no status: the service has never run against this Redis")
         return 1
     last_ts = number(status.get("last_ts"))
-    age = status_age(None if last_ts is None else now_s - last_ts)
+    age = status_age(None if last_ts is None else data.now_s - last_ts)
     print(f"status ({age}, written by {status.get('consumer_name', '?')}):")
     for name in sorted(status):
         print(f"  {name:18} {status[name]}")
-    for window, view in data["windows"].items():  # type: ignore[attr-defined]
-        decisions = view["decisions"]
-        total = sum(decisions.values())
+    for window, snap in data.windows.items():
+        total = sum(snap.decisions.values())
         if not total:
             print(f"\n{window}: no decisions in this window")
             continue
-        mix = ", ".join(f"{d} {n} ({100 * n / total:.0f}%)" for d, n in sorted(decisions.items()))
+        mix = ", ".join(
+            f"{d} {n} ({100 * n / total:.0f}%)" for d, n in sorted(snap.decisions.items())
+        )
         print(f"\n{window}: {total} decisions: {mix}")
-        for reason, n in view["top_reasons"][:5]:
+        for reason, n in snap.reasons[:5]:
             print(f"  {n:8}  {reason}")
     return 0
 

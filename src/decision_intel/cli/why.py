@@ -18,6 +18,7 @@ from decision_intel.model import losses as loss_records
 from decision_intel.model.classify import DECISIONS, Classifier
 from decision_intel.model.diagnose import (
     Baseline,
+    Diagnosis,
     Evidence,
     diagnose,
     gates,
@@ -184,9 +185,7 @@ async def _recent(
     return out
 
 
-async def why(
-    client: aioredis.Redis, s: Settings, window: str, symbol: str | None
-) -> dict[str, Any]:
+async def why(client: aioredis.Redis, s: Settings, window: str, symbol: str | None) -> Diagnosis:
     """Read what the diagnosis needs and return its document (diagnose.diagnose)."""
     # The status before the clock: a heartbeat written during the reads below would date
     # it ahead of a clock read first, and "ahead" means written by another clock.

@@ -3,9 +3,9 @@
 why.py reads Redis and calls these in turn: `gates` picks the gates that matter in
 the window, `onset` (gate_shape.py) dates each one by walking minute counts back,
 `attribute` (gate_shape.py) finds the symbols that carry it, and `diagnose` puts the
-verdict, the JSON document (docs/dashboard.md) and the text together. A gate's decision
-is the one its name gets from the vocabulary (SKIP, ERROR, else BLOCKED): buckets count
-reasons and decisions apart.
+verdict, the JSON document (docs/dashboard.md; a `Diagnosis`, its keys the JSON's) and
+the text together. A gate's decision is the one its name gets from the vocabulary (SKIP,
+ERROR, else BLOCKED): buckets count reasons and decisions apart.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from decision_intel.keys import WINDOW_WORDS
 from decision_intel.model import gates as gate_data
 from decision_intel.model.classify import EXECUTE, NO_REASON
-from decision_intel.model.gate_shape import Onset, attribute, percent, share
+from decision_intel.model.gate_shape import GateShare, Onset, SymbolShare, attribute, percent, share
+from decision_intel.model.losses import Incomplete
 from decision_intel.model.windows import Counts
 from decision_intel.text import count, number
 
@@ -69,8 +70,8 @@ class Evidence:
     status: dict[str, str]
     gate_decision: Callable[[str], str]
     thresholds: Thresholds = field(default_factory=Thresholds)
-    incomplete: dict[str, Any] | None = None
-    """Losses overlapping the window (model/completeness.py `incomplete`), None if none."""
+    incomplete: Incomplete | None = None
+    """Losses overlapping the window (model/losses.py `incomplete`), None if none."""
     incomplete_text: str = ""
 
 
@@ -85,20 +86,26 @@ def gates(counts: Counts, min_share: float) -> list[tuple[str, int]]:
     return sorted(found, key=lambda item: (-item[1], item[0]))
 
 
-def examples(recent: Sequence[tuple[str, str, str]], reason: str) -> list[dict[str, Any]]:
+class Example(TypedDict):
+    id: str
+    """The newest entry with this detail."""
+    detail: str
+    count: int
+
+
+def examples(recent: Sequence[tuple[str, str, str]], reason: str) -> list[Example]:
     """The most common raw details of a gate among the newest entries, with the newest ID
     of each."""
-    seen: dict[str, list[Any]] = {}
+    seen: dict[str, Example] = {}
     for entry_id, r, detail in recent:
         if r != reason:
             continue
         row = seen.get(detail)
         if row is None:
-            seen[detail] = [entry_id, 1]
+            seen[detail] = {"id": entry_id, "detail": detail, "count": 1}
         else:
-            row[1] += 1
-    ranked = sorted(seen.items(), key=lambda item: -item[1][1])[:EXAMPLES]
-    return [{"id": i, "detail": d, "count": n} for d, (i, n) in ranked]
+            row["count"] += 1
+    return sorted(seen.values(), key=lambda e: -e["count"])[:EXAMPLES]
 
 
 def fresh(age_s: float | None, stale_after_s: float) -> bool:
@@ -162,12 +169,75 @@ def judge(counts: Counts, status: Mapping[str, str], now_s: float, th: Threshold
     return Judgement(name, why_unknown, execute_share, listed, age_s)
 
 
-def diagnose(ev: Evidence) -> dict[str, Any]:
+class Action(TypedDict):
+    """A gate's entry in gates.toml (docs/action-mapping.md)."""
+
+    meaning: str
+    todo: str
+    diagnose: str
+    doc: str
+    """Its section in docs/action-mapping.md."""
+
+
+class GateFinding(GateShare):
+    decision: str
+    since: int | None
+    """Epoch second of the onset minute; None when the gate is not at its level now."""
+    since_at_least: bool
+    """The run reaches the oldest minute read: it may have started earlier."""
+    share_before: float | None
+    symbols: list[SymbolShare]
+    """The symbols carrying it (none with --symbol)."""
+    where: str
+    examples: list[Example]
+    action: Action | None
+    """None for a gate without an entry in gates.toml."""
+
+
+class BaselineShares(TypedDict):
+    total: int
+    execute_share: float
+    gate_shares: dict[str, float | None]
+    source: str
+    """`buckets` or `daily` (`Baseline.source`)."""
+
+
+class ServiceState(TypedDict):
+    status_age_s: float | None
+    lag: int | None
+    pending: int | None
+
+
+class Findings(TypedDict):
+    """A `Diagnosis` without its text: what the text is written from."""
+
+    verdict: str
+    exit_code: int
+    unknown_because: str | None
+    window: str
+    symbol: str | None
+    total: int
+    execute_share: float
+    baseline: dict[str, BaselineShares | None]
+    """`day_before` and `week_before`; None where nothing was counted then."""
+    gates: list[GateFinding]
+    incomplete: Incomplete | None
+    service: ServiceState
+
+
+class Diagnosis(Findings):
+    """The `p35 why --json` document (docs/dashboard.md)."""
+
+    text: str
+    """The paragraph `p35 why` prints."""
+
+
+def diagnose(ev: Evidence) -> Diagnosis:
     """The `p35 why --json` document; its `text` is the paragraph `p35 why` prints."""
     counts = ev.counts
     total = counts.total
     j = judge(counts, ev.status, ev.now_s, ev.thresholds)
-    gate_docs = []
+    gate_docs: list[GateFinding] = []
     for reason, n in j.listed:
         found = ev.onsets.get(reason)
         symbols, where = attribute(counts, reason) if ev.symbol is None else ([], "")
@@ -198,7 +268,7 @@ def diagnose(ev: Evidence) -> dict[str, Any]:
                 },
             }
         )
-    doc: dict[str, Any] = {
+    findings: Findings = {
         "verdict": j.name,
         "exit_code": EXIT_CODES[j.name],
         "unknown_because": j.why_unknown,
@@ -227,11 +297,10 @@ def diagnose(ev: Evidence) -> dict[str, Any]:
             "pending": count(ev.status.get("pending_estimate")),
         },
     }
-    doc["text"] = text(doc, ev)
-    return doc
+    return {**findings, "text": text(findings, ev)}
 
 
-def text(doc: Mapping[str, Any], ev: Evidence) -> str:
+def text(doc: Findings, ev: Evidence) -> str:
     """The paragraph an operator pastes into a chat."""
     words = WINDOW_WORDS.get(ev.window, ev.window)
     who = f"{ev.symbol}: " if ev.symbol else ""
@@ -285,7 +354,7 @@ def _incomplete(ev: Evidence) -> str:
     return f" {ev.incomplete_text}" if ev.incomplete_text else ""
 
 
-def _baseline_words(baseline: Mapping[str, Any]) -> str:
+def _baseline_words(baseline: Mapping[str, BaselineShares | None]) -> str:
     said = []
     day, week = baseline.get("day_before"), baseline.get("week_before")
     if day is not None:

@@ -1,12 +1,12 @@
 """A gate's shape: since when it has held its level (`onset`) and which symbols carry it
 (`attribute`). Pure. `p35 why`'s diagnosis and the alerts' `since`/`top_symbols` fields
-share it, so neither imports the other."""
+share it, so neither imports the other; every view's JSON shows a gate as a `GateShare`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from decision_intel.model.windows import Counts
 
@@ -33,6 +33,25 @@ class Onset:
     """The gate's share in the window-long span before the onset (None: no traffic)."""
     at_edge: bool
     """The run reaches the oldest minute read: it may have started earlier."""
+
+
+class GateShare(TypedDict):
+    """A gate in a view's JSON (`p35 why`, `dash`, `report`): its count and its share of
+    the decisions counted over the same span, rounded to 4 decimals."""
+
+    reason: str
+    count: int
+    share: float
+
+
+class SymbolShare(TypedDict):
+    """A symbol carrying a gate (`p35 why --json`'s `symbols`)."""
+
+    symbol: str
+    share_of_gate: float
+    """The share of the gate's entries that are this symbol's."""
+    lift: float
+    """The gate's share of the symbol's decisions over its share of all decisions."""
 
 
 def share(part: int, total: int) -> float:
@@ -92,7 +111,7 @@ def onset(series: Mapping[int, Counts], reason: str, newest: int, oldest: int, s
     return Onset(since, before, minute < oldest)
 
 
-def attribute(counts: Counts, reason: str) -> tuple[list[dict[str, Any]], str]:
+def attribute(counts: Counts, reason: str) -> tuple[list[SymbolShare], str]:
     """The symbols carrying a gate (share of the gate, lift) and how to say where it is."""
     gate_n = counts.reasons.get(reason, 0)
     total = counts.total
@@ -111,7 +130,7 @@ def attribute(counts: Counts, reason: str) -> tuple[list[dict[str, Any]], str]:
             rows.append((symbol, hits, lift))
     rows.sort(key=lambda r: (-r[1], r[0]))
     out = [
-        {"symbol": sym, "share_of_gate": round(hits / gate_n, 4), "lift": round(lift, 2)}
+        SymbolShare(symbol=sym, share_of_gate=round(hits / gate_n, 4), lift=round(lift, 2))
         for sym, hits, lift in rows[:TOP_SYMBOLS]
     ]
     carried = 0

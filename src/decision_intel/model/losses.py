@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from decision_intel.keys import id_parts
 from decision_intel.text import safe
@@ -52,11 +52,20 @@ def loss_record(fields: Mapping[bytes, bytes]) -> LossEvent | None:
         return None
 
 
-def incomplete(
-    losses: Iterable[LossEvent], since_s: float, until_s: float
-) -> dict[str, Any] | None:
-    """The losses whose entries' times overlap [since_s, until_s]: `p35 why --json`'s
-    `incomplete` ({lost, causes, since, until}), or None when the window is complete."""
+class Incomplete(TypedDict):
+    """The losses overlapping a window (`p35 why --json`'s `incomplete`)."""
+
+    lost: int
+    causes: dict[str, int]
+    """cause -> entries lost"""
+    since: float
+    """Epoch seconds of the oldest lost entry's ID, as is `until` of the newest."""
+    until: float
+
+
+def incomplete(losses: Iterable[LossEvent], since_s: float, until_s: float) -> Incomplete | None:
+    """The losses whose entries' times overlap [since_s, until_s], or None when the window
+    is complete."""
     causes: dict[str, int] = {}
     first_s: float | None = None
     last_s: float | None = None
@@ -70,12 +79,12 @@ def incomplete(
         causes[e.cause] = causes.get(e.cause, 0) + e.count
         first_s = lo if first_s is None else min(first_s, lo)
         last_s = hi if last_s is None else max(last_s, hi)
-    if not causes:
+    if first_s is None or last_s is None:  # no loss overlaps
         return None
     return {"lost": sum(causes.values()), "causes": causes, "since": first_s, "until": last_s}
 
 
-def incomplete_text(doc: Mapping[str, Any]) -> str:
+def incomplete_text(doc: Incomplete) -> str:
     """`Incomplete: 3,669 entries trimmed from the stream before they were read between
     14:02 and 14:03 UTC.` (`at 14:02` when both ends fall in one minute)."""
     since, until = (time.strftime("%H:%M", time.gmtime(doc[k])) for k in ("since", "until"))

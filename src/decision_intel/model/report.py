@@ -1,21 +1,35 @@
 """`p35 report`: one UTC day's rollup against the same weekday a week before. Pure.
 
-The CLI reads the two `quantum:p35:daily:YYYYMMDD` hashes; `compare()` builds the
-stable JSON (docs/dashboard.md) and `render()` the text.
+The CLI reads the two `quantum:p35:daily:YYYYMMDD` hashes into `Daily`s; `compare()`
+builds the stable JSON (docs/dashboard.md), a `Report`, and `render()` the text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TypedDict
 
 from decision_intel.model.classify import NO_REASON
+from decision_intel.model.gate_shape import GateShare
 from decision_intel.model.losses import CAUSE_WORDS
 from decision_intel.model.windows import parse_bucket
 from decision_intel.text import count
 
 
-def parse_daily(fields: Mapping[bytes, bytes]) -> dict[str, dict[str, int]]:
+@dataclass(frozen=True)
+class Daily:
+    """One day's rollup as read."""
+
+    decisions: dict[str, int]
+    reasons: dict[str, int]
+    symbols: dict[str, int]
+    """Each symbol's decisions, summed (symbols without any left out)."""
+    lost: dict[str, int]
+    """cause -> the day's entries that left the group uncounted (causes without any left out)."""
+
+
+def parse_daily(fields: Mapping[bytes, bytes]) -> Daily:
     """A daily rollup read as a bucket is (`windows.parse_bucket`: names escaped, counts
     that are not numbers skipped), with each symbol's decisions summed, and the entries of
     the day that left the group uncounted (`lost:<cause>`, written by the audit)."""
@@ -24,12 +38,46 @@ def parse_daily(fields: Mapping[bytes, bytes]) -> dict[str, dict[str, int]]:
     lost = {
         cause: n for cause in CAUSE_WORDS if (n := count(fields.get(f"lost:{cause}".encode())) or 0)
     }
-    return {
-        "decisions": counts.decisions,
-        "reasons": counts.reasons,
-        "symbols": symbols,
-        "lost": lost,
-    }
+    return Daily(counts.decisions, counts.reasons, symbols, lost)
+
+
+class DecisionChange(TypedDict):
+    count: int
+    share: float
+    previous_share: float | None
+    """None without a rollup a week before, as is `change_pp`."""
+    change_pp: float | None
+
+
+class SymbolCount(TypedDict):
+    symbol: str
+    count: int
+
+
+class Lost(TypedDict):
+    total: int
+    causes: dict[str, int]
+
+
+class Mover(TypedDict):
+    reason: str
+    change_pp: float
+
+
+class Report(TypedDict):
+    """`p35 report --json`; the comparison fields are None without a rollup a week before."""
+
+    day: str
+    partial: bool
+    compared_with: str | None
+    total: int
+    previous_total: int | None
+    decisions: dict[str, DecisionChange]
+    top_gates: list[GateShare]
+    top_symbols: list[SymbolCount]
+    lost: Lost
+    rose: list[Mover]
+    fell: list[Mover]
 
 
 def _ranked(counts: Mapping[str, int]) -> list[tuple[str, int]]:
@@ -43,32 +91,32 @@ def _shares(counts: Mapping[str, int], total: int) -> dict[str, float]:
 def compare(
     day: str,
     week_ago: str,
-    now: dict[str, Any],
-    before: dict[str, Any] | None,
+    now: Daily,
+    before: Daily | None,
     movers: int = 5,
     *,
     partial: bool = False,
-) -> dict[str, Any]:
+) -> Report:
     """`partial`: the day is today, so its rollup holds the day so far, less the minutes
     not rolled up yet (the current one and the one before, about)."""
-    total = sum(now["decisions"].values())
-    prev_total = sum(before["decisions"].values()) if before else 0
-    shares = _shares(now["decisions"], total)
-    prev_shares = _shares(before["decisions"], prev_total) if before else {}
-    decisions = {
+    total = sum(now.decisions.values())
+    prev_total = sum(before.decisions.values()) if before else 0
+    shares = _shares(now.decisions, total)
+    prev_shares = _shares(before.decisions, prev_total) if before else {}
+    decisions: dict[str, DecisionChange] = {
         d: {
-            "count": now["decisions"].get(d, 0),
+            "count": now.decisions.get(d, 0),
             "share": shares.get(d, 0.0),
             "previous_share": prev_shares.get(d) if before else None,
             "change_pp": round(100 * (shares.get(d, 0.0) - prev_shares.get(d, 0.0)), 2)
             if before
             else None,
         }
-        for d in sorted(set(now["decisions"]) | set(prev_shares))
+        for d in sorted(set(now.decisions) | set(prev_shares))
     }
-    gates = {r: n for r, n in now["reasons"].items() if r != NO_REASON}
+    gates = {r: n for r, n in now.reasons.items() if r != NO_REASON}
     gate_shares = _shares(gates, total)
-    out: dict[str, Any] = {
+    out: Report = {
         "day": day,
         "partial": partial,
         "compared_with": week_ago if before else None,
@@ -81,26 +129,26 @@ def compare(
             {"reason": r, "count": n, "share": gate_shares.get(r, 0.0)}
             for r, n in _ranked(gates)[:10]
         ],
-        "top_symbols": [{"symbol": s, "count": n} for s, n in _ranked(now["symbols"])[:10]],
-        "lost": {"total": sum(now.get("lost", {}).values()), "causes": now.get("lost", {})},
+        "top_symbols": [{"symbol": s, "count": n} for s, n in _ranked(now.symbols)[:10]],
+        "lost": {"total": sum(now.lost.values()), "causes": now.lost},
         "rose": [],
         "fell": [],
     }
     if before:
         prev_gates = _shares(
-            {r: n for r, n in before["reasons"].items() if r != NO_REASON}, prev_total
+            {r: n for r, n in before.reasons.items() if r != NO_REASON}, prev_total
         )
         change = {
             r: round(100 * (gate_shares.get(r, 0.0) - prev_gates.get(r, 0.0)), 2)
             for r in set(gate_shares) | set(prev_gates)
         }
         ranked = sorted(change.items(), key=lambda x: (-x[1], x[0]))
-        out["rose"] = [{"reason": r, "change_pp": c} for r, c in ranked if c > 0][:movers]
-        out["fell"] = [{"reason": r, "change_pp": c} for r, c in reversed(ranked) if c < 0][:movers]
+        out["rose"] = [Mover(reason=r, change_pp=c) for r, c in ranked if c > 0][:movers]
+        out["fell"] = [Mover(reason=r, change_pp=c) for r, c in reversed(ranked) if c < 0][:movers]
     return out
 
 
-def render(rep: dict[str, Any]) -> str:
+def render(rep: Report) -> str:
     day = rep["day"]
     lost = _lost_line(rep)
     if not rep["total"]:
@@ -120,17 +168,17 @@ def render(rep: dict[str, Any]) -> str:
     if rep["top_symbols"]:
         lines.append("top symbols:")
         lines += [f"  {s['count']:9}  {s['symbol']}" for s in rep["top_symbols"]]
-    for label in ("rose", "fell"):
-        if rep[label]:
+    for label, moved in (("rose", rep["rose"]), ("fell", rep["fell"])):
+        if moved:
             lines.append(f"gates that {label}:")
-            lines += [f"  {m['change_pp']:+6.2f} pp  {m['reason']}" for m in rep[label]]
+            lines += [f"  {m['change_pp']:+6.2f} pp  {m['reason']}" for m in moved]
     return "\n".join(lines) + lost
 
 
-def _lost_line(rep: dict[str, Any]) -> str:
+def _lost_line(rep: Report) -> str:
     """The day's entries that left the group uncounted, as a last line ('' for none)."""
-    lost = rep.get("lost") or {}
-    if not lost.get("total"):
+    lost = rep["lost"]
+    if not lost["total"]:
         return ""
     causes = ", ".join(f"{cause} {n:,}" for cause, n in lost["causes"].items())
     return (
