@@ -22,7 +22,7 @@ from decision_intel.model.diagnose import fresh, status_age
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
 from decision_intel.store.client import find_group
-from decision_intel.store.reads import read_window
+from decision_intel.store.reads import read_window, redis_now_s
 from decision_intel.text import count, number, safe_map, safe_name
 
 MODES = ("a", "b", "c", "d", "e")
@@ -45,8 +45,7 @@ async def collect(
 ) -> dict[str, Any]:
     """Everything any mode shows, read in a few round trips. "Now" is Redis's clock, the
     one the heartbeat and the snapshots are dated by."""
-    sec, usec = await client.time()
-    data: dict[str, Any] = {"window": window, "now": sec + usec / 1e6}
+    data: dict[str, Any] = {"window": window, "now": await redis_now_s(client)}
     data["all"] = await read_window(
         client, keys.decision_counts(window), keys.reason_top(window), 50
     )

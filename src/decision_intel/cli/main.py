@@ -70,15 +70,15 @@ def _query(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T:
 
 
 async def _status(client: Any) -> dict[str, object]:
-    from decision_intel.store.reads import read_window
+    from decision_intel.store.reads import read_window, redis_now_s
 
     raw = await client.hgetall(keys.STATUS)
-    sec, usec = await client.time()  # the clock the heartbeat is dated by
+    now_s = await redis_now_s(client)  # the clock the heartbeat is dated by
     windows = {}
     for window in keys.WINDOWS:
         view = await read_window(client, keys.decision_counts(window), keys.reason_top(window), 10)
         windows[window] = {"decisions": view["decisions"], "top_reasons": view["reasons"]}
-    return {"status": safe_map(raw), "windows": windows, "now": sec + usec / 1e6}
+    return {"status": safe_map(raw), "windows": windows, "now": now_s}
 
 
 def cmd_status(args: argparse.Namespace) -> int:

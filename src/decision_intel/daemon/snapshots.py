@@ -23,6 +23,7 @@ from decision_intel import keys
 from decision_intel.model.windows import Counts, parse_bucket, top, window_counts
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
+from decision_intel.store.reads import time_ms
 
 
 class Snapshotter:
@@ -68,11 +69,11 @@ class Snapshotter:
             pipe.set(keys.SNAPSHOT_LOCK, self.owner, nx=True, px=interval_ms)
             pipe.time()
             pipe.hget(keys.STATUS, "processed_total")
-            got, (sec, usec), processed = await pipe.execute()
+            got, now, processed = await pipe.execute()
         if not got:
             return None  # another daemon's turn; try again next tick
         self.next_try_s = now_s + interval_ms / 1000
-        now_ms = self.turn_ms = int(sec) * 1000 + int(usec) // 1000
+        now_ms = self.turn_ms = time_ms(now)
         # No total yet: nothing was ever counted, which is a total too.
         windows = await self.run(now_ms, skip_unchanged=True, processed=processed or b"0")
         return None if windows is None else (windows, now_ms)

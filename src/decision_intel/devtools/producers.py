@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import redis
 
+from decision_intel.store.reads import time_ms
+
 STREAM = "quantum:stream:apply.result"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT"]
 
@@ -136,8 +138,7 @@ def write_backlog(
     r: redis.Redis, rng: random.Random, n: int, minutes: int, stream: str = STREAM
 ) -> None:
     """XADD n backlog entries ending now (server time), in pipelines of 5000."""
-    sec, usec = r.time()
-    end_ms = sec * 1000 + usec // 1000 - 1
+    end_ms = time_ms(r.time()) - 1
     pipe = r.pipeline(transaction=False)
     for entry_id, fields in backlog(rng, n, end_ms, minutes):
         pipe.xadd(stream, fields, id=entry_id)  # type: ignore[arg-type]

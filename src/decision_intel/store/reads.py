@@ -1,4 +1,4 @@
-"""Reads every CLI view shares: Redis's clock and one window's snapshot.
+"""Reads more than one part of p35 shares: Redis's clock and one window's snapshot.
 
 Views of several commands need these; a command module importing another for them
 would tie the commands together (import-linter's contracts in pyproject.toml).
@@ -6,6 +6,7 @@ would tie the commands together (import-linter's contracts in pyproject.toml).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -13,10 +14,26 @@ import redis.asyncio as aioredis
 from decision_intel.text import count, safe_name
 
 
+def time_s(reply: Sequence[Any]) -> float:
+    """A `TIME` reply (seconds, microseconds: integers or their digits) in seconds."""
+    sec, usec = reply
+    return int(sec) + int(usec) / 1e6
+
+
+def time_ms(reply: Sequence[Any]) -> int:
+    """A `TIME` reply in whole milliseconds: the unit of entry IDs."""
+    sec, usec = reply
+    return int(sec) * 1000 + int(usec) // 1000
+
+
 async def redis_now_s(client: aioredis.Redis) -> float:
     """Redis's clock: entry IDs, and so buckets, run on it (the CLI's host may not)."""
-    sec, usec = await client.time()
-    return sec + usec / 1e6
+    return time_s(await client.time())
+
+
+async def redis_now_ms(client: aioredis.Redis) -> int:
+    """Redis's clock in milliseconds (`time_ms`)."""
+    return time_ms(await client.time())
 
 
 async def read_window(
