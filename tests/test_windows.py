@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decision_intel import keys
 from decision_intel.model.windows import Counts, parse_bucket, top, window_counts
 
 
@@ -37,6 +38,27 @@ def test_parse_bucket_splits_symbol_fields_per_symbol() -> None:
         "BTCUSDT": ({"SKIP": 2}, {"no_position": 2}),
         "ETHUSDT": ({"SKIP": 1}, {"other": 1}),
     }
+
+
+def test_parse_bucket_reads_the_fields_keys_names() -> None:
+    """The views ask for fields by keys.py's names (HMGET) and read them with parse_bucket:
+    what one side names, the other reads back, the whole and each symbol's."""
+    fields = {
+        keys.decision_field("BLOCKED"): b"5",
+        keys.reason_field("kill_switch_active"): b"4",
+        keys.decision_field("BLOCKED", "BTCUSDT"): b"3",
+        keys.reason_field("kill_switch_active", "BTCUSDT"): b"2",
+    }
+    assert list(fields) == [
+        "decision:BLOCKED",
+        "reason:kill_switch_active",
+        "symbol_decision:BTCUSDT:BLOCKED",
+        "symbol_reason:BTCUSDT:kill_switch_active",
+    ]  # as lua/lib.lua writes them
+    c = parse_bucket({f.encode(): v for f, v in fields.items()})
+    assert (c.decisions, c.reasons) == ({"BLOCKED": 5}, {"kill_switch_active": 4})
+    btc = c.symbols["BTCUSDT"]
+    assert (btc.decisions, btc.reasons) == ({"BLOCKED": 3}, {"kill_switch_active": 2})
 
 
 def test_per_symbol_windows_hold_only_symbols_seen_in_them() -> None:

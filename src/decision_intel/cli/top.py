@@ -152,8 +152,8 @@ class Reader:
         self, versions: Mapping[int, bytes | None], symbols: list[str], heat_gates: list[str]
     ) -> dict[tuple[str, int], Counts]:
         """Each symbol's decisions and its counts of the heatmap's gates, per minute."""
-        fields = [f"symbol_decision:{s}:{d}" for s in symbols for d in DECISIONS]
-        fields += [f"symbol_reason:{s}:{g}" for s in symbols for g in heat_gates]
+        fields = [keys.decision_field(d, s).encode() for s in symbols for d in DECISIONS]
+        fields += [keys.reason_field(g, s).encode() for s in symbols for g in heat_gates]
         want = {m: (v, tuple(symbols), tuple(heat_gates)) for m, v in versions.items() if v}
         stale = [m for m, tag in want.items() if self._cells.get(m, (None,))[0] != tag]
         if stale and fields:
@@ -162,15 +162,9 @@ class Reader:
                     pipe.hmget(keys.bucket(m), fields)
                 replies = await pipe.execute()
             for m, values in zip(stale, replies, strict=True):
-                cells: dict[tuple[str, int], Counts] = {}
-                for name, v in zip(fields, values, strict=True):
-                    n = count(v)
-                    if n is None:
-                        continue
-                    kind, symbol, what = name.split(":", 2)
-                    c = cells.setdefault((symbol, m), Counts())
-                    (c.decisions if kind == "symbol_decision" else c.reasons)[what] = n
-                self._cells[m] = (want[m], cells)
+                got = {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+                per_symbol = parse_bucket(got).symbols  # read as a bucket is
+                self._cells[m] = (want[m], {(s, m): c for s, c in per_symbol.items()})
         self._cells = {m: self._cells[m] for m in want if m in self._cells}
         return {k: c for _, cells in self._cells.values() for k, c in cells.items()}
 

@@ -61,7 +61,7 @@ async def _series_by_reasons(
         replies = await pipe.execute()
     out = {}
     for (m, names), values in zip(reasons.items(), replies, strict=True):
-        out[m] = _counts(_fields(symbol, names), values)
+        out[m] = _counts(_fields(symbol, names), values, symbol)
     return out
 
 
@@ -87,23 +87,16 @@ async def _per_symbol(client: aioredis.Redis, window: str, reasons: list[str]) -
     return out
 
 
-def _counts(fields: list[str], values: list[Any]) -> Counts:
-    c = Counts()
-    for name, v in zip(fields, values, strict=True):
-        if v is not None:
-            kind, _, rest = name.rpartition(":")
-            target = c.decisions if "decision" in kind else c.reasons
-            n = count(v)
-            if n is not None:
-                target[rest] = n
-    return c
+def _counts(fields: list[str], values: list[Any], symbol: str | None) -> Counts:
+    """What an HMGET of `fields` brought, read as a bucket is (one symbol's, with `symbol`)."""
+    got = {f.encode(): v for f, v in zip(fields, values, strict=True) if v is not None}
+    counts = parse_bucket(got)
+    return counts if symbol is None else counts.symbols.get(symbol, Counts())
 
 
 def _fields(symbol: str | None, reasons: list[str]) -> list[str]:
-    if symbol is None:
-        return [f"decision:{d}" for d in DECISIONS] + [f"reason:{r}" for r in reasons]
-    return [f"symbol_decision:{symbol}:{d}" for d in DECISIONS] + [
-        f"symbol_reason:{symbol}:{r}" for r in reasons
+    return [keys.decision_field(d, symbol) for d in DECISIONS] + [
+        keys.reason_field(r, symbol) for r in reasons
     ]
 
 
@@ -122,7 +115,7 @@ async def _series(
             replies = await pipe.execute()
         for m, values in zip(chunk, replies, strict=True):
             if any(v is not None for v in values):
-                out[m] = _counts(fields, values)
+                out[m] = _counts(fields, values, symbol)
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from decision_intel import keys
 from decision_intel.keys import WINDOWS
 from decision_intel.text import NAME_MAX, count, cut, printable_ascii, safe
 
@@ -56,17 +57,17 @@ def parse_bucket(fields: Mapping[bytes, bytes]) -> Counts:
     plain = printable_ascii(fields)  # names reach terminals: escaped unless plainly printable
     for raw_name, raw_value in fields.items():
         kind, _, key = (raw_name.decode() if plain else safe(raw_name)).partition(":")
-        if kind == "decision":
+        if kind == keys.DECISION:
             target = out.decisions
-        elif kind == "reason":
+        elif kind == keys.REASON:
             target = out.reasons
-        elif kind in ("symbol_decision", "symbol_reason"):
+        elif kind in (keys.SYMBOL_DECISION, keys.SYMBOL_REASON):
             symbol, _, key = key.partition(":")
             symbol = cut(symbol) if len(symbol) > NAME_MAX else symbol
             counts = out.symbols.get(symbol)
             if counts is None:
                 counts = out.symbols[symbol] = Counts()
-            target = counts.decisions if kind == "symbol_decision" else counts.reasons
+            target = counts.decisions if kind == keys.SYMBOL_DECISION else counts.reasons
         else:
             continue
         if len(key) > NAME_MAX:  # not the daemon's writing: shown cut, not megabytes
