@@ -40,7 +40,7 @@ from decision_intel.model.diagnose import (
 )
 from decision_intel.model.gate_shape import onset
 from decision_intel.model.losses import LossEvent, incomplete, incomplete_text, loss_record
-from decision_intel.model.windows import Counts, parse_bucket
+from decision_intel.model.windows import Counts, parse_bucket, window_sum
 from decision_intel.settings import Settings
 from decision_intel.store.audit import LOSSES_READ
 from decision_intel.store.client import connect
@@ -80,6 +80,11 @@ class Frame:
     error: str | None = None
     """Why Redis could not be read, when it could not."""
 
+    def counts(self, back: int = 0) -> Counts:
+        """The window's counts, or (back=1) those of the window before it."""
+        length = keys.WINDOWS[self.window]
+        return window_sum(self.minutes, int(self.now_s // 60) - back * length, length)
+
 
 # -- Redis -> frame -------------------------------------------------------------------------
 
@@ -118,7 +123,7 @@ class Reader:
             losses=[e for _id, f in reversed(losses) if (e := loss_record(f)) is not None],
         )
         frame.symbols = await self._busiest(window, sorted(safe(m) for m in members))
-        counts = window_counts(frame, 0)
+        counts = frame.counts()
         frame.heat_gates = [g for g, _ in gates(counts, 0.0)][:HEATMAP_GATES]
         heat = {m: versions[m] for m in range(now_minute - HEATMAP_MIN + 1, now_minute + 1)}
         frame.cells = await self._read_cells(heat, [s for s, _ in frame.symbols], frame.heat_gates)
@@ -172,20 +177,9 @@ class Reader:
 # -- frame -> screen (pure) ------------------------------------------------------------------
 
 
-def window_counts(frame: Frame, back: int) -> Counts:
-    """The window's counts, or (back=1) those of the window before it."""
-    length = keys.WINDOWS[frame.window]
-    newest = int(frame.now_s // 60) - back * length
-    total = Counts()
-    for m in range(newest - length + 1, newest + 1):
-        if m in frame.minutes:
-            total.add(frame.minutes[m])
-    return total
-
-
 def verdict_line(frame: Frame, th: Thresholds) -> tuple[str, str]:
     """`p35 why`'s verdict in one line (onsets within the hour read), and its style."""
-    counts = window_counts(frame, 0)
+    counts = frame.counts()
     total = counts.total
     j = judge(counts, frame.status, frame.now_s, th)
     name = j.name
@@ -273,7 +267,7 @@ def totals_lines(counts: Counts, color: bool, with_counts: bool) -> list[Text]:
 
 
 def gate_lines(frame: Frame, n: int, width: int) -> list[Text]:
-    now, before = window_counts(frame, 0), window_counts(frame, 1)
+    now, before = frame.counts(), frame.counts(back=1)
     total, total_before = now.total, before.total
     out = []
     for gate, n_gate in gates(now, 0.0)[:n]:
@@ -360,7 +354,7 @@ def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -
     health, stale = health_line(frame, th.stale_after_s)
     rows = layout(height, len(frame.symbols))
     chart = mix_chart(frame, rows["chart"], color)
-    totals = totals_lines(window_counts(frame, 0), color, with_counts=w >= HISTORY_MIN + 30)
+    totals = totals_lines(frame.counts(), color, with_counts=w >= HISTORY_MIN + 30)
     body: list[Any] = [
         Text(line[:w], style=style if color else ""),
         Text(health[:w], style=("bold red" if stale else "dim") if color else ""),

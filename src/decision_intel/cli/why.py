@@ -23,7 +23,7 @@ from decision_intel.model.diagnose import (
     gates,
 )
 from decision_intel.model.gate_shape import Onset, onset
-from decision_intel.model.windows import Counts, parse_bucket
+from decision_intel.model.windows import Counts, parse_bucket, summed, window_sum
 from decision_intel.settings import Settings
 from decision_intel.store import audit, scripts
 from decision_intel.store.client import find_group
@@ -120,9 +120,7 @@ async def _series(
 
 
 def _baseline(series: dict[int, Counts], reasons: list[str], source: str) -> Baseline | None:
-    total = Counts()
-    for c in series.values():
-        total.add(c)
+    total = summed(series.values())
     if not total.total:
         return None
     n = total.total
@@ -189,9 +187,7 @@ async def why(
     length = keys.WINDOWS[window]
     window_minutes = range(now_minute - length + 1, now_minute + 1)
     series = await _window(client, window_minutes, symbol)
-    counts = Counts()
-    for c in series.values():
-        counts.add(c)
+    counts = window_sum(series, now_minute, length)
     th = s.why_thresholds(symbol)
     listed = [r for r, _ in gates(counts, th.gate_listed)]
     if symbol is None and listed:

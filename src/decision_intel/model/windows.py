@@ -6,7 +6,7 @@ included; its decision counts and reason counts are the sums of those buckets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from decision_intel import keys
@@ -34,13 +34,6 @@ class Counts:
                 mine = self.symbols[symbol] = Counts()
             _merge(mine.decisions, theirs.decisions)
             _merge(mine.reasons, theirs.reasons)
-
-    def copy(self) -> Counts:
-        return Counts(
-            dict(self.decisions),
-            dict(self.reasons),
-            {s: Counts(dict(c.decisions), dict(c.reasons)) for s, c in self.symbols.items()},
-        )
 
 
 def _merge(into: dict[str, int], other: Mapping[str, int]) -> None:
@@ -78,20 +71,23 @@ def parse_bucket(fields: Mapping[bytes, bytes]) -> Counts:
     return out
 
 
+def summed(parts: Iterable[Counts]) -> Counts:
+    """Counts added up (minutes, or days) into new ones: the parts stay as they were."""
+    total = Counts()
+    for part in parts:
+        total.add(part)
+    return total
+
+
+def window_sum(buckets: Mapping[int, Counts], newest: int, length: int) -> Counts:
+    """The sum of the `length` minutes ending at (and including) minute `newest`: one
+    window's counts. A minute without a bucket counts as nothing."""
+    return summed(buckets[m] for m in range(newest - length + 1, newest + 1) if m in buckets)
+
+
 def window_counts(buckets: Mapping[int, Counts], now_minute: int) -> dict[str, Counts]:
     """Counts for every window, ending at (and including) `now_minute`."""
-    out: dict[str, Counts] = {}
-    running = Counts()
-    by_length = sorted(WINDOWS.items(), key=lambda item: item[1])
-    covered = 0
-    for name, length in by_length:
-        for minute in range(now_minute - length + 1, now_minute - covered + 1):
-            bucket = buckets.get(minute)
-            if bucket is not None:
-                running.add(bucket)
-        covered = length
-        out[name] = running.copy()
-    return out
+    return {name: window_sum(buckets, now_minute, length) for name, length in WINDOWS.items()}
 
 
 def top(counts: Mapping[str, int], n: int) -> list[tuple[str, int]]:
