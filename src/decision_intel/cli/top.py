@@ -44,7 +44,7 @@ from decision_intel.model.windows import Counts, parse_bucket, window_sum
 from decision_intel.settings import Settings
 from decision_intel.store.audit import LOSSES_READ
 from decision_intel.store.client import connect
-from decision_intel.store.reads import redis_now_s
+from decision_intel.store.reads import MinuteCache, redis_now_s
 from decision_intel.text import count, number, safe, safe_map, utc
 
 WINDOW_CYCLE = ("5m", "15m", "1h")
@@ -95,7 +95,7 @@ class Reader:
     def __init__(self, client: aioredis.Redis, settings: Settings):
         self.client = client
         self.s = settings
-        self._metas: dict[int, tuple[bytes, Counts]] = {}
+        self._minutes = MinuteCache(client)
         self._cells: dict[int, tuple[Any, dict[tuple[str, int], Counts]]] = {}
 
     async def frame(self, window: str) -> Frame:
@@ -104,8 +104,7 @@ class Reader:
         span = max(HISTORY_MIN, 2 * keys.WINDOWS[window])
         minutes = range(now_minute - span + 1, now_minute + 1)
         async with self.client.pipeline(transaction=False) as pipe:
-            for m in minutes:
-                pipe.hget(keys.bucket_meta(m), "v")
+            MinuteCache.ask_versions(pipe, minutes)
             pipe.hgetall(keys.STATUS)
             pipe.smembers(keys.symbols_in(window))
             pipe.xrevrange(keys.ALERTS, "+", "-", count=ALERTS_READ)
@@ -113,11 +112,10 @@ class Reader:
             replies = await pipe.execute()
         versions = dict(zip(minutes, replies[: len(minutes)], strict=True))
         status, members, alerts, losses = replies[len(minutes) :]
-        await self._read_metas(versions)
         frame = Frame(
             window=window,
             now_s=now_s,
-            minutes={m: self._metas[m][1] for m, v in versions.items() if v is not None},
+            minutes=await self._minutes.update(versions),
             status=safe_map(status),
             alerts=[safe_map(fields) for _id, fields in alerts],
             losses=[e for _id, f in reversed(losses) if (e := loss_record(f)) is not None],
@@ -128,19 +126,6 @@ class Reader:
         heat = {m: versions[m] for m in range(now_minute - HEATMAP_MIN + 1, now_minute + 1)}
         frame.cells = await self._read_cells(heat, [s for s, _ in frame.symbols], frame.heat_gates)
         return frame
-
-    async def _read_metas(self, versions: Mapping[int, bytes | None]) -> None:
-        stale = [
-            m for m, v in versions.items() if v is not None and self._metas.get(m, (None,))[0] != v
-        ]
-        if stale:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for m in stale:
-                    pipe.hgetall(keys.bucket_meta(m))
-                contents = await pipe.execute()
-            for m, fields in zip(stale, contents, strict=True):
-                self._metas[m] = (versions[m] or b"", parse_bucket(fields))
-        self._metas = {m: self._metas[m] for m in versions if m in self._metas}
 
     async def _busiest(self, window: str, names: list[str]) -> list[tuple[str, int]]:
         async with self.client.pipeline(transaction=False) as pipe:

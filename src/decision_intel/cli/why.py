@@ -27,7 +27,7 @@ from decision_intel.model.windows import Counts, parse_bucket, summed, window_su
 from decision_intel.settings import Settings
 from decision_intel.store import audit, scripts
 from decision_intel.store.client import find_group
-from decision_intel.store.reads import redis_now_s
+from decision_intel.store.reads import read_minutes, redis_now_s
 from decision_intel.text import count, safe, safe_map, safe_name
 
 FIRST_CHUNK_MIN = 60
@@ -40,11 +40,7 @@ async def _window(client: aioredis.Redis, minutes: range, symbol: str | None) ->
     """Each minute's decisions and reasons (one symbol's with `symbol`). The meta hashes
     carry the bucket's decision/reason copy; one symbol's fields are then picked out of
     the buckets by name, for the reasons its minute has."""
-    async with client.pipeline(transaction=False) as pipe:
-        for m in minutes:
-            pipe.hgetall(keys.bucket_meta(m))
-        replies = await pipe.execute()
-    series = {m: parse_bucket(f) for m, f in zip(minutes, replies, strict=True) if f}
+    series = await read_minutes(client, minutes)
     if symbol is not None:
         mine = {m: list(c.reasons) for m, c in series.items()}
         series = await _series_by_reasons(client, mine, symbol)

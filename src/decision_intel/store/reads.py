@@ -1,4 +1,5 @@
-"""Reads more than one part of p35 shares: Redis's clock and one window's snapshot.
+"""Reads more than one part of p35 shares: Redis's clock, minute buckets (cached by their
+change counter), one window's snapshot.
 
 Views of several commands need these; a command module importing another for them
 would tie the commands together (import-linter's contracts in pyproject.toml).
@@ -6,11 +7,13 @@ would tie the commands together (import-linter's contracts in pyproject.toml).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from decision_intel import keys
+from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.text import count, safe_name
 
 
@@ -49,3 +52,69 @@ async def read_window(
         # A score is a float: a planted +inf, -inf or 2.5 is no count and is left out.
         "reasons": [[safe_name(r), c] for r, s in ranked if (c := count(s)) is not None],
     }
+
+
+async def read_minutes(
+    client: aioredis.Redis, minutes: Iterable[int], source: Callable[[int], str] = keys.bucket_meta
+) -> dict[int, Counts]:
+    """Each minute's counts in one round trip, read whole from `source`: the meta hash's
+    decision/reason copy, or the bucket itself (every field, the symbols' too). A minute
+    without one is left out."""
+    minutes = list(minutes)
+    async with client.pipeline(transaction=False) as pipe:
+        for m in minutes:
+            pipe.hgetall(source(m))
+        replies = await pipe.execute()
+    return {m: parse_bucket(f) for m, f in zip(minutes, replies, strict=True) if f}
+
+
+class MinuteCache:
+    """Minute buckets read once, then again only when their change counter moves (the meta
+    hash's `v`, which every flush that changes the bucket increments in the same step).
+    The snapshotter and `p35 top` keep one from run to run."""
+
+    def __init__(self, client: aioredis.Redis, source: Callable[[int], str] = keys.bucket_meta):
+        self.client = client
+        self.source = source
+        """Where a minute's counts are read (`read_minutes`)."""
+        self._cache: dict[int, tuple[bytes, Counts]] = {}
+        self.changed: frozenset[int] = frozenset()
+        """The minutes the last update read again: new ones, or their counter moved."""
+
+    @property
+    def cached(self) -> frozenset[int]:
+        """The minutes held, as the last update saw them."""
+        return frozenset(self._cache)
+
+    @staticmethod
+    def ask_versions(pipe: Any, minutes: Iterable[int]) -> None:
+        """Queue the change counters of `minutes` on a pipeline (one reply each, for `update`)."""
+        for m in minutes:
+            pipe.hget(keys.bucket_meta(m), "v")
+
+    async def update(self, versions: Mapping[int, bytes | None]) -> dict[int, Counts]:
+        """The counts of every minute that has a counter, reading only those whose counter
+        is not the one held; the others are forgotten."""
+        stale = {
+            m: v
+            for m, v in versions.items()
+            if v is not None and self._cache.get(m, (None,))[0] != v
+        }
+        if stale:
+            # The counter was read before the content: at worst the cache holds newer
+            # content under an older counter, and the next update reads it again.
+            fresh = await read_minutes(self.client, stale, self.source)
+            self._cache.update((m, (stale[m], c)) for m, c in fresh.items())
+        self.changed = frozenset(stale)
+        live = {
+            m: self._cache[m][1] for m, v in versions.items() if v is not None and m in self._cache
+        }
+        self._cache = {m: self._cache[m] for m in live}
+        return live
+
+    async def load(self, minutes: Sequence[int]) -> tuple[dict[int, Counts], list[bytes | None]]:
+        """`update` over `minutes`, their counters read first: the counts and the counters."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            self.ask_versions(pipe, minutes)
+            versions: list[bytes | None] = await pipe.execute()
+        return await self.update(dict(zip(minutes, versions, strict=True))), versions
