@@ -86,7 +86,7 @@ def test_mode_a_text_and_json(known: dict[str, str]) -> None:
         "none",
     ]
     text = dash(known, "a").stdout
-    assert "skip rate  30.0% of 100 decisions" in text
+    assert "skip rate  30.0 % of 100 decisions" in text
     assert "\033[" not in text  # no color when not on a terminal
 
 
@@ -114,7 +114,7 @@ def test_modes_c_and_d_flag_the_dominant_gate(known: dict[str, str]) -> None:
     assert flagged == ["risk_paused"]  # 50 %; no_position is 30 %
     assert "<- dominant" in dash(known, "c").stdout
     drift = dash(known, "d")
-    assert drift.returncode == 2 and "DRIFT risk_paused: 50 of 100 (50.0%)" in drift.stdout
+    assert drift.returncode == 2 and "DRIFT risk_paused: 50 of 100 (50.0 %)" in drift.stdout
     calm = dash(known, "d", "60")
     assert calm.returncode == 0 and "no gate over the threshold" in calm.stdout
     assert dash(known, "d", "0.25").returncode == 2  # a fraction works too: 50 % > 25 %

@@ -23,7 +23,7 @@ from decision_intel.settings import Settings
 from decision_intel.store import scripts
 from decision_intel.store.client import find_group
 from decision_intel.store.reads import read_window, redis_now_s
-from decision_intel.text import count, number, safe_map, safe_name
+from decision_intel.text import SHARE_DIGITS, count, number, percent, safe_map, safe_name, share
 
 MODES = ("a", "b", "c", "d", "e")
 UNIT = "quantum-p35-decision-intelligence"
@@ -136,10 +136,6 @@ def systemd_state(units: dict[str, str] | None) -> str | None:
 # -- data -> views (the JSON) ---------------------------------------------------------------
 
 
-def _share(n: int, total: int) -> float:
-    return round(n / total, 4) if total else 0.0
-
-
 def view_a(data: dict[str, Any]) -> dict[str, Any]:
     counts = data["all"]["decisions"]
     total = sum(counts.values())
@@ -147,10 +143,11 @@ def view_a(data: dict[str, Any]) -> dict[str, Any]:
         "window": data["window"],
         "total": total,
         "decisions": {
-            d: {"count": n, "share": _share(n, total)} for d, n in sorted(counts.items())
+            d: {"count": n, "share": share(n, total, SHARE_DIGITS)}
+            for d, n in sorted(counts.items())
         },
         "top_reasons": [{"reason": r, "count": n} for r, n in data["all"]["reasons"][:15]],
-        "skip_rate": _share(counts.get(SKIP, 0), total),
+        "skip_rate": share(counts.get(SKIP, 0), total, SHARE_DIGITS),
     }
 
 
@@ -162,9 +159,9 @@ def view_b(data: dict[str, Any]) -> dict[str, Any]:
         out[symbol] = {
             "total": total,
             "decisions": dict(sorted(counts.items())),
-            "skip_rate": _share(counts.get(SKIP, 0), total),
+            "skip_rate": share(counts.get(SKIP, 0), total, SHARE_DIGITS),
             "top_gates": [
-                {"reason": r, "count": n, "share": _share(n, total)}
+                {"reason": r, "count": n, "share": share(n, total, SHARE_DIGITS)}
                 for r, n in view["reasons"][:10]
             ],
         }
@@ -177,7 +174,7 @@ def view_c(data: dict[str, Any], threshold: float = GATE_SHARE_MIN) -> dict[str,
         {
             "reason": r,
             "count": n,
-            "share": _share(n, total),
+            "share": share(n, total, SHARE_DIGITS),
             "dominant": r != NO_REASON and total > 0 and n / total > threshold,
         }
         for r, n in data["all"]["reasons"][:10]
@@ -188,7 +185,7 @@ def view_c(data: dict[str, Any], threshold: float = GATE_SHARE_MIN) -> dict[str,
 def view_d(data: dict[str, Any], threshold: float) -> dict[str, Any]:
     total = sum(data["all"]["decisions"].values())
     over = [
-        {"reason": r, "count": n, "share": _share(n, total)}
+        {"reason": r, "count": n, "share": share(n, total, SHARE_DIGITS)}
         for r, n in data["all"]["reasons"]
         if r != NO_REASON and total > 0 and n / total > threshold
     ]
@@ -248,10 +245,6 @@ class Style:
         return self._wrap("31;1", text)
 
 
-def _pct(share: float) -> str:
-    return f"{100 * share:5.1f}%"
-
-
 def _empty(window: str) -> str:
     return f"no decisions in the last {WINDOW_WORDS.get(window, window)}"
 
@@ -266,8 +259,8 @@ def _render_a(a: dict[str, Any], st: Style) -> str:
     if not a["total"]:
         return "\n".join([*lines, f"  {_empty(a['window'])}"])
     for d, row in a["decisions"].items():
-        lines.append(f"  {d:8} {row['count']:8}  {_pct(row['share'])}")
-    lines.append(f"  skip rate {_pct(a['skip_rate'])} of {a['total']} decisions")
+        lines.append(f"  {d:8} {row['count']:8}  {percent(row['share'], 5, 1)}")
+    lines.append(f"  skip rate {percent(a['skip_rate'], 5, 1)} of {a['total']} decisions")
     lines.append("  top reasons:")
     lines += [f"  {r['count']:8}  {r['reason']}" for r in a["top_reasons"]]
     return "\n".join(lines)
@@ -279,9 +272,11 @@ def _render_b(b: dict[str, Any], st: Style) -> str:
         if not s["total"]:
             lines.append(f"  {symbol}: {_empty(b['window'])}")
             continue
-        lines.append(f"  {symbol}: {s['total']} decisions, skip rate {_pct(s['skip_rate'])}")
+        lines.append(
+            f"  {symbol}: {s['total']} decisions, skip rate {percent(s['skip_rate'], 5, 1)}"
+        )
         for g in s["top_gates"]:
-            lines.append(f"    {g['count']:8} {_pct(g['share'])}  {g['reason']}")
+            lines.append(f"    {g['count']:8} {percent(g['share'], 5, 1)}  {g['reason']}")
     return "\n".join(lines)
 
 
@@ -290,21 +285,21 @@ def _render_c(c: dict[str, Any], st: Style) -> str:
     if not c["total"]:
         lines.append(f"  {_empty(c['window'])}")
     for g in c["gates"]:
-        row = f"  {g['count']:8} {_pct(g['share'])}  {g['reason']}"
+        row = f"  {g['count']:8} {percent(g['share'], 5, 1)}  {g['reason']}"
         lines.append(st.warn(row + "  <- dominant") if g["dominant"] else row)
     return "\n".join(lines)
 
 
 def _render_d(d: dict[str, Any], st: Style) -> str:
-    head = f"(d) drift over {_pct(d['threshold']).strip()}: last {WINDOW_WORDS[d['window']]}"
+    head = f"(d) drift over {percent(d['threshold'], decimals=1)}: last {WINDOW_WORDS[d['window']]}"
     lines = [st.bold(head)]
     if not d["total"]:
         lines.append(f"  {_empty(d['window'])}")
     elif not d["drift"]:
         lines.append("  no gate over the threshold")
     for g in d["drift"]:
-        share = _pct(g["share"]).strip()
-        lines.append(st.bad(f"  DRIFT {g['reason']}: {g['count']} of {d['total']} ({share})"))
+        pct = percent(g["share"], decimals=1)
+        lines.append(st.bad(f"  DRIFT {g['reason']}: {g['count']} of {d['total']} ({pct})"))
     return "\n".join(lines)
 
 

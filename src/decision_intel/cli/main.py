@@ -16,7 +16,7 @@ from decision_intel import __version__, keys
 from decision_intel.daemon.notify import Notifier
 from decision_intel.model.alerts import GATE_SHARE_MIN
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
-from decision_intel.text import describe, number, safe, safe_map, utc
+from decision_intel.text import describe, number, percent, safe, safe_map, share, utc
 
 T = TypeVar("T")
 
@@ -106,7 +106,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not total:
             print(f"\n{window}: no decisions in this window")
             continue
-        mix = ", ".join(f"{d} {n} ({100 * n / total:.0f}%)" for d, n in sorted(decisions.items()))
+        mix = ", ".join(
+            f"{d} {n} ({percent(share(n, total))})" for d, n in sorted(decisions.items())
+        )
         print(f"\n{window}: {total} decisions: {mix}")
         for reason, n in view["top_reasons"][:5]:
             print(f"  {n:8}  {reason}")
@@ -162,10 +164,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     for e in events:
         when = utc(e.get("timestamp"), "%Y-%m-%d %H:%M:%SZ")
         fraction = number(e.get("share"))
-        share = "" if fraction is None else f"{100 * fraction:.0f}% of {e.get('total', '?')}"
+        part = "" if fraction is None else f"{percent(fraction)} of {e.get('total', '?')}"
         print(
             f"{when:20}  {e.get('state', ''):8} {e.get('severity', ''):8} "
-            f"{e.get('type', ''):14} {e.get('window', ''):3}  {e.get('subject', '')}  {share}"
+            f"{e.get('type', ''):14} {e.get('window', ''):3}  {e.get('subject', '')}  {part}"
         )
     return 0
 

@@ -45,7 +45,7 @@ from decision_intel.settings import Settings
 from decision_intel.store.audit import LOSSES_READ
 from decision_intel.store.client import connect
 from decision_intel.store.reads import MinuteCache, redis_now_s
-from decision_intel.text import count, number, safe, safe_map, utc
+from decision_intel.text import count, number, percent, safe, safe_map, share, utc
 
 WINDOW_CYCLE = ("5m", "15m", "1h")
 HISTORY_MIN = 60
@@ -168,9 +168,7 @@ def verdict_line(frame: Frame, th: Thresholds) -> tuple[str, str]:
     total = counts.total
     j = judge(counts, frame.status, frame.now_s, th)
     name = j.name
-    line = (
-        f"{HEADLINES[name]} — {j.execute_share * 100:.0f} % of {total:,} executed ({frame.window})"
-    )
+    line = f"{HEADLINES[name]} — {percent(j.execute_share)} of {total:,} executed ({frame.window})"
     if j.why_unknown:
         line = f"{HEADLINES[name]} — {j.why_unknown}"
     if j.listed:
@@ -183,7 +181,7 @@ def verdict_line(frame: Frame, th: Thresholds) -> tuple[str, str]:
             # At the edge, the run reaches the oldest minute read: it began then or
             # before (or traffic did), which is not the same as an hour ago.
             since = f" since {stamp}" + (" or earlier" if found.at_edge else "")
-        line += f" · {gate} {n / total * 100:.0f} %{since}"
+        line += f" · {gate} {percent(share(n, total))}{since}"
     style = {"trading": "green", "degraded": "yellow", "not_trading": "bold red"}.get(name, "")
     return line, style
 
@@ -245,9 +243,9 @@ def totals_lines(counts: Counts, color: bool, with_counts: bool) -> list[Text]:
     out = []
     for d in DECISIONS:
         n = counts.decisions.get(d, 0)
-        share = f"{n / total * 100:3.0f} %" if total else "  - "
+        part = percent(share(n, total), 3) if total else "  - "
         mark = Text("█ " if color else f"{MONO[d]} ", style=STYLE[d] if color else "")
-        out.append(mark + Text(f"{d:<8}{share}" + (f" {n:>8,}" if with_counts else "")))
+        out.append(mark + Text(f"{d:<8}{part}" + (f" {n:>8,}" if with_counts else "")))
     return out
 
 
@@ -256,15 +254,15 @@ def gate_lines(frame: Frame, n: int, width: int) -> list[Text]:
     total, total_before = now.total, before.total
     out = []
     for gate, n_gate in gates(now, 0.0)[:n]:
-        share = n_gate / total
+        part = share(n_gate, total)
         if total_before and gate in before.reasons:
-            change = share - before.reasons[gate] / total_before
+            change = part - share(before.reasons[gate], total_before)
             arrow = "↑" if change > TREND_POINTS else "↓" if change < -TREND_POINTS else "→"
         else:
             arrow = "new" if total_before else ""
         name = gate[: max(10, width - 30)]
         out.append(
-            Text(f"  {name:<{max(10, width - 30)}} {n_gate:>8,} {share * 100:4.0f} %  {arrow}")
+            Text(f"  {name:<{max(10, width - 30)}} {n_gate:>8,} {percent(part, 4)}  {arrow}")
         )
     if not out:
         out.append(Text("  no gates in this window" if total else "  no decisions in this window"))
