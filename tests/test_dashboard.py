@@ -301,7 +301,8 @@ def test_p35_explain_counts_an_entry_over_the_limits_as_the_daemon_does(
 ) -> None:
     """An entry over the 8 MiB read budget made `p35 explain` exit 69 with "Redis at …:
     ReplyTooLarge" (issue 27 #11). It is read measured, like the daemon's reads, and
-    explained as the daemon counts it: UNKNOWN/oversize, with its size."""
+    explained as the daemon counts it: UNKNOWN/oversize, with its size and the limits
+    (model/admission.py's `refusal`, the consumer's)."""
     huge = r.xadd(STREAM, {"decision": "SKIP", "details": "x" * (9 << 20)}).decode()
     wide = r.xadd(STREAM, {f"f{i}": "1" for i in range(300)}).decode()
     for entry_id, cause in ((huge, "oversize: 2 fields, 9437"), (wide, "oversize: 300 fields")):
@@ -310,6 +311,7 @@ def test_p35_explain_counts_an_entry_over_the_limits_as_the_daemon_does(
         got = json.loads(out.stdout)
         assert (got["decision"], got["reason"]) == ("UNKNOWN", "oversize"), got
         assert cause in got["cause"], got["cause"]
+        assert got["cause"].endswith(" (limits 256 fields, 65536 bytes)")  # the daemon's words
     text = run_p35(base_env, "explain", huge)
     assert text.returncode == 0 and "UNKNOWN, reason oversize" in text.stdout, text.stderr
     assert len(text.stdout) < 1000

@@ -276,8 +276,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """How one stream entry is classified, with the daemon's rules and vocabulary."""
+    from decision_intel.model.admission import refusal
     from decision_intel.model.classify import Classifier
     from decision_intel.store import scripts
+    from decision_intel.store.reads import measured_entry
 
     settings = _settings()
 
@@ -297,18 +299,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not row:
         print(f"p35 explain: no entry {safe(args.entry_id)} in {settings.stream}", file=sys.stderr)
         return 1
-    entry_id, flat = row[0], row[1]
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    size = (row[2], row[3]) if len(row) == 4 else None
-    if size is not None:  # as the daemon counts it
-        out: dict[str, Any] = {
-            "decision": "UNKNOWN",
-            "reason": "oversize",
-            "symbol": None,
-            "rule": None,
-            "cause": f"oversize: {size[0]} fields, {size[1]} bytes",
-            "fields": {},
-        }
+    entry_id, fields, size = measured_entry(row)
+    refused = refusal(size, settings.max_entry_fields, settings.max_entry_bytes)
+    if refused is not None:  # as the daemon counts it, unclassified
+        out: dict[str, Any] = {**refused._asdict(), "rule": None, "fields": {}}
     else:
         out = Classifier(settings.vocabulary).explain(fields)
     out = {"id": safe(entry_id), **out}

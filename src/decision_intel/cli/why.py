@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from decision_intel import keys
 from decision_intel.model import losses as loss_records
+from decision_intel.model.admission import refusal
 from decision_intel.model.classify import DECISIONS, Classifier
 from decision_intel.model.diagnose import (
     Baseline,
@@ -27,7 +28,7 @@ from decision_intel.model.windows import Counts, parse_bucket, summed, window_su
 from decision_intel.settings import Settings
 from decision_intel.store import audit, scripts
 from decision_intel.store.client import find_group
-from decision_intel.store.reads import read_minutes, redis_now_s
+from decision_intel.store.reads import measured_entry, read_minutes, redis_now_s
 from decision_intel.text import count, safe, safe_map, safe_name
 
 FIRST_CHUNK_MIN = 60
@@ -159,12 +160,16 @@ async def _recent(
         ]
     )
     out = []
-    for entry_id, flat in rows:
-        entry = dict(zip(flat[::2], flat[1::2], strict=True))
-        result = classifier.classify(entry)
+    for row in rows:
+        entry_id, entry, size = measured_entry(row)
+        # As the daemon counted it: an entry over the limits is UNKNOWN/oversize, its cause
+        # its detail (the first fields it comes back cut to are not what it said).
+        refused = refusal(size, s.max_entry_fields, s.max_entry_bytes)
+        result = refused or classifier.classify(entry)
         if symbol is not None and result.symbol != symbol:
             continue
-        detail = safe(" ".join((classifier.detail(entry) or result.reason).split()))
+        raw = refused.cause if refused is not None else classifier.detail(entry)
+        detail = safe(" ".join((raw or result.reason).split()))
         if len(detail) > DETAIL_MAX:
             detail = detail[:DETAIL_MAX] + "..."
         out.append((safe(entry_id), result.reason, detail))

@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import keys
+from decision_intel.model.admission import Size
 from decision_intel.model.windows import Counts, parse_bucket
 from decision_intel.text import count, safe_name
 
@@ -27,6 +28,15 @@ def time_ms(reply: Sequence[Any]) -> int:
     """A `TIME` reply in whole milliseconds: the unit of entry IDs."""
     sec, usec = reply
     return int(sec) * 1000 + int(usec) // 1000
+
+
+def measured_entry(row: Sequence[Any]) -> tuple[bytes, dict[bytes, bytes], Size | None]:
+    """An entry as lua/entry.lua and lua/recent.lua return it, measured by lib.lua's
+    measure(): its ID, its fields (cut down when over the limits) and, when it is over
+    them, its size (fields, bytes) for `admission.refusal`."""
+    flat = row[1]
+    size = (int(row[2]), int(row[3])) if len(row) == 4 else None
+    return row[0], dict(zip(flat[::2], flat[1::2], strict=True)), size
 
 
 async def redis_now_s(client: aioredis.Redis) -> float:
