@@ -120,12 +120,20 @@ def test_modes_c_and_d_flag_the_dominant_gate(known: dict[str, str]) -> None:
     assert dash(known, "d", "0.25").returncode == 2  # a fraction works too: 50 % > 25 %
 
 
-def test_mode_e_shows_a_stale_status_honestly(known: dict[str, str]) -> None:
+def test_mode_e_shows_a_stale_status_honestly(known: dict[str, str], r: RawRedis) -> None:
+    """Stale by the views' limits (Settings.stale_after): the status after 15 s, the
+    snapshots after three rebuilds missed and at least 60 s."""
+    sec, _ = r.time()
+    r.hset(keys.STATUS, "snapshot_ts", f"{sec - 70}.000")
     e = json.loads(dash(known, "e", "--json").stdout)["e"]
     assert 39 <= e["status_age_s"] <= 60
+    assert (e["status_stale_after_s"], e["snapshot_stale_after_s"]) == (15.0, 60.0)
     assert e["consumers"][0]["name"] == "host-1"
     text = dash(known, "e").stdout
     assert "service status is 4" in text and "(stale)" in text
+    assert re.search(r"last snapshot is 7\d s old \(stale\)", text), text
+    slow = dash({**known, "P35_SNAPSHOT_INTERVAL_SEC": "30"}, "e").stdout  # limit 90 s
+    assert re.search(r"last snapshot is 7\d s old\n", slow), slow
 
 
 def test_all_modes_and_the_wrapper_script(known: dict[str, str]) -> None:

@@ -84,6 +84,7 @@ async def collect(
         }
     )
     data["systemd"] = _systemd_units()
+    data["stale_after"] = settings.stale_after()
     return data
 
 
@@ -210,6 +211,8 @@ def view_e(data: dict[str, Any]) -> dict[str, Any]:
         "consumers_total": group["consumers_total"] if group else 0,
         "systemd": systemd_state(data["systemd"]),
         "systemd_units": data["systemd"],
+        "status_stale_after_s": data["stale_after"].status_s,
+        "snapshot_stale_after_s": data["stale_after"].snapshot_s,
     }
 
 
@@ -312,8 +315,8 @@ def _age(seconds: float | None, what: str, st: Style, stale_after: float) -> str
 
 def _render_e(e: dict[str, Any], st: Style) -> str:
     lines = [st.bold("(e) service health")]
-    lines.append("  " + _age(e["status_age_s"], "service status", st, 15))
-    lines.append("  " + _age(e["snapshot_age_s"], "last snapshot", st, 60))
+    lines.append("  " + _age(e["status_age_s"], "service status", st, e["status_stale_after_s"]))
+    lines.append("  " + _age(e["snapshot_age_s"], "last snapshot", st, e["snapshot_stale_after_s"]))
     lines.append(
         f"  state {e['state'] or '-'}, counted {e['processed_total']}, "
         f"lag {e['lag'] if e['lag'] is not None else '-'}, "

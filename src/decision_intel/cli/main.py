@@ -122,6 +122,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from decision_intel.cli.check import ANSWER_WITHIN_S, acknowledge_losses, run_checks
 
     settings = _settings()
+    max_age_s = settings.stale_after().status_s if args.max_age is None else args.max_age
     if args.ack_losses:
         acked_ms = _query(settings, acknowledge_losses)
         when = utc(acked_ms / 1000, "%Y-%m-%d %H:%M:%SZ")
@@ -131,7 +132,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         async with asyncio.timeout(ANSWER_WITHIN_S):
             return list(
                 await run_checks(
-                    settings, client, max_age_s=args.max_age, max_pending=args.max_pending
+                    settings, client, max_age_s=max_age_s, max_pending=args.max_pending
                 )
             )
 
@@ -404,7 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
     check = sub.add_parser("check", help="health checks from Redis; exit 1 when any fails")
-    check.add_argument("--max-age", type=float, default=15.0, help="heartbeat age limit, s")
+    check.add_argument(
+        "--max-age",
+        type=float,
+        help="heartbeat age limit, s (default: the views' limit, 3 x P35_HEARTBEAT_INTERVAL_SEC "
+        "and at least 15)",
+    )
     check.add_argument("--max-pending", type=int, default=10_000, help="pending entries limit")
     check.add_argument(
         "--ack-losses",
