@@ -20,7 +20,7 @@ import time
 import tty
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -61,20 +61,60 @@ TREND_POINTS = 0.05
 """A gate's share must move this much against the previous window to get an arrow."""
 
 
+@dataclass(frozen=True)
+class AlertRow:
+    """One alert event as the screen lists it (values made safe and cut)."""
+
+    timestamp: str
+    """The event's unix time as written (anyone's: shown `?` when it is no date)."""
+    state: str
+    severity: str
+    type: str
+    window: str
+    subject: str
+    """The gate, the symbol, or another subject."""
+
+    @classmethod
+    def of(cls, fields: Mapping[str, str]) -> AlertRow:
+        """An alert event's fields (`safe_map`'ed) as a row."""
+        return cls(
+            timestamp=fields.get("timestamp", ""),
+            state=fields.get("state", "?"),
+            severity=fields.get("severity", ""),
+            type=fields.get("type", ""),
+            window=fields.get("window", ""),
+            subject=fields.get("reason") or fields.get("symbol") or fields.get("subject", ""),
+        )
+
+
+class Rows(NamedTuple):
+    """The rows each section of the screen takes."""
+
+    chart: int
+    gates: int
+    heat: int
+    alerts: int
+
+
+CellsTag = tuple[bytes | None, tuple[str, ...], tuple[str, ...]]
+"""What a minute's heatmap cells were read for: its change counter, symbols and gates."""
+
+
 @dataclass
 class Frame:
-    """What one refresh read."""
+    """What one refresh read: the whole of what `render()` draws, from `Reader.frame()`."""
 
     window: str
     now_s: float = 0.0
     minutes: dict[int, Counts] = field(default_factory=dict)
     """Decisions and reasons per minute (the meta copies), the last hour or two windows."""
     status: dict[str, str] = field(default_factory=dict)
+    """The status hash (`quantum:p35:status`), names and values made safe."""
     symbols: list[tuple[str, int]] = field(default_factory=list)
     """The window's busiest symbols and their decisions, busiest first."""
     heat_gates: list[str] = field(default_factory=list)
     cells: dict[tuple[str, int], Counts] = field(default_factory=dict)
-    alerts: list[dict[str, str]] = field(default_factory=list)
+    alerts: list[AlertRow] = field(default_factory=list)
     losses: list[LossEvent] = field(default_factory=list)
     """The newest loss records: a window they overlap is incomplete."""
     error: str | None = None
@@ -96,7 +136,7 @@ class Reader:
         self.client = client
         self.s = settings
         self._minutes = MinuteCache(client)
-        self._cells: dict[int, tuple[Any, dict[tuple[str, int], Counts]]] = {}
+        self._cells: dict[int, tuple[CellsTag, dict[tuple[str, int], Counts]]] = {}
 
     async def frame(self, window: str) -> Frame:
         now_s = await redis_now_s(self.client)
@@ -117,7 +157,7 @@ class Reader:
             now_s=now_s,
             minutes=await self._minutes.update(versions),
             status=safe_map(status),
-            alerts=[safe_map(fields) for _id, fields in alerts],
+            alerts=[AlertRow.of(safe_map(fields)) for _id, fields in alerts],
             losses=[e for _id, f in reversed(losses) if (e := loss_record(f)) is not None],
         )
         frame.symbols = await self._busiest(window, sorted(safe(m) for m in members))
@@ -144,7 +184,9 @@ class Reader:
         """Each symbol's decisions and its counts of the heatmap's gates, per minute."""
         fields = [keys.decision_field(d, s).encode() for s in symbols for d in DECISIONS]
         fields += [keys.reason_field(g, s).encode() for s in symbols for g in heat_gates]
-        want = {m: (v, tuple(symbols), tuple(heat_gates)) for m, v in versions.items() if v}
+        want: dict[int, CellsTag] = {
+            m: (v, tuple(symbols), tuple(heat_gates)) for m, v in versions.items() if v
+        }
         stale = [m for m, tag in want.items() if self._cells.get(m, (None,))[0] != tag]
         if stale and fields:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -299,15 +341,13 @@ def heatmap_lines(frame: Frame, rows: int, color: bool) -> list[Text]:
 def alert_lines(frame: Frame, n: int) -> list[Text]:
     out = []
     for a in frame.alerts[:n]:
-        when = utc(a.get("timestamp"), "%H:%M:%S")
-        subject = a.get("reason") or a.get("symbol") or a.get("subject", "")
-        line = f"  {when:8} {a.get('state', '?'):<8} {a.get('severity', ''):<8} "
-        line += f"{a.get('type', '')} {a.get('window', '')} {subject}"
-        out.append(Text(line, style="red" if a.get("state") == "firing" else "dim"))
+        when = utc(a.timestamp, "%H:%M:%S")
+        line = f"  {when:8} {a.state:<8} {a.severity:<8} {a.type} {a.window} {a.subject}"
+        out.append(Text(line, style="red" if a.state == "firing" else "dim"))
     return out or [Text("  none")]
 
 
-def layout(height: int, symbols: int) -> dict[str, int]:
+def layout(height: int, symbols: int) -> Rows:
     """Rows per section: the 80x24 minimum, then what a taller terminal adds."""
     rows = {"chart": 5, "gates": 3, "heat": min(5, max(1, symbols)), "alerts": 2}
     extra = max(0, height - 24)
@@ -316,7 +356,7 @@ def layout(height: int, symbols: int) -> dict[str, int]:
         add = max(0, min(extra, room))
         rows[part] += add
         extra -= add
-    return rows
+    return Rows(**rows)
 
 
 def incomplete_line(frame: Frame) -> str:
@@ -336,9 +376,9 @@ def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -
     line, style = verdict_line(frame, th)
     health, stale = health_line(frame, th.stale_after_s)
     rows = layout(height, len(frame.symbols))
-    chart = mix_chart(frame, rows["chart"], color)
+    chart = mix_chart(frame, rows.chart, color)
     totals = totals_lines(frame.counts(), color, with_counts=w >= HISTORY_MIN + 30)
-    body: list[Any] = [
+    body: list[Text] = [
         Text(line[:w], style=style if color else ""),
         Text(health[:w], style=("bold red" if stale else "dim") if color else ""),
     ]
@@ -357,7 +397,7 @@ def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -
             style="bold",
         )
     )
-    body += gate_lines(frame, rows["gates"], w)
+    body += gate_lines(frame, rows.gates, w)
     legend = ""
     for i, g in enumerate(frame.heat_gates):  # the letters that fit, whole
         item = f"{' ' if legend else ''}{chr(ord('a') + i)}={g}"
@@ -367,10 +407,10 @@ def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -
     body.append(
         Text("symbols, last 30 min: EXECUTE share in tenths, or a gate over half", style="bold")
     )
-    body += heatmap_lines(frame, rows["heat"], color)
+    body += heatmap_lines(frame, rows.heat, color)
     body.append(Text(f"  {legend}", style="dim" if color else ""))
     body.append(Text("recent alerts · q quit · w window", style="bold"))
-    body += alert_lines(frame, rows["alerts"])
+    body += alert_lines(frame, rows.alerts)
     return Group(*body)
 
 
