@@ -1,5 +1,5 @@
 """Reads more than one part of p35 shares: Redis's clock, minute buckets (cached by their
-change counter), one window's snapshot.
+change counter), one window's snapshot, an entry read measured.
 
 Views of several commands need these; a command module importing another for them
 would tie the commands together (import-linter's contracts in pyproject.toml).
