@@ -58,6 +58,7 @@ from decision_intel.model.classify import Classifier, classify
 from decision_intel.settings import load as load_settings
 from decision_intel.store import scripts
 from decision_intel.store.flush import flush_args, flush_keys
+from decision_intel.store.reads import redis_now_ms, time_ms
 
 P35 = str(Path(sys.executable).parent / "p35")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -361,8 +362,8 @@ async def _latency(url: str, rate: int, seconds: float) -> dict[str, float]:
         while not stop.is_set():
             async with r.pipeline(transaction=False) as pipe:
                 pipe.time().hget("quantum:p35:status", "processed_total")
-                (sec, usec), total = await pipe.execute()
-            seen.append((sec * 1000 + usec // 1000, int(total or 0)))
+                now, total = await pipe.execute()
+            seen.append((time_ms(now), int(total or 0)))
             await asyncio.sleep(0.002)
 
     watcher = asyncio.create_task(watch())
@@ -711,8 +712,8 @@ def plant_history(url: str, symbols: int, reasons: int, now_minute: int, hours: 
 
 async def _snapshot_once(url: str) -> None:
     client = async_client(url)
-    sec, usec = await client.time()
-    await Snapshotter(load_settings(redis_url=url), client, "bench").run(sec * 1000 + usec // 1000)
+    now_ms = await redis_now_ms(client)
+    await Snapshotter(load_settings(redis_url=url), client, "bench").run(now_ms)
     await client.aclose()
 
 

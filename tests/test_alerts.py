@@ -311,7 +311,7 @@ def test_alerts_are_sent_once_across_a_restart_and_two_daemons(
         (e["type"], e["subject"]) for e in reversed(events)
     ]  # newest first
     text = run_p35(base_env, "alerts").stdout
-    assert "CRITICAL" in text and "risk_paused" in text and "100% of 300" in text
+    assert "CRITICAL" in text and "risk_paused" in text and "100 % of 300" in text
 
     def snapshot_ts() -> float:
         return float(r.hget(keys.STATUS, "snapshot_ts") or 0)

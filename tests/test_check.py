@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -33,3 +34,22 @@ def test_check_answers_within_its_own_bound_whatever_the_snapshot_interval(
     assert "ok   heartbeat" in out.stdout, out.stdout
     assert "FAIL windows" in out.stdout and "missing snapshots: 5m, 15m, 1h" in out.stdout
     assert "one is due every 600 s" in out.stdout
+
+
+def test_the_heartbeat_limit_is_the_views_unless_max_age_says_otherwise(
+    r: RawRedis, base_env: dict[str, str]
+) -> None:
+    """A status 20 s old is stale to `p35 check` as to `why`, `top` and `dash` (three
+    heartbeats, at least 15 s: Settings.stale_after); `--max-age 30` lets it pass."""
+    sec, _ = r.time()
+    r.hset(keys.STATUS, mapping={"last_ts": f"{sec - 20}.000", "snapshot_ts": f"{sec}.000"})
+    r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    default = run_p35(base_env, "check")
+    assert re.search(r"FAIL heartbeat: status is 2\d s old \(limit 15\)", default.stdout), (
+        default.stdout
+    )
+    assert default.returncode == 1
+    wider = run_p35(base_env, "check", "--max-age", "30")
+    assert re.search(r"ok   heartbeat: status is 2\d s old \(limit 30\)", wider.stdout), (
+        wider.stdout
+    )

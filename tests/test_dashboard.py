@@ -111,7 +111,7 @@ def test_mode_a_text_and_json(known: dict[str, str]) -> None:
         "none",
     ]
     text = dash(known, "a").stdout
-    assert "skip rate  30.0% of 100 decisions" in text
+    assert "skip rate  30.0 % of 100 decisions" in text
     assert "\033[" not in text  # no color when not on a terminal
 
 
@@ -139,18 +139,26 @@ def test_modes_c_and_d_flag_the_dominant_gate(known: dict[str, str]) -> None:
     assert flagged == ["risk_paused"]  # 50 %; no_position is 30 %
     assert "<- dominant" in dash(known, "c").stdout
     drift = dash(known, "d")
-    assert drift.returncode == 2 and "DRIFT risk_paused: 50 of 100 (50.0%)" in drift.stdout
+    assert drift.returncode == 2 and "DRIFT risk_paused: 50 of 100 (50.0 %)" in drift.stdout
     calm = dash(known, "d", "60")
     assert calm.returncode == 0 and "no gate over the threshold" in calm.stdout
     assert dash(known, "d", "0.25").returncode == 2  # a fraction works too: 50 % > 25 %
 
 
-def test_mode_e_shows_a_stale_status_honestly(known: dict[str, str]) -> None:
+def test_mode_e_shows_a_stale_status_honestly(known: dict[str, str], r: RawRedis) -> None:
+    """Stale by the views' limits (Settings.stale_after): the status after 15 s, the
+    snapshots after three rebuilds missed and at least 60 s."""
+    sec, _ = r.time()
+    r.hset(keys.STATUS, "snapshot_ts", f"{sec - 70}.000")
     e = json.loads(dash(known, "e", "--json").stdout)["e"]
     assert 39 <= e["status_age_s"] <= 60
+    assert (e["status_stale_after_s"], e["snapshot_stale_after_s"]) == (15.0, 60.0)
     assert e["consumers"][0]["name"] == "host-1"
     text = dash(known, "e").stdout
     assert "service status is 4" in text and "(stale)" in text
+    assert re.search(r"last snapshot is 7\d s old \(stale\)", text), text
+    slow = dash({**known, "P35_SNAPSHOT_INTERVAL_SEC": "30"}, "e").stdout  # limit 90 s
+    assert re.search(r"last snapshot is 7\d s old\n", slow), slow
 
 
 def test_all_modes_and_the_wrapper_script(known: dict[str, str]) -> None:
@@ -326,7 +334,8 @@ def test_p35_explain_counts_an_entry_over_the_limits_as_the_daemon_does(
 ) -> None:
     """An entry over the 8 MiB read budget made `p35 explain` exit 69 with "Redis at …:
     ReplyTooLarge" (issue 27 #11). It is read measured, like the daemon's reads, and
-    explained as the daemon counts it: UNKNOWN/oversize, with its size."""
+    explained as the daemon counts it: UNKNOWN/oversize, with its size and the limits
+    (model/admission.py's `refusal`, the consumer's)."""
     huge = r.xadd(STREAM, {"decision": "SKIP", "details": "x" * (9 << 20)}).decode()
     wide = r.xadd(STREAM, {f"f{i}": "1" for i in range(300)}).decode()
     for entry_id, cause in ((huge, "oversize: 2 fields, 9437"), (wide, "oversize: 300 fields")):
@@ -335,6 +344,7 @@ def test_p35_explain_counts_an_entry_over_the_limits_as_the_daemon_does(
         got = json.loads(out.stdout)
         assert (got["decision"], got["reason"]) == ("UNKNOWN", "oversize"), got
         assert cause in got["cause"], got["cause"]
+        assert got["cause"].endswith(" (limits 256 fields, 65536 bytes)")  # the daemon's words
     text = run_p35(base_env, "explain", huge)
     assert text.returncode == 0 and "UNKNOWN, reason oversize" in text.stdout, text.stderr
     assert len(text.stdout) < 1000

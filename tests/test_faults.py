@@ -117,8 +117,12 @@ def test_redis_restarted_under_traffic_loses_and_doubles_nothing(
     truth = producer.truth(r)
     wait_for(lambda: drained(r, len(truth)), 120, "the stream to drain")
     assert d.alive, d.output()
+    # Not every restart makes an outage line: one that falls between two commands costs
+    # none (redis-py replaces the closed connection as it hands it out). Each outage the
+    # daemon saw ends in its recovery line.
     names = [e["event"] for e in d.events()]
-    assert names.count("redis.unavailable") >= 1 and "redis.available" in names, names
+    outages = [i for i, name in enumerate(names) if name == "redis.unavailable"]
+    assert not outages or "redis.available" in names[outages[-1] :], names
     assert d.terminate_and_wait()[0] == 0
     assert len(truth) > 1_000 * restarts  # traffic flowed through the restarts
     assert_exact(r, expected_buckets(truth))

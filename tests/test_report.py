@@ -74,7 +74,7 @@ def test_week_over_week_shares_and_movers(r: RawRedis, base_env: dict[str, str])
     assert rep["partial"] is False
     text = report(base_env, "--day", DAY).stdout
     assert f"{DAY}: 500 decisions, against {WEEK_AGO} (400 decisions)" in text
-    assert "+45.00 pp  risk_paused" in text and "BLOCKED        300   60.0%  +35.00 pp" in text
+    assert "+45.00 pp  risk_paused" in text and "BLOCKED        300   60.0 %  +35.00 pp" in text
     symbols = text.split("top symbols:\n")[1].splitlines()
     assert [line.split() for line in symbols[:2]] == [["200", "BTCUSDT"], ["100", "ETHUSDT"]]
 

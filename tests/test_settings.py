@@ -222,6 +222,21 @@ def test_a_malformed_vocabulary_stops_p35_run_with_78_naming_it(name: str, value
     assert name in line and len(line) < 300, line[:400]
 
 
+def test_the_views_staleness_limits_follow_how_often_the_service_writes() -> None:
+    """Three heartbeats or snapshot rebuilds missed, never under 15 s and 60 s; `p35 why`
+    and `top` judge by the same limit as `check` and `dash` (Settings.stale_after)."""
+    default = load()
+    assert (default.stale_after().status_s, default.stale_after().snapshot_s) == (15.0, 60.0)
+    assert default.why_thresholds().stale_after_s == default.stale_after().status_s
+    fast = load(heartbeat_interval_sec=0.5, snapshot_interval_sec=1)
+    assert (fast.stale_after().status_s, fast.stale_after().snapshot_s) == (15.0, 60.0)
+    slow = load(heartbeat_interval_sec=5, snapshot_interval_sec=20.5)
+    assert (slow.stale_after().status_s, slow.stale_after().snapshot_s) == (15.0, 61.5)
+    slower = load(snapshot_interval_sec=120)
+    assert slower.stale_after().snapshot_s == 360.0
+    assert slower.why_thresholds("BTCUSDT").stale_after_s == 15.0
+
+
 def test_the_vocabulary_settings_reach_the_classifier(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("P35_SKIP_REASONS", "churn_global_freeze")
     monkeypatch.setenv("P35_ERROR_REASONS", "no_position")

@@ -228,11 +228,35 @@ def test_a_status_dated_ahead_of_redis_clock_is_stale() -> None:
 
 def test_far_future_alert_timestamps_are_shown_as_unknown() -> None:
     """`p35 top` died on an alert dated 1e20 or 1e17 (issue 27 #7)."""
-    from decision_intel.cli.top import alert_lines
+    from decision_intel.cli.top import AlertRow, alert_lines
 
-    alerts = [{"timestamp": ts, "state": "firing", "type": "stuck"} for ts in ("1e20", "1e17")]
+    alerts = [
+        AlertRow.of({"timestamp": ts, "state": "firing", "type": "stuck"})
+        for ts in ("1e20", "1e17")
+    ]
     lines = [t.plain for t in alert_lines(Frame("5m", alerts=alerts), 5)]
     assert len(lines) == 2 and all(line.startswith("  ?        firing") for line in lines), lines
+
+
+def test_an_alert_row_names_its_subject_by_the_field_its_type_writes() -> None:
+    """A gate explosion names its gate (`reason`), a stuck symbol its `symbol`, others
+    their `subject`; a field the event lacks is blank (its state `?`)."""
+    from decision_intel.cli.top import AlertRow, alert_lines
+
+    gate = AlertRow.of({"reason": "kill_switch_active", "subject": "x", "state": "firing"})
+    stuck = AlertRow.of({"symbol": "BTCUSDT", "subject": "x"})
+    other = AlertRow.of({"subject": "execute_low"})
+    assert [a.subject for a in (gate, stuck, other)] == [
+        "kill_switch_active",
+        "BTCUSDT",
+        "execute_low",
+    ]
+    assert (other.state, other.severity, other.timestamp) == ("?", "", "")
+    lines = alert_lines(Frame("5m", alerts=[gate, other]), 5)
+    assert [(t.plain.split(), t.style) for t in lines] == [
+        (["?", "firing", "kill_switch_active"], "red"),
+        (["?", "?", "execute_low"], "dim"),
+    ]
 
 
 def test_a_window_a_loss_overlaps_is_shown_incomplete() -> None:

@@ -168,18 +168,27 @@ def test_trading_and_each_unknown_say_so_with_their_exit_status(
 def test_hostile_newest_entries_are_read_bounded_and_shown_escaped(
     r: RawRedis, base_env: dict[str, str], daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    """The newest entries are anyone's: 1 MB details with terminal escapes. The recent
-    read cuts them as the daemon does; the detail is short and cannot steer a terminal."""
+    """The newest entries are anyone's: details with terminal escapes, and 1 MB ones.
+    The detail is short and cannot steer a terminal; an entry over the size limits is
+    read cut down, and shown as the daemon counted it (UNKNOWN/oversize, its cause the
+    one quantum:p35:invalid holds), not as the gate its first bytes name."""
     now = now_minute(r)
     total = write_minutes(r, range(now - 5, now), 60, lambda *a: blocked("risk_paused:ok"))
-    evil = "risk_paused:\x1b[2J\x1b]0;pwned\x07" + "A" * (1 << 20)
+    evil = "risk_paused:\x1b[2J\x1b]0;pwned\x07" + "A" * 2000
     pipe = r.pipeline(transaction=False)
-    for _ in range(20):
-        pipe.xadd(STREAM, {"symbol": "BTCUSDT", "executed": "false", "error": evil})
+    for n in range(80):  # the last 60 over P35_MAX_ENTRY_BYTES: 16 % of the window
+        error = evil + ("A" * (1 << 20) if n >= 20 else "")
+        pipe.xadd(STREAM, {"symbol": "BTCUSDT", "executed": "false", "error": error})
     pipe.execute()
-    doc, _ = count_and_why(r, base_env, daemons, tmp_path, total + 20)
+    doc, _ = count_and_why(r, base_env, daemons, tmp_path, total + 80)
     details = [e["detail"] for g in doc["gates"] for e in g["examples"]]
     assert details and all(len(d) <= 130 and "\x1b" not in d for d in details)
-    assert any(d.startswith("risk_paused:\\x1b[2J") for d in details)
+    examples = {g["reason"]: g["examples"] for g in doc["gates"]}
+    assert any(e["detail"].startswith("risk_paused:\\x1b[2J") for e in examples["risk_paused"])
+    invalid = {f[b"id"].decode(): f[b"cause"].decode() for _, f in r.xrange("quantum:p35:invalid")}
+    assert [(e["detail"], e["count"]) for e in examples["oversize"]] == [
+        (invalid[examples["oversize"][0]["id"]], 60)
+    ]
+    assert examples["oversize"][0]["detail"].startswith("oversize: 3 fields, 1050")
     text = run_p35(base_env, "why")
     assert "\x1b" not in text.stdout and "\x07" not in text.stdout

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from decision_intel.model.windows import Counts, parse_bucket, top, window_counts
+from decision_intel import keys
+from decision_intel.model.windows import (
+    Counts,
+    parse_bucket,
+    summed,
+    top,
+    window_counts,
+    window_sum,
+)
 
 
 def test_windows_sum_the_most_recent_buckets_current_included() -> None:
@@ -10,6 +18,18 @@ def test_windows_sum_the_most_recent_buckets_current_included() -> None:
     buckets = {now - age: Counts({"SKIP": 1}, {"r": 1}) for age in range(0, 90)}
     got = window_counts(buckets, now)
     assert {w: c.total for w, c in got.items()} == {"1m": 1, "5m": 5, "15m": 15, "1h": 60}
+
+
+def test_a_window_sum_is_the_minutes_ending_at_its_newest_and_no_other() -> None:
+    """Minute m holds m decisions: a window is exactly its `length` minutes, its newest
+    included (`p35 top` takes the window before it by moving `newest` back a length)."""
+    buckets = {m: Counts({"SKIP": m}, {"r": m}) for m in range(1, 101)}
+    assert window_sum(buckets, 100, 5).total == 96 + 97 + 98 + 99 + 100
+    assert window_sum(buckets, 95, 5).total == 91 + 92 + 93 + 94 + 95
+    assert window_sum(buckets, 100, 1).decisions == {"SKIP": 100}
+    assert window_sum(buckets, 0, 5).total == 0  # no minute of it has a bucket
+    assert summed(buckets[m] for m in (1, 2)).reasons == {"r": 3}
+    assert buckets[1].decisions == {"SKIP": 1}  # the parts stay as they were
 
 
 def test_missing_minutes_count_as_nothing() -> None:
@@ -37,6 +57,27 @@ def test_parse_bucket_splits_symbol_fields_per_symbol() -> None:
         "BTCUSDT": ({"SKIP": 2}, {"no_position": 2}),
         "ETHUSDT": ({"SKIP": 1}, {"other": 1}),
     }
+
+
+def test_parse_bucket_reads_the_fields_keys_names() -> None:
+    """The views ask for fields by keys.py's names (HMGET) and read them with parse_bucket:
+    what one side names, the other reads back, the whole and each symbol's."""
+    fields = {
+        keys.decision_field("BLOCKED"): b"5",
+        keys.reason_field("kill_switch_active"): b"4",
+        keys.decision_field("BLOCKED", "BTCUSDT"): b"3",
+        keys.reason_field("kill_switch_active", "BTCUSDT"): b"2",
+    }
+    assert list(fields) == [
+        "decision:BLOCKED",
+        "reason:kill_switch_active",
+        "symbol_decision:BTCUSDT:BLOCKED",
+        "symbol_reason:BTCUSDT:kill_switch_active",
+    ]  # as lua/lib.lua writes them
+    c = parse_bucket({f.encode(): v for f, v in fields.items()})
+    assert (c.decisions, c.reasons) == ({"BLOCKED": 5}, {"kill_switch_active": 4})
+    btc = c.symbols["BTCUSDT"]
+    assert (btc.decisions, btc.reasons) == ({"BLOCKED": 3}, {"kill_switch_active": 2})
 
 
 def test_per_symbol_windows_hold_only_symbols_seen_in_them() -> None:

@@ -70,6 +70,23 @@ def bucket_meta(minute: int) -> str:
     return f"{PREFIX}:bucketmeta:{minute_label(minute)}"
 
 
+DECISION, REASON = "decision", "reason"
+SYMBOL_DECISION, SYMBOL_REASON = "symbol_decision", "symbol_reason"
+"""The kinds of a bucket's fields (a daily rollup's, a meta hash's copy): `<kind>:<name>`,
+and one symbol's `<kind>:<SYMBOL>:<name>` (lua/lib.lua writes them; neither a symbol
+nor a reason holds ':')."""
+
+
+def decision_field(decision: str, symbol: str | None = None) -> str:
+    """The bucket field counting a decision (one symbol's, with `symbol`)."""
+    return f"{DECISION}:{decision}" if symbol is None else f"{SYMBOL_DECISION}:{symbol}:{decision}"
+
+
+def reason_field(reason: str, symbol: str | None = None) -> str:
+    """The bucket field counting a reason (one symbol's, with `symbol`)."""
+    return f"{REASON}:{reason}" if symbol is None else f"{SYMBOL_REASON}:{symbol}:{reason}"
+
+
 def roll_copy(minute: int) -> str:
     """Private: the counts of a minute not yet in its day's rollup, as the day will take
     them. Written with the bucket while the minute is unrolled, it outlives the bucket

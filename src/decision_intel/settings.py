@@ -9,6 +9,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
@@ -28,6 +29,23 @@ from decision_intel.model.diagnose import Thresholds
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+STATUS_STALE_MIN_S = 15.0
+SNAPSHOT_STALE_MIN_S = 60.0
+MISSED_TO_STALE = 3
+"""Heartbeats (or snapshot rebuilds) missed in a row that make what the service wrote
+stale to the views; never under the minimums above (a slow host, a busy Redis)."""
+
+
+@dataclass(frozen=True)
+class StaleAfter:
+    """When the views call what the service wrote stale, in seconds by Redis's clock."""
+
+    status_s: float
+    """The status hash (`last_ts`, the heartbeat): `p35 check`, `why`, `top`, `dash e`."""
+    snapshot_s: float
+    """The window snapshots (`snapshot_ts`): `p35 dash e`."""
 
 
 ROLL_MARGIN_S = 600
@@ -166,7 +184,16 @@ class Settings(BaseSettings):
             min_decisions=(
                 self.alert_min_decisions if symbol is None else self.stuck_min_decisions
             ),
-            stale_after_s=max(15.0, 3 * self.heartbeat_interval_sec),
+            stale_after_s=self.stale_after().status_s,
+        )
+
+    def stale_after(self) -> StaleAfter:
+        """The views' staleness limits, derived from how often the service writes: three
+        heartbeats (P35_HEARTBEAT_INTERVAL_SEC) or snapshot rebuilds
+        (P35_SNAPSHOT_INTERVAL_SEC) missed, and at least 15 s and 60 s."""
+        return StaleAfter(
+            status_s=max(STATUS_STALE_MIN_S, MISSED_TO_STALE * self.heartbeat_interval_sec),
+            snapshot_s=max(SNAPSHOT_STALE_MIN_S, MISSED_TO_STALE * self.snapshot_interval_sec),
         )
 
     @property

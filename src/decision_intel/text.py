@@ -97,6 +97,33 @@ def utc(value: bytes | str | float | None, fmt: str) -> str:
         return "?"
 
 
+SHARE_DIGITS = 4
+"""Decimals a share keeps in the JSON documents and the alert events (0.7098)."""
+
+
+def share(part: float, total: float, digits: int | None = None) -> float:
+    """`part` as a fraction of `total`, rounded to `digits` places when given; 0.0 of a
+    total of 0 (an empty window holds no share of anything)."""
+    if not total:
+        return 0.0
+    fraction = part / total
+    return fraction if digits is None else round(fraction, digits)
+
+
+def share_text(part: float, total: float) -> str:
+    """A share as an alert event's field carries it: SHARE_DIGITS decimals, `0.7000`."""
+    return f"{share(part, total):.{SHARE_DIGITS}f}"
+
+
+def percent(fraction: float, width: int = 0, decimals: int = 0) -> str:
+    """A share as every view prints it, `42 %`: right-aligned in `width` characters
+    before the sign, with `decimals` places. Without decimals, a share under 1 % that is
+    not 0 keeps one (`0.4 %`), so no gate at all and a small one never read alike."""
+    if decimals == 0 and 0 < fraction < 0.01:
+        decimals = 1
+    return f"{fraction * 100:{width}.{decimals}f} %"
+
+
 _COUNT_DIGITS_MAX = 19
 """Every count the daemon writes fits in a signed 64-bit integer: 19 digits."""
 

@@ -15,6 +15,7 @@ from decision_intel.model.diagnose import fresh, status_age
 from decision_intel.model.losses import utc_of_id
 from decision_intel.settings import Settings
 from decision_intel.store.client import find_group
+from decision_intel.store.reads import redis_now_ms, redis_now_s
 from decision_intel.text import count, number, safe, safe_name, utc
 
 ANSWER_WITHIN_S = 10.0
@@ -41,8 +42,7 @@ async def run_checks(
     # The status before the clock: a heartbeat written between the two reads would date
     # it ahead of a clock read first, and "ahead" means written by another clock.
     raw_ts = await client.hget(keys.STATUS, "last_ts")
-    sec, usec = await client.time()
-    now_s = int(sec) + int(usec) / 1e6
+    now_s = await redis_now_s(client)
     out: list[Check] = []
 
     group = await find_group(client, settings.stream, settings.group)
@@ -151,8 +151,7 @@ def foreign_consumers(raw: bytes | None) -> list[tuple[str, int]]:
 async def acknowledge_losses(client: aioredis.Redis) -> int:
     """Record, at Redis's time, that the operator has seen the losses so far and the
     foreign consumers now in the group; returns that time (ms). The history stays."""
-    sec, usec = await client.time()
-    now_ms = int(sec) * 1000 + int(usec) // 1000
+    now_ms = await redis_now_ms(client)
     foreign = await client.hget(keys.LEDGER, "foreign")
     await client.hset(keys.LEDGER, mapping={"acked_ms": now_ms, "acked_foreign": foreign or b""})
     await client.hset(keys.STATUS, "losses_acked_ms", now_ms)

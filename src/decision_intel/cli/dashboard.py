@@ -22,11 +22,11 @@ from decision_intel.model.alerts import GATE_SHARE_MIN
 from decision_intel.model.classify import NO_REASON, SKIP
 from decision_intel.model.diagnose import fresh, status_age
 from decision_intel.model.gate_shape import GateShare
-from decision_intel.settings import Settings
+from decision_intel.settings import Settings, StaleAfter
 from decision_intel.store import scripts
 from decision_intel.store.client import find_group
-from decision_intel.store.reads import WindowSnapshot, read_window
-from decision_intel.text import count, number, safe_map, safe_name
+from decision_intel.store.reads import WindowSnapshot, read_window, redis_now_s
+from decision_intel.text import SHARE_DIGITS, count, number, percent, safe_map, safe_name, share
 
 MODES = ("a", "b", "c", "d", "e")
 UNIT = "quantum-p35-decision-intelligence"
@@ -77,6 +77,8 @@ class DashData:
     """None when the stream or the group is missing."""
     systemd: dict[str, str] | None
     """unit -> its state (`_systemd_units`); None where systemctl cannot tell."""
+    stale_after: StaleAfter
+    """The settings' staleness limits for the status and the snapshots."""
 
 
 async def collect(
@@ -84,7 +86,7 @@ async def collect(
 ) -> DashData:
     """Everything any mode shows, read in a few round trips. "Now" is Redis's clock, the
     one the heartbeat and the snapshots are dated by."""
-    sec, usec = await client.time()
+    now_s = await redis_now_s(client)
     snapshot = await read_window(client, keys.decision_counts(window), keys.reason_top(window), 50)
     per_symbol = {
         s: await read_window(
@@ -108,12 +110,13 @@ async def collect(
         group = Group(found["lag"], found["pending"], consumers, total)
     return DashData(
         window=window,
-        now_s=sec + usec / 1e6,
+        now_s=now_s,
         snapshot=snapshot,
         symbols=per_symbol,
         status=safe_map(status),
         group=group,
         systemd=_systemd_units(),
+        stale_after=settings.stale_after(),
     )
 
 
@@ -242,6 +245,8 @@ class ViewE(TypedDict):
     consumers_total: int
     systemd: str | None
     systemd_units: dict[str, str] | None
+    status_stale_after_s: float
+    snapshot_stale_after_s: float
 
 
 class Views(TypedDict, total=False):
@@ -254,10 +259,6 @@ class Views(TypedDict, total=False):
     e: ViewE
 
 
-def _share(n: int, total: int) -> float:
-    return round(n / total, 4) if total else 0.0
-
-
 def view_a(data: DashData) -> ViewA:
     counts = data.snapshot.decisions
     total = sum(counts.values())
@@ -265,10 +266,11 @@ def view_a(data: DashData) -> ViewA:
         "window": data.window,
         "total": total,
         "decisions": {
-            d: {"count": n, "share": _share(n, total)} for d, n in sorted(counts.items())
+            d: {"count": n, "share": share(n, total, SHARE_DIGITS)}
+            for d, n in sorted(counts.items())
         },
         "top_reasons": [{"reason": r, "count": n} for r, n in data.snapshot.reasons[:15]],
-        "skip_rate": _share(counts.get(SKIP, 0), total),
+        "skip_rate": share(counts.get(SKIP, 0), total, SHARE_DIGITS),
     }
 
 
@@ -280,9 +282,10 @@ def view_b(data: DashData) -> ViewB:
         out[symbol] = {
             "total": total,
             "decisions": dict(sorted(counts.items())),
-            "skip_rate": _share(counts.get(SKIP, 0), total),
+            "skip_rate": share(counts.get(SKIP, 0), total, SHARE_DIGITS),
             "top_gates": [
-                {"reason": r, "count": n, "share": _share(n, total)} for r, n in view.reasons[:10]
+                {"reason": r, "count": n, "share": share(n, total, SHARE_DIGITS)}
+                for r, n in view.reasons[:10]
             ],
         }
     return {"window": data.window, "symbols": out}
@@ -294,7 +297,7 @@ def view_c(data: DashData, threshold: float = GATE_SHARE_MIN) -> ViewC:
         {
             "reason": r,
             "count": n,
-            "share": _share(n, total),
+            "share": share(n, total, SHARE_DIGITS),
             "dominant": r != NO_REASON and total > 0 and n / total > threshold,
         }
         for r, n in data.snapshot.reasons[:10]
@@ -305,7 +308,7 @@ def view_c(data: DashData, threshold: float = GATE_SHARE_MIN) -> ViewC:
 def view_d(data: DashData, threshold: float) -> ViewD:
     total = sum(data.snapshot.decisions.values())
     over: list[GateShare] = [
-        {"reason": r, "count": n, "share": _share(n, total)}
+        {"reason": r, "count": n, "share": share(n, total, SHARE_DIGITS)}
         for r, n in data.snapshot.reasons
         if r != NO_REASON and total > 0 and n / total > threshold
     ]
@@ -329,6 +332,8 @@ def view_e(data: DashData) -> ViewE:
         "consumers_total": group.consumers_total if group else 0,
         "systemd": systemd_state(data.systemd),
         "systemd_units": data.systemd,
+        "status_stale_after_s": data.stale_after.status_s,
+        "snapshot_stale_after_s": data.stale_after.snapshot_s,
     }
 
 
@@ -371,10 +376,6 @@ class Style:
         return self._wrap("31;1", text)
 
 
-def _pct(share: float) -> str:
-    return f"{100 * share:5.1f}%"
-
-
 def _empty(window: str) -> str:
     return f"no decisions in the last {WINDOW_WORDS.get(window, window)}"
 
@@ -399,8 +400,8 @@ def _render_a(a: ViewA, st: Style) -> str:
     if not a["total"]:
         return "\n".join([*lines, f"  {_empty(a['window'])}"])
     for d, row in a["decisions"].items():
-        lines.append(f"  {d:8} {row['count']:8}  {_pct(row['share'])}")
-    lines.append(f"  skip rate {_pct(a['skip_rate'])} of {a['total']} decisions")
+        lines.append(f"  {d:8} {row['count']:8}  {percent(row['share'], 5, 1)}")
+    lines.append(f"  skip rate {percent(a['skip_rate'], 5, 1)} of {a['total']} decisions")
     lines.append("  top reasons:")
     lines += [f"  {r['count']:8}  {r['reason']}" for r in a["top_reasons"]]
     return "\n".join(lines)
@@ -412,9 +413,11 @@ def _render_b(b: ViewB, st: Style) -> str:
         if not s["total"]:
             lines.append(f"  {symbol}: {_empty(b['window'])}")
             continue
-        lines.append(f"  {symbol}: {s['total']} decisions, skip rate {_pct(s['skip_rate'])}")
+        lines.append(
+            f"  {symbol}: {s['total']} decisions, skip rate {percent(s['skip_rate'], 5, 1)}"
+        )
         for g in s["top_gates"]:
-            lines.append(f"    {g['count']:8} {_pct(g['share'])}  {g['reason']}")
+            lines.append(f"    {g['count']:8} {percent(g['share'], 5, 1)}  {g['reason']}")
     return "\n".join(lines)
 
 
@@ -423,21 +426,21 @@ def _render_c(c: ViewC, st: Style) -> str:
     if not c["total"]:
         lines.append(f"  {_empty(c['window'])}")
     for g in c["gates"]:
-        row = f"  {g['count']:8} {_pct(g['share'])}  {g['reason']}"
+        row = f"  {g['count']:8} {percent(g['share'], 5, 1)}  {g['reason']}"
         lines.append(st.warn(row + "  <- dominant") if g["dominant"] else row)
     return "\n".join(lines)
 
 
 def _render_d(d: ViewD, st: Style) -> str:
-    head = f"(d) drift over {_pct(d['threshold']).strip()}: last {WINDOW_WORDS[d['window']]}"
+    head = f"(d) drift over {percent(d['threshold'], decimals=1)}: last {WINDOW_WORDS[d['window']]}"
     lines = [st.bold(head)]
     if not d["total"]:
         lines.append(f"  {_empty(d['window'])}")
     elif not d["drift"]:
         lines.append("  no gate over the threshold")
     for g in d["drift"]:
-        share = _pct(g["share"]).strip()
-        lines.append(st.bad(f"  DRIFT {g['reason']}: {g['count']} of {d['total']} ({share})"))
+        pct = percent(g["share"], decimals=1)
+        lines.append(st.bad(f"  DRIFT {g['reason']}: {g['count']} of {d['total']} ({pct})"))
     return "\n".join(lines)
 
 
@@ -450,8 +453,8 @@ def _age(seconds: float | None, what: str, st: Style, stale_after: float) -> str
 
 def _render_e(e: ViewE, st: Style) -> str:
     lines = [st.bold("(e) service health")]
-    lines.append("  " + _age(e["status_age_s"], "service status", st, 15))
-    lines.append("  " + _age(e["snapshot_age_s"], "last snapshot", st, 60))
+    lines.append("  " + _age(e["status_age_s"], "service status", st, e["status_stale_after_s"]))
+    lines.append("  " + _age(e["snapshot_age_s"], "last snapshot", st, e["snapshot_stale_after_s"]))
     lines.append(
         f"  state {e['state'] or '-'}, counted {e['processed_total']}, "
         f"lag {e['lag'] if e['lag'] is not None else '-'}, "

@@ -17,7 +17,7 @@ from decision_intel import __version__, keys
 from decision_intel.daemon.notify import Notifier
 from decision_intel.model.alerts import GATE_SHARE_MIN
 from decision_intel.settings import ConfigError, Settings, load, unknown_variables
-from decision_intel.text import describe, number, safe, safe_map, utc
+from decision_intel.text import describe, number, percent, safe, safe_map, share, utc
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -94,15 +94,15 @@ class StatusRead:
 
 
 async def _status(client: aioredis.Redis) -> StatusRead:
-    from decision_intel.store.reads import read_window
+    from decision_intel.store.reads import read_window, redis_now_s
 
     raw = await client.hgetall(keys.STATUS)
-    sec, usec = await client.time()  # the clock the heartbeat is dated by
+    now_s = await redis_now_s(client)  # the clock the heartbeat is dated by
     windows = {
         window: await read_window(client, keys.decision_counts(window), keys.reason_top(window), 10)
         for window in keys.WINDOWS
     }
-    return StatusRead(safe_map(raw), windows, sec + usec / 1e6)
+    return StatusRead(safe_map(raw), windows, now_s)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -129,7 +129,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"\n{window}: no decisions in this window")
             continue
         mix = ", ".join(
-            f"{d} {n} ({100 * n / total:.0f}%)" for d, n in sorted(snap.decisions.items())
+            f"{d} {n} ({percent(share(n, total))})" for d, n in sorted(snap.decisions.items())
         )
         print(f"\n{window}: {total} decisions: {mix}")
         for reason, n in snap.reasons[:5]:
@@ -144,6 +144,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from decision_intel.cli.check import ANSWER_WITHIN_S, acknowledge_losses, run_checks
 
     settings = _settings()
+    max_age_s = settings.stale_after().status_s if args.max_age is None else args.max_age
     if args.ack_losses:
         acked_ms = _query(settings, acknowledge_losses)
         when = utc(acked_ms / 1000, "%Y-%m-%d %H:%M:%SZ")
@@ -153,7 +154,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         async with asyncio.timeout(ANSWER_WITHIN_S):
             return list(
                 await run_checks(
-                    settings, client, max_age_s=args.max_age, max_pending=args.max_pending
+                    settings, client, max_age_s=max_age_s, max_pending=args.max_pending
                 )
             )
 
@@ -186,10 +187,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     for e in events:
         when = utc(e.get("timestamp"), "%Y-%m-%d %H:%M:%SZ")
         fraction = number(e.get("share"))
-        share = "" if fraction is None else f"{100 * fraction:.0f}% of {e.get('total', '?')}"
+        part = "" if fraction is None else f"{percent(fraction)} of {e.get('total', '?')}"
         print(
             f"{when:20}  {e.get('state', ''):8} {e.get('severity', ''):8} "
-            f"{e.get('type', ''):14} {e.get('window', ''):3}  {e.get('subject', '')}  {share}"
+            f"{e.get('type', ''):14} {e.get('window', ''):3}  {e.get('subject', '')}  {part}"
         )
     return 0
 
@@ -298,8 +299,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """How one stream entry is classified, with the daemon's rules and vocabulary."""
+    from decision_intel.model.admission import refusal
     from decision_intel.model.classify import Classifier
     from decision_intel.store import scripts
+    from decision_intel.store.reads import measured_entry
 
     settings = _settings()
 
@@ -319,18 +322,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not row:
         print(f"p35 explain: no entry {safe(args.entry_id)} in {settings.stream}", file=sys.stderr)
         return 1
-    entry_id, flat = row[0], row[1]
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    size = (row[2], row[3]) if len(row) == 4 else None
-    if size is not None:  # as the daemon counts it
-        out: dict[str, Any] = {
-            "decision": "UNKNOWN",
-            "reason": "oversize",
-            "symbol": None,
-            "rule": None,
-            "cause": f"oversize: {size[0]} fields, {size[1]} bytes",
-            "fields": {},
-        }
+    entry_id, fields, size = measured_entry(row)
+    refused = refusal(size, settings.max_entry_fields, settings.max_entry_bytes)
+    if refused is not None:  # as the daemon counts it, unclassified
+        out: dict[str, Any] = {**refused._asdict(), "rule": None, "fields": {}}
     else:
         out = Classifier(settings.vocabulary).explain(fields)
     out = {"id": safe(entry_id), **out}
@@ -432,7 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
     check = sub.add_parser("check", help="health checks from Redis; exit 1 when any fails")
-    check.add_argument("--max-age", type=float, default=15.0, help="heartbeat age limit, s")
+    check.add_argument(
+        "--max-age",
+        type=float,
+        help="heartbeat age limit, s (default: the views' limit, 3 x P35_HEARTBEAT_INTERVAL_SEC "
+        "and at least 15)",
+    )
     check.add_argument("--max-pending", type=int, default=10_000, help="pending entries limit")
     check.add_argument(
         "--ack-losses",

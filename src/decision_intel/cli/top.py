@@ -20,7 +20,7 @@ import time
 import tty
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -40,12 +40,12 @@ from decision_intel.model.diagnose import (
 )
 from decision_intel.model.gate_shape import onset
 from decision_intel.model.losses import LossEvent, incomplete, incomplete_text, loss_record
-from decision_intel.model.windows import Counts, parse_bucket
+from decision_intel.model.windows import Counts, parse_bucket, window_sum
 from decision_intel.settings import Settings
 from decision_intel.store.audit import LOSSES_READ
 from decision_intel.store.client import connect
-from decision_intel.store.reads import redis_now_s
-from decision_intel.text import count, number, safe, safe_map, utc
+from decision_intel.store.reads import MinuteCache, redis_now_s
+from decision_intel.text import count, number, percent, safe, safe_map, share, utc
 
 WINDOW_CYCLE = ("5m", "15m", "1h")
 HISTORY_MIN = 60
@@ -61,24 +61,69 @@ TREND_POINTS = 0.05
 """A gate's share must move this much against the previous window to get an arrow."""
 
 
+@dataclass(frozen=True)
+class AlertRow:
+    """One alert event as the screen lists it (values made safe and cut)."""
+
+    timestamp: str
+    """The event's unix time as written (anyone's: shown `?` when it is no date)."""
+    state: str
+    severity: str
+    type: str
+    window: str
+    subject: str
+    """The gate, the symbol, or another subject."""
+
+    @classmethod
+    def of(cls, fields: Mapping[str, str]) -> AlertRow:
+        """An alert event's fields (`safe_map`'ed) as a row."""
+        return cls(
+            timestamp=fields.get("timestamp", ""),
+            state=fields.get("state", "?"),
+            severity=fields.get("severity", ""),
+            type=fields.get("type", ""),
+            window=fields.get("window", ""),
+            subject=fields.get("reason") or fields.get("symbol") or fields.get("subject", ""),
+        )
+
+
+class Rows(NamedTuple):
+    """The rows each section of the screen takes."""
+
+    chart: int
+    gates: int
+    heat: int
+    alerts: int
+
+
+CellsTag = tuple[bytes | None, tuple[str, ...], tuple[str, ...]]
+"""What a minute's heatmap cells were read for: its change counter, symbols and gates."""
+
+
 @dataclass
 class Frame:
-    """What one refresh read."""
+    """What one refresh read: the whole of what `render()` draws, from `Reader.frame()`."""
 
     window: str
     now_s: float = 0.0
     minutes: dict[int, Counts] = field(default_factory=dict)
     """Decisions and reasons per minute (the meta copies), the last hour or two windows."""
     status: dict[str, str] = field(default_factory=dict)
+    """The status hash (`quantum:p35:status`), names and values made safe."""
     symbols: list[tuple[str, int]] = field(default_factory=list)
     """The window's busiest symbols and their decisions, busiest first."""
     heat_gates: list[str] = field(default_factory=list)
     cells: dict[tuple[str, int], Counts] = field(default_factory=dict)
-    alerts: list[dict[str, str]] = field(default_factory=list)
+    alerts: list[AlertRow] = field(default_factory=list)
     losses: list[LossEvent] = field(default_factory=list)
     """The newest loss records: a window they overlap is incomplete."""
     error: str | None = None
     """Why Redis could not be read, when it could not."""
+
+    def counts(self, back: int = 0) -> Counts:
+        """The window's counts, or (back=1) those of the window before it."""
+        length = keys.WINDOWS[self.window]
+        return window_sum(self.minutes, int(self.now_s // 60) - back * length, length)
 
 
 # -- Redis -> frame -------------------------------------------------------------------------
@@ -90,8 +135,8 @@ class Reader:
     def __init__(self, client: aioredis.Redis, settings: Settings):
         self.client = client
         self.s = settings
-        self._metas: dict[int, tuple[bytes, Counts]] = {}
-        self._cells: dict[int, tuple[Any, dict[tuple[str, int], Counts]]] = {}
+        self._minutes = MinuteCache(client)
+        self._cells: dict[int, tuple[CellsTag, dict[tuple[str, int], Counts]]] = {}
 
     async def frame(self, window: str) -> Frame:
         now_s = await redis_now_s(self.client)
@@ -99,8 +144,7 @@ class Reader:
         span = max(HISTORY_MIN, 2 * keys.WINDOWS[window])
         minutes = range(now_minute - span + 1, now_minute + 1)
         async with self.client.pipeline(transaction=False) as pipe:
-            for m in minutes:
-                pipe.hget(keys.bucket_meta(m), "v")
+            MinuteCache.ask_versions(pipe, minutes)
             pipe.hgetall(keys.STATUS)
             pipe.smembers(keys.symbols_in(window))
             pipe.xrevrange(keys.ALERTS, "+", "-", count=ALERTS_READ)
@@ -108,34 +152,20 @@ class Reader:
             replies = await pipe.execute()
         versions = dict(zip(minutes, replies[: len(minutes)], strict=True))
         status, members, alerts, losses = replies[len(minutes) :]
-        await self._read_metas(versions)
         frame = Frame(
             window=window,
             now_s=now_s,
-            minutes={m: self._metas[m][1] for m, v in versions.items() if v is not None},
+            minutes=await self._minutes.update(versions),
             status=safe_map(status),
-            alerts=[safe_map(fields) for _id, fields in alerts],
+            alerts=[AlertRow.of(safe_map(fields)) for _id, fields in alerts],
             losses=[e for _id, f in reversed(losses) if (e := loss_record(f)) is not None],
         )
         frame.symbols = await self._busiest(window, sorted(safe(m) for m in members))
-        counts = window_counts(frame, 0)
+        counts = frame.counts()
         frame.heat_gates = [g for g, _ in gates(counts, 0.0)][:HEATMAP_GATES]
         heat = {m: versions[m] for m in range(now_minute - HEATMAP_MIN + 1, now_minute + 1)}
         frame.cells = await self._read_cells(heat, [s for s, _ in frame.symbols], frame.heat_gates)
         return frame
-
-    async def _read_metas(self, versions: Mapping[int, bytes | None]) -> None:
-        stale = [
-            m for m, v in versions.items() if v is not None and self._metas.get(m, (None,))[0] != v
-        ]
-        if stale:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for m in stale:
-                    pipe.hgetall(keys.bucket_meta(m))
-                contents = await pipe.execute()
-            for m, fields in zip(stale, contents, strict=True):
-                self._metas[m] = (versions[m] or b"", parse_bucket(fields))
-        self._metas = {m: self._metas[m] for m in versions if m in self._metas}
 
     async def _busiest(self, window: str, names: list[str]) -> list[tuple[str, int]]:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -152,9 +182,11 @@ class Reader:
         self, versions: Mapping[int, bytes | None], symbols: list[str], heat_gates: list[str]
     ) -> dict[tuple[str, int], Counts]:
         """Each symbol's decisions and its counts of the heatmap's gates, per minute."""
-        fields = [f"symbol_decision:{s}:{d}" for s in symbols for d in DECISIONS]
-        fields += [f"symbol_reason:{s}:{g}" for s in symbols for g in heat_gates]
-        want = {m: (v, tuple(symbols), tuple(heat_gates)) for m, v in versions.items() if v}
+        fields = [keys.decision_field(d, s).encode() for s in symbols for d in DECISIONS]
+        fields += [keys.reason_field(g, s).encode() for s in symbols for g in heat_gates]
+        want: dict[int, CellsTag] = {
+            m: (v, tuple(symbols), tuple(heat_gates)) for m, v in versions.items() if v
+        }
         stale = [m for m, tag in want.items() if self._cells.get(m, (None,))[0] != tag]
         if stale and fields:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -162,15 +194,9 @@ class Reader:
                     pipe.hmget(keys.bucket(m), fields)
                 replies = await pipe.execute()
             for m, values in zip(stale, replies, strict=True):
-                cells: dict[tuple[str, int], Counts] = {}
-                for name, v in zip(fields, values, strict=True):
-                    n = count(v)
-                    if n is None:
-                        continue
-                    kind, symbol, what = name.split(":", 2)
-                    c = cells.setdefault((symbol, m), Counts())
-                    (c.decisions if kind == "symbol_decision" else c.reasons)[what] = n
-                self._cells[m] = (want[m], cells)
+                got = {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+                per_symbol = parse_bucket(got).symbols  # read as a bucket is
+                self._cells[m] = (want[m], {(s, m): c for s, c in per_symbol.items()})
         self._cells = {m: self._cells[m] for m in want if m in self._cells}
         return {k: c for _, cells in self._cells.values() for k, c in cells.items()}
 
@@ -178,26 +204,13 @@ class Reader:
 # -- frame -> screen (pure) ------------------------------------------------------------------
 
 
-def window_counts(frame: Frame, back: int) -> Counts:
-    """The window's counts, or (back=1) those of the window before it."""
-    length = keys.WINDOWS[frame.window]
-    newest = int(frame.now_s // 60) - back * length
-    total = Counts()
-    for m in range(newest - length + 1, newest + 1):
-        if m in frame.minutes:
-            total.add(frame.minutes[m])
-    return total
-
-
 def verdict_line(frame: Frame, th: Thresholds) -> tuple[str, str]:
     """`p35 why`'s verdict in one line (onsets within the hour read), and its style."""
-    counts = window_counts(frame, 0)
+    counts = frame.counts()
     total = counts.total
     j = judge(counts, frame.status, frame.now_s, th)
     name = j.name
-    line = (
-        f"{HEADLINES[name]} — {j.execute_share * 100:.0f} % of {total:,} executed ({frame.window})"
-    )
+    line = f"{HEADLINES[name]} — {percent(j.execute_share)} of {total:,} executed ({frame.window})"
     if j.why_unknown:
         line = f"{HEADLINES[name]} — {j.why_unknown}"
     if j.listed:
@@ -210,7 +223,7 @@ def verdict_line(frame: Frame, th: Thresholds) -> tuple[str, str]:
             # At the edge, the run reaches the oldest minute read: it began then or
             # before (or traffic did), which is not the same as an hour ago.
             since = f" since {stamp}" + (" or earlier" if found.at_edge else "")
-        line += f" · {gate} {n / total * 100:.0f} %{since}"
+        line += f" · {gate} {percent(share(n, total))}{since}"
     style = {"trading": "green", "degraded": "yellow", "not_trading": "bold red"}.get(name, "")
     return line, style
 
@@ -272,26 +285,26 @@ def totals_lines(counts: Counts, color: bool, with_counts: bool) -> list[Text]:
     out = []
     for d in DECISIONS:
         n = counts.decisions.get(d, 0)
-        share = f"{n / total * 100:3.0f} %" if total else "  - "
+        part = percent(share(n, total), 3) if total else "  - "
         mark = Text("█ " if color else f"{MONO[d]} ", style=STYLE[d] if color else "")
-        out.append(mark + Text(f"{d:<8}{share}" + (f" {n:>8,}" if with_counts else "")))
+        out.append(mark + Text(f"{d:<8}{part}" + (f" {n:>8,}" if with_counts else "")))
     return out
 
 
 def gate_lines(frame: Frame, n: int, width: int) -> list[Text]:
-    now, before = window_counts(frame, 0), window_counts(frame, 1)
+    now, before = frame.counts(), frame.counts(back=1)
     total, total_before = now.total, before.total
     out = []
     for gate, n_gate in gates(now, 0.0)[:n]:
-        share = n_gate / total
+        part = share(n_gate, total)
         if total_before and gate in before.reasons:
-            change = share - before.reasons[gate] / total_before
+            change = part - share(before.reasons[gate], total_before)
             arrow = "↑" if change > TREND_POINTS else "↓" if change < -TREND_POINTS else "→"
         else:
             arrow = "new" if total_before else ""
         name = gate[: max(10, width - 30)]
         out.append(
-            Text(f"  {name:<{max(10, width - 30)}} {n_gate:>8,} {share * 100:4.0f} %  {arrow}")
+            Text(f"  {name:<{max(10, width - 30)}} {n_gate:>8,} {percent(part, 4)}  {arrow}")
         )
     if not out:
         out.append(Text("  no gates in this window" if total else "  no decisions in this window"))
@@ -328,15 +341,13 @@ def heatmap_lines(frame: Frame, rows: int, color: bool) -> list[Text]:
 def alert_lines(frame: Frame, n: int) -> list[Text]:
     out = []
     for a in frame.alerts[:n]:
-        when = utc(a.get("timestamp"), "%H:%M:%S")
-        subject = a.get("reason") or a.get("symbol") or a.get("subject", "")
-        line = f"  {when:8} {a.get('state', '?'):<8} {a.get('severity', ''):<8} "
-        line += f"{a.get('type', '')} {a.get('window', '')} {subject}"
-        out.append(Text(line, style="red" if a.get("state") == "firing" else "dim"))
+        when = utc(a.timestamp, "%H:%M:%S")
+        line = f"  {when:8} {a.state:<8} {a.severity:<8} {a.type} {a.window} {a.subject}"
+        out.append(Text(line, style="red" if a.state == "firing" else "dim"))
     return out or [Text("  none")]
 
 
-def layout(height: int, symbols: int) -> dict[str, int]:
+def layout(height: int, symbols: int) -> Rows:
     """Rows per section: the 80x24 minimum, then what a taller terminal adds."""
     rows = {"chart": 5, "gates": 3, "heat": min(5, max(1, symbols)), "alerts": 2}
     extra = max(0, height - 24)
@@ -345,7 +356,7 @@ def layout(height: int, symbols: int) -> dict[str, int]:
         add = max(0, min(extra, room))
         rows[part] += add
         extra -= add
-    return rows
+    return Rows(**rows)
 
 
 def incomplete_line(frame: Frame) -> str:
@@ -365,9 +376,9 @@ def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -
     line, style = verdict_line(frame, th)
     health, stale = health_line(frame, th.stale_after_s)
     rows = layout(height, len(frame.symbols))
-    chart = mix_chart(frame, rows["chart"], color)
-    totals = totals_lines(window_counts(frame, 0), color, with_counts=w >= HISTORY_MIN + 30)
-    body: list[Any] = [
+    chart = mix_chart(frame, rows.chart, color)
+    totals = totals_lines(frame.counts(), color, with_counts=w >= HISTORY_MIN + 30)
+    body: list[Text] = [
         Text(line[:w], style=style if color else ""),
         Text(health[:w], style=("bold red" if stale else "dim") if color else ""),
     ]
@@ -386,7 +397,7 @@ def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -
             style="bold",
         )
     )
-    body += gate_lines(frame, rows["gates"], w)
+    body += gate_lines(frame, rows.gates, w)
     legend = ""
     for i, g in enumerate(frame.heat_gates):  # the letters that fit, whole
         item = f"{' ' if legend else ''}{chr(ord('a') + i)}={g}"
@@ -396,10 +407,10 @@ def render(frame: Frame, width: int, height: int, color: bool, th: Thresholds) -
     body.append(
         Text("symbols, last 30 min: EXECUTE share in tenths, or a gate over half", style="bold")
     )
-    body += heatmap_lines(frame, rows["heat"], color)
+    body += heatmap_lines(frame, rows.heat, color)
     body.append(Text(f"  {legend}", style="dim" if color else ""))
     body.append(Text("recent alerts · q quit · w window", style="bold"))
-    body += alert_lines(frame, rows["alerts"])
+    body += alert_lines(frame, rows.alerts)
     return Group(*body)
 
 

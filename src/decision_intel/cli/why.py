@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from decision_intel import keys
 from decision_intel.model import losses as loss_records
+from decision_intel.model.admission import refusal
 from decision_intel.model.classify import DECISIONS, Classifier
 from decision_intel.model.diagnose import (
     Baseline,
@@ -24,11 +25,11 @@ from decision_intel.model.diagnose import (
     gates,
 )
 from decision_intel.model.gate_shape import Onset, onset
-from decision_intel.model.windows import Counts, parse_bucket
+from decision_intel.model.windows import Counts, parse_bucket, summed, window_sum
 from decision_intel.settings import Settings
 from decision_intel.store import audit, scripts
 from decision_intel.store.client import find_group
-from decision_intel.store.reads import redis_now_s
+from decision_intel.store.reads import measured_entry, read_minutes, redis_now_s
 from decision_intel.text import count, safe, safe_map, safe_name
 
 FIRST_CHUNK_MIN = 60
@@ -41,11 +42,7 @@ async def _window(client: aioredis.Redis, minutes: range, symbol: str | None) ->
     """Each minute's decisions and reasons (one symbol's with `symbol`). The meta hashes
     carry the bucket's decision/reason copy; one symbol's fields are then picked out of
     the buckets by name, for the reasons its minute has."""
-    async with client.pipeline(transaction=False) as pipe:
-        for m in minutes:
-            pipe.hgetall(keys.bucket_meta(m))
-        replies = await pipe.execute()
-    series = {m: parse_bucket(f) for m, f in zip(minutes, replies, strict=True) if f}
+    series = await read_minutes(client, minutes)
     if symbol is not None:
         mine = {m: list(c.reasons) for m, c in series.items()}
         series = await _series_by_reasons(client, mine, symbol)
@@ -62,7 +59,7 @@ async def _series_by_reasons(
         replies = await pipe.execute()
     out = {}
     for (m, names), values in zip(reasons.items(), replies, strict=True):
-        out[m] = _counts(_fields(symbol, names), values)
+        out[m] = _counts(_fields(symbol, names), values, symbol)
     return out
 
 
@@ -88,23 +85,16 @@ async def _per_symbol(client: aioredis.Redis, window: str, reasons: list[str]) -
     return out
 
 
-def _counts(fields: list[str], values: list[Any]) -> Counts:
-    c = Counts()
-    for name, v in zip(fields, values, strict=True):
-        if v is not None:
-            kind, _, rest = name.rpartition(":")
-            target = c.decisions if "decision" in kind else c.reasons
-            n = count(v)
-            if n is not None:
-                target[rest] = n
-    return c
+def _counts(fields: list[str], values: list[Any], symbol: str | None) -> Counts:
+    """What an HMGET of `fields` brought, read as a bucket is (one symbol's, with `symbol`)."""
+    got = {f.encode(): v for f, v in zip(fields, values, strict=True) if v is not None}
+    counts = parse_bucket(got)
+    return counts if symbol is None else counts.symbols.get(symbol, Counts())
 
 
 def _fields(symbol: str | None, reasons: list[str]) -> list[str]:
-    if symbol is None:
-        return [f"decision:{d}" for d in DECISIONS] + [f"reason:{r}" for r in reasons]
-    return [f"symbol_decision:{symbol}:{d}" for d in DECISIONS] + [
-        f"symbol_reason:{symbol}:{r}" for r in reasons
+    return [keys.decision_field(d, symbol) for d in DECISIONS] + [
+        keys.reason_field(r, symbol) for r in reasons
     ]
 
 
@@ -123,14 +113,12 @@ async def _series(
             replies = await pipe.execute()
         for m, values in zip(chunk, replies, strict=True):
             if any(v is not None for v in values):
-                out[m] = _counts(fields, values)
+                out[m] = _counts(fields, values, symbol)
     return out
 
 
 def _baseline(series: dict[int, Counts], reasons: list[str], source: str) -> Baseline | None:
-    total = Counts()
-    for c in series.values():
-        total.add(c)
+    total = summed(series.values())
     if not total.total:
         return None
     n = total.total
@@ -173,12 +161,16 @@ async def _recent(
         ]
     )
     out = []
-    for entry_id, flat in rows:
-        entry = dict(zip(flat[::2], flat[1::2], strict=True))
-        result = classifier.classify(entry)
+    for row in rows:
+        entry_id, entry, size = measured_entry(row)
+        # As the daemon counted it: an entry over the limits is UNKNOWN/oversize, its cause
+        # its detail (the first fields it comes back cut to are not what it said).
+        refused = refusal(size, s.max_entry_fields, s.max_entry_bytes)
+        result = refused or classifier.classify(entry)
         if symbol is not None and result.symbol != symbol:
             continue
-        detail = safe(" ".join((classifier.detail(entry) or result.reason).split()))
+        raw = refused.cause if refused is not None else classifier.detail(entry)
+        detail = safe(" ".join((raw or result.reason).split()))
         if len(detail) > DETAIL_MAX:
             detail = detail[:DETAIL_MAX] + "..."
         out.append((safe(entry_id), result.reason, detail))
@@ -195,9 +187,7 @@ async def why(client: aioredis.Redis, s: Settings, window: str, symbol: str | No
     length = keys.WINDOWS[window]
     window_minutes = range(now_minute - length + 1, now_minute + 1)
     series = await _window(client, window_minutes, symbol)
-    counts = Counts()
-    for c in series.values():
-        counts.add(c)
+    counts = window_sum(series, now_minute, length)
     th = s.why_thresholds(symbol)
     listed = [r for r, _ in gates(counts, th.gate_listed)]
     if symbol is None and listed:

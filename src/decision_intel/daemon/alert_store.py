@@ -141,7 +141,7 @@ class AlertStore:
         candidates = new_gate_candidates(windows[NEW_GATE_WINDOW], self.s.alert_min_decisions)
         if not candidates:
             return GateHistory(keys.day_label(today), frozenset(), any_history=False)
-        fields = [f"reason:{g}" for g in candidates]
+        fields = [keys.reason_field(g) for g in candidates]
         async with self.client.pipeline(transaction=False) as pipe:
             for day in range(today - 7, today):
                 pipe.exists(keys.daily(day))

@@ -19,16 +19,15 @@ from typing import Any
 
 from decision_intel.daemon.metrics import Metrics
 from decision_intel.keys import id_parts
+from decision_intel.model.admission import classifier_failed, oversize, refusal, unreadable
 from decision_intel.model.batch import Batch
-from decision_intel.model.batch import oversize as entry_oversize
-from decision_intel.model.classify import UNKNOWN, Classification, Classifier
+from decision_intel.model.classify import Classifier
 from decision_intel.settings import Settings
 from decision_intel.store.client import Entry, Read, ReplyTooLarge, Sizes
 from decision_intel.store.flush import FlushResult
 from decision_intel.store.group import DEPARTED_NAMES_SHOWN, LeaseLost, Store
 from decision_intel.text import safe
 
-OVERSIZE = "oversize"
 FORGET_PER_CALL = 5000
 """Departed consumers removed by one script call, one call a tick. Most of a call's time
 is the walk of the group's consumers: about 50 ms of Redis for 20,000, 250 ms for
@@ -93,7 +92,7 @@ class Consumer:
     ) -> None:
         """Classify entries into the batch. A `Read` says which entries are over the size
         limits (measured as it was parsed, or by lua/read.lua); others are measured here."""
-        oversize: Sizes | None = entries.oversize if isinstance(entries, Read) else None
+        measured: Sizes | None = entries.oversize if isinstance(entries, Read) else None
         if entries and not reclaimed:
             newest = entries[-1][0]
             if self.read_high is None or id_parts(newest) > id_parts(self.read_high):
@@ -112,28 +111,17 @@ class Consumer:
                 # History reads return deleted (trimmed) entries with no content.
                 batch.add_trimmed(entry_id)
                 continue
-            if oversize is None:
-                size = entry_oversize(fields, max_fields, max_bytes)
+            if measured is None:
+                size = oversize(fields, max_fields, max_bytes)
             else:
-                size = oversize.get(entry_id) if oversize else None
+                size = measured.get(entry_id) if measured else None
             seen = deliveries.get(entry_id, 0) if deliveries else 0
-            if size is not None:
-                what = f"{size[0]} fields" + (f", {size[1]} bytes" if size[1] >= 0 else "")
-                result = Classification(
-                    UNKNOWN,
-                    OVERSIZE,
-                    None,
-                    f"oversize: {what} (limits {max_fields} fields, {max_bytes} bytes)",
-                )
-            elif seen > max_deliveries:
-                result = Classification(
-                    UNKNOWN, "poison", None, f"delivered {seen} times without being counted"
-                )
-            else:
+            result = refusal(size, max_fields, max_bytes, seen, max_deliveries)
+            if result is None:
                 try:
                     result = classify(fields)
                 except Exception as exc:  # never let one entry stop the loop
-                    result = Classification(UNKNOWN, "none", None, f"classifier error: {exc!r}")
+                    result = classifier_failed(exc)
             batch.add(entry_id, fields, result, reclaimed=reclaimed)
 
     # -- flush ----------------------------------------------------------------
@@ -256,9 +244,8 @@ class Consumer:
         if entry_id is None:
             return None
         budget = self.s.read_budget_bytes
-        cause = f"oversize: its reply passed the read budget ({budget} bytes)"
         self.batch.clock(self.store.now_ms(), self._skew_ms)
-        self.batch.add(entry_id, {}, Classification(UNKNOWN, OVERSIZE, None, cause), reclaimed=True)
+        self.batch.add(entry_id, {}, unreadable(budget), reclaimed=True)
         self.log.warning("read.entry_unreadable", id=safe(entry_id), budget_bytes=budget)
         return entry_id
 

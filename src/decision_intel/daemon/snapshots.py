@@ -5,7 +5,8 @@ interval, so whichever daemon gets it first after it lapses does the work and th
 others skip. Window sums come from each bucket's meta hash, where the flush script
 keeps a copy of the bucket's decision and reason fields (without the symbol fields
 that can make a bucket thousands of fields long) and a change counter; minutes are
-cached by that counter, so a rebuild re-reads only the minutes that changed.
+cached by that counter (store/reads.py's `MinuteCache`, as `p35 top` does), so a
+rebuild re-reads only the minutes that changed.
 Each window's keys, and the per-symbol keys of every symbol seen in the window,
 are replaced by one script (`lua/snapshot.lua`), atomically: a reader sees the old
 snapshot or the new one, never a missing or half-written key.
@@ -21,9 +22,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_intel import keys
-from decision_intel.model.windows import Counts, parse_bucket, top, window_counts
+from decision_intel.model.windows import Counts, top, window_counts
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
+from decision_intel.store.reads import MinuteCache, time_ms
 
 
 class Snapshotter:
@@ -31,7 +33,11 @@ class Snapshotter:
         self.s = settings
         self.client = client
         self.owner = owner
-        self._cache: dict[int, tuple[bytes, Counts]] = {}
+        # With the symbol breakdown, the bucket itself (it has every field); without it,
+        # the meta hash's decision/reason copy is all there is to read.
+        self._minutes = MinuteCache(
+            client, keys.bucket if settings.symbol_breakdown else keys.bucket_meta
+        )
         self.next_try_s = 0.0
         """This process's monotonic time when its own turn lapses (asking before is pointless)."""
         self._script = scripts.load(client, "snapshot")
@@ -69,11 +75,11 @@ class Snapshotter:
             pipe.set(keys.SNAPSHOT_LOCK, self.owner, nx=True, px=interval_ms)
             pipe.time()
             pipe.hget(keys.STATUS, "processed_total")
-            got, (sec, usec), processed = await pipe.execute()
+            got, now, processed = await pipe.execute()
         if not got:
             return None  # another daemon's turn; try again next tick
         self.next_try_s = now_s + interval_ms / 1000
-        now_ms = self.turn_ms = int(sec) * 1000 + int(usec) // 1000
+        now_ms = self.turn_ms = time_ms(now)
         # No total yet: nothing was ever counted, which is a total too.
         windows = await self.run(now_ms, skip_unchanged=True, processed=processed or b"0")
         return None if windows is None else (windows, now_ms)
@@ -91,7 +97,7 @@ class Snapshotter:
         mark = (now_minute, processed)
         self.idle = skip_unchanged and processed is not None and mark == self._mark
         if self.idle and self._outlive:
-            self.quiet = frozenset(self._cache)  # nothing changed since the last run
+            self.quiet = self._minutes.cached  # nothing changed since the last run
         else:
             buckets, signature = await self._load(now_minute)
             if not skip_unchanged or signature != self._built:
@@ -113,40 +119,10 @@ class Snapshotter:
         """The live buckets of the last hour, and what identifies their contents (the
         minute and each bucket's change counter)."""
         minutes = range(now_minute - keys.LONGEST_WINDOW_MIN + 1, now_minute + 1)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for minute in minutes:
-                pipe.hget(keys.bucket_meta(minute), "v")
-            versions = await pipe.execute()
-        stale = [
-            (minute, version)
-            for minute, version in zip(minutes, versions, strict=True)
-            if version is not None and self._cache.get(minute, (None,))[0] != version
-        ]
+        live, versions = await self._minutes.load(minutes)
         # The cache holds each minute as the last run saw it: those it need not re-read
         # did not change in between.
-        changed = {minute for minute, _ in stale}
-        self.quiet = frozenset(
-            m for m, v in zip(minutes, versions, strict=True) if v is not None and m not in changed
-        )
-        if stale:
-            # With the symbol breakdown, the bucket itself (it has every field); without
-            # it, the meta hash's decision/reason copy is all there is to read.
-            source = keys.bucket if self.s.symbol_breakdown else keys.bucket_meta
-            async with self.client.pipeline(transaction=False) as pipe:
-                for minute, _ in stale:
-                    pipe.hgetall(source(minute))
-                contents = await pipe.execute()
-            parsed = await asyncio.to_thread(lambda: [parse_bucket(f) for f in contents])
-            # The version was read before the content: at worst the cache holds newer
-            # content under an older version, and the next run reads it again.
-            for (minute, version), counts in zip(stale, parsed, strict=True):
-                self._cache[minute] = (version, counts)
-        live = {
-            minute: self._cache[minute][1]
-            for minute, version in zip(minutes, versions, strict=True)
-            if version is not None and minute in self._cache
-        }
-        self._cache = {m: self._cache[m] for m in live}
+        self.quiet = frozenset(live) - self._minutes.changed
         return live, (now_minute, *versions)
 
     async def _write(self, windows: dict[str, Counts], now_ms: int) -> None:

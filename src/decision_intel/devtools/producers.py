@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 
 import redis
 
+from decision_intel.store.reads import time_ms
+
 STREAM = "quantum:stream:apply.result"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT"]
 
@@ -194,8 +196,7 @@ def write_backlog(
     shape: Shape = entry,
 ) -> None:
     """XADD n backlog entries ending now (server time), in pipelines of 5000."""
-    sec, usec = r.time()
-    end_ms = sec * 1000 + usec // 1000 - 1
+    end_ms = time_ms(r.time()) - 1
     pipe = r.pipeline(transaction=False)
     for entry_id, fields in backlog(rng, n, end_ms, minutes, shape):
         pipe.xadd(stream, fields, id=entry_id)  # type: ignore[arg-type]

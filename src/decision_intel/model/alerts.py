@@ -18,6 +18,7 @@ from decision_intel.keys import LONGEST_WINDOW_MIN, WINDOWS
 from decision_intel.model.classify import BLOCKED, ERROR, EXECUTE, NO_REASON, SKIP, UNKNOWN
 from decision_intel.model.gate_shape import attribute, onset
 from decision_intel.model.windows import Counts
+from decision_intel.text import share, share_text
 
 GATE_EXPLOSION, STUCK, DECISION_MIX = "gate_explosion", "stuck", "decision_mix"
 STREAM_CLOCK, SUPPRESSED, NEW_GATE = "stream_clock", "suppressed", "new_gate"
@@ -97,10 +98,6 @@ class Firing:
         return AlertKey(self.type, self.window, self.subject).text
 
 
-def _share(part: int, total: int) -> str:
-    return f"{part / total:.4f}"
-
-
 def top_gate(reasons: Mapping[str, int]) -> tuple[str, int] | None:
     """The reason with the most decisions, `none` excluded (ties: by name)."""
     gates = [(n, name) for name, n in reasons.items() if name != NO_REASON and n > 0]
@@ -117,7 +114,7 @@ def gate_explosion(window: str, counts: Counts, min_decisions: int) -> Firing | 
     if total < min_decisions or gate is None:
         return None
     reason, n = gate
-    severity = next((sev for share, sev in GATE_SHARES if n >= share * total), None)
+    severity = next((sev for level, sev in GATE_SHARES if n >= level * total), None)
     if severity is None:
         return None
     return Firing(
@@ -125,7 +122,7 @@ def gate_explosion(window: str, counts: Counts, min_decisions: int) -> Firing | 
         reason,
         window,
         severity,
-        {"reason": reason, "score": str(n), "total": str(total), "share": _share(n, total)},
+        {"reason": reason, "score": str(n), "total": str(total), "share": share_text(n, total)},
     )
 
 
@@ -154,7 +151,7 @@ def stuck_symbols(counts: Counts, min_decisions: int) -> list[Firing]:
                         "reason": reason,
                         "score": str(n),
                         "total": str(total),
-                        "share": _share(n, total),
+                        "share": share_text(n, total),
                     },
                 )
             )
@@ -233,8 +230,8 @@ def stream_clock(clock: StreamClock) -> Firing | None:
 
 
 def _mix_holds(counts: Counts, decision: str, side: str, threshold: float) -> bool:
-    share = counts.decisions.get(decision, 0) / counts.total
-    return share < threshold if side == "below" else share > threshold
+    fraction = share(counts.decisions.get(decision, 0), counts.total)
+    return fraction < threshold if side == "below" else fraction > threshold
 
 
 def decision_mix(window: str, counts: Counts, min_decisions: int) -> list[Firing]:
@@ -255,14 +252,14 @@ def decision_mix(window: str, counts: Counts, min_decisions: int) -> list[Firing
                         "decision": decision,
                         "score": str(n),
                         "total": str(total),
-                        "share": _share(n, total),
+                        "share": share_text(n, total),
                         "threshold": f"{side} {threshold:.2f}",
                     },
                 )
             )
     unknown = counts.decisions.get(UNKNOWN, 0)
     if unknown >= UNKNOWN_SHARES[-1][0] * total:  # producers drifted from the contract
-        severity = next(sev for share, sev in UNKNOWN_SHARES if unknown >= share * total)
+        severity = next(sev for level, sev in UNKNOWN_SHARES if unknown >= level * total)
         out.append(
             Firing(
                 DECISION_MIX,
@@ -273,7 +270,7 @@ def decision_mix(window: str, counts: Counts, min_decisions: int) -> list[Firing
                     "decision": UNKNOWN,
                     "score": str(unknown),
                     "total": str(total),
-                    "share": _share(unknown, total),
+                    "share": share_text(unknown, total),
                     "threshold": f"above {UNKNOWN_SHARES[-1][0]:.2f}",
                 },
             )
@@ -308,7 +305,7 @@ def new_gates(counts: Counts, min_decisions: int, history: GateHistory) -> list[
                 "reason": reason,
                 "score": str(n),
                 "total": str(total),
-                "share": _share(n, total),
+                "share": share_text(n, total),
                 "measured_over": NEW_GATE_WINDOW,
             },
         )

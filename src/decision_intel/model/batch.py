@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import chain
 
 from decision_intel.keys import id_ms, id_parts
 from decision_intel.model.classify import Classification
@@ -49,36 +48,6 @@ def raw_copy(entry: Mapping[bytes, bytes]) -> str:
         parts.append(part)
         size += len(part) + 2
     return "{" + ", ".join(parts) + "}"
-
-
-ENTRY_OVERHEAD = 100
-"""Reply bytes of an entry beyond its names and values: its arrays and its ID (at most
-41 characters), and a row in lua/read.lua's oversize list."""
-PART_OVERHEAD_MAX = 14
-"""Reply bytes around one name or value at most: `$`, a length of up to 9 digits, two CRLFs."""
-
-
-def wire_size(parts: Iterable[bytes]) -> int:
-    """An entry's size as a reply carries it (RESP), which is what a read's byte budget
-    pays for: each name and value as a bulk string (`$<len>\r\n<bytes>\r\n`) plus
-    ENTRY_OVERHEAD. Counted as lua/lib.lua's measure() counts it: 256 empty pairs are
-    0 bytes of content but 3 KB of reply."""
-    return ENTRY_OVERHEAD + sum(len(p) + 5 + len(str(len(p))) for p in parts)
-
-
-def oversize(
-    entry: Mapping[bytes, bytes], max_fields: int, max_bytes: int
-) -> tuple[int, int] | None:
-    """(fields, bytes) of an entry over the limits (bytes as `wire_size` counts them, as
-    in lua/read.lua), or None. The field count is checked first: it is free; then a bound
-    that costs no loop in Python, and only past it the exact size."""
-    if len(entry) > max_fields:
-        return len(entry), -1
-    content = sum(map(len, entry)) + sum(map(len, entry.values()))
-    if content + 2 * PART_OVERHEAD_MAX * len(entry) + ENTRY_OVERHEAD <= max_bytes:
-        return None
-    size = wire_size(chain(entry, entry.values()))
-    return (len(entry), size) if size > max_bytes else None
 
 
 def _cut(text: str) -> str:

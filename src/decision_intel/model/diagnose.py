@@ -18,10 +18,10 @@ from typing import TypedDict
 from decision_intel.keys import WINDOW_WORDS
 from decision_intel.model import gates as gate_data
 from decision_intel.model.classify import EXECUTE, NO_REASON
-from decision_intel.model.gate_shape import GateShare, Onset, SymbolShare, attribute, percent, share
+from decision_intel.model.gate_shape import GateShare, Onset, SymbolShare, attribute
 from decision_intel.model.losses import Incomplete
 from decision_intel.model.windows import Counts
-from decision_intel.text import count, number
+from decision_intel.text import count, number, percent, share
 
 TRADING, DEGRADED, NOT_TRADING, UNKNOWN = "trading", "degraded", "not_trading", "unknown"
 EXIT_CODES = {TRADING: 0, DEGRADED: 1, NOT_TRADING: 2, UNKNOWN: 3}

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 from decision_intel.model.windows import Counts
+from decision_intel.text import percent, share
 
 LOW_RUN = 2
 """Consecutive minutes under half a gate's level that end its run (one is noise)."""
@@ -52,10 +53,6 @@ class SymbolShare(TypedDict):
     """The share of the gate's entries that are this symbol's."""
     lift: float
     """The gate's share of the symbol's decisions over its share of all decisions."""
-
-
-def share(part: int, total: int) -> float:
-    return part / total if total else 0.0
 
 
 def _points(series: Mapping[int, Counts], reason: str) -> dict[int, tuple[int, int]]:
@@ -144,10 +141,6 @@ def attribute(counts: Counts, reason: str) -> tuple[list[SymbolShare], str]:
         named = ", ".join(f"{sym} ({percent(hits / gate_n)})" for sym, hits, _ in rows[:3])
         return out, f"mostly on {named}"
     return out, f"spread over {len(rows)} symbols"
-
-
-def percent(x: float) -> str:
-    return f"{x * 100:.0f} %" if x >= 0.01 or x == 0 else f"{x * 100:.1f} %"
 
 
 def _and(names: Sequence[str]) -> str:

@@ -14,7 +14,7 @@ from decision_intel.model.classify import NO_REASON
 from decision_intel.model.gate_shape import GateShare
 from decision_intel.model.losses import CAUSE_WORDS
 from decision_intel.model.windows import parse_bucket
-from decision_intel.text import count
+from decision_intel.text import SHARE_DIGITS, count, percent, share
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _ranked(counts: Mapping[str, int]) -> list[tuple[str, int]]:
 
 
 def _shares(counts: Mapping[str, int], total: int) -> dict[str, float]:
-    return {k: round(v / total, 4) for k, v in counts.items()} if total else {}
+    return {k: share(v, total, SHARE_DIGITS) for k, v in counts.items()} if total else {}
 
 
 def compare(
@@ -161,10 +161,10 @@ def render(rep: Report) -> str:
         lines[0] += f", against {rep['compared_with']} ({rep['previous_total']} decisions)"
     for d, row in rep["decisions"].items():
         change = "" if row["change_pp"] is None else f"  {row['change_pp']:+6.2f} pp"
-        lines.append(f"  {d:8} {row['count']:9}  {100 * row['share']:5.1f}%{change}")
+        lines.append(f"  {d:8} {row['count']:9}  {percent(row['share'], 5, 1)}{change}")
     lines.append("top gates:")
     for g in rep["top_gates"]:
-        lines.append(f"  {g['count']:9}  {100 * g['share']:5.1f}%  {g['reason']}")
+        lines.append(f"  {g['count']:9}  {percent(g['share'], 5, 1)}  {g['reason']}")
     if rep["top_symbols"]:
         lines.append("top symbols:")
         lines += [f"  {s['count']:9}  {s['symbol']}" for s in rep["top_symbols"]]

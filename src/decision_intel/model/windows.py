@@ -6,9 +6,10 @@ included; its decision counts and reason counts are the sums of those buckets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from decision_intel import keys
 from decision_intel.keys import WINDOWS
 from decision_intel.text import NAME_MAX, count, cut, printable_ascii, safe
 
@@ -34,13 +35,6 @@ class Counts:
             _merge(mine.decisions, theirs.decisions)
             _merge(mine.reasons, theirs.reasons)
 
-    def copy(self) -> Counts:
-        return Counts(
-            dict(self.decisions),
-            dict(self.reasons),
-            {s: Counts(dict(c.decisions), dict(c.reasons)) for s, c in self.symbols.items()},
-        )
-
 
 def _merge(into: dict[str, int], other: Mapping[str, int]) -> None:
     for name, n in other.items():
@@ -56,17 +50,17 @@ def parse_bucket(fields: Mapping[bytes, bytes]) -> Counts:
     plain = printable_ascii(fields)  # names reach terminals: escaped unless plainly printable
     for raw_name, raw_value in fields.items():
         kind, _, key = (raw_name.decode() if plain else safe(raw_name)).partition(":")
-        if kind == "decision":
+        if kind == keys.DECISION:
             target = out.decisions
-        elif kind == "reason":
+        elif kind == keys.REASON:
             target = out.reasons
-        elif kind in ("symbol_decision", "symbol_reason"):
+        elif kind in (keys.SYMBOL_DECISION, keys.SYMBOL_REASON):
             symbol, _, key = key.partition(":")
             symbol = cut(symbol) if len(symbol) > NAME_MAX else symbol
             counts = out.symbols.get(symbol)
             if counts is None:
                 counts = out.symbols[symbol] = Counts()
-            target = counts.decisions if kind == "symbol_decision" else counts.reasons
+            target = counts.decisions if kind == keys.SYMBOL_DECISION else counts.reasons
         else:
             continue
         if len(key) > NAME_MAX:  # not the daemon's writing: shown cut, not megabytes
@@ -77,20 +71,23 @@ def parse_bucket(fields: Mapping[bytes, bytes]) -> Counts:
     return out
 
 
+def summed(parts: Iterable[Counts]) -> Counts:
+    """Counts added up (minutes, or days) into new ones: the parts stay as they were."""
+    total = Counts()
+    for part in parts:
+        total.add(part)
+    return total
+
+
+def window_sum(buckets: Mapping[int, Counts], newest: int, length: int) -> Counts:
+    """The sum of the `length` minutes ending at (and including) minute `newest`: one
+    window's counts. A minute without a bucket counts as nothing."""
+    return summed(buckets[m] for m in range(newest - length + 1, newest + 1) if m in buckets)
+
+
 def window_counts(buckets: Mapping[int, Counts], now_minute: int) -> dict[str, Counts]:
     """Counts for every window, ending at (and including) `now_minute`."""
-    out: dict[str, Counts] = {}
-    running = Counts()
-    by_length = sorted(WINDOWS.items(), key=lambda item: item[1])
-    covered = 0
-    for name, length in by_length:
-        for minute in range(now_minute - length + 1, now_minute - covered + 1):
-            bucket = buckets.get(minute)
-            if bucket is not None:
-                running.add(bucket)
-        covered = length
-        out[name] = running.copy()
-    return out
+    return {name: window_sum(buckets, now_minute, length) for name, length in WINDOWS.items()}
 
 
 def top(counts: Mapping[str, int], n: int) -> list[tuple[str, int]]:

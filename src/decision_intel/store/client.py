@@ -28,12 +28,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from decision_intel.model.batch import ENTRY_OVERHEAD, PART_OVERHEAD_MAX, wire_size
+from decision_intel.model.admission import ENTRY_OVERHEAD, PART_OVERHEAD_MAX, Size, over_limits
 from decision_intel.settings import Settings
 from decision_intel.store.backoff import Refusing, refusing
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
-Sizes = dict[bytes, tuple[int, int]]
+Sizes = dict[bytes, Size]
 """Entries over the size limits: ID -> (fields, bytes; -1 when the field count alone
 was over and the bytes were not counted)."""
 
@@ -191,7 +191,7 @@ def parse_entries(reply: Any, limits: tuple[int, int] | None = None, **_options:
 def _oversize(streams: Any, max_fields: int, max_bytes: int) -> Sizes:
     lists = [flat for entries in streams for _, flat in entries if flat is not None]
     # A bound first, in C: the largest content and the most parts, each with the most
-    # framing a part can have (model/batch.py's wire_size counts it exactly).
+    # framing a part can have (model/admission.py's wire_size counts it exactly).
     if not lists or (
         (longest := max(map(len, lists))) <= 2 * max_fields
         and max(map(len, map(b"".join, lists))) + PART_OVERHEAD_MAX * longest + ENTRY_OVERHEAD
@@ -200,10 +200,8 @@ def _oversize(streams: Any, max_fields: int, max_bytes: int) -> Sizes:
         return {}
     over: Sizes = {}
     for entry_id, flat in (e for entries in streams for e in entries if e[1] is not None):
-        if len(flat) > 2 * max_fields:
-            over[entry_id] = (len(flat) // 2, -1)  # counting the bytes too is not needed
-        elif (size := wire_size(flat)) > max_bytes:
-            over[entry_id] = (len(flat) // 2, size)
+        if (size := over_limits(len(flat) // 2, flat, max_fields, max_bytes)) is not None:
+            over[entry_id] = size
     return over
 
 

@@ -29,6 +29,7 @@ from decision_intel.store.flush import (
     flush_args,
     flush_keys,
 )
+from decision_intel.store.reads import redis_now_ms
 from decision_intel.text import safe
 
 DEPARTED_NAMES_SHOWN = 3
@@ -294,8 +295,7 @@ class Store:
         return await find_group(self.client, self.s.stream, self.s.group)
 
     async def server_time_ms(self) -> int:
-        sec, usec = await self.client.time()
-        now_ms = int(sec) * 1000 + int(usec) // 1000
+        now_ms = await redis_now_ms(self.client)
         self.observe_clock(now_ms)
         return now_ms
 

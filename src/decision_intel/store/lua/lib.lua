@@ -164,7 +164,7 @@ end
 -- limits comes back cut down to its first few fields, each cut short, with
 -- {n_fields, n_bytes} as a third result; its size then also pays for that row of the
 -- oversize list. Fields past the limit are counted, never copied.
--- model/batch.py (`wire_size`) measures the same way; keep the two alike.
+-- model/admission.py (`wire_size`) measures the same way; keep the two alike.
 local KEEP_PAIRS, KEEP_BYTES, ENTRY_OVERHEAD = 8, 256, 100
 local function wire(s)
   local n = #s

@@ -5,7 +5,8 @@
 --
 -- No KEYS (the input stream is only read: see flush.lua)
 -- ARGV: stream, count, max_fields, max_bytes, budget_bytes
--- Returns {id, flat}... newest first; entries over the limits come back cut down.
+-- Returns {id, flat}... newest first; an entry over the limits comes back cut down, as
+-- {id, flat cut down, n_fields, n_bytes} (as entry.lua returns it).
 
 local stream, count = ARGV[1], tonumber(ARGV[2])
 local max_fields, max_bytes, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -13,9 +14,9 @@ local out, total, before = {}, 0, '+'
 while #out < count and total < budget do
   local got = redis.call('XREVRANGE', stream, before, '-', 'COUNT', 1)[1]
   if not got then break end
-  local flat, size = measure(got[2], max_fields, max_bytes)
+  local flat, size, cut = measure(got[2], max_fields, max_bytes)
   total = total + size
-  out[#out + 1] = {got[1], flat}
+  out[#out + 1] = cut and {got[1], flat, cut[1], cut[2]} or {got[1], flat}
   before = '(' .. got[1]
 end
 return out
