@@ -94,7 +94,7 @@ def test_status_text_and_json(known: dict[str, str]) -> None:
     text = run_p35(known, "status").stdout
     assert re.search(r"^status \(\d+ s old, written by \?\):$", text, re.M), text
     assert "\n  state              running\n" in text
-    assert "\n5m: 100 decisions: BLOCKED 60 (60%), EXECUTE 10 (10%), SKIP 30 (30%)\n" in text
+    assert "\n5m: 100 decisions: BLOCKED 60 (60 %), EXECUTE 10 (10 %), SKIP 30 (30 %)\n" in text
     assert "\n        50  risk_paused\n" in text
 
 

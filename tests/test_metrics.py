@@ -135,31 +135,34 @@ def test_the_endpoint_serves_only_metrics_and_idle_sockets_hold_up_nothing(
     port = free_port()
     d = Daemon({**base_env, "P35_METRICS_PORT": str(port)}, tmp_path / "d.log").start()
     daemons.append(d)
-    wait_for(lambda: bool(r.exists("quantum:p35:status")), 30, "the daemon running")
+    # After the first snapshot: its arithmetic thread (store/reads.py) has started.
+    wait_for(lambda: bool(r.hget("quantum:p35:status", "snapshot_ts")), 30, "a snapshot")
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
     assert err.value.code == 404
     err.value.close()
-    idle = []
-    for _ in range(200):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.send(b"GET /metrics HTTP/1.1\r\n")  # never finished
-        idle.append(s)
-    threads = len(os.listdir(f"/proc/{d.pid}/task"))
-    beat = float(r.hget("quantum:p35:status", "last_ts") or 0)
-    wait_for(
-        lambda: float(r.hget("quantum:p35:status", "last_ts") or 0) > beat + 1,
-        30,
-        "two heartbeats with the sockets open",
-    )
-    assert len(os.listdir(f"/proc/{d.pid}/task")) == threads  # no thread per connection
-    for s in idle:
-        s.close()
-    wait_for(lambda: "p35_entries_total" in scrape(port), 30, "a scrape after they left")
-    for _ in range(20):
-        idle.append(socket.create_connection(("127.0.0.1", port)))
-    rc, took = d.terminate_and_wait()
-    assert rc == 0 and took < 5
-    for s in idle:
-        s.close()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.send(b"GET /metrics HTTP/1.1\r\n")  # never finished
+            idle.append(s)
+        threads = len(os.listdir(f"/proc/{d.pid}/task"))
+        beat = float(r.hget("quantum:p35:status", "last_ts") or 0)
+        wait_for(
+            lambda: float(r.hget("quantum:p35:status", "last_ts") or 0) > beat + 1,
+            30,
+            "two heartbeats with the sockets open",
+        )
+        assert len(os.listdir(f"/proc/{d.pid}/task")) == threads  # no thread per connection
+        for s in idle:
+            s.close()
+        wait_for(lambda: "p35_entries_total" in scrape(port), 30, "a scrape after they left")
+        for _ in range(20):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+        rc, took = d.terminate_and_wait()
+        assert rc == 0 and took < 5
+    finally:  # a failure above must not leave 200 sockets to the next test's collector
+        for s in idle:
+            s.close()
     assert not [e for e in d.events() if e.get("level") in ("error", "critical")]

@@ -16,7 +16,6 @@ leaves a window loses them in the same step.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -25,7 +24,7 @@ from decision_intel import keys
 from decision_intel.model.windows import Counts, top, window_counts
 from decision_intel.settings import Settings
 from decision_intel.store import scripts
-from decision_intel.store.reads import MinuteCache, time_ms
+from decision_intel.store.reads import MinuteCache, off_loop, time_ms
 
 
 class Snapshotter:
@@ -102,11 +101,8 @@ class Snapshotter:
             buckets, signature = await self._load(now_minute)
             if not skip_unchanged or signature != self._built:
                 self.minutes = buckets
-                # The arithmetic runs in a worker thread (here and below): over an hour of
-                # 500 symbols it takes about a second, and the event loop, which the
-                # flush, the heartbeat and a stop need, gets the interpreter back within
-                # its switch interval (5 ms) instead of after it.
-                windows = await asyncio.to_thread(window_counts, buckets, now_minute)
+                # The arithmetic runs off the event loop (here and below, reads.off_loop).
+                windows = await off_loop(window_counts, buckets, now_minute)
                 await self._write(windows, now_ms)
                 self._built = signature
                 self._mark = mark
@@ -126,7 +122,7 @@ class Snapshotter:
         return live, (now_minute, *versions)
 
     async def _write(self, windows: dict[str, Counts], now_ms: int) -> None:
-        args = await asyncio.to_thread(self._args, windows, now_ms)
+        args = await off_loop(self._args, windows, now_ms)
         await self._script(keys=[keys.STATUS], args=args)
 
     def _args(self, windows: dict[str, Counts], now_ms: int) -> list[Any]:
