@@ -49,7 +49,7 @@ class StaleAfter:
 
 
 ROLL_MARGIN_S = 600
-"""lua/flush.lua's: a bucket with less than this to live when it is made goes to its day
+"""lua/flush_lib.lua's: a bucket with less than this to live when it is made goes to its day
 at once; only buckets that live longer wait for the roll-up."""
 ROLL_LEAD_S = 120
 """The roll-up takes a minute at the first snapshot turn after the minute closes: its

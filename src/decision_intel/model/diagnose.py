@@ -21,7 +21,7 @@ from decision_intel.model.classify import EXECUTE, NO_REASON
 from decision_intel.model.gate_shape import GateShare, Onset, SymbolShare, attribute
 from decision_intel.model.losses import Incomplete
 from decision_intel.model.windows import Counts
-from decision_intel.text import count, number, percent, share
+from decision_intel.text import SHARE_DIGITS, count, number, percent, share
 
 TRADING, DEGRADED, NOT_TRADING, UNKNOWN = "trading", "degraded", "not_trading", "unknown"
 EXIT_CODES = {TRADING: 0, DEGRADED: 1, NOT_TRADING: 2, UNKNOWN: 3}
@@ -247,7 +247,7 @@ def diagnose(ev: Evidence) -> Diagnosis:
                 "reason": reason,
                 "decision": ev.gate_decision(reason),
                 "count": n,
-                "share": round(share(n, total), 4),
+                "share": share(n, total, SHARE_DIGITS),
                 "since": None
                 if found is None or found.since_minute is None
                 else found.since_minute * 60,
